@@ -1,0 +1,103 @@
+//! Health, metrics and public keys: no authentication.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::Serialize;
+
+use super::AppState;
+use crate::crypto::key_id;
+use crate::store::tables::POOLS_COUNTER;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    pub status: &'static str,
+    pub service: &'static str,
+    pub version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Liveness and storage health.
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(app): State<AppState>) -> Response {
+    let check = app.store.reader().and_then(|r| r.counter(POOLS_COUNTER));
+    let (code, status, reason) = match check {
+        Ok(_) => (StatusCode::OK, "healthy", None),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", Some(e.detail)),
+    };
+    (
+        code,
+        Json(Health {
+            status,
+            service: crate::SERVICE_NAME,
+            version: crate::VERSION,
+            reason,
+        }),
+    )
+        .into_response()
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let reader = app.store.reader().ok();
+    let body = app.metrics.render(reader.as_ref(), app.writer.queue_len());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PublicKey {
+    pub alg: &'static str,
+    /// Standard base64 of the raw 32-byte Ed25519 public key (absent for HS256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Keys {
+    pub jwt: PublicKey,
+    pub proof: PublicKey,
+}
+
+/// The service's public keys: JWT verification and PoOT proof signatures.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "meta", responses((status = 200, body = Keys)))]
+pub async fn keys(State(app): State<AppState>) -> Json<Keys> {
+    let jwt_public = app.keys.jwt.verifying_key();
+    let proof_public = app.keys.proof.verifying_key();
+    let jwt = match app.tokens.algorithm_name() {
+        "HS256" => PublicKey {
+            alg: "HS256",
+            public_key: None,
+            key_id: None,
+        },
+        _ => PublicKey {
+            alg: "EdDSA",
+            public_key: Some(B64.encode(jwt_public.as_bytes())),
+            key_id: Some(key_id(&jwt_public)),
+        },
+    };
+    Json(Keys {
+        jwt,
+        proof: PublicKey {
+            alg: "Ed25519",
+            public_key: Some(B64.encode(proof_public.as_bytes())),
+            key_id: Some(key_id(&proof_public)),
+        },
+    })
+}

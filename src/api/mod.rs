@@ -1,0 +1,128 @@
+//! HTTP: the axum router, shared state and cross-cutting layers. Handlers live in one
+//! module per resource and stay thin: parse, authorize, call the store, shape the answer.
+
+pub mod audit;
+pub mod auth;
+pub mod extract;
+pub mod meta;
+pub mod nodes;
+pub mod openapi;
+pub mod pagination;
+pub mod pools;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::crypto::{ServiceKeys, TokenService};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::{Store, Writer};
+
+/// Everything a handler may need. Shared behind an `Arc`.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub writer: Writer,
+    pub tokens: TokenService,
+    pub keys: ServiceKeys,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub challenges: auth::Challenges,
+}
+
+pub type AppState = Arc<App>;
+
+/// The complete router.
+pub fn router(app: AppState) -> Router {
+    let api = Router::new()
+        .route("/keys", get(meta::keys))
+        .route("/openapi.json", get(openapi::document))
+        .route("/tokens", post(tokens::issue))
+        .route("/auth/challenge", post(auth::challenge))
+        .route("/auth/token", post(auth::token))
+        .route("/nodes", post(nodes::create).get(nodes::list))
+        .route(
+            "/nodes/{node_id}",
+            get(nodes::get_one)
+                .put(nodes::update)
+                .delete(nodes::deregister),
+        )
+        .route("/pools", post(pools::create).get(pools::list))
+        .route("/pools/{pool_id}", get(pools::get_one))
+        .route("/pools/{pool_id}/join", post(pools::join))
+        .route("/audit", get(audit::list));
+    let timeout = app.config.request_timeout;
+    let body_limit = app.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(meta::health))
+        .route("/metrics", get(meta::metrics))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout.max(Duration::from_secs(1)),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this route does not accept that method",
+    )
+}
+
+/// Counts and times every request by its route pattern (never the raw path, which would
+/// put ids into label values).
+async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    app.metrics
+        .http_requests
+        .with_label_values(&[&method, &route, status.as_str()])
+        .inc();
+    app.metrics
+        .http_latency
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    if status.is_server_error() {
+        tracing::warn!(%method, %route, status = status.as_u16(), "request failed");
+    }
+    response
+}
+
+/// `201 Created` with a JSON body.
+pub fn created<T: serde::Serialize>(body: T) -> Response {
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}

@@ -1,0 +1,478 @@
+//! One validated [`Config`], built from embedded defaults < TOML file < environment <
+//! command-line flags.
+//!
+//! Every setting has one name, the environment variable of the seed service
+//! (`NODE_MANAGEMENT_PORT`, ...). The TOML file uses the same names in lower case
+//! (`node_management_port = 8095`). Values from all sources are collected as text first and
+//! parsed once, so a bad value is reported the same way wherever it came from: one line
+//! naming the variable, the value and where it was set.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+/// Where the packaged service looks for its configuration file.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/lucid-node-management/config.toml";
+
+/// Every setting: its name and embedded default (empty = unset).
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "DATA_DIR",
+        "./data",
+        "state directory (database, keys, certificate)",
+    ),
+    ("BIND_ADDRESS", "0.0.0.0", "address to listen on"),
+    ("NODE_MANAGEMENT_PORT", "8095", "TCP port of the API"),
+    (
+        "TLS_DISABLE",
+        "false",
+        "serve plain HTTP (behind a TLS proxy)",
+    ),
+    (
+        "TLS_CERT",
+        "",
+        "PEM certificate chain; a self-signed one is created when unset",
+    ),
+    ("TLS_KEY", "", "PEM private key for TLS_CERT"),
+    (
+        "MONGODB_URI",
+        "",
+        "MongoDB mirror (needs the mongo-sync feature)",
+    ),
+    (
+        "SITE_ID",
+        "",
+        "site id carried by mirrored documents (default: host name)",
+    ),
+    (
+        "MAX_NODES_PER_POOL",
+        "100",
+        "upper bound of any pool's capacity",
+    ),
+    (
+        "PAYOUT_THRESHOLD_USDT",
+        "10.0",
+        "balance at which a node is paid",
+    ),
+    (
+        "POOT_CALCULATION_INTERVAL",
+        "300",
+        "PoOT epoch length, seconds",
+    ),
+    (
+        "PAYOUT_PROCESSING_INTERVAL",
+        "3600",
+        "payout run interval, seconds",
+    ),
+    (
+        "HEARTBEAT_TIMEOUT",
+        "90",
+        "silence after which a node is offline, seconds",
+    ),
+    (
+        "REWARD_USDT_PER_HOUR",
+        "0.05",
+        "credits per operational hour",
+    ),
+    ("LOG_LEVEL", "INFO", "trace, debug, info, warn or error"),
+    ("LOG_FORMAT", "text", "text or json"),
+    (
+        "JWT_SECRET",
+        "",
+        "switches tokens to HS256 with this shared secret",
+    ),
+    (
+        "JWT_ISSUER",
+        "lucid-node-management",
+        "iss claim of issued tokens",
+    ),
+    (
+        "NODE_TOKEN_TTL",
+        "900",
+        "lifetime of node login tokens, seconds",
+    ),
+    ("MAX_BODY_BYTES", "65536", "largest accepted request body"),
+    (
+        "WRITER_QUEUE_CAPACITY",
+        "8192",
+        "bounded queue in front of the writer",
+    ),
+    (
+        "REQUEST_TIMEOUT",
+        "30",
+        "longest a request may take, seconds",
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub tls_disable: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub mongodb_uri: Option<String>,
+    pub site_id: Option<String>,
+    pub max_nodes_per_pool: u32,
+    pub payout_threshold_usdt: Decimal,
+    pub poot_calculation_interval: Duration,
+    pub payout_processing_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub reward_usdt_per_hour: Decimal,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub jwt_secret: Option<String>,
+    pub jwt_issuer: String,
+    pub node_token_ttl: Duration,
+    pub max_body_bytes: usize,
+    pub writer_queue_capacity: usize,
+    pub request_timeout: Duration,
+}
+
+/// A configuration error: one line naming the variable, the value and its source.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Raw text values with the source each came from, before parsing.
+#[derive(Debug, Default, Clone)]
+pub struct RawConfig {
+    values: BTreeMap<&'static str, (String, String)>,
+}
+
+impl RawConfig {
+    /// The embedded defaults.
+    pub fn defaults() -> Self {
+        let mut raw = Self::default();
+        for (name, default, _) in SETTINGS {
+            raw.values
+                .insert(name, (default.to_string(), "default".to_string()));
+        }
+        raw
+    }
+
+    fn canonical(name: &str) -> Option<&'static str> {
+        SETTINGS
+            .iter()
+            .map(|(n, _, _)| *n)
+            .find(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Sets a value by setting name (any case).
+    pub fn set(&mut self, name: &str, value: impl Into<String>, source: impl Into<String>) {
+        if let Some(name) = Self::canonical(name) {
+            self.values.insert(name, (value.into(), source.into()));
+        }
+    }
+
+    /// Layers a TOML file over the current values. Unknown keys are errors: they are
+    /// almost always typos that would otherwise be silently ignored.
+    pub fn apply_toml_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError(format!(
+                "config file {} is not valid TOML: {}",
+                path.display(),
+                e.message()
+            ))
+        })?;
+        let source = format!("config file {}", path.display());
+        for (key, value) in table {
+            let Some(name) = Self::canonical(&key) else {
+                return Err(ConfigError(format!("unknown setting {key:?} in {source}")));
+            };
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError(format!(
+                        "invalid value {other:?} for {name} in {source}: expected a string, number or boolean"
+                    )))
+                }
+            };
+            self.values.insert(name, (text, source.clone()));
+        }
+        Ok(())
+    }
+
+    /// Layers the process environment over the current values.
+    pub fn apply_env(&mut self, env: impl Iterator<Item = (String, String)>) {
+        let env: BTreeMap<String, String> = env.collect();
+        for (name, _, _) in SETTINGS {
+            if let Some(v) = env.get(*name) {
+                self.values
+                    .insert(name, (v.clone(), "environment".to_string()));
+            }
+        }
+        // systemd's StateDirectory= hands the packaged service its directory this way.
+        if !env.contains_key("DATA_DIR") {
+            if let Some(dir) = env.get("STATE_DIRECTORY") {
+                self.values.insert(
+                    "DATA_DIR",
+                    (dir.clone(), "environment (STATE_DIRECTORY)".to_string()),
+                );
+            }
+        }
+    }
+
+    fn get(&self, name: &'static str) -> (&str, &str) {
+        self.values
+            .get(name)
+            .map(|(v, s)| (v.as_str(), s.as_str()))
+            .unwrap_or(("", "default"))
+    }
+
+    fn parse<T>(
+        &self,
+        name: &'static str,
+        parser: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let (value, source) = self.get(name);
+        parser(value.trim()).map_err(|why| {
+            ConfigError(format!(
+                "invalid value {value:?} for {name} (from {source}): {why}"
+            ))
+        })
+    }
+
+    fn optional(&self, name: &'static str) -> Option<String> {
+        let (value, _) = self.get(name);
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_string())
+    }
+
+    /// Parses and validates every value.
+    pub fn build(&self) -> Result<Config, ConfigError> {
+        let config = Config {
+            data_dir: self.parse("DATA_DIR", non_empty_path)?,
+            bind_address: self.parse("BIND_ADDRESS", |v| {
+                IpAddr::from_str(v).map_err(|e| e.to_string())
+            })?,
+            port: self.parse("NODE_MANAGEMENT_PORT", |v| {
+                v.parse::<u16>()
+                    .map_err(|_| "expected a port number 0-65535".to_string())
+            })?,
+            tls_disable: self.parse("TLS_DISABLE", parse_bool)?,
+            tls_cert: self.optional("TLS_CERT").map(PathBuf::from),
+            tls_key: self.optional("TLS_KEY").map(PathBuf::from),
+            mongodb_uri: self.optional("MONGODB_URI"),
+            site_id: self.optional("SITE_ID"),
+            max_nodes_per_pool: self.parse("MAX_NODES_PER_POOL", |v| positive_int(v, 1_000_000))?,
+            payout_threshold_usdt: self.parse("PAYOUT_THRESHOLD_USDT", usdt_amount)?,
+            poot_calculation_interval: self.parse("POOT_CALCULATION_INTERVAL", parse_duration)?,
+            payout_processing_interval: self.parse("PAYOUT_PROCESSING_INTERVAL", parse_duration)?,
+            heartbeat_timeout: self.parse("HEARTBEAT_TIMEOUT", parse_duration)?,
+            reward_usdt_per_hour: self.parse("REWARD_USDT_PER_HOUR", usdt_amount)?,
+            log_level: self.parse("LOG_LEVEL", |v| {
+                let level = v.to_ascii_lowercase();
+                match level.as_str() {
+                    "trace" | "debug" | "info" | "warn" | "error" => Ok(level),
+                    _ => Err("expected trace, debug, info, warn or error".to_string()),
+                }
+            })?,
+            log_format: self.parse("LOG_FORMAT", |v| match v.to_ascii_lowercase().as_str() {
+                "text" | "" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected text or json".to_string()),
+            })?,
+            jwt_secret: self.parse("JWT_SECRET", |v| {
+                if !v.is_empty() && v.len() < 32 {
+                    Err("a shared secret must be at least 32 characters".to_string())
+                } else {
+                    Ok((!v.is_empty()).then(|| v.to_string()))
+                }
+            })?,
+            jwt_issuer: self.parse("JWT_ISSUER", |v| {
+                if v.is_empty() {
+                    Err("must not be empty".to_string())
+                } else {
+                    Ok(v.to_string())
+                }
+            })?,
+            node_token_ttl: self.parse("NODE_TOKEN_TTL", parse_duration)?,
+            max_body_bytes: self.parse("MAX_BODY_BYTES", |v| {
+                positive_int(v, 64 * 1024 * 1024).map(|n| n as usize)
+            })?,
+            writer_queue_capacity: self.parse("WRITER_QUEUE_CAPACITY", |v| {
+                positive_int(v, 1_000_000).map(|n| n as usize)
+            })?,
+            request_timeout: self.parse("REQUEST_TIMEOUT", parse_duration)?,
+        };
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(ConfigError(
+                "TLS_CERT and TLS_KEY must be set together".to_string(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+fn non_empty_path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(PathBuf::from(v))
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn positive_int(v: &str, max: u32) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if n >= 1 && n <= max => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {max}")),
+    }
+}
+
+/// A USDT amount: a non-negative decimal with at most 6 places.
+pub fn usdt_amount(v: &str) -> Result<Decimal, String> {
+    let d =
+        Decimal::from_str(v).map_err(|_| "expected a decimal number such as 10.0".to_string())?;
+    if d.is_sign_negative() {
+        return Err("must not be negative".into());
+    }
+    if d.normalize().scale() > 6 {
+        return Err("USDT has at most 6 decimal places".into());
+    }
+    Ok(d)
+}
+
+/// Whole seconds (`90`), or a number with a unit suffix: `s`, `m`, `h`, `d` (`90s`, `5m`).
+/// Zero is refused: every duration here is an interval or a timeout.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected whole seconds such as 90, or 90s, 5m, 1h, 7d".to_string())?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}; use s, m, h or d")),
+    };
+    let secs = n
+        .checked_mul(factor)
+        .filter(|s| *s <= 10 * 365 * 86_400)
+        .ok_or_else(|| "too long".to_string())?;
+    if secs == 0 {
+        return Err("must be at least 1 second".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut raw = RawConfig::defaults();
+        raw.apply_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        raw.build()
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_seed_service() {
+        let c = build(&[]).unwrap();
+        assert_eq!(c.port, 8095);
+        assert_eq!(c.max_nodes_per_pool, 100);
+        assert_eq!(c.payout_threshold_usdt, Decimal::from_str("10.0").unwrap());
+        assert_eq!(c.poot_calculation_interval, Duration::from_secs(300));
+        assert_eq!(c.payout_processing_interval, Duration::from_secs(3600));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(90));
+        assert_eq!(c.log_level, "info");
+        assert!(c.mongodb_uri.is_none());
+        assert!(!c.tls_disable);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_value() {
+        let err = build(&[("NODE_MANAGEMENT_PORT", "80x")]).unwrap_err();
+        assert!(err.0.contains("NODE_MANAGEMENT_PORT"), "{err}");
+        assert!(err.0.contains("\"80x\""), "{err}");
+        assert!(err.0.contains("environment"), "{err}");
+        let err = build(&[("PAYOUT_THRESHOLD_USDT", "-1")]).unwrap_err();
+        assert!(err.0.contains("PAYOUT_THRESHOLD_USDT"));
+        let err = build(&[("HEARTBEAT_TIMEOUT", "0")]).unwrap_err();
+        assert!(err.0.contains("HEARTBEAT_TIMEOUT"));
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_unit_suffixes() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("-5").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn later_sources_override_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "node_management_port = 9000\nmax_nodes_per_pool = 7\n",
+        )
+        .unwrap();
+        let mut raw = RawConfig::defaults();
+        raw.apply_toml_file(&file).unwrap();
+        raw.apply_env([("NODE_MANAGEMENT_PORT".to_string(), "9001".to_string())].into_iter());
+        raw.set("NODE_MANAGEMENT_PORT", "9002", "flag --port");
+        let c = raw.build().unwrap();
+        assert_eq!(c.port, 9002);
+        assert_eq!(c.max_nodes_per_pool, 7);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "node_managment_port = 9000\n").unwrap();
+        let err = RawConfig::defaults().apply_toml_file(&file).unwrap_err();
+        assert!(err.0.contains("node_managment_port"));
+    }
+
+    #[test]
+    fn systemd_state_directory_is_the_packaged_default() {
+        let c = build(&[("STATE_DIRECTORY", "/var/lib/lucid-node-management")]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/lucid-node-management"));
+        let c = build(&[("STATE_DIRECTORY", "/x"), ("DATA_DIR", "/y")]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/y"));
+    }
+}

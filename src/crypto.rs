@@ -1,0 +1,356 @@
+//! Keys and tokens.
+//!
+//! The service owns two Ed25519 keys in its state directory (mode 0600, created at first
+//! start): one signs JWTs (EdDSA), one signs PoOT epoch roots. Node key pairs made by
+//! `keygen` use the same file format: the 32-byte seed as standard base64 on one line.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// File names inside `DATA_DIR/keys/`.
+pub const JWT_KEY_FILE: &str = "jwt_ed25519.key";
+pub const PROOF_KEY_FILE: &str = "proof_ed25519.key";
+
+/// Writes `contents` to `path` with mode 0600, atomically (temp file, fsync, rename), so a
+/// crash never leaves a half-written key.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Reads a signing key file (base64 of the 32-byte seed).
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let seed = B64
+        .decode(text.trim())
+        .map_err(|_| format!("key file {} is not base64", path.display()))?;
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("key file {} does not hold a 32-byte seed", path.display()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// A fresh random Ed25519 key.
+pub fn generate_signing_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    SigningKey::from_bytes(&seed)
+}
+
+/// Writes a key pair: `path` (seed, 0600) and `path.pub` (public key, base64).
+pub fn write_key_pair(path: &Path, key: &SigningKey) -> std::io::Result<PathBuf> {
+    write_secret_file(path, format!("{}\n", B64.encode(key.to_bytes())).as_bytes())?;
+    let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+    std::fs::write(
+        &pub_path,
+        format!("{}\n", B64.encode(key.verifying_key().to_bytes())),
+    )?;
+    Ok(pub_path)
+}
+
+fn load_or_create_key(path: &Path) -> Result<SigningKey, String> {
+    if path.exists() {
+        let mode = std::fs::metadata(path)
+            .map_err(|e| e.to_string())?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "key file is readable by others; tightening to 0600");
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        return read_signing_key(path);
+    }
+    let key = generate_signing_key();
+    write_secret_file(path, format!("{}\n", B64.encode(key.to_bytes())).as_bytes())
+        .map_err(|e| format!("cannot write key file {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), "created service key");
+    Ok(key)
+}
+
+/// Short identifier of a public key: the first 16 hex digits of its SHA-256.
+pub fn key_id(public_key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(public_key.as_bytes())[..8])
+}
+
+/// The service's own keys.
+pub struct ServiceKeys {
+    pub jwt: SigningKey,
+    pub proof: SigningKey,
+}
+
+impl ServiceKeys {
+    /// Loads the keys from `data_dir/keys`, creating any that are missing.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, String> {
+        let dir = data_dir.join("keys");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        Ok(Self {
+            jwt: load_or_create_key(&dir.join(JWT_KEY_FILE))?,
+            proof: load_or_create_key(&dir.join(PROOF_KEY_FILE))?,
+        })
+    }
+}
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Operator,
+    Node,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Node => "node",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "node" => Some(Role::Node),
+            _ => None,
+        }
+    }
+}
+
+/// JWT claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+    pub iss: String,
+    /// Node tokens only: the node's token generation when issued (see `Node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gen: Option<u32>,
+}
+
+/// Issues and verifies tokens: EdDSA with the service key by default, HS256 with a shared
+/// secret when `JWT_SECRET` is set. Verification accepts only the configured algorithm, so
+/// a token cannot pick a weaker one (no `alg` confusion).
+pub struct TokenService {
+    algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    issuer: String,
+}
+
+impl TokenService {
+    pub fn new(jwt_key: &SigningKey, shared_secret: Option<&str>, issuer: &str) -> Self {
+        let (algorithm, encoding, decoding) = match shared_secret {
+            Some(secret) => (
+                Algorithm::HS256,
+                EncodingKey::from_secret(secret.as_bytes()),
+                DecodingKey::from_secret(secret.as_bytes()),
+            ),
+            None => {
+                let der = jwt_key
+                    .to_pkcs8_der()
+                    .expect("an Ed25519 key always encodes as PKCS#8");
+                (
+                    Algorithm::EdDSA,
+                    EncodingKey::from_ed_der(der.as_bytes()),
+                    DecodingKey::from_ed_der(jwt_key.verifying_key().as_bytes()),
+                )
+            }
+        };
+        Self {
+            algorithm,
+            encoding,
+            decoding,
+            issuer: issuer.to_string(),
+        }
+    }
+
+    pub fn algorithm_name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::HS256 => "HS256",
+            _ => "EdDSA",
+        }
+    }
+
+    /// Signs a token; returns it with its expiry (seconds since the epoch).
+    pub fn issue(
+        &self,
+        role: Role,
+        subject: &str,
+        ttl: Duration,
+        generation: Option<u32>,
+        now_secs: u64,
+    ) -> (String, u64) {
+        let mut jti = [0u8; 16];
+        OsRng.fill_bytes(&mut jti);
+        let claims = Claims {
+            sub: subject.to_string(),
+            role,
+            iat: now_secs,
+            exp: now_secs + ttl.as_secs().max(1),
+            jti: hex::encode(jti),
+            iss: self.issuer.clone(),
+            gen: generation,
+        };
+        let token = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
+            .expect("signing with a valid key cannot fail");
+        (token, claims.exp)
+    }
+
+    /// Verifies signature, algorithm, issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut validation = Validation::new(self.algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::unauthorized("token-expired", "the token has expired")
+                }
+                _ => {
+                    ApiError::unauthorized("invalid-token", format!("the token is not valid: {e}"))
+                }
+            })
+    }
+}
+
+/// The bytes a node signs to log in: `lucid-auth-v1:` followed by the nonce as sent.
+pub fn login_message(nonce_b64: &str) -> Vec<u8> {
+    format!("lucid-auth-v1:{nonce_b64}").into_bytes()
+}
+
+/// Verifies a base64 Ed25519 signature by `public_key` over `message`.
+pub fn verify_signature(public_key: &[u8; 32], message: &[u8], signature_b64: &str) -> bool {
+    let Ok(sig) = B64.decode(signature_b64.trim()) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(&sig) else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    key.verify_strict(message, &sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::Signer;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn eddsa_tokens_roundtrip_and_carry_claims() {
+        let svc = TokenService::new(&generate_signing_key(), None, "lucid");
+        let (token, exp) = svc.issue(
+            Role::Node,
+            "node_a",
+            Duration::from_secs(60),
+            Some(3),
+            now(),
+        );
+        let claims = svc.verify(&token).unwrap();
+        assert_eq!(claims.sub, "node_a");
+        assert_eq!(claims.role, Role::Node);
+        assert_eq!(claims.gen, Some(3));
+        assert_eq!(claims.exp, exp);
+    }
+
+    #[test]
+    fn tokens_from_another_key_or_algorithm_are_refused() {
+        let ours = TokenService::new(&generate_signing_key(), None, "lucid");
+        let theirs = TokenService::new(&generate_signing_key(), None, "lucid");
+        let hs = TokenService::new(&generate_signing_key(), Some(&"s".repeat(32)), "lucid");
+        let (t1, _) = theirs.issue(Role::Admin, "x", Duration::from_secs(60), None, now());
+        let (t2, _) = hs.issue(Role::Admin, "x", Duration::from_secs(60), None, now());
+        assert_eq!(ours.verify(&t1).unwrap_err().kind, "invalid-token");
+        assert_eq!(ours.verify(&t2).unwrap_err().kind, "invalid-token");
+        assert!(hs.verify(&t2).is_ok());
+    }
+
+    #[test]
+    fn expired_tokens_say_so() {
+        let svc = TokenService::new(&generate_signing_key(), None, "lucid");
+        let (token, _) = svc.issue(Role::Admin, "x", Duration::from_secs(1), None, now() - 3600);
+        assert_eq!(svc.verify(&token).unwrap_err().kind, "token-expired");
+    }
+
+    #[test]
+    fn wrong_issuer_is_refused() {
+        let key = generate_signing_key();
+        let a = TokenService::new(&key, None, "a");
+        let b = TokenService::new(&key, None, "b");
+        let (token, _) = a.issue(Role::Admin, "x", Duration::from_secs(60), None, now());
+        assert!(b.verify(&token).is_err());
+    }
+
+    #[test]
+    fn login_signatures_verify_only_for_the_signed_nonce() {
+        let key = generate_signing_key();
+        let pk = key.verifying_key().to_bytes();
+        let sig = B64.encode(key.sign(&login_message("abc")).to_bytes());
+        assert!(verify_signature(&pk, &login_message("abc"), &sig));
+        assert!(!verify_signature(&pk, &login_message("abd"), &sig));
+        assert!(!verify_signature(&pk, &login_message("abc"), "!!"));
+    }
+
+    #[test]
+    fn key_files_are_private_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ServiceKeys::load_or_create(dir.path()).unwrap();
+        let again = ServiceKeys::load_or_create(dir.path()).unwrap();
+        assert_eq!(keys.jwt.to_bytes(), again.jwt.to_bytes());
+        assert_ne!(keys.jwt.to_bytes(), keys.proof.to_bytes());
+        let mode = std::fs::metadata(dir.path().join("keys").join(JWT_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

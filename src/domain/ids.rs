@@ -1,0 +1,74 @@
+//! Identifiers with a kind prefix (`node_...`, `pool_...`, `payout_...`), as the rest of the
+//! Lucid system expects: pattern `^{kind}_[a-zA-Z0-9_-]+$`.
+
+use rand::Rng;
+
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const RANDOM_LEN: usize = 20;
+
+/// A fresh random id of the given kind, e.g. `node_k3v...` (20 random characters,
+/// about 103 bits: unique across appliances without coordination).
+pub fn new_id(kind: &str) -> String {
+    let mut rng = rand::thread_rng();
+    let mut id = String::with_capacity(kind.len() + 1 + RANDOM_LEN);
+    id.push_str(kind);
+    id.push('_');
+    for _ in 0..RANDOM_LEN {
+        id.push(ALPHABET[rng.gen_range(0..ALPHABET.len())] as char);
+    }
+    id
+}
+
+/// True when `id` matches `^{kind}_[a-zA-Z0-9_-]+$` and is of a sane length.
+pub fn is_valid_id(kind: &str, id: &str) -> bool {
+    let Some(rest) = id.strip_prefix(kind).and_then(|r| r.strip_prefix('_')) else {
+        return false;
+    };
+    !rest.is_empty()
+        && id.len() <= 128
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A subject (operator id, admin name) as carried in tokens: printable, short, no spaces.
+pub fn is_valid_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= 128
+        && subject
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@:".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_match_their_pattern() {
+        for kind in ["node", "pool", "payout"] {
+            let id = new_id(kind);
+            assert!(is_valid_id(kind, &id), "{id}");
+            assert!(!is_valid_id("other", &id));
+        }
+    }
+
+    #[test]
+    fn ids_outside_the_pattern_are_rejected() {
+        assert!(!is_valid_id("node", "node_"));
+        assert!(!is_valid_id("node", "node"));
+        assert!(!is_valid_id("node", "pool_abc"));
+        assert!(!is_valid_id("node", "node_a b"));
+        assert!(!is_valid_id("node", "node_a/b"));
+        assert!(is_valid_id("node", "node_A-b_9"));
+    }
+
+    #[test]
+    fn subjects_are_printable_and_bounded() {
+        assert!(is_valid_subject("op-1"));
+        assert!(is_valid_subject("alice@example.org"));
+        assert!(!is_valid_subject(""));
+        assert!(!is_valid_subject("a b"));
+        assert!(!is_valid_subject(&"x".repeat(129)));
+    }
+}

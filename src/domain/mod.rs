@@ -1,0 +1,9 @@
+//! Pure domain rules: no I/O, no storage, no HTTP. Everything here is unit-tested in place.
+
+pub mod audit;
+pub mod ids;
+pub mod money;
+pub mod node;
+pub mod pool;
+pub mod timefmt;
+pub mod tron;

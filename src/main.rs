@@ -1,0 +1,215 @@
+//! The `lucid-node-management` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lucid_node_management::config::{parse_duration, Config, RawConfig, DEFAULT_CONFIG_FILE};
+use lucid_node_management::crypto::{
+    generate_signing_key, write_key_pair, Role, ServiceKeys, TokenService,
+};
+use lucid_node_management::domain::audit::ChainVerifier;
+use lucid_node_management::{logging, server, store};
+
+#[derive(Parser)]
+#[command(
+    name = "lucid-node-management",
+    version,
+    about = "Node pool manager of the Lucid network"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by commands that read the configuration.
+#[derive(clap::Args, Clone, Default)]
+struct CommonArgs {
+    /// State directory (database, keys, certificate). Env: DATA_DIR.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file (default /etc/lucid-node-management/config.toml if present).
+    #[arg(long, env = "CONFIG_FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// TCP port. Env: NODE_MANAGEMENT_PORT.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Address to bind. Env: BIND_ADDRESS.
+        #[arg(long)]
+        bind: Option<String>,
+        /// Serve plain HTTP (behind a TLS-terminating proxy). Env: TLS_DISABLE=true.
+        #[arg(long)]
+        http: bool,
+    },
+    /// Issue tokens offline with the keys in the state directory.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Write a node key pair: FILE (private, mode 0600) and FILE.pub.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, default_value = "node.key")]
+        out: PathBuf,
+        /// Replace an existing key file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a state directory's database: the audit hash chain.
+    Verify {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a signed JWT.
+    Issue {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        subject: String,
+        /// Lifetime: seconds or with a unit (30m, 12h, 7d). Default 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+fn load_config(common: &CommonArgs, flags: &[(&str, String)]) -> Result<Config, String> {
+    let mut raw = RawConfig::defaults();
+    let file = common.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+        default.exists().then_some(default)
+    });
+    if let Some(file) = file {
+        raw.apply_toml_file(&file).map_err(|e| e.to_string())?;
+    }
+    raw.apply_env(std::env::vars());
+    if let Some(dir) = &common.data_dir {
+        raw.set("DATA_DIR", dir.display().to_string(), "flag --data-dir");
+    }
+    for (name, value) in flags {
+        raw.set(name, value.clone(), format!("flag for {name}"));
+    }
+    raw.build().map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            common,
+            port,
+            bind,
+            http,
+        } => serve(common, port, bind, http),
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    role,
+                    subject,
+                    ttl,
+                    common,
+                },
+        } => issue_token(&common, &role, &subject, &ttl),
+        Command::Keygen { out, force } => keygen(&out, force),
+        Command::Verify { common } => verify(&common),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(
+    common: CommonArgs,
+    port: Option<u16>,
+    bind: Option<String>,
+    http: bool,
+) -> Result<(), String> {
+    let mut flags = Vec::new();
+    if let Some(p) = port {
+        flags.push(("NODE_MANAGEMENT_PORT", p.to_string()));
+    }
+    if let Some(b) = bind {
+        flags.push(("BIND_ADDRESS", b));
+    }
+    if http {
+        flags.push(("TLS_DISABLE", "true".to_string()));
+    }
+    let config = load_config(&common, &flags)?;
+    logging::init(&config.log_level, config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(server::run(config))
+}
+
+fn issue_token(common: &CommonArgs, role: &str, subject: &str, ttl: &str) -> Result<(), String> {
+    let config = load_config(common, &[])?;
+    let role = match Role::parse(role) {
+        Some(r @ (Role::Admin | Role::Operator)) => r,
+        _ => return Err(format!("--role must be admin or operator, not {role:?}")),
+    };
+    if !lucid_node_management::domain::ids::is_valid_subject(subject) {
+        return Err("--subject must be 1-128 characters of letters, digits and _-.@:".into());
+    }
+    let ttl: Duration = parse_duration(ttl).map_err(|e| format!("--ttl {ttl:?}: {e}"))?;
+    let keys = ServiceKeys::load_or_create(&config.data_dir)?;
+    let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let (token, _) = tokens.issue(role, subject, ttl, None, now);
+    println!("{token}");
+    Ok(())
+}
+
+fn keygen(out: &PathBuf, force: bool) -> Result<(), String> {
+    if out.exists() && !force {
+        return Err(format!(
+            "{} exists; pass --force to replace it",
+            out.display()
+        ));
+    }
+    let key = generate_signing_key();
+    let pub_path =
+        write_key_pair(out, &key).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    use base64::Engine;
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    eprintln!(
+        "wrote {} (private, 0600) and {}",
+        out.display(),
+        pub_path.display()
+    );
+    println!("{public}");
+    Ok(())
+}
+
+fn verify(common: &CommonArgs) -> Result<(), String> {
+    let config = load_config(common, &[])?;
+    let clock = lucid_node_management::clock::Clock::new();
+    let store = store::open(&config.data_dir, config.max_nodes_per_pool, &clock)?;
+    let reader = store.reader().map_err(|e| e.detail)?;
+    let mut chain = ChainVerifier::default();
+    reader.for_each_audit(|event| chain.push(&event).map_err(|e| e.to_string()))?;
+    println!("audit chain: {} events, intact", chain.checked);
+    Ok(())
+}

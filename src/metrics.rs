@@ -1,0 +1,174 @@
+//! Prometheus metrics. Counters that describe stored data (nodes per status, pools,
+//! members) are read from the database's counter table at scrape time, so they are
+//! right after a restart and cost no scan.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::domain::node::NodeStatus;
+use crate::store::queries::Reader;
+use crate::store::tables::{status_counter, POOLS_COUNTER, POOL_MEMBERS_COUNTER};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_latency: HistogramVec,
+    pub writer_batch_size: Histogram,
+    pub writer_commit_seconds: Histogram,
+    pub writer_failed_batches: IntCounter,
+    pub writer_queue: IntGauge,
+    pub nodes_by_status: IntGaugeVec,
+    pub pools: IntGauge,
+    pub pool_members: IntGauge,
+    pub auth_failures: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "lucid_build_info",
+                    "Build information; the value is always 1.",
+                ),
+                &["version"],
+            )
+            .unwrap(),
+        );
+        build_info.with_label_values(&[crate::VERSION]).set(1);
+        Self {
+            http_requests: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lucid_http_requests_total",
+                        "HTTP requests by route and status.",
+                    ),
+                    &["method", "route", "status"],
+                )
+                .unwrap(),
+            ),
+            http_latency: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "lucid_http_request_duration_seconds",
+                        "HTTP request latency by route.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                    &["route"],
+                )
+                .unwrap(),
+            ),
+            writer_batch_size: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lucid_writer_batch_size",
+                        "Mutations folded into one write transaction (group commit).",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            writer_commit_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lucid_writer_commit_seconds",
+                        "Time to apply and durably commit one write batch.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            writer_failed_batches: register(
+                &registry,
+                IntCounter::new(
+                    "lucid_writer_failed_batches_total",
+                    "Write batches aborted by a storage failure.",
+                )
+                .unwrap(),
+            ),
+            writer_queue: register(
+                &registry,
+                IntGauge::new(
+                    "lucid_writer_queue_length",
+                    "Mutations waiting for the writer.",
+                )
+                .unwrap(),
+            ),
+            nodes_by_status: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("lucid_nodes", "Registered nodes by status."),
+                    &["status"],
+                )
+                .unwrap(),
+            ),
+            pools: register(&registry, IntGauge::new("lucid_pools", "Pools.").unwrap()),
+            pool_members: register(
+                &registry,
+                IntGauge::new("lucid_pool_members", "Nodes that are members of a pool.").unwrap(),
+            ),
+            auth_failures: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lucid_auth_failures_total",
+                        "Refused authentications by reason.",
+                    ),
+                    &["reason"],
+                )
+                .unwrap(),
+            ),
+            registry,
+        }
+    }
+
+    /// Refreshes the data gauges from storage and renders the text format.
+    pub fn render(&self, reader: Option<&Reader>, writer_queue: usize) -> String {
+        if let Some(r) = reader {
+            for status in NodeStatus::ALL {
+                if let Ok(n) = r.counter(&status_counter(status)) {
+                    self.nodes_by_status
+                        .with_label_values(&[status.as_str()])
+                        .set(n as i64);
+                }
+            }
+            if let Ok(n) = r.counter(POOLS_COUNTER) {
+                self.pools.set(n as i64);
+            }
+            if let Ok(n) = r.counter(POOL_MEMBERS_COUNTER) {
+                self.pool_members.set(n as i64);
+            }
+        }
+        self.writer_queue.set(writer_queue as i64);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,113 @@
+//! `serve`: open the store, start the writer, bind, serve until a signal, shut down
+//! gracefully (in-flight requests finish, the writer commits what it was sent).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+
+use crate::api::{self, App};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::crypto::{ServiceKeys, TokenService};
+use crate::metrics::Metrics;
+use crate::store::{self, Writer};
+use crate::tls;
+
+/// How long in-flight requests get after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(20);
+
+pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
+    let clock = Clock::new();
+    let store = store::open(&config.data_dir, config.max_nodes_per_pool, &clock)?;
+    let keys = ServiceKeys::load_or_create(&config.data_dir)?;
+    let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
+    let metrics = Arc::new(Metrics::new());
+    let (writer, writer_thread) = Writer::start(
+        store.db.clone(),
+        clock.clone(),
+        metrics.clone(),
+        config.writer_queue_capacity,
+    )
+    .map_err(|e| e.detail)?;
+    let app = Arc::new(App {
+        config,
+        store,
+        writer,
+        tokens,
+        keys,
+        metrics,
+        clock,
+        challenges: Default::default(),
+    });
+    Ok((app, writer_thread))
+}
+
+pub async fn run(config: Config) -> Result<(), String> {
+    let addr = SocketAddr::new(config.bind_address, config.port);
+    let tls_paths = if config.tls_disable {
+        None
+    } else {
+        Some(tls::certificate_paths(&config)?)
+    };
+    let (app, writer_thread) = build_app(config)?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let handle = Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    let router = api::router(app.clone());
+    let service = router.into_make_service();
+    let served = match tls_paths {
+        Some((cert, key)) => {
+            let fingerprint = tls::fingerprint(&cert)?;
+            let rustls = RustlsConfig::from_config(tls::server_config(&cert, &key)?);
+            tracing::info!(addr = %local, scheme = "https", cert = %cert.display(), sha256_fingerprint = %fingerprint, data_dir = %app.config.data_dir.display(), version = crate::VERSION, "listening");
+            axum_server::from_tcp_rustls(listener, rustls)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => {
+            tracing::info!(addr = %local, scheme = "http", data_dir = %app.config.data_dir.display(), version = crate::VERSION, "listening");
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    };
+    served.map_err(|e| format!("server failed: {e}"))?;
+
+    // Every request has finished; dropping the last handles closes the writer's queue,
+    // and the writer commits what it was sent before it stops.
+    drop(app);
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+    match tokio::time::timeout(Duration::from_secs(30), joined).await {
+        Ok(_) => tracing::info!("stopped: last commit is on disk"),
+        Err(_) => tracing::warn!("writer did not stop within 30 s"),
+    }
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: Handle) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    handle.graceful_shutdown(Some(GRACE));
+}

@@ -1,0 +1,229 @@
+//! [`Batch`]: what a mutation sees inside the writer's transaction.
+//!
+//! Discipline every mutation follows: **check first, then write.** A mutation returns a
+//! domain error (4xx) only before its first write, so a refused request leaves nothing
+//! behind even though it shares the transaction with others. A storage error after a write
+//! aborts the whole batch (see `writer`).
+
+use redb::{ReadableTable, WriteTransaction};
+use serde_json::Value;
+
+use super::codec::{decode, encode};
+use super::queries;
+use super::tables::*;
+use crate::clock::{Clock, Micros};
+use crate::crypto::Role;
+use crate::domain::audit::{audit_hash, AuditEvent};
+use crate::domain::node::Node;
+use crate::domain::pool::Pool;
+use crate::error::ApiResult;
+
+/// Who did something, as recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub subject: String,
+    pub role: String,
+}
+
+impl Actor {
+    pub fn new(subject: &str, role: Role) -> Self {
+        Self {
+            subject: subject.to_string(),
+            role: role.as_str().to_string(),
+        }
+    }
+
+    /// The service itself (start-up, timers).
+    pub fn system() -> Self {
+        Self {
+            subject: "system".to_string(),
+            role: "system".to_string(),
+        }
+    }
+}
+
+/// Position of the audit chain: the last event's seq and hash. Cached by the writer so
+/// appending an event costs no read; reloaded after an aborted batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: Option<[u8; 32]>,
+}
+
+impl AuditHead {
+    pub fn load(txn: &WriteTransaction) -> ApiResult<Self> {
+        let table = txn.open_table(AUDIT)?;
+        let last = table.last()?;
+        match last {
+            Some((_, v)) => {
+                let e: AuditEvent = decode(v.value())?;
+                Ok(Self {
+                    seq: e.seq,
+                    hash: Some(e.hash),
+                })
+            }
+            None => Ok(Self::default()),
+        }
+    }
+}
+
+pub struct Batch<'a> {
+    txn: &'a WriteTransaction,
+    audit_head: &'a mut AuditHead,
+    clock: &'a Clock,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(txn: &'a WriteTransaction, audit_head: &'a mut AuditHead, clock: &'a Clock) -> Self {
+        Self {
+            txn,
+            audit_head,
+            clock,
+        }
+    }
+
+    pub fn now_us(&self) -> Micros {
+        self.clock.now_us()
+    }
+
+    // ---- nodes ----
+
+    pub fn node(&self, id: &str) -> ApiResult<Option<Node>> {
+        queries::node(&self.txn.open_table(NODES)?, id)
+    }
+
+    pub fn node_id_for_key(&self, public_key: &[u8; 32]) -> ApiResult<Option<String>> {
+        let t = self.txn.open_table(NODE_KEYS)?;
+        let id = t.get(public_key.as_slice())?.map(|v| v.value().to_string());
+        Ok(id)
+    }
+
+    /// Stores a node. `previous` is the stored version (None for a new node); indexes and
+    /// counters are kept in step here, in one place.
+    pub fn put_node(&mut self, node: &Node, previous: Option<&Node>) -> ApiResult<()> {
+        self.txn
+            .open_table(NODES)?
+            .insert(node.node_id.as_str(), encode(node).as_slice())?;
+        if previous.is_none() {
+            self.txn
+                .open_table(NODE_KEYS)?
+                .insert(node.public_key.as_slice(), node.node_id.as_str())?;
+            self.txn
+                .open_table(OPERATOR_NODES)?
+                .insert((node.operator_id.as_str(), node.node_id.as_str()), ())?;
+        }
+        let old_status = previous.map(|p| p.status);
+        if old_status != Some(node.status) {
+            if let Some(old) = old_status {
+                self.add_counter(&status_counter(old), -1)?;
+            }
+            self.add_counter(&status_counter(node.status), 1)?;
+        }
+        Ok(())
+    }
+
+    // ---- pools ----
+
+    pub fn pool(&self, id: &str) -> ApiResult<Option<Pool>> {
+        queries::pool(&self.txn.open_table(POOLS)?, id)
+    }
+
+    pub fn pool_id_by_name(&self, name: &str) -> ApiResult<Option<String>> {
+        let t = self.txn.open_table(POOL_NAMES)?;
+        let id = t.get(name)?.map(|v| v.value().to_string());
+        Ok(id)
+    }
+
+    pub fn put_pool(&mut self, pool: &Pool, is_new: bool) -> ApiResult<()> {
+        self.txn
+            .open_table(POOLS)?
+            .insert(pool.pool_id.as_str(), encode(pool).as_slice())?;
+        if is_new {
+            self.txn
+                .open_table(POOL_NAMES)?
+                .insert(pool.name.as_str(), pool.pool_id.as_str())?;
+            self.add_counter(POOLS_COUNTER, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a member and bumps the pool's count. The caller has checked room.
+    pub fn add_member(&mut self, pool: &mut Pool, node_id: &str) -> ApiResult<()> {
+        self.txn
+            .open_table(POOL_MEMBERS)?
+            .insert((pool.pool_id.as_str(), node_id), ())?;
+        pool.member_count += 1;
+        self.put_pool(pool, false)?;
+        self.add_counter(POOL_MEMBERS_COUNTER, 1)
+    }
+
+    /// Removes a member (if it is one) and lowers the pool's count.
+    pub fn remove_member(&mut self, pool_id: &str, node_id: &str) -> ApiResult<()> {
+        let removed = self
+            .txn
+            .open_table(POOL_MEMBERS)?
+            .remove((pool_id, node_id))?
+            .is_some();
+        if removed {
+            if let Some(mut pool) = self.pool(pool_id)? {
+                pool.member_count = pool.member_count.saturating_sub(1);
+                self.put_pool(&pool, false)?;
+            }
+            self.add_counter(POOL_MEMBERS_COUNTER, -1)?;
+        }
+        Ok(())
+    }
+
+    // ---- counters and audit ----
+
+    fn add_counter(&mut self, name: &str, delta: i64) -> ApiResult<()> {
+        let mut t = self.txn.open_table(COUNTERS)?;
+        let current = t.get(name)?.map(|v| v.value()).unwrap_or(0);
+        let next = (current as i64 + delta).max(0) as u64;
+        t.insert(name, next)?;
+        Ok(())
+    }
+
+    /// Appends an audit event to the hash chain.
+    pub fn audit(
+        &mut self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> ApiResult<()> {
+        let seq = self.audit_head.seq + 1;
+        let at_us = self.now_us();
+        let detail = detail.to_string();
+        let prev_hash = self.audit_head.hash;
+        let hash = audit_hash(
+            seq,
+            at_us,
+            &actor.subject,
+            &actor.role,
+            action,
+            target,
+            &detail,
+            prev_hash.as_ref(),
+        );
+        let event = AuditEvent {
+            seq,
+            at_us,
+            actor_subject: actor.subject.clone(),
+            actor_role: actor.role.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail,
+            prev_hash,
+            hash,
+        };
+        self.txn
+            .open_table(AUDIT)?
+            .insert(seq, encode(&event).as_slice())?;
+        *self.audit_head = AuditHead {
+            seq,
+            hash: Some(hash),
+        };
+        Ok(())
+    }
+}

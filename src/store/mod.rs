@@ -1,0 +1,18 @@
+//! Storage: one redb file, its tables, and the single writer.
+//!
+//! - Reads open a redb read transaction directly (MVCC: they never wait for the writer).
+//! - Every mutation goes through [`writer::Writer::write`]: one task owns the write
+//!   transactions and commits everything waiting in one durable commit (group commit);
+//!   a caller is answered only after its commit.
+//! - A mutation writes its change and its audit event in the same transaction.
+
+pub mod batch;
+pub mod codec;
+pub mod db;
+pub mod queries;
+pub mod tables;
+pub mod writer;
+
+pub use batch::{Actor, Batch};
+pub use db::{open, Store, SCHEMA_VERSION};
+pub use writer::Writer;

@@ -1,0 +1,210 @@
+//! Read helpers shared by handlers (read transactions) and the writer (its write
+//! transaction): both table kinds implement `ReadableTable`.
+
+use std::ops::Bound;
+
+use redb::{ReadTransaction, ReadableTable};
+
+use super::codec::decode;
+use super::tables::*;
+use crate::domain::audit::AuditEvent;
+use crate::domain::node::{Node, NodeStatus};
+use crate::domain::pool::Pool;
+use crate::error::ApiResult;
+
+pub fn node(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> ApiResult<Option<Node>> {
+    match t.get(id)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+pub fn pool(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> ApiResult<Option<Pool>> {
+    match t.get(id)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Read-side access to the tables, one read transaction per request.
+pub struct Reader {
+    txn: ReadTransaction,
+}
+
+/// A page of results and the key to continue after.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+impl Reader {
+    pub fn new(txn: ReadTransaction) -> Self {
+        Self { txn }
+    }
+
+    pub fn node(&self, id: &str) -> ApiResult<Option<Node>> {
+        node(&self.txn.open_table(NODES)?, id)
+    }
+
+    pub fn pool(&self, id: &str) -> ApiResult<Option<Pool>> {
+        pool(&self.txn.open_table(POOLS)?, id)
+    }
+
+    /// Nodes in id order after `after`, kept when `keep` says so, at most `limit`.
+    pub fn nodes(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&Node) -> bool,
+    ) -> ApiResult<Page<Node>> {
+        let table = self.txn.open_table(NODES)?;
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        for entry in table.range::<&str>((start, Bound::Unbounded))? {
+            let (_, v) = entry?;
+            let n: Node = decode(v.value())?;
+            if keep(&n) {
+                if items.len() == limit {
+                    let next = items.last().map(|l: &Node| l.node_id.clone());
+                    return Ok(Page { items, next });
+                }
+                items.push(n);
+            }
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// Ids of the entries of a `(group, id) -> ()` index, in id order after `after`.
+    fn index_ids(
+        &self,
+        table: redb::TableDefinition<(&str, &str), ()>,
+        group: &str,
+        after: Option<&str>,
+    ) -> ApiResult<Vec<String>> {
+        let t = self.txn.open_table(table)?;
+        let start = match after {
+            Some(a) => Bound::Excluded((group, a)),
+            None => Bound::Included((group, "")),
+        };
+        let mut ids = Vec::new();
+        for entry in t.range::<(&str, &str)>((start, Bound::Unbounded))? {
+            let (k, _) = entry?;
+            let (g, id) = k.value();
+            if g != group {
+                break;
+            }
+            ids.push(id.to_string());
+        }
+        Ok(ids)
+    }
+
+    /// Nodes listed in an index group (an operator's nodes, a pool's members), filtered.
+    pub fn indexed_nodes(
+        &self,
+        by_operator: bool,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&Node) -> bool,
+    ) -> ApiResult<Page<Node>> {
+        let table = if by_operator {
+            OPERATOR_NODES
+        } else {
+            POOL_MEMBERS
+        };
+        let nodes = self.txn.open_table(NODES)?;
+        let mut items: Vec<Node> = Vec::new();
+        for id in self.index_ids(table, group, after)? {
+            let Some(n) = node(&nodes, &id)? else {
+                continue;
+            };
+            if keep(&n) {
+                if items.len() == limit {
+                    let next = items.last().map(|l| l.node_id.clone());
+                    return Ok(Page { items, next });
+                }
+                items.push(n);
+            }
+        }
+        Ok(Page { items, next: None })
+    }
+
+    pub fn pool_member_ids(&self, pool_id: &str) -> ApiResult<Vec<String>> {
+        self.index_ids(POOL_MEMBERS, pool_id, None)
+    }
+
+    /// Members of a pool that are online now.
+    pub fn online_count(&self, pool_id: &str) -> ApiResult<u32> {
+        let nodes = self.txn.open_table(NODES)?;
+        let mut count = 0;
+        for id in self.pool_member_ids(pool_id)? {
+            if let Some(n) = node(&nodes, &id)? {
+                if n.status == NodeStatus::Online {
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    pub fn pools(&self, after: Option<&str>, limit: usize) -> ApiResult<Page<Pool>> {
+        let table = self.txn.open_table(POOLS)?;
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut items: Vec<Pool> = Vec::new();
+        for entry in table.range::<&str>((start, Bound::Unbounded))? {
+            let (_, v) = entry?;
+            if items.len() == limit {
+                let next = items.last().map(|l| l.pool_id.clone());
+                return Ok(Page { items, next });
+            }
+            items.push(decode(v.value())?);
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// Audit events with `seq > after`, in order.
+    pub fn audit(&self, after: u64, limit: usize) -> ApiResult<Page<AuditEvent>> {
+        let table = self.txn.open_table(AUDIT)?;
+        let mut items: Vec<AuditEvent> = Vec::new();
+        for entry in table.range((after + 1)..)? {
+            let (_, v) = entry?;
+            if items.len() == limit {
+                let next = items.last().map(|l| l.seq.to_string());
+                return Ok(Page { items, next });
+            }
+            items.push(decode(v.value())?);
+        }
+        Ok(Page { items, next: None })
+    }
+
+    pub fn counter(&self, name: &str) -> ApiResult<u64> {
+        let table = self.txn.open_table(COUNTERS)?;
+        Ok(table.get(name)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Every audit event in order (for `verify`).
+    pub fn for_each_audit(
+        &self,
+        mut f: impl FnMut(AuditEvent) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let table = self.txn.open_table(AUDIT).map_err(|e| e.to_string())?;
+        for entry in table.iter().map_err(|e| e.to_string())? {
+            let (_, v) = entry.map_err(|e| e.to_string())?;
+            let event: AuditEvent = decode(v.value()).map_err(|e| e.detail)?;
+            f(event)?;
+        }
+        Ok(())
+    }
+}
