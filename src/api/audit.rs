@@ -56,7 +56,7 @@ impl From<AuditEvent> for AuditEventView {
 }
 
 /// The audit log (admin).
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+#[utoipa::path(get, operation_id = "audit_list", path = "/api/v1/audit", tag = "audit",
     params(PageParams),
     responses((status = 200, body = ListPage<AuditEventView>), (status = 403, body = crate::error::Problem)),
     security(("bearer" = [])))]

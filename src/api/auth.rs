@@ -210,7 +210,7 @@ fn active_node(app: &AppState, node_id: &str) -> ApiResult<Node> {
 }
 
 /// Start a node login: a single-use nonce valid for 60 seconds.
-#[utoipa::path(post, path = "/api/v1/auth/challenge", tag = "auth",
+#[utoipa::path(post, operation_id = "auth_challenge", path = "/api/v1/auth/challenge", tag = "auth",
     request_body = ChallengeRequest,
     responses((status = 200, body = ChallengeResponse), (status = 404, body = crate::error::Problem)))]
 pub async fn challenge(
@@ -242,7 +242,7 @@ pub struct TokenResponse {
 }
 
 /// Finish a node login: answer the challenge with the node key's signature.
-#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
+#[utoipa::path(post, operation_id = "auth_token", path = "/api/v1/auth/token", tag = "auth",
     request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem)))]
 pub async fn token(

@@ -23,7 +23,7 @@ pub struct Health {
 }
 
 /// Liveness and storage health.
-#[utoipa::path(get, path = "/health", tag = "meta",
+#[utoipa::path(get, operation_id = "health", path = "/health", tag = "meta",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> Response {
     let check = app.store.reader().and_then(|r| r.counter(POOLS_COUNTER));
@@ -44,7 +44,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "meta",
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "meta",
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let reader = app.store.reader().ok();
@@ -76,7 +76,7 @@ pub struct Keys {
 }
 
 /// The service's public keys: JWT verification and PoOT proof signatures.
-#[utoipa::path(get, path = "/api/v1/keys", tag = "meta", responses((status = 200, body = Keys)))]
+#[utoipa::path(get, operation_id = "keys", path = "/api/v1/keys", tag = "meta", responses((status = 200, body = Keys)))]
 pub async fn keys(State(app): State<AppState>) -> Json<Keys> {
     let jwt_public = app.keys.jwt.verifying_key();
     let proof_public = app.keys.proof.verifying_key();

@@ -101,7 +101,7 @@ pub struct CreateNodeRequest {
 }
 
 /// Register a node (operator, admin).
-#[utoipa::path(post, path = "/api/v1/nodes", tag = "nodes",
+#[utoipa::path(post, operation_id = "nodes_create", path = "/api/v1/nodes", tag = "nodes",
     request_body = CreateNodeRequest,
     responses((status = 201, body = NodeView), (status = 400, body = crate::error::Problem),
         (status = 409, body = crate::error::Problem)),
@@ -177,7 +177,7 @@ pub struct NodeFilters {
 }
 
 /// List the nodes the caller may see (admin: all; operator: own; node: itself).
-#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes",
+#[utoipa::path(get, operation_id = "nodes_list", path = "/api/v1/nodes", tag = "nodes",
     params(PageParams, NodeFilters),
     responses((status = 200, body = ListPage<NodeView>)),
     security(("bearer" = [])))]
@@ -238,7 +238,7 @@ pub fn visible_node(app: &AppState, caller: &Caller, node_id: &str) -> ApiResult
 }
 
 /// One node.
-#[utoipa::path(get, path = "/api/v1/nodes/{node_id}", tag = "nodes",
+#[utoipa::path(get, operation_id = "nodes_get_one", path = "/api/v1/nodes/{node_id}", tag = "nodes",
     params(("node_id" = String, Path)),
     responses((status = 200, body = NodeView), (status = 404, body = crate::error::Problem)),
     security(("bearer" = [])))]
@@ -268,7 +268,7 @@ pub struct UpdateNodeRequest {
 }
 
 /// Change a node (its operator or an admin; only admins change `status`).
-#[utoipa::path(put, path = "/api/v1/nodes/{node_id}", tag = "nodes",
+#[utoipa::path(put, operation_id = "nodes_update", path = "/api/v1/nodes/{node_id}", tag = "nodes",
     params(("node_id" = String, Path)),
     request_body = UpdateNodeRequest,
     responses((status = 200, body = NodeView), (status = 403, body = crate::error::Problem),
@@ -341,7 +341,7 @@ pub async fn update(
 }
 
 /// Deregister a node: it leaves its pool and its tokens stop working; history stays.
-#[utoipa::path(delete, path = "/api/v1/nodes/{node_id}", tag = "nodes",
+#[utoipa::path(delete, operation_id = "nodes_deregister", path = "/api/v1/nodes/{node_id}", tag = "nodes",
     params(("node_id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::Problem)),
     security(("bearer" = [])))]

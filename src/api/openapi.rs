@@ -39,7 +39,7 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 /// This document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+#[utoipa::path(get, operation_id = "openapi_document", path = "/api/v1/openapi.json", tag = "meta",
     responses((status = 200, body = Object)))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();

@@ -65,7 +65,7 @@ pub struct CreatePoolRequest {
 }
 
 /// Create a pool (admin).
-#[utoipa::path(post, path = "/api/v1/pools", tag = "pools",
+#[utoipa::path(post, operation_id = "pools_create", path = "/api/v1/pools", tag = "pools",
     request_body = CreatePoolRequest,
     responses((status = 201, body = PoolView), (status = 409, body = crate::error::Problem)),
     security(("bearer" = [])))]
@@ -119,7 +119,7 @@ pub async fn create(
 }
 
 /// List pools.
-#[utoipa::path(get, path = "/api/v1/pools", tag = "pools",
+#[utoipa::path(get, operation_id = "pools_list", path = "/api/v1/pools", tag = "pools",
     params(PageParams),
     responses((status = 200, body = ListPage<PoolView>)),
     security(("bearer" = [])))]
@@ -149,7 +149,7 @@ fn find_pool(reader: &Reader, pool_id: &str) -> ApiResult<Pool> {
 }
 
 /// One pool with the members the caller may see.
-#[utoipa::path(get, path = "/api/v1/pools/{pool_id}", tag = "pools",
+#[utoipa::path(get, operation_id = "pools_get_one", path = "/api/v1/pools/{pool_id}", tag = "pools",
     params(("pool_id" = String, Path)),
     responses((status = 200, body = PoolView), (status = 404, body = crate::error::Problem)),
     security(("bearer" = [])))]
@@ -179,7 +179,7 @@ pub struct JoinRequest {
 
 /// Put a node into a pool (the node, its operator, or an admin). Moves it out of its
 /// old pool. 409 `pool-full` when the pool is at capacity.
-#[utoipa::path(post, path = "/api/v1/pools/{pool_id}/join", tag = "pools",
+#[utoipa::path(post, operation_id = "pools_join", path = "/api/v1/pools/{pool_id}/join", tag = "pools",
     params(("pool_id" = String, Path)),
     request_body = JoinRequest,
     responses((status = 200, body = PoolView), (status = 409, body = crate::error::Problem),

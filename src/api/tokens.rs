@@ -28,7 +28,7 @@ pub struct IssueTokenRequest {
 }
 
 /// Issue a token (admin).
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "auth",
+#[utoipa::path(post, operation_id = "tokens_issue", path = "/api/v1/tokens", tag = "auth",
     request_body = IssueTokenRequest,
     responses((status = 201, body = TokenResponse), (status = 403, body = crate::error::Problem)),
     security(("bearer" = [])))]

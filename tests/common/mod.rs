@@ -1,0 +1,305 @@
+//! Test harness: boots the real binary on an ephemeral loopback port over real TLS,
+//! with a fresh state directory, and talks to it with a real HTTPS client that trusts
+//! only the server's own self-signed certificate.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");
+
+/// A valid TRON address (the USDT contract).
+pub const TRON_ADDRESS: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Runs the binary with the test's environment (nothing inherited but PATH).
+pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", data_dir)
+        .env("LOG_FORMAT", "json")
+        .env("LOG_LEVEL", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra environment variables.
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut server = TestServer {
+            dir,
+            base: String::new(),
+            client: reqwest::Client::new(),
+            admin: String::new(),
+            env,
+            child: None,
+            log: None,
+        };
+        server.boot();
+        server.admin = server.cli_token("admin", "root");
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn boot(&mut self) {
+        let mut child = command(self.dir.path(), &self.env)
+            .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        // Keep draining the log so the server never blocks on a full pipe.
+        let log = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var("TEST_SERVER_LOG").is_ok() {
+                    eprintln!("[server] {line}");
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["message"] == "listening" {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                        }
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not report listening within 30 s");
+        let port = addr.rsplit(':').next().unwrap().to_string();
+        let tls = !self
+            .env
+            .iter()
+            .any(|(k, v)| k == "TLS_DISABLE" && v == "true");
+        if tls {
+            self.base = format!("https://127.0.0.1:{port}");
+            let pem = std::fs::read(self.dir.path().join("tls/cert.pem")).expect("server cert");
+            self.client = reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                .tls_built_in_root_certs(false)
+                .pool_max_idle_per_host(64)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+        } else {
+            self.base = format!("http://127.0.0.1:{port}");
+            self.client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+        }
+        self.child = Some(child);
+        self.log = Some(log);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(log) = self.log.take() {
+            let _ = log.join();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code. Waits on a
+    /// blocking thread so this runtime's client connections can still answer the server's
+    /// graceful-shutdown handshake (HTTP/2 GOAWAY and PING).
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe_sigterm(child.id());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        if let Some(log) = self.log.take() {
+            let _ = log.join();
+        }
+        status.code()
+    }
+
+    /// Starts the binary again on the same state directory (after `kill`/`terminate`).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.boot();
+    }
+
+    /// A token from the offline CLI (`token issue`).
+    pub fn cli_token(&self, role: &str, subject: &str) -> String {
+        let out = command(self.dir.path(), &self.env)
+            .args(["token", "issue", "--role", role, "--subject", subject])
+            .output()
+            .expect("run token issue");
+        assert!(
+            out.status.success(),
+            "token issue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and body
+    /// (JSON, or `Value::Null` when empty / not JSON).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, _, body) = self.call_full(method, path, token, body).await;
+        (status, body)
+    }
+
+    pub async fn call_full(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request failed");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, value)
+    }
+
+    /// Registers a node for `token`'s holder; returns (node json, its signing key).
+    pub async fn register_node(&self, token: &str, name: &str) -> (Value, SigningKey) {
+        let key = node_key();
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/nodes",
+                Some(token),
+                Some(json!({"name": name, "public_key": public_b64(&key), "payout_address": TRON_ADDRESS})),
+            )
+            .await;
+        assert_eq!(status, 201, "register failed: {body}");
+        (body, key)
+    }
+
+    /// Logs a node in by challenge; returns its token.
+    pub async fn login_node(&self, node_id: &str, key: &SigningKey) -> String {
+        let (status, challenge) = self
+            .call(
+                "POST",
+                "/api/v1/auth/challenge",
+                None,
+                Some(json!({"node_id": node_id})),
+            )
+            .await;
+        assert_eq!(status, 200, "challenge failed: {challenge}");
+        let nonce = challenge["nonce"].as_str().unwrap();
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/auth/token",
+                None,
+                Some(json!({"node_id": node_id, "nonce": nonce, "signature": sign_login(key, nonce)})),
+            )
+            .await;
+        assert_eq!(status, 200, "login failed: {body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+pub fn node_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    SigningKey::from_bytes(&seed)
+}
+
+pub fn public_b64(key: &SigningKey) -> String {
+    B64.encode(key.verifying_key().to_bytes())
+}
+
+pub fn sign_login(key: &SigningKey, nonce: &str) -> String {
+    B64.encode(
+        key.sign(format!("lucid-auth-v1:{nonce}").as_bytes())
+            .to_bytes(),
+    )
+}
+
+/// Path to a file in the server's state directory.
+pub fn state_file(server: &TestServer, rel: &str) -> PathBuf {
+    server.data_dir().join(rel)
+}
+
+/// Asserts a problem+json answer with the given status and type.
+pub fn assert_problem(status: u16, body: &Value, want_status: u16, want_type: &str) {
+    assert_eq!(status, want_status, "unexpected status, body: {body}");
+    assert_eq!(body["type"], want_type, "unexpected problem type: {body}");
+    assert_eq!(body["status"], want_status, "problem status field: {body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+}
