@@ -182,7 +182,7 @@ fn issue_token(common: &CommonArgs, role: &str, subject: &str, ttl: &str) -> Res
     Ok(())
 }
 
-fn keygen(out: &PathBuf, force: bool) -> Result<(), String> {
+fn keygen(out: &std::path::Path, force: bool) -> Result<(), String> {
     if out.exists() && !force {
         return Err(format!(
             "{} exists; pass --force to replace it",

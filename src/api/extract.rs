@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// JSON body. Malformed JSON, unknown fields (where the type denies them) and wrong
-/// types are 400 `validation`; a body over the limit is 413.
+/// types are 400 `validation`; a body over the limit is 413. The body must be a JSON
+/// object: serde would otherwise fill a struct from an array by field position.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -18,10 +19,31 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(req, state)
+        axum::Json::<ObjectOnly<T>>::from_request(req, state)
             .await
-            .map(|axum::Json(v)| ApiJson(v))
+            .map(|axum::Json(ObjectOnly(v))| ApiJson(v))
             .map_err(ApiError::from)
+    }
+}
+
+/// Deserializes `T` from a JSON object only (never from an array).
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(ObjectOnly)
     }
 }
 

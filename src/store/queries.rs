@@ -178,7 +178,11 @@ impl Reader {
     pub fn audit(&self, after: u64, limit: usize) -> ApiResult<Page<AuditEvent>> {
         let table = self.txn.open_table(AUDIT)?;
         let mut items: Vec<AuditEvent> = Vec::new();
-        for entry in table.range((after + 1)..)? {
+        // A cursor at u64::MAX has nothing after it (and `after + 1` would overflow).
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Page { items, next: None });
+        };
+        for entry in table.range(first..)? {
             let (_, v) = entry?;
             if items.len() == limit {
                 let next = items.last().map(|l| l.seq.to_string());
