@@ -476,3 +476,40 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/y"));
     }
 }
+
+#[cfg(test)]
+mod packaged_file_tests {
+    use super::*;
+
+    const PACKAGED: &str = include_str!("../packaging/config.toml");
+
+    #[test]
+    fn the_packaged_config_file_lists_every_setting_with_its_default() {
+        for (name, default, _) in SETTINGS {
+            let key = name.to_ascii_lowercase();
+            let line = PACKAGED
+                .lines()
+                .find(|l| l.starts_with(&format!("# {key} = ")))
+                .unwrap_or_else(|| panic!("{key} is missing from packaging/config.toml"));
+            let value = line.split_once(" = ").unwrap().1.trim_matches('"');
+            assert_eq!(value, *default, "{key}");
+        }
+    }
+
+    #[test]
+    fn uncommenting_every_line_of_the_packaged_file_gives_a_valid_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        let uncommented: String = PACKAGED
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&file, uncommented).unwrap();
+        let mut raw = RawConfig::defaults();
+        raw.apply_toml_file(&file).unwrap();
+        let from_file = raw.build().unwrap();
+        let defaults = RawConfig::defaults().build().unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+}

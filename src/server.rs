@@ -59,6 +59,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
 
     let handle = Handle::new();
+    // Readiness for systemd (Type=notify): the database is open and the listener bound.
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::spawn(shutdown_on_signal(handle.clone()));
     let router = api::router(app.clone());
     let service = router.into_make_service();
@@ -109,5 +112,6 @@ async fn shutdown_on_signal(handle: Handle) {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     handle.graceful_shutdown(Some(GRACE));
 }
