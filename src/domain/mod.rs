@@ -1,9 +1,14 @@
 //! Pure domain rules: no I/O, no storage, no HTTP. Everything here is unit-tested in place.
 
 pub mod audit;
+pub mod credits;
+pub mod heartbeat;
 pub mod ids;
+pub mod merkle;
 pub mod money;
 pub mod node;
 pub mod pool;
+pub mod proof;
 pub mod timefmt;
 pub mod tron;
+pub mod uptime;

@@ -1,0 +1,177 @@
+//! Merkle trees as API.md specifies (RFC 6962 hashing): leaf `H(0x00 || data)`, inner
+//! `H(0x01 || left || right)`; a level with an odd count carries its last hash up
+//! unchanged; the empty tree's root is `H("")`.
+
+use sha2::{Digest, Sha256};
+
+pub type Hash = [u8; 32];
+
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+pub fn inner_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+pub fn empty_root() -> Hash {
+    Sha256::digest(b"").into()
+}
+
+fn next_level(level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [l, r] => inner_hash(l, r),
+            [single] => *single,
+            _ => unreachable!("chunks(2) yields one or two"),
+        })
+        .collect()
+}
+
+/// Root over leaf hashes.
+pub fn root(leaves: &[Hash]) -> Hash {
+    if leaves.is_empty() {
+        return empty_root();
+    }
+    let mut level = leaves.to_vec();
+    while level.len() > 1 {
+        level = next_level(&level);
+    }
+    level[0]
+}
+
+/// Which side a sibling is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// Root and every leaf's inclusion path (siblings from leaf to root), in one pass per
+/// level: O(n log n) for all paths together.
+pub fn root_and_paths(leaves: &[Hash]) -> (Hash, Vec<Vec<(Side, Hash)>>) {
+    if leaves.is_empty() {
+        return (empty_root(), Vec::new());
+    }
+    let mut paths: Vec<Vec<(Side, Hash)>> = vec![Vec::new(); leaves.len()];
+    // position of each original leaf in the current level
+    let mut positions: Vec<usize> = (0..leaves.len()).collect();
+    let mut level = leaves.to_vec();
+    while level.len() > 1 {
+        for (leaf, pos) in positions.iter_mut().enumerate() {
+            let p = *pos;
+            if p % 2 == 0 {
+                if p + 1 < level.len() {
+                    paths[leaf].push((Side::Right, level[p + 1]));
+                }
+            } else {
+                paths[leaf].push((Side::Left, level[p - 1]));
+            }
+            *pos = p / 2;
+        }
+        level = next_level(&level);
+    }
+    (level[0], paths)
+}
+
+/// Recomputes a root from a leaf hash and its path.
+pub fn root_from_path(leaf: Hash, path: &[(Side, Hash)]) -> Hash {
+    path.iter().fold(leaf, |acc, (side, sibling)| match side {
+        Side::Left => inner_hash(sibling, &acc),
+        Side::Right => inner_hash(&acc, sibling),
+    })
+}
+
+/// `L:<hex>` / `R:<hex>` as in API.md.
+pub fn format_path(path: &[(Side, Hash)]) -> Vec<String> {
+    path.iter()
+        .map(|(side, h)| {
+            let prefix = if *side == Side::Left { "L" } else { "R" };
+            format!("{prefix}:{}", hex::encode(h))
+        })
+        .collect()
+}
+
+pub fn parse_path(path: &[String]) -> Result<Vec<(Side, Hash)>, String> {
+    path.iter()
+        .map(|step| {
+            let (side, h) = step
+                .split_once(':')
+                .ok_or_else(|| format!("path step {step:?} lacks L: or R:"))?;
+            let side = match side {
+                "L" => Side::Left,
+                "R" => Side::Right,
+                _ => return Err(format!("path step {step:?}: side must be L or R")),
+            };
+            Ok((side, parse_hash(h)?))
+        })
+        .collect()
+}
+
+pub fn parse_hash(h: &str) -> Result<Hash, String> {
+    let bytes = hex::decode(h).map_err(|_| format!("{h:?} is not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("{h:?} is not 32 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn small_trees_by_hand() {
+        assert_eq!(root(&[]), empty_root());
+        let l = leaves(3);
+        assert_eq!(root(&l[..1]), l[0]);
+        assert_eq!(root(&l[..2]), inner_hash(&l[0], &l[1]));
+        // Odd count: the last hash is carried up unchanged.
+        assert_eq!(root(&l), inner_hash(&inner_hash(&l[0], &l[1]), &l[2]));
+    }
+
+    #[test]
+    fn a_changed_leaf_changes_the_root() {
+        let mut l = leaves(5);
+        let before = root(&l);
+        l[3] = leaf_hash(b"other");
+        assert_ne!(root(&l), before);
+    }
+
+    proptest! {
+        #[test]
+        fn every_path_leads_to_the_root(n in 1usize..70) {
+            let l = leaves(n);
+            let (r, paths) = root_and_paths(&l);
+            prop_assert_eq!(r, root(&l));
+            for (leaf, path) in l.iter().zip(&paths) {
+                prop_assert_eq!(root_from_path(*leaf, path), r);
+                let text = format_path(path);
+                prop_assert_eq!(&parse_path(&text).unwrap(), path);
+            }
+        }
+
+        #[test]
+        fn a_path_does_not_prove_another_leaf(n in 2usize..40, i in 0usize..40, j in 0usize..40) {
+            let (i, j) = (i % n, j % n);
+            prop_assume!(i != j);
+            let l = leaves(n);
+            let (r, paths) = root_and_paths(&l);
+            prop_assert_ne!(root_from_path(l[j], &paths[i]), r);
+        }
+    }
+}
