@@ -29,6 +29,23 @@ impl Clock {
         }
     }
 
+    /// A clock that never reads earlier than `floor_us`: the latest time this database has
+    /// recorded. A board that boots without a real-time clock starts with a stale wall time;
+    /// continuing from the recorded time keeps stored times in order across restarts.
+    pub fn starting_at_least(floor_us: Micros) -> Self {
+        let wall = wall_now_us();
+        if wall < floor_us {
+            tracing::warn!(
+                behind_seconds = (floor_us - wall) / 1_000_000,
+                "the wall clock is behind the last recorded time (no real-time clock?); continuing from the recorded time"
+            );
+        }
+        Self {
+            anchor_wall_us: wall.max(floor_us),
+            anchor_instant: Instant::now(),
+        }
+    }
+
     /// Current time in microseconds since the epoch, monotonic within this process.
     pub fn now_us(&self) -> Micros {
         self.anchor_wall_us + self.anchor_instant.elapsed().as_micros() as u64
@@ -51,6 +68,13 @@ fn wall_now_us() -> Micros {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_wall_clock_does_not_take_time_backwards() {
+        let future = wall_now_us() + 3_600_000_000;
+        let clock = Clock::starting_at_least(future);
+        assert!(clock.now_us() >= future);
+    }
 
     #[test]
     fn clock_never_goes_backwards() {

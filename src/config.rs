@@ -78,6 +78,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "0.05",
         "credits per operational hour",
     ),
+    (
+        "HEARTBEAT_RETENTION",
+        "7d",
+        "raw heartbeats kept this long once their epochs are proven",
+    ),
     ("LOG_LEVEL", "INFO", "trace, debug, info, warn or error"),
     ("LOG_FORMAT", "text", "text or json"),
     (
@@ -131,6 +136,7 @@ pub struct Config {
     pub payout_processing_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub reward_usdt_per_hour: Decimal,
+    pub heartbeat_retention: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     pub jwt_secret: Option<String>,
@@ -285,6 +291,7 @@ impl RawConfig {
             payout_processing_interval: self.parse("PAYOUT_PROCESSING_INTERVAL", parse_duration)?,
             heartbeat_timeout: self.parse("HEARTBEAT_TIMEOUT", parse_duration)?,
             reward_usdt_per_hour: self.parse("REWARD_USDT_PER_HOUR", usdt_amount)?,
+            heartbeat_retention: self.parse("HEARTBEAT_RETENTION", parse_duration)?,
             log_level: self.parse("LOG_LEVEL", |v| {
                 let level = v.to_ascii_lowercase();
                 match level.as_str() {

@@ -264,7 +264,12 @@ pub fn verify_signature(public_key: &[u8; 32], message: &[u8], signature_b64: &s
     let Ok(sig) = B64.decode(signature_b64.trim()) else {
         return false;
     };
-    let Ok(sig) = ed25519_dalek::Signature::from_slice(&sig) else {
+    verify_signature_bytes(public_key, message, &sig)
+}
+
+/// Verifies raw Ed25519 signature bytes by `public_key` over `message`.
+pub fn verify_signature_bytes(public_key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
         return false;
     };
     let Ok(key) = VerifyingKey::from_bytes(public_key) else {

@@ -7,12 +7,14 @@
 //! - [`api`]: axum handlers, thin, turning HTTP into store calls.
 //! - [`server`]: wiring, TLS, shutdown.
 
+pub mod agent;
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod server;

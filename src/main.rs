@@ -50,6 +50,8 @@ enum Command {
         #[arg(long)]
         http: bool,
     },
+    /// Run the node agent: log in with the node key and send signed heartbeats.
+    Agent(lucid_node_management::agent::AgentArgs),
     /// Issue tokens offline with the keys in the state directory.
     Token {
         #[command(subcommand)]
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
             bind,
             http,
         } => serve(common, port, bind, http),
+        Command::Agent(args) => lucid_node_management::agent::run(args),
         Command::Token {
             command:
                 TokenCommand::Issue {

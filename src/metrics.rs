@@ -23,6 +23,11 @@ pub struct Metrics {
     pub pools: IntGauge,
     pub pool_members: IntGauge,
     pub auth_failures: IntCounterVec,
+    pub heartbeats: IntCounterVec,
+    pub node_transitions: IntCounterVec,
+    pub epochs_closed: IntCounter,
+    pub epoch_close_seconds: Histogram,
+    pub proofs: IntCounter,
 }
 
 impl Default for Metrics {
@@ -144,6 +149,49 @@ impl Metrics {
                     &["reason"],
                 )
                 .unwrap(),
+            ),
+            heartbeats: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lucid_heartbeats_total",
+                        "Heartbeats by outcome: accepted, or the problem type of the refusal.",
+                    ),
+                    &["outcome"],
+                )
+                .unwrap(),
+            ),
+            node_transitions: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lucid_node_status_transitions_total",
+                        "Node status changes.",
+                    ),
+                    &["from", "to"],
+                )
+                .unwrap(),
+            ),
+            epochs_closed: register(
+                &registry,
+                IntCounter::new("lucid_poot_epochs_closed_total", "PoOT epochs closed.").unwrap(),
+            ),
+            epoch_close_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lucid_poot_epoch_close_seconds",
+                        "Time to close one PoOT epoch, including its commit.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            proofs: register(
+                &registry,
+                IntCounter::new("lucid_poot_proofs_total", "PoOT proofs written.").unwrap(),
             ),
             registry,
         }

@@ -9,7 +9,6 @@ use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 
 use crate::api::{self, App};
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::{ServiceKeys, TokenService};
 use crate::metrics::Metrics;
@@ -20,8 +19,7 @@ use crate::tls;
 const GRACE: Duration = Duration::from_secs(20);
 
 pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
-    let clock = Clock::new();
-    let store = store::open(&config.data_dir, config.max_nodes_per_pool, &clock)?;
+    let (store, clock) = store::db::open_with_clock(&config.data_dir, config.max_nodes_per_pool)?;
     let keys = ServiceKeys::load_or_create(&config.data_dir)?;
     let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
     let metrics = Arc::new(Metrics::new());
@@ -63,6 +61,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::spawn(shutdown_on_signal(handle.clone()));
+    let jobs = crate::jobs::spawn_all(&app);
     let router = api::router(app.clone());
     let service = router.into_make_service();
     let served = match tls_paths {
@@ -85,6 +84,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     };
     served.map_err(|e| format!("server failed: {e}"))?;
 
+    for job in jobs {
+        job.abort();
+        let _ = job.await;
+    }
     // Every request has finished; dropping the last handles closes the writer's queue,
     // and the writer commits what it was sent before it stops.
     drop(app);

@@ -26,6 +26,16 @@ where
     }
 }
 
+/// Parses a body that may be empty (then `T::default()`), else a JSON object.
+pub fn optional_json_object<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice::<ObjectOnly<T>>(body)
+        .map(|ObjectOnly(v)| v)
+        .map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
+}
+
 /// Deserializes `T` from a JSON object only (never from an array).
 struct ObjectOnly<T>(T);
 

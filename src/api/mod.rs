@@ -4,11 +4,13 @@
 pub mod audit;
 pub mod auth;
 pub mod extract;
+pub mod heartbeat;
 pub mod meta;
 pub mod nodes;
 pub mod openapi;
 pub mod pagination;
 pub mod pools;
+pub mod poot;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -59,6 +61,10 @@ pub fn router(app: AppState) -> Router {
                 .put(nodes::update)
                 .delete(nodes::deregister),
         )
+        .route("/nodes/{node_id}/heartbeat", post(heartbeat::heartbeat))
+        .route("/poot/calculate", post(poot::calculate))
+        .route("/poot/{node_id}", get(poot::get_proof))
+        .route("/poot/{node_id}/history", get(poot::history))
         .route("/pools", post(pools::create).get(pools::list))
         .route("/pools/{pool_id}", get(pools::get_one))
         .route("/pools/{pool_id}/join", post(pools::join))

@@ -154,6 +154,9 @@ pub async fn create(
                 balance_usdt: Decimal::ZERO,
                 operational_seconds_total: 0,
                 token_generation: 0,
+                last_seq: None,
+                credit_carry: Decimal::ZERO,
+                last_proof: None,
             };
             b.put_node(&node, None)?;
             b.audit(

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, auth, meta, nodes, pools, tokens};
+use super::{audit, auth, heartbeat, meta, nodes, pools, poot, tokens};
 
 struct BearerAuth;
 
@@ -31,6 +31,7 @@ impl Modify for BearerAuth {
         tokens::issue, auth::challenge, auth::token,
         nodes::create, nodes::list, nodes::get_one, nodes::update, nodes::deregister,
         pools::create, pools::list, pools::get_one, pools::join,
+        heartbeat::heartbeat, poot::get_proof, poot::history, poot::calculate,
         audit::list,
     ),
     components(schemas(crate::error::Problem)),

@@ -1,5 +1,30 @@
 //! Heartbeats: the canonical bytes a node signs.
 
+use serde::{Deserialize, Serialize};
+
+/// An accepted heartbeat as stored (keyed by receive time and node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredHeartbeat {
+    pub seq: u64,
+    /// The canonical bytes the node signed.
+    pub canonical: String,
+    pub signature: Vec<u8>,
+    pub sessions_active: u64,
+    pub bytes_relayed: u64,
+    pub cpu_load: f64,
+    pub mem_used_mb: u64,
+}
+
+impl StoredHeartbeat {
+    /// Merkle leaf data: canonical bytes followed by the 64 signature bytes.
+    pub fn leaf_data(&self) -> Vec<u8> {
+        let mut data = Vec::with_capacity(self.canonical.len() + self.signature.len());
+        data.extend_from_slice(self.canonical.as_bytes());
+        data.extend_from_slice(&self.signature);
+        data
+    }
+}
+
 /// `lucid-hb-v1|{node_id}|{seq}|{sent_at}|{sessions_active}|{bytes_relayed}|{cpu_load}|{mem_used_mb}`
 /// with every number exactly as the node sent it in its JSON.
 #[allow(clippy::too_many_arguments)]
@@ -15,15 +40,6 @@ pub fn canonical_bytes(
     format!(
         "lucid-hb-v1|{node_id}|{seq}|{sent_at}|{sessions_active}|{bytes_relayed}|{cpu_load}|{mem_used_mb}"
     )
-}
-
-/// The Merkle leaf data of an accepted heartbeat: its canonical bytes followed by the 64
-/// signature bytes.
-pub fn leaf_data(canonical: &str, signature: &[u8; 64]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(canonical.len() + 64);
-    data.extend_from_slice(canonical.as_bytes());
-    data.extend_from_slice(signature);
-    data
 }
 
 #[cfg(test)]

@@ -69,6 +69,12 @@ pub struct Node {
     /// Bumped whenever the node's tokens must stop working (suspend, deregister);
     /// node tokens carry the generation they were issued under.
     pub token_generation: u32,
+    /// Highest accepted heartbeat `seq`.
+    pub last_seq: Option<u64>,
+    /// Credit numerator carried to the next epoch (see `credits`).
+    pub credit_carry: Decimal,
+    /// Epoch and hash of the node's latest proof (the next proof links to it).
+    pub last_proof: Option<(u64, [u8; 32])>,
 }
 
 /// Longest accepted node or pool name, region and similar free text.
@@ -179,6 +185,9 @@ mod tests {
             balance_usdt: Decimal::new(10_500_000, 6),
             operational_seconds_total: 5,
             token_generation: 1,
+            last_seq: Some(3),
+            credit_carry: Decimal::new(12, 6),
+            last_proof: Some((4, [5; 32])),
         };
         let bytes = bincode::serde::encode_to_vec(&node, bincode::config::standard()).unwrap();
         let (back, _): (Node, usize) =

@@ -14,9 +14,13 @@ use super::tables::*;
 use crate::clock::{Clock, Micros};
 use crate::crypto::Role;
 use crate::domain::audit::{audit_hash, AuditEvent};
+use crate::domain::heartbeat::StoredHeartbeat;
+use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::node::Node;
 use crate::domain::pool::Pool;
+use crate::domain::proof::{Epoch, Proof};
 use crate::error::ApiResult;
+use rust_decimal::Decimal;
 
 /// Who did something, as recorded in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,29 +46,43 @@ impl Actor {
     }
 }
 
-/// Position of the audit chain: the last event's seq and hash. Cached by the writer so
-/// appending an event costs no read; reloaded after an aborted batch.
+/// What the writer caches between batches: the audit chain's head (seq and hash of the
+/// last event) so appending costs no read, and the last time stamp handed out. Reloaded
+/// after an aborted batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditHead {
     pub seq: u64,
     pub hash: Option<[u8; 32]>,
+    pub last_stamp_us: Micros,
 }
 
 impl AuditHead {
     pub fn load(txn: &WriteTransaction) -> ApiResult<Self> {
         let table = txn.open_table(AUDIT)?;
         let last = table.last()?;
-        match last {
+        let mut head = match last {
             Some((_, v)) => {
                 let e: AuditEvent = decode(v.value())?;
-                Ok(Self {
+                Self {
                     seq: e.seq,
                     hash: Some(e.hash),
-                })
+                    last_stamp_us: 0,
+                }
             }
-            None => Ok(Self::default()),
-        }
+            None => Self::default(),
+        };
+        head.last_stamp_us = meta_u64(&txn.open_table(META)?, CLOCK_HIGH_WATER_KEY)?.unwrap_or(0);
+        Ok(head)
     }
+}
+
+/// Reads a little-endian u64 from the META table.
+pub fn meta_u64(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> ApiResult<Option<u64>> {
+    Ok(t.get(key)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
 }
 
 pub struct Batch<'a> {
@@ -84,6 +102,128 @@ impl<'a> Batch<'a> {
 
     pub fn now_us(&self) -> Micros {
         self.clock.now_us()
+    }
+
+    /// A receive time stamp: now, and strictly after every stamp handed out before, so
+    /// stamps are unique keys and follow commit order.
+    pub fn stamp_us(&mut self) -> Micros {
+        let stamp = self.now_us().max(self.audit_head.last_stamp_us + 1);
+        self.audit_head.last_stamp_us = stamp;
+        stamp
+    }
+
+    /// Records the latest stamp, so a restarted clock never reads earlier.
+    pub fn persist_clock_high_water(&mut self) -> ApiResult<()> {
+        let t = self.now_us().max(self.audit_head.last_stamp_us);
+        self.set_meta_u64(CLOCK_HIGH_WATER_KEY, t)
+    }
+
+    // ---- meta ----
+
+    pub fn meta_u64(&self, key: &str) -> ApiResult<Option<u64>> {
+        meta_u64(&self.txn.open_table(META)?, key)
+    }
+
+    pub fn set_meta_u64(&mut self, key: &str, value: u64) -> ApiResult<()> {
+        self.txn
+            .open_table(META)?
+            .insert(key, value.to_le_bytes().as_slice())?;
+        Ok(())
+    }
+
+    // ---- heartbeats, proofs, epochs, ledger ----
+
+    pub fn insert_heartbeat(
+        &mut self,
+        received_at_us: Micros,
+        node_id: &str,
+        hb: &StoredHeartbeat,
+    ) -> ApiResult<()> {
+        self.txn
+            .open_table(HEARTBEATS)?
+            .insert((received_at_us, node_id), encode(hb).as_slice())?;
+        Ok(())
+    }
+
+    /// Heartbeats received in `[from, to)`, in receive order.
+    pub fn heartbeats_between(
+        &self,
+        from: Micros,
+        to: Micros,
+    ) -> ApiResult<Vec<(Micros, String, StoredHeartbeat)>> {
+        let t = self.txn.open_table(HEARTBEATS)?;
+        let mut out = Vec::new();
+        for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
+            let (k, v) = entry?;
+            let (at, node) = k.value();
+            out.push((at, node.to_string(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Removes up to `max` heartbeats received before `before`; returns how many.
+    pub fn prune_heartbeats(&mut self, before: Micros, max: usize) -> ApiResult<usize> {
+        let mut t = self.txn.open_table(HEARTBEATS)?;
+        let mut removed = 0;
+        while removed < max {
+            let Some((k, _)) = t.first()? else { break };
+            let key = k.value();
+            if key.0 >= before {
+                break;
+            }
+            let owned = (key.0, key.1.to_string());
+            drop(k);
+            t.remove((owned.0, owned.1.as_str()))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    pub fn put_proof(&mut self, proof: &Proof) -> ApiResult<()> {
+        self.txn.open_table(PROOFS)?.insert(
+            (proof.node_id.as_str(), proof.epoch),
+            encode(proof).as_slice(),
+        )?;
+        Ok(())
+    }
+
+    pub fn put_epoch(&mut self, epoch: &Epoch) -> ApiResult<()> {
+        self.txn
+            .open_table(EPOCHS)?
+            .insert(epoch.epoch, encode(epoch).as_slice())?;
+        Ok(())
+    }
+
+    pub fn epoch(&self, epoch: u64) -> ApiResult<Option<Epoch>> {
+        let t = self.txn.open_table(EPOCHS)?;
+        let v = t.get(epoch)?;
+        v.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Appends a ledger entry and applies it to the node's balance (the caller stores the
+    /// node). Balance and ledger change in the same transaction, so they always agree.
+    pub fn append_ledger(
+        &mut self,
+        node: &mut Node,
+        kind: EntryKind,
+        amount: Decimal,
+        reference: String,
+    ) -> ApiResult<LedgerEntry> {
+        let seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0) + 1;
+        let entry = LedgerEntry {
+            seq,
+            node_id: node.node_id.clone(),
+            at_us: self.now_us(),
+            kind,
+            amount,
+            reference,
+        };
+        self.txn
+            .open_table(LEDGER)?
+            .insert((node.node_id.as_str(), seq), encode(&entry).as_slice())?;
+        self.set_meta_u64(LEDGER_SEQ_KEY, seq)?;
+        node.balance_usdt += amount;
+        Ok(entry)
     }
 
     // ---- nodes ----
@@ -176,7 +316,7 @@ impl<'a> Batch<'a> {
 
     // ---- counters and audit ----
 
-    fn add_counter(&mut self, name: &str, delta: i64) -> ApiResult<()> {
+    pub fn add_counter(&mut self, name: &str, delta: i64) -> ApiResult<()> {
         let mut t = self.txn.open_table(COUNTERS)?;
         let current = t.get(name)?.map(|v| v.value()).unwrap_or(0);
         let next = (current as i64 + delta).max(0) as u64;
@@ -220,10 +360,8 @@ impl<'a> Batch<'a> {
         self.txn
             .open_table(AUDIT)?
             .insert(seq, encode(&event).as_slice())?;
-        *self.audit_head = AuditHead {
-            seq,
-            hash: Some(hash),
-        };
+        self.audit_head.seq = seq;
+        self.audit_head.hash = Some(hash);
         Ok(())
     }
 }

@@ -54,6 +54,18 @@ fn stored_version(db: &Database) -> Result<Option<u32>, String> {
     }
 }
 
+/// Opens the database and starts the service clock no earlier than the latest time the
+/// database recorded (see `Clock::starting_at_least`).
+pub fn open_with_clock(data_dir: &Path, max_nodes_per_pool: u32) -> Result<(Store, Clock), String> {
+    let store = open(data_dir, max_nodes_per_pool, &Clock::new())?;
+    let high_water = {
+        let txn = store.db.begin_read().map_err(|e| e.to_string())?;
+        let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        super::batch::meta_u64(&meta, CLOCK_HIGH_WATER_KEY).map_err(|e| e.detail)?
+    };
+    Ok((store, Clock::starting_at_least(high_water.unwrap_or(0))))
+}
+
 /// Opens (creating when absent) the database in `data_dir`, checks its schema version,
 /// migrates an older one and initialises a fresh one (tables, `default` pool).
 ///
@@ -90,6 +102,10 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
         txn.open_table(POOL_MEMBERS).map_err(|e| e.to_string())?;
         txn.open_table(AUDIT).map_err(|e| e.to_string())?;
         txn.open_table(COUNTERS).map_err(|e| e.to_string())?;
+        txn.open_table(HEARTBEATS).map_err(|e| e.to_string())?;
+        txn.open_table(PROOFS).map_err(|e| e.to_string())?;
+        txn.open_table(EPOCHS).map_err(|e| e.to_string())?;
+        txn.open_table(LEDGER).map_err(|e| e.to_string())?;
     }
     let mut head = AuditHead::load(&txn).map_err(|e| e.detail)?;
     {

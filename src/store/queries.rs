@@ -8,8 +8,10 @@ use redb::{ReadTransaction, ReadableTable};
 use super::codec::decode;
 use super::tables::*;
 use crate::domain::audit::AuditEvent;
+use crate::domain::ledger::LedgerEntry;
 use crate::domain::node::{Node, NodeStatus};
 use crate::domain::pool::Pool;
+use crate::domain::proof::{Epoch, Proof};
 use crate::error::ApiResult;
 
 pub fn node(
@@ -191,6 +193,68 @@ impl Reader {
             items.push(decode(v.value())?);
         }
         Ok(Page { items, next: None })
+    }
+
+    pub fn proof(&self, node_id: &str, epoch: u64) -> ApiResult<Option<Proof>> {
+        let t = self.txn.open_table(PROOFS)?;
+        let v = t.get((node_id, epoch))?;
+        v.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn epoch(&self, epoch: u64) -> ApiResult<Option<Epoch>> {
+        let t = self.txn.open_table(EPOCHS)?;
+        let v = t.get(epoch)?;
+        v.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The latest closed epoch, if any.
+    pub fn last_epoch(&self) -> ApiResult<Option<Epoch>> {
+        let t = self.txn.open_table(EPOCHS)?;
+        let last = t.last()?;
+        last.map(|(_, v)| decode(v.value())).transpose()
+    }
+
+    /// A node's proofs, newest first, with epochs below `before`.
+    pub fn proof_history(
+        &self,
+        node_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> ApiResult<Page<Proof>> {
+        let t = self.txn.open_table(PROOFS)?;
+        let end = match before {
+            Some(b) => Bound::Excluded((node_id, b)),
+            None => Bound::Included((node_id, u64::MAX)),
+        };
+        let mut items: Vec<Proof> = Vec::new();
+        for entry in t
+            .range::<(&str, u64)>((Bound::Included((node_id, 0)), end))?
+            .rev()
+        {
+            let (_, v) = entry?;
+            if items.len() == limit {
+                let next = items.last().map(|p| p.epoch.to_string());
+                return Ok(Page { items, next });
+            }
+            items.push(decode(v.value())?);
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// Ids of an operator's nodes.
+    pub fn operator_node_ids(&self, operator_id: &str) -> ApiResult<Vec<String>> {
+        self.index_ids(OPERATOR_NODES, operator_id, None)
+    }
+
+    /// Every ledger entry of a node, in order.
+    pub fn ledger(&self, node_id: &str) -> ApiResult<Vec<LedgerEntry>> {
+        let t = self.txn.open_table(LEDGER)?;
+        let mut out = Vec::new();
+        for entry in t.range::<(&str, u64)>((node_id, 0)..=(node_id, u64::MAX))? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
     }
 
     pub fn counter(&self, name: &str) -> ApiResult<u64> {

@@ -31,3 +31,21 @@ pub fn status_counter(status: crate::domain::node::NodeStatus) -> String {
 }
 pub const POOLS_COUNTER: &str = "pools";
 pub const POOL_MEMBERS_COUNTER: &str = "pool_members";
+
+/// (received_at_us, node_id) -> StoredHeartbeat. Time first: closing an epoch is one
+/// sequential range scan, and pruning old heartbeats removes a prefix.
+pub const HEARTBEATS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("heartbeats");
+/// (node_id, epoch) -> Proof
+pub const PROOFS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("proofs");
+/// epoch -> Epoch (root, signature)
+pub const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
+/// (node_id, entry seq) -> LedgerEntry: append-only credits and debits.
+pub const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ledger");
+
+/// META keys (u64 little-endian values).
+pub const POOT_CLOSED_UNTIL_KEY: &str = "poot.closed_until_us";
+pub const LEDGER_SEQ_KEY: &str = "ledger.seq";
+pub const CLOCK_HIGH_WATER_KEY: &str = "clock.high_water_us";
+
+pub const HEARTBEATS_COUNTER: &str = "heartbeats.stored";
+pub const PROOFS_COUNTER: &str = "proofs";

@@ -160,6 +160,11 @@ fn commit_batch(
             replies.push(reply);
             failure = storage_failure;
         }
+        if failure.is_none() {
+            if let Err(e) = batch.persist_clock_high_water() {
+                failure = Some(e);
+            }
+        }
     }
     let outcome = match failure {
         Some(e) => {

@@ -1,0 +1,215 @@
+//! `POST /api/v1/nodes/{node_id}/heartbeat`: a signed heartbeat from the node itself,
+//! answered 202 only once it is durably stored.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::auth::Caller;
+use super::extract::{ApiJson, ApiPath};
+use super::AppState;
+use crate::crypto::Role;
+use crate::domain::heartbeat::{canonical_bytes, StoredHeartbeat};
+use crate::domain::ids::is_valid_id;
+use crate::domain::node::NodeStatus;
+use crate::domain::timefmt::{parse_rfc3339_us, rfc3339_us};
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::monitor::record_transition;
+
+/// The numbers are kept as the node wrote them: the signature covers their text.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// Strictly increasing per node.
+    #[schema(value_type = u64)]
+    pub seq: Box<RawValue>,
+    /// The node's clock (RFC 3339); informational, never trusted for time accounting.
+    pub sent_at: String,
+    #[schema(value_type = u64)]
+    pub sessions_active: Box<RawValue>,
+    #[schema(value_type = u64)]
+    pub bytes_relayed: Box<RawValue>,
+    #[schema(value_type = f64)]
+    pub cpu_load: Box<RawValue>,
+    #[schema(value_type = u64)]
+    pub mem_used_mb: Box<RawValue>,
+    /// Base64 Ed25519 over `lucid-hb-v1|{node_id}|{seq}|{sent_at}|{sessions_active}|{bytes_relayed}|{cpu_load}|{mem_used_mb}`.
+    pub signature: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HeartbeatAccepted {
+    pub accepted: bool,
+    pub received_at: String,
+    pub status: NodeStatus,
+    pub seq: u64,
+}
+
+fn whole(field: &str, raw: &RawValue) -> ApiResult<u64> {
+    raw.get()
+        .parse::<u64>()
+        .map_err(|_| ApiError::validation(format!("{field} must be a whole number >= 0")))
+}
+
+/// A validated heartbeat, before its receive time is stamped.
+struct Checked {
+    seq: u64,
+    stored: StoredHeartbeat,
+}
+
+fn check(node_id: &str, req: &HeartbeatRequest) -> ApiResult<Checked> {
+    let seq = whole("seq", &req.seq)?;
+    let sessions_active = whole("sessions_active", &req.sessions_active)?;
+    let bytes_relayed = whole("bytes_relayed", &req.bytes_relayed)?;
+    let mem_used_mb = whole("mem_used_mb", &req.mem_used_mb)?;
+    let cpu_load: f64 = req
+        .cpu_load
+        .get()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0 && *v <= 1_000_000.0)
+        .ok_or_else(|| ApiError::validation("cpu_load must be a number >= 0"))?;
+    if req.sent_at.len() > 64 || parse_rfc3339_us(&req.sent_at).is_none() {
+        return Err(ApiError::validation("sent_at must be an RFC 3339 time"));
+    }
+    let signature = B64
+        .decode(req.signature.trim())
+        .ok()
+        .filter(|s| s.len() == 64)
+        .ok_or_else(|| {
+            ApiError::unauthorized("invalid-signature", "signature must be 64 bytes of base64")
+        })?;
+    let canonical = canonical_bytes(
+        node_id,
+        req.seq.get(),
+        &req.sent_at,
+        req.sessions_active.get(),
+        req.bytes_relayed.get(),
+        req.cpu_load.get(),
+        req.mem_used_mb.get(),
+    );
+    Ok(Checked {
+        seq,
+        stored: StoredHeartbeat {
+            seq,
+            canonical,
+            signature,
+            sessions_active,
+            bytes_relayed,
+            cpu_load,
+            mem_used_mb,
+        },
+    })
+}
+
+/// Accept a signed heartbeat (the node's own token).
+#[utoipa::path(post, operation_id = "nodes_heartbeat", path = "/api/v1/nodes/{node_id}/heartbeat", tag = "heartbeats",
+    params(("node_id" = String, Path)),
+    request_body = HeartbeatRequest,
+    responses((status = 202, body = HeartbeatAccepted),
+        (status = 401, description = "invalid-signature", body = crate::error::Problem),
+        (status = 409, description = "replayed-heartbeat", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+    ApiJson(req): ApiJson<HeartbeatRequest>,
+) -> ApiResult<Response> {
+    let result = accept(&app, &caller, node_id, req).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(e) => e.kind,
+    };
+    app.metrics.heartbeats.with_label_values(&[outcome]).inc();
+    result
+}
+
+async fn accept(
+    app: &AppState,
+    caller: &Caller,
+    node_id: String,
+    req: HeartbeatRequest,
+) -> ApiResult<Response> {
+    if !is_valid_id("node", &node_id) {
+        return Err(ApiError::not_found("node", &node_id));
+    }
+    match caller.role {
+        Role::Node if caller.subject == node_id => {}
+        Role::Node => return Err(ApiError::not_found("node", &node_id)),
+        _ => {
+            return Err(ApiError::forbidden(
+                "heartbeats come from the node itself (node token)",
+            ))
+        }
+    }
+    let checked = check(&node_id, &req)?;
+    let node = app
+        .store
+        .reader()?
+        .node(&node_id)?
+        .ok_or_else(|| ApiError::not_found("node", &node_id))?;
+    if !verify_signature_bytes(&node.public_key, &checked.stored) {
+        return Err(ApiError::unauthorized(
+            "invalid-signature",
+            "the signature does not verify over the canonical heartbeat bytes with the node's key",
+        ));
+    }
+    let metrics = app.metrics.clone();
+    let (received_at, status, seq) = app
+        .writer
+        .write(move |b| {
+            let current = b
+                .node(&node_id)?
+                .ok_or_else(|| ApiError::not_found("node", &node_id))?;
+            if !current.status.is_active() {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "node-inactive",
+                    format!("node {node_id} is {}", current.status.as_str()),
+                ));
+            }
+            if let Some(last) = current.last_seq {
+                if checked.seq <= last {
+                    return Err(ApiError::conflict(
+                        "replayed-heartbeat",
+                        format!(
+                            "seq {} is not greater than the last accepted seq {last}",
+                            checked.seq
+                        ),
+                    ));
+                }
+            }
+            let at = b.stamp_us();
+            b.insert_heartbeat(at, &node_id, &checked.stored)?;
+            let mut next = current.clone();
+            next.last_seq = Some(checked.seq);
+            next.last_heartbeat_at_us = Some(at);
+            next.status = NodeStatus::Online;
+            if current.status != NodeStatus::Online {
+                record_transition(b, &metrics, &current, NodeStatus::Online, "heartbeat")?;
+            }
+            b.put_node(&next, Some(&current))?;
+            Ok((at, next.status, checked.seq))
+        })
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(HeartbeatAccepted {
+            accepted: true,
+            received_at: rfc3339_us(received_at),
+            status,
+            seq,
+        }),
+    )
+        .into_response())
+}
+
+fn verify_signature_bytes(public_key: &[u8; 32], hb: &StoredHeartbeat) -> bool {
+    crate::crypto::verify_signature_bytes(public_key, hb.canonical.as_bytes(), &hb.signature)
+}

@@ -1,0 +1,183 @@
+//! PoOT proofs: read a node's proofs, and close finished epochs on demand.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::extract::{optional_json_object, ApiPath, ApiQuery};
+use super::nodes::visible_node;
+use super::pagination::{ListPage, PageParams};
+use super::AppState;
+use crate::crypto::Role;
+use crate::domain::proof::ProofDocument;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::poot::close_due_epochs;
+use crate::store::queries::Reader;
+
+/// Most proofs one `calculate` answer carries.
+const MAX_PROOFS_IN_ANSWER: usize = 500;
+
+fn document(reader: &Reader, node_id: &str, epoch: u64) -> ApiResult<Option<ProofDocument>> {
+    let Some(proof) = reader.proof(node_id, epoch)? else {
+        return Ok(None);
+    };
+    let record = reader
+        .epoch(epoch)?
+        .ok_or_else(|| ApiError::unavailable(format!("epoch {epoch} has proofs but no record")))?;
+    Ok(Some(proof.document(&record)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ProofQuery {
+    /// One epoch instead of the latest.
+    pub epoch: Option<u64>,
+}
+
+/// A node's latest proof, or the proof of `?epoch=`.
+#[utoipa::path(get, operation_id = "poot_get", path = "/api/v1/poot/{node_id}", tag = "poot",
+    params(("node_id" = String, Path), ProofQuery),
+    responses((status = 200, body = ProofDocument), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn get_proof(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ProofQuery>,
+) -> ApiResult<Json<ProofDocument>> {
+    let node = visible_node(&app, &caller, &node_id)?;
+    let epoch = match q.epoch {
+        Some(e) => e,
+        None => node.last_proof.map(|(e, _)| e).ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not-found",
+                format!("node {node_id} has no proof yet"),
+            )
+        })?,
+    };
+    document(&app.store.reader()?, &node_id, epoch)?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not-found",
+                format!("node {node_id} has no proof for epoch {epoch}"),
+            )
+        })
+}
+
+/// A node's proofs, newest first.
+#[utoipa::path(get, operation_id = "poot_history", path = "/api/v1/poot/{node_id}/history", tag = "poot",
+    params(("node_id" = String, Path), PageParams),
+    responses((status = 200, body = ListPage<ProofDocument>), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListPage<ProofDocument>>> {
+    visible_node(&app, &caller, &node_id)?;
+    let before = match page.after()? {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::validation("cursor is not one this service issued"))?,
+        ),
+    };
+    let reader = app.store.reader()?;
+    let result = reader.proof_history(&node_id, before, page.limit()?)?;
+    let mut items = Vec::with_capacity(result.items.len());
+    for proof in result.items {
+        let record = reader
+            .epoch(proof.epoch)?
+            .ok_or_else(|| ApiError::unavailable("epoch record missing"))?;
+        items.push(proof.document(&record));
+    }
+    Ok(Json(ListPage::new(items, result.next)))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalculateRequest {
+    /// Only this node's proofs in the answer.
+    pub node_id: Option<String>,
+    /// Proofs of this epoch instead of the epochs closed now.
+    pub epoch: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CalculateResponse {
+    pub epochs_closed: Vec<u64>,
+    pub proofs: Vec<ProofDocument>,
+}
+
+/// Close finished epochs now (never an open one) and return the proofs asked for.
+/// Idempotent. Operators for their own nodes, admins for all.
+#[utoipa::path(post, operation_id = "poot_calculate", path = "/api/v1/poot/calculate", tag = "poot",
+    request_body = CalculateRequest,
+    responses((status = 200, body = CalculateResponse), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn calculate(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<CalculateResponse>> {
+    if caller.role == Role::Node {
+        return Err(ApiError::forbidden("operators and admins calculate PoOT"));
+    }
+    let req: CalculateRequest = optional_json_object(&body)?;
+    if let Some(id) = &req.node_id {
+        visible_node(&app, &caller, id)?;
+    }
+    let epochs_closed = close_due_epochs(&app).await?;
+    let reader = app.store.reader()?;
+    let epochs: Vec<u64> = match req.epoch {
+        Some(e) => vec![e],
+        None if req.node_id.is_some() => Vec::new(),
+        None => epochs_closed.clone(),
+    };
+    let mut proofs = Vec::new();
+    match &req.node_id {
+        Some(id) => {
+            let wanted = match req.epoch {
+                Some(e) => Some(e),
+                None => reader.node(id)?.and_then(|n| n.last_proof).map(|(e, _)| e),
+            };
+            if let Some(e) = wanted {
+                proofs.extend(document(&reader, id, e)?);
+            }
+        }
+        None => {
+            let node_ids: Vec<String> = match caller.role {
+                Role::Admin => {
+                    let mut ids = Vec::new();
+                    let mut after: Option<String> = None;
+                    loop {
+                        let page = reader.nodes(after.as_deref(), 10_000, |_| true)?;
+                        ids.extend(page.items.into_iter().map(|n| n.node_id));
+                        match page.next {
+                            Some(n) => after = Some(n),
+                            None => break,
+                        }
+                    }
+                    ids
+                }
+                _ => reader.operator_node_ids(&caller.subject)?,
+            };
+            'outer: for e in &epochs {
+                for id in &node_ids {
+                    if proofs.len() == MAX_PROOFS_IN_ANSWER {
+                        break 'outer;
+                    }
+                    proofs.extend(document(&reader, id, *e)?);
+                }
+            }
+        }
+    }
+    Ok(Json(CalculateResponse {
+        epochs_closed,
+        proofs,
+    }))
+}

@@ -1,0 +1,195 @@
+//! Closing a PoOT epoch, as a pure function of its inputs: the same heartbeats, carries and
+//! previous proofs always give the same proofs, byte for byte.
+
+use rust_decimal::Decimal;
+
+use super::credits::credit_epoch;
+use super::merkle::{leaf_hash, root, root_and_paths, Hash, Side};
+use super::proof::Proof;
+use super::uptime::operational_seconds;
+use crate::clock::Micros;
+
+/// Epoch `k` covers `[k*L, (k+1)*L)`; these are its bounds in microseconds.
+pub fn epoch_window(epoch: u64, length_us: Micros) -> (Micros, Micros) {
+    (epoch * length_us, (epoch + 1) * length_us)
+}
+
+/// The first epoch that starts at or after `t`.
+pub fn first_epoch_at_or_after(t: Micros, length_us: Micros) -> u64 {
+    t.div_ceil(length_us)
+}
+
+/// One accepted heartbeat as the epoch sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub received_at_us: Micros,
+    /// `leaf_hash(canonical bytes || signature)`.
+    pub leaf: Hash,
+}
+
+/// What the epoch needs to know about one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEpochInput {
+    pub node_id: String,
+    /// Receipts from `window_start - timeout` to `window_end`, in receive order.
+    pub receipts: Vec<Receipt>,
+    pub credit_carry: Decimal,
+    pub prev_proof_hash: Option<Hash>,
+}
+
+/// A node's result: its proof and its new credit carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEpochOutput {
+    pub proof: Proof,
+    pub credit_carry: Decimal,
+}
+
+pub struct EpochParams {
+    pub epoch: u64,
+    pub length_us: Micros,
+    pub timeout_us: Micros,
+    pub reward_per_hour: Decimal,
+}
+
+/// Builds every node's proof and the epoch root. Nodes with neither operational time nor
+/// heartbeats in the window get no proof (nothing to prove, nothing to credit).
+/// Inputs may come in any order; proofs are sorted by `node_id`.
+pub fn close_epoch(
+    params: &EpochParams,
+    mut nodes: Vec<NodeEpochInput>,
+) -> (Hash, Vec<NodeEpochOutput>) {
+    let (start, end) = epoch_window(params.epoch, params.length_us);
+    nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    let mut outputs: Vec<NodeEpochOutput> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let times: Vec<Micros> = node.receipts.iter().map(|r| r.received_at_us).collect();
+        let seconds = operational_seconds(&times, params.timeout_us, start, end);
+        let in_window: Vec<Hash> = node
+            .receipts
+            .iter()
+            .filter(|r| r.received_at_us >= start && r.received_at_us < end)
+            .map(|r| r.leaf)
+            .collect();
+        if seconds == 0 && in_window.is_empty() {
+            continue;
+        }
+        let credit = credit_epoch(seconds, params.reward_per_hour, node.credit_carry);
+        let heartbeats_root = root(&in_window);
+        let proof_hash = Proof::compute_hash(
+            &node.node_id,
+            params.epoch,
+            start,
+            end,
+            seconds,
+            in_window.len() as u64,
+            &heartbeats_root,
+            credit.credited,
+            node.prev_proof_hash.as_ref(),
+        );
+        outputs.push(NodeEpochOutput {
+            proof: Proof {
+                node_id: node.node_id,
+                epoch: params.epoch,
+                window_start_us: start,
+                window_end_us: end,
+                operational_seconds: seconds,
+                heartbeat_count: in_window.len() as u64,
+                heartbeats_root,
+                credits_usdt: credit.credited,
+                prev_proof_hash: node.prev_proof_hash,
+                proof_hash,
+                inclusion_path: Vec::new(),
+            },
+            credit_carry: credit.carry,
+        });
+    }
+    let leaves: Vec<Hash> = outputs
+        .iter()
+        .map(|o| leaf_hash(&o.proof.proof_hash))
+        .collect();
+    let (epoch_root, paths) = root_and_paths(&leaves);
+    for (output, path) in outputs.iter_mut().zip(paths) {
+        output.proof.inclusion_path = path
+            .into_iter()
+            .map(|(s, h)| (s == Side::Left, h))
+            .collect();
+    }
+    (epoch_root, outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::merkle::root_from_path;
+
+    const S: u64 = 1_000_000;
+
+    fn params() -> EpochParams {
+        EpochParams {
+            epoch: 10,
+            length_us: 300 * S,
+            timeout_us: 90 * S,
+            reward_per_hour: Decimal::new(5, 2),
+        }
+    }
+
+    fn node(id: &str, times: &[u64]) -> NodeEpochInput {
+        NodeEpochInput {
+            node_id: id.into(),
+            receipts: times
+                .iter()
+                .map(|t| Receipt {
+                    received_at_us: *t,
+                    leaf: leaf_hash(&t.to_be_bytes()),
+                })
+                .collect(),
+            credit_carry: Decimal::ZERO,
+            prev_proof_hash: None,
+        }
+    }
+
+    #[test]
+    fn recomputing_an_epoch_gives_identical_proofs() {
+        let base = 3000 * S;
+        let inputs = vec![
+            node("node_b", &[base, base + 30 * S, base + 60 * S]),
+            node("node_a", &[base - 50 * S, base + 100 * S]),
+        ];
+        let first = close_epoch(&params(), inputs.clone());
+        let mut reversed = inputs;
+        reversed.reverse();
+        let second = close_epoch(&params(), reversed);
+        assert_eq!(first, second);
+        assert_eq!(first.1[0].proof.node_id, "node_a");
+        // node_a: 3000..3040 from the heartbeat before the window, 3100..3190.
+        assert_eq!(first.1[0].proof.operational_seconds, 40 + 90);
+        assert_eq!(first.1[0].proof.heartbeat_count, 1);
+        for out in &first.1 {
+            assert_eq!(
+                root_from_path(
+                    leaf_hash(&out.proof.proof_hash),
+                    &out.proof
+                        .inclusion_path
+                        .iter()
+                        .map(|(l, h)| (if *l { Side::Left } else { Side::Right }, *h))
+                        .collect::<Vec<_>>()
+                ),
+                first.0
+            );
+        }
+    }
+
+    #[test]
+    fn idle_nodes_get_no_proof() {
+        let (root_hash, outs) = close_epoch(&params(), vec![node("node_a", &[])]);
+        assert!(outs.is_empty());
+        assert_eq!(root_hash, crate::domain::merkle::empty_root());
+    }
+
+    #[test]
+    fn epochs_are_aligned_to_their_length() {
+        assert_eq!(epoch_window(2, 300 * S), (600 * S, 900 * S));
+        assert_eq!(first_epoch_at_or_after(600 * S, 300 * S), 2);
+        assert_eq!(first_epoch_at_or_after(600 * S + 1, 300 * S), 3);
+    }
+}

@@ -1,0 +1,209 @@
+//! PoOT: closes every finished epoch (catching up after downtime), one epoch per write
+//! transaction, then prunes raw heartbeats past retention whose epochs are proven.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::api::AppState;
+use crate::clock::Micros;
+use crate::crypto::key_id;
+use crate::domain::ledger::EntryKind;
+use crate::domain::merkle::leaf_hash;
+use crate::domain::poot::{
+    close_epoch, epoch_window, first_epoch_at_or_after, EpochParams, NodeEpochInput, Receipt,
+};
+use crate::domain::proof::{sign_epoch, Epoch};
+use crate::error::ApiResult;
+use crate::store::tables::{POOT_CLOSED_UNTIL_KEY, PROOFS_COUNTER};
+use crate::store::{Actor, Batch};
+
+/// Heartbeats removed per write transaction while pruning (keeps each batch short).
+const PRUNE_CHUNK: usize = 10_000;
+
+/// Everything closing an epoch needs, captured once.
+#[derive(Clone)]
+pub struct CloseParams {
+    pub length_us: Micros,
+    pub timeout_us: Micros,
+    pub reward_per_hour: Decimal,
+    pub proof_key: SigningKey,
+}
+
+impl CloseParams {
+    pub fn from_app(app: &AppState) -> Self {
+        Self {
+            length_us: app.config.poot_calculation_interval.as_micros() as u64,
+            timeout_us: app.config.heartbeat_timeout.as_micros() as u64,
+            reward_per_hour: app.config.reward_usdt_per_hour,
+            proof_key: app.keys.proof.clone(),
+        }
+    }
+}
+
+pub async fn run(app: AppState) {
+    let tick = (app.config.poot_calculation_interval / 10)
+        .clamp(Duration::from_millis(200), Duration::from_secs(1));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match close_due_epochs(&app).await {
+            Ok(closed) if !closed.is_empty() => {
+                if let Err(e) = prune_heartbeats(&app).await {
+                    tracing::warn!(error = %e, "heartbeat pruning failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "closing PoOT epochs failed"),
+        }
+    }
+}
+
+/// Closes every finished epoch not yet closed; returns their numbers. Idempotent: an
+/// epoch is closed once, and an open epoch never.
+pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
+    let params = CloseParams::from_app(app);
+    let mut closed = Vec::new();
+    loop {
+        let p = params.clone();
+        let metrics = app.metrics.clone();
+        let started = std::time::Instant::now();
+        let next = app
+            .writer
+            .write(move |b| {
+                let result = close_next_epoch(b, &p)?;
+                if let Some((_, proofs)) = result {
+                    metrics.proofs.inc_by(proofs as u64);
+                }
+                Ok(result)
+            })
+            .await?;
+        let Some((epoch, proofs)) = next else { break };
+        app.metrics.epochs_closed.inc();
+        app.metrics
+            .epoch_close_seconds
+            .observe(started.elapsed().as_secs_f64());
+        closed.push(epoch);
+        tracing::info!(epoch, proofs, "closed PoOT epoch");
+        if closed.len() % 100 == 0 {
+            tracing::info!(closed = closed.len(), "catching up on PoOT epochs");
+        }
+    }
+    Ok(closed)
+}
+
+/// Closes the oldest finished epoch, if there is one: `Some((epoch, proofs written))`.
+pub fn close_next_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<(u64, usize)>> {
+    // A stamp is strictly after every heartbeat stamped before, so "finished" means no
+    // heartbeat for the window can still arrive.
+    let now = b.stamp_us();
+    let Some(closed_until) = b.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
+        // First start: the current epoch is the first one to close.
+        let start = now - now % p.length_us;
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start)?;
+        return Ok(None);
+    };
+    let epoch = first_epoch_at_or_after(closed_until, p.length_us);
+    let (start, end) = epoch_window(epoch, p.length_us);
+    if end > now {
+        return Ok(None);
+    }
+    let mut by_node: BTreeMap<String, Vec<Receipt>> = BTreeMap::new();
+    for (at, node_id, hb) in b.heartbeats_between(start.saturating_sub(p.timeout_us), end)? {
+        by_node.entry(node_id).or_default().push(Receipt {
+            received_at_us: at,
+            leaf: leaf_hash(&hb.leaf_data()),
+        });
+    }
+    let mut inputs = Vec::with_capacity(by_node.len());
+    for (node_id, receipts) in by_node {
+        let Some(node) = b.node(&node_id)? else {
+            continue;
+        };
+        inputs.push(NodeEpochInput {
+            node_id,
+            receipts,
+            credit_carry: node.credit_carry,
+            prev_proof_hash: node.last_proof.map(|(_, h)| h),
+        });
+    }
+    let params = EpochParams {
+        epoch,
+        length_us: p.length_us,
+        timeout_us: p.timeout_us,
+        reward_per_hour: p.reward_per_hour,
+    };
+    let (root, outputs) = close_epoch(&params, inputs);
+    for out in &outputs {
+        let Some(before) = b.node(&out.proof.node_id)? else {
+            continue;
+        };
+        let mut node = before.clone();
+        node.credit_carry = out.credit_carry;
+        node.last_proof = Some((epoch, out.proof.proof_hash));
+        node.operational_seconds_total += out.proof.operational_seconds;
+        if out.proof.credits_usdt > Decimal::ZERO {
+            b.append_ledger(
+                &mut node,
+                EntryKind::Credit,
+                out.proof.credits_usdt,
+                format!("epoch:{epoch}"),
+            )?;
+        }
+        b.put_proof(&out.proof)?;
+        b.put_node(&node, Some(&before))?;
+    }
+    let record = Epoch {
+        epoch,
+        root,
+        signature: sign_epoch(&p.proof_key, epoch, &root),
+        key_id: key_id(&p.proof_key.verifying_key()),
+        proof_count: outputs.len() as u64,
+        closed_at_us: now,
+    };
+    b.put_epoch(&record)?;
+    b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
+    b.add_counter(PROOFS_COUNTER, outputs.len() as i64)?;
+    b.audit(
+        &Actor::system(),
+        "poot.epoch_close",
+        &format!("epoch:{epoch}"),
+        json!({"epoch": epoch, "proofs": outputs.len(), "epoch_root": hex::encode(root)}),
+    )?;
+    Ok(Some((epoch, outputs.len())))
+}
+
+/// Removes raw heartbeats older than the retention whose epochs are closed (a heartbeat
+/// still needed to cover the start of the next epoch is kept).
+pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
+    let retention_us = app.config.heartbeat_retention.as_micros() as u64;
+    let timeout_us = app.config.heartbeat_timeout.as_micros() as u64;
+    let mut total = 0;
+    loop {
+        let removed = app
+            .writer
+            .write(move |b| {
+                let Some(closed_until) = b.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
+                    return Ok(0);
+                };
+                let cutoff = b
+                    .now_us()
+                    .saturating_sub(retention_us)
+                    .min(closed_until.saturating_sub(timeout_us));
+                b.prune_heartbeats(cutoff, PRUNE_CHUNK)
+            })
+            .await?;
+        total += removed;
+        if removed < PRUNE_CHUNK {
+            break;
+        }
+    }
+    if total > 0 {
+        tracing::info!(removed = total, "pruned heartbeats past retention");
+    }
+    Ok(total)
+}

@@ -1,0 +1,408 @@
+//! Heartbeats, node status and PoOT proofs against the real server, with epochs made
+//! short by configuration so a test sees several of them. Proofs are checked here with
+//! nothing but API.md's recipe and the public key from `/api/v1/keys`.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::*;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const EPOCH_SECS: u64 = 2;
+const TIMEOUT_SECS: u64 = 2;
+
+async fn start() -> TestServer {
+    TestServer::start_with(&[
+        ("POOT_CALCULATION_INTERVAL", "2"),
+        ("HEARTBEAT_TIMEOUT", "2"),
+        ("REWARD_USDT_PER_HOUR", "36"),
+    ])
+    .await
+}
+
+fn heartbeat_body(node_id: &str, key: &SigningKey, seq: u64) -> Value {
+    let sent_at = "2026-01-01T00:00:00Z";
+    let canonical = format!("lucid-hb-v1|{node_id}|{seq}|{sent_at}|2|1024|0.25|300");
+    let signature = B64.encode(key.sign(canonical.as_bytes()).to_bytes());
+    // cpu_load is written as 0.25 in both the signed text and the JSON.
+    json!({"seq": seq, "sent_at": sent_at, "sessions_active": 2, "bytes_relayed": 1024,
+           "cpu_load": 0.25, "mem_used_mb": 300, "signature": signature})
+}
+
+async fn send(
+    server: &TestServer,
+    token: &str,
+    node_id: &str,
+    key: &SigningKey,
+    seq: u64,
+) -> (u16, Value) {
+    server
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{node_id}/heartbeat"),
+            Some(token),
+            Some(heartbeat_body(node_id, key, seq)),
+        )
+        .await
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// API.md's verification recipe, written from the document alone.
+fn verify_from_api_md(proof: &Value, public_key: &VerifyingKey) -> Result<(), String> {
+    let s = |k: &str| proof[k].as_str().map(String::from).unwrap_or_default();
+    let text = format!(
+        "lucid-proof-v1|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        s("node_id"),
+        proof["epoch"],
+        s("window_start"),
+        s("window_end"),
+        proof["operational_seconds"],
+        proof["heartbeat_count"],
+        s("heartbeats_root"),
+        s("credits_usdt"),
+        s("prev_proof_hash")
+    );
+    let proof_hash = sha(text.as_bytes());
+    if hex::encode(proof_hash) != s("proof_hash") {
+        return Err("proof_hash".into());
+    }
+    let mut node = sha(&[&[0u8][..], &proof_hash].concat());
+    for step in proof["inclusion_path"].as_array().unwrap() {
+        let step = step.as_str().unwrap();
+        let sibling = hex::decode(&step[2..]).unwrap();
+        node = if step.starts_with("L:") {
+            sha(&[&[1u8][..], &sibling, &node].concat())
+        } else {
+            sha(&[&[1u8][..], &node, &sibling].concat())
+        };
+    }
+    if hex::encode(node) != s("epoch_root") {
+        return Err("inclusion path".into());
+    }
+    let sig = Signature::from_slice(&B64.decode(s("epoch_signature")).unwrap()).unwrap();
+    let message = format!("lucid-epoch-v1|{}|{}", proof["epoch"], s("epoch_root"));
+    public_key
+        .verify(message.as_bytes(), &sig)
+        .map_err(|_| "signature".to_string())
+}
+
+async fn proof_key(server: &TestServer) -> VerifyingKey {
+    let (_, keys) = server.call("GET", "/api/v1/keys", None, None).await;
+    let bytes: [u8; 32] = B64
+        .decode(keys["proof"]["public_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    VerifyingKey::from_bytes(&bytes).unwrap()
+}
+
+async fn history(server: &TestServer, node_id: &str) -> Vec<Value> {
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/api/v1/poot/{node_id}/history?limit=500"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(
+    server: &TestServer,
+    path: &str,
+    what: &str,
+    ok: F,
+) -> Value {
+    for _ in 0..100 {
+        let (_, v) = server.call("GET", path, Some(&server.admin), None).await;
+        if ok(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_become_verifiable_proofs_and_credits() {
+    let server = start().await;
+    let (node, key) = server.register_node(&server.admin, "pi").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let token = server.login_node(&id, &key).await;
+
+    let (status, body) = send(&server, &token, &id, &key, 1).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], true);
+    assert_eq!(body["status"], "online");
+    assert!(body["received_at"].is_string());
+
+    // Heartbeats every 250 ms across three epochs.
+    for seq in 2..=(3 * EPOCH_SECS * 4) {
+        let (status, body) = send(&server, &token, &id, &key, seq).await;
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let proofs = {
+        let mut h = Vec::new();
+        for _ in 0..50 {
+            h = history(&server, &id).await;
+            if h.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        h
+    };
+    assert!(
+        proofs.len() >= 2,
+        "expected at least two closed epochs, got {}",
+        proofs.len()
+    );
+    let pk = proof_key(&server).await;
+    for p in &proofs {
+        verify_from_api_md(p, &pk).unwrap_or_else(|e| panic!("proof {p} fails: {e}"));
+        assert!(p["operational_seconds"].as_u64().unwrap() <= EPOCH_SECS);
+    }
+    // History is newest first and chained.
+    assert_eq!(proofs[0]["prev_proof_hash"], proofs[1]["proof_hash"]);
+    // A full middle epoch: up the whole window, every heartbeat in it counted.
+    let full = proofs
+        .iter()
+        .find(|p| p["operational_seconds"] == EPOCH_SECS)
+        .expect("a fully covered epoch");
+    assert_eq!(full["score"], "100.00");
+    assert!(full["heartbeat_count"].as_u64().unwrap() >= 6);
+    // 2 s at 36 USDT/h = 0.02.
+    assert_eq!(full["credits_usdt"], "0.020000");
+
+    // The latest proof, and by epoch.
+    let (status, latest) = server
+        .call("GET", &format!("/api/v1/poot/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(status, 200, "{latest}");
+    let epoch = full["epoch"].as_u64().unwrap();
+    let (status, by_epoch) = server
+        .call(
+            "GET",
+            &format!("/api/v1/poot/{id}?epoch={epoch}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(&by_epoch, full);
+
+    // The balance is the sum of the credits.
+    let (_, n) = server
+        .call(
+            "GET",
+            &format!("/api/v1/nodes/{id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    let all = history(&server, &id).await;
+    let total: f64 = all
+        .iter()
+        .map(|p| p["credits_usdt"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    let balance: f64 = n["balance_usdt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (balance - total).abs() < 1e-9,
+        "balance {balance} vs credits {total}"
+    );
+    let seconds: u64 = all
+        .iter()
+        .map(|p| p["operational_seconds"].as_u64().unwrap())
+        .sum();
+    assert_eq!(n["operational_seconds_total"], seconds);
+
+    // Silence longer than the timeout: offline, audited.
+    let node_path = format!("/api/v1/nodes/{id}");
+    wait_for(&server, &node_path, "offline", |n| n["status"] == "offline").await;
+    let (_, audit) = server
+        .call("GET", "/api/v1/audit?limit=500", Some(&server.admin), None)
+        .await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"node.online") && actions.contains(&"node.offline"),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"poot.epoch_close"));
+
+    // The gap earns nothing: once the epoch holding the last heartbeat's timeout tail is
+    // closed, silent epochs add no proof.
+    tokio::time::sleep(Duration::from_secs(EPOCH_SECS + 1)).await;
+    let before = history(&server, &id).await.len();
+    tokio::time::sleep(Duration::from_secs(3 * EPOCH_SECS)).await;
+    let after = history(&server, &id).await;
+    assert_eq!(after.len(), before, "silent epochs get no proof");
+    let (status, _) = send(&server, &token, &id, &key, 1000).await;
+    assert_eq!(status, 202);
+    let n = wait_for(&server, &node_path, "online again", |n| {
+        n["status"] == "online"
+    })
+    .await;
+    assert_eq!(n["status"], "online");
+}
+
+#[tokio::test]
+async fn replays_forgeries_and_other_nodes_are_refused() {
+    let server = start().await;
+    let (a, key_a) = server.register_node(&server.admin, "a").await;
+    let (b, key_b) = server.register_node(&server.admin, "b").await;
+    let a_id = a["node_id"].as_str().unwrap();
+    let b_id = b["node_id"].as_str().unwrap();
+    let token_a = server.login_node(a_id, &key_a).await;
+
+    assert_eq!(send(&server, &token_a, a_id, &key_a, 5).await.0, 202);
+    let (status, body) = send(&server, &token_a, a_id, &key_a, 5).await;
+    assert_problem(status, &body, 409, "replayed-heartbeat");
+    let (status, body) = send(&server, &token_a, a_id, &key_a, 4).await;
+    assert_problem(status, &body, 409, "replayed-heartbeat");
+
+    // Signed by another key.
+    let (status, body) = send(&server, &token_a, a_id, &key_b, 6).await;
+    assert_problem(status, &body, 401, "invalid-signature");
+    // A field changed after signing.
+    let mut tampered = heartbeat_body(a_id, &key_a, 7);
+    tampered["sessions_active"] = json!(3);
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{a_id}/heartbeat"),
+            Some(&token_a),
+            Some(tampered),
+        )
+        .await;
+    assert_problem(status, &body, 401, "invalid-signature");
+    // Numbers must be sent as signed: 0.250 is not 0.25.
+    let mut respelled = heartbeat_body(a_id, &key_a, 8).to_string();
+    respelled = respelled.replace("0.25", "0.250");
+    let resp = server
+        .client
+        .post(server.url(&format!("/api/v1/nodes/{a_id}/heartbeat")))
+        .bearer_auth(&token_a)
+        .header("content-type", "application/json")
+        .body(respelled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // Node A cannot send for node B, even with B's key.
+    let (status, body) = send(&server, &token_a, b_id, &key_b, 1).await;
+    assert_problem(status, &body, 404, "not-found");
+    // Operators and admins do not send heartbeats.
+    let (status, body) = send(&server, &server.admin, a_id, &key_a, 9).await;
+    assert_problem(status, &body, 403, "forbidden");
+    // Bad shapes are 400.
+    let mut bad = heartbeat_body(a_id, &key_a, 10);
+    bad["seq"] = json!(-1);
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{a_id}/heartbeat"),
+            Some(&token_a),
+            Some(bad),
+        )
+        .await;
+    assert_problem(status, &body, 400, "validation");
+    // A suspended node's heartbeats stop at once.
+    server
+        .call(
+            "PUT",
+            &format!("/api/v1/nodes/{a_id}"),
+            Some(&server.admin),
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    let (status, _) = send(&server, &token_a, a_id, &key_a, 11).await;
+    assert_eq!(status, 401);
+
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("lucid_heartbeats_total{outcome=\"replayed-heartbeat\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("lucid_heartbeats_total{outcome=\"invalid-signature\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_appliance_closes_the_epochs_it_missed() {
+    let mut server = start().await;
+    let (node, key) = server.register_node(&server.admin, "pi").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let token = server.login_node(&id, &key).await;
+    for seq in 1..=12 {
+        assert_eq!(send(&server, &token, &id, &key, seq).await.0, 202);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, calc) = server
+        .call("POST", "/api/v1/poot/calculate", Some(&server.admin), None)
+        .await;
+    assert!(calc["epochs_closed"].is_array(), "{calc}");
+    let admin = server.admin.clone();
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(3 * EPOCH_SECS)).await;
+    server.restart();
+    // The missed epochs are closed at start (or on demand); the last heartbeat before the
+    // outage still counts until its timeout.
+    let (status, calc) = server
+        .call(
+            "POST",
+            "/api/v1/poot/calculate",
+            Some(&admin),
+            Some(json!({"node_id": id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{calc}");
+    let hist = history(&server, &id).await;
+    let last_epoch = hist[0]["epoch"].as_u64().unwrap();
+    let (_, keys) = server.call("GET", "/api/v1/keys", None, None).await;
+    assert!(keys["proof"]["public_key"].is_string());
+    let now_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / EPOCH_SECS;
+    assert!(
+        last_epoch + 6 >= now_epoch,
+        "proofs reach the outage (last {last_epoch}, now {now_epoch})"
+    );
+    let covered: u64 = hist
+        .iter()
+        .map(|p| p["operational_seconds"].as_u64().unwrap())
+        .sum();
+    // ~3 s of heartbeats plus the 2 s timeout after the last: never more than that.
+    assert!(covered <= 3 + TIMEOUT_SECS + 1, "covered {covered}");
+    // calculate is idempotent: asking again closes nothing new right away and the proofs match.
+    let again = history(&server, &id).await;
+    assert_eq!(
+        again[..hist.len().min(again.len())].last(),
+        hist[..hist.len().min(again.len())].last()
+    );
+}
