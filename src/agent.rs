@@ -243,6 +243,14 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// The last accepted seq named in a `replayed-heartbeat` detail
+/// ("... not greater than the last accepted seq 1234"), if any.
+pub fn last_accepted_seq_hint(detail: &str) -> Option<u64> {
+    let rest = detail.split("last accepted seq").nth(1)?.trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// A token's lifetime from its own `iat` and `exp` claims (read, not verified), which
 /// does not depend on this machine's clock agreeing with the server's.
 pub fn token_lifetime(token: &str) -> Option<Duration> {
@@ -363,6 +371,18 @@ enum Failure {
     Rejected { reason: String },
     /// Nothing will fix it: exit non-zero with this reason.
     Fatal(String),
+}
+
+impl Failure {
+    fn reason(&self) -> &str {
+        match self {
+            Failure::Transient { reason, .. }
+            | Failure::Unauthorized { reason, .. }
+            | Failure::Replayed { reason }
+            | Failure::Rejected { reason }
+            | Failure::Fatal(reason) => reason,
+        }
+    }
 }
 
 struct Reply {
@@ -532,7 +552,7 @@ impl Agent {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
         let transient = |e: reqwest::Error| Failure::Transient {
-            reason: format!("{url}: {}", error_chain(&e)),
+            reason: error_chain(&e),
             retry_after: None,
         };
         let resp = req.send().await.map_err(transient)?;
@@ -652,7 +672,10 @@ impl Agent {
                     .and_then(|s| s.expires_at)
                     .is_some_and(|exp| now < exp);
                 if still_valid {
-                    tracing::warn!(error = ?e, "token renewal failed; using the current token meanwhile");
+                    tracing::warn!(
+                        reason = e.reason(),
+                        "token renewal failed; using the current token meanwhile"
+                    );
                     Ok(())
                 } else {
                     self.session = None;
@@ -699,7 +722,15 @@ impl Agent {
         }
         match reply.classify("heartbeat") {
             Failure::Replayed { reason } => {
-                self.seq.on_replayed(seq, now_us() / 1000);
+                // The server's last accepted seq, when its detail names it (after a clock
+                // step back, say), so one refusal is enough to get past it.
+                let server_last = reply
+                    .problem()
+                    .detail
+                    .as_deref()
+                    .and_then(last_accepted_seq_hint);
+                self.seq
+                    .on_replayed(seq.max(server_last.unwrap_or(0)), now_us() / 1000);
                 Err(Failure::Replayed { reason })
             }
             Failure::Fatal(reason) => Err(Failure::Fatal(format!(
@@ -728,17 +759,13 @@ impl Agent {
         self.ensure_session().await?;
         match self.send_heartbeat().await {
             Err(Failure::Unauthorized { kind, reason }) => {
-                tracing::info!(%kind, "token refused; logging in again");
+                tracing::info!(%kind, %reason, "token refused; logging in again");
                 self.session = None;
                 self.ensure_session().await?;
                 match self.send_heartbeat().await {
                     Err(Failure::Unauthorized { reason, .. }) => Err(Failure::Rejected { reason }),
                     other => other,
                 }
-                .map_err(|e| {
-                    tracing::debug!(first = %reason, "retry after the new login failed too");
-                    e
-                })
             }
             other => other,
         }
@@ -787,7 +814,11 @@ impl Agent {
                         tokio::time::sleep(wait).await;
                     }
                     Err(Failure::Replayed { reason }) => {
-                        tracing::warn!(%reason, next_seq_after = self.seq.last(), "seq refused as replayed; moving on");
+                        tracing::warn!(
+                            %reason,
+                            next_seq_at_least = self.seq.last() + 1,
+                            "seq refused as replayed; moving on"
+                        );
                         failing = true;
                         break;
                     }
@@ -849,7 +880,10 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     let key = read_signing_key(&args.key)?;
     if let Ok(meta) = std::fs::metadata(&args.key) {
         if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %args.key.display(), "the key file is readable by others; chmod 600 it");
+            tracing::warn!(
+                path = %args.key.display(),
+                "the key file is readable by others; chmod 600 it"
+            );
         }
     }
     if args.insecure {
@@ -960,7 +994,7 @@ mod tests {
             (Some(0.7), 2),
             (Some(0.0), 1),
             (Some(2.0), 2),
-            (Some(3.14159), 4),
+            (Some(3.3), 4),
             (None, 8),
             (Some(12.345), 3),
         ] {
@@ -1094,6 +1128,11 @@ mod tests {
         let s = c.next(1_000);
         c.on_replayed(s, 9_000);
         assert!(c.next(9_000) > 9_000);
+        assert_eq!(
+            last_accepted_seq_hint("seq 5 is not greater than the last accepted seq 1234"),
+            Some(1234)
+        );
+        assert_eq!(last_accepted_seq_hint("seq replayed"), None);
     }
 
     #[test]

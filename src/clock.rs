@@ -15,6 +15,30 @@ pub struct Clock {
     anchor_instant: Instant,
 }
 
+/// Watches the wall clock against the service clock and reports steps (NTP setting the
+/// time on a board that booted without a real-time clock, an admin changing it, ...).
+/// Steps are logged and counted; they never change the service clock.
+pub struct JumpDetector {
+    last_drift_us: i64,
+    threshold_us: i64,
+}
+
+impl JumpDetector {
+    pub fn new(initial_drift_us: i64, threshold_us: i64) -> Self {
+        Self {
+            last_drift_us: initial_drift_us,
+            threshold_us,
+        }
+    }
+
+    /// Feeds the current drift; returns the size of a step since the last call, if any.
+    pub fn observe(&mut self, drift_us: i64) -> Option<i64> {
+        let step = drift_us - self.last_drift_us;
+        self.last_drift_us = drift_us;
+        (step.abs() >= self.threshold_us).then_some(step)
+    }
+}
+
 impl Default for Clock {
     fn default() -> Self {
         Self::new()
@@ -68,6 +92,19 @@ fn wall_now_us() -> Micros {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wall_clock_steps_are_detected_once() {
+        let mut d = JumpDetector::new(0, 2_000_000);
+        assert_eq!(d.observe(100), None);
+        assert_eq!(d.observe(3_600_000_100), Some(3_600_000_000));
+        assert_eq!(
+            d.observe(3_600_000_200),
+            None,
+            "the new offset is the new normal"
+        );
+        assert_eq!(d.observe(200), Some(-3_600_000_000));
+    }
 
     #[test]
     fn a_stale_wall_clock_does_not_take_time_backwards() {

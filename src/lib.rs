@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod verify;
 
 /// The version the binary reports in `/health`, metrics and the OpenAPI document.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,12 +5,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ed25519_dalek::VerifyingKey;
 use lucid_node_management::config::{parse_duration, Config, RawConfig, DEFAULT_CONFIG_FILE};
 use lucid_node_management::crypto::{
     generate_signing_key, write_key_pair, Role, ServiceKeys, TokenService,
 };
-use lucid_node_management::domain::audit::ChainVerifier;
-use lucid_node_management::{logging, server, store};
+use lucid_node_management::crypto::{read_signing_key, PROOF_KEY_FILE};
+use lucid_node_management::{logging, server, store, verify};
+use std::path::Path;
 
 #[derive(Parser)]
 #[command(
@@ -66,8 +68,16 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check a state directory's database: the audit hash chain.
+    /// Check a published PoOT proof file offline (FILE: one proof, an array, or a history
+    /// page), or without FILE the state directory's database: audit chain, ledger,
+    /// proofs, epochs, recomputation from raw heartbeats.
     Verify {
+        /// A proof JSON file (`-` for standard input).
+        file: Option<PathBuf>,
+        /// The proof public key (base64, `proof.public_key` of GET /api/v1/keys). Default:
+        /// the key in the state directory.
+        #[arg(long)]
+        public_key: Option<String>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -128,7 +138,14 @@ fn main() -> ExitCode {
                 },
         } => issue_token(&common, &role, &subject, &ttl),
         Command::Keygen { out, force } => keygen(&out, force),
-        Command::Verify { common } => verify(&common),
+        Command::Verify {
+            file,
+            public_key,
+            common,
+        } => match file {
+            Some(file) => verify_proof_file(&file, public_key.as_deref(), &common),
+            None => verify_database(&common),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -206,13 +223,65 @@ fn keygen(out: &std::path::Path, force: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn verify(common: &CommonArgs) -> Result<(), String> {
+/// The proof public key: given on the command line, or read from the state directory.
+fn proof_public_key(given: Option<&str>, common: &CommonArgs) -> Result<VerifyingKey, String> {
+    match given {
+        Some(b64) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| "--public-key is not base64".to_string())?;
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| "--public-key must be 32 bytes (Ed25519)".to_string())?;
+            VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| "--public-key is not an Ed25519 key".into())
+        }
+        None => {
+            let config = load_config(common, &[])?;
+            let path = config.data_dir.join("keys").join(PROOF_KEY_FILE);
+            if !path.exists() {
+                return Err(format!(
+                    "no --public-key given and no proof key at {}",
+                    path.display()
+                ));
+            }
+            Ok(read_signing_key(&path)?.verifying_key())
+        }
+    }
+}
+
+fn verify_proof_file(
+    file: &Path,
+    public_key: Option<&str>,
+    common: &CommonArgs,
+) -> Result<(), String> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| e.to_string())?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+    };
+    let key = proof_public_key(public_key, common)?;
+    let mut proofs = verify::parse_proofs(&text)?;
+    verify::verify_proofs(&mut proofs, &key)?;
+    for p in &proofs {
+        println!(
+            "valid: {} epoch {} ({} s operational, {} heartbeats, {} USDT)",
+            p.node_id, p.epoch, p.operational_seconds, p.heartbeat_count, p.credits_usdt
+        );
+    }
+    Ok(())
+}
+
+fn verify_database(common: &CommonArgs) -> Result<(), String> {
     let config = load_config(common, &[])?;
+    let key = proof_public_key(None, common)?;
     let clock = lucid_node_management::clock::Clock::new();
     let store = store::open(&config.data_dir, config.max_nodes_per_pool, &clock)?;
     let reader = store.reader().map_err(|e| e.detail)?;
-    let mut chain = ChainVerifier::default();
-    reader.for_each_audit(|event| chain.push(&event).map_err(|e| e.to_string()))?;
-    println!("audit chain: {} events, intact", chain.checked);
+    let report = verify::verify_database(&reader, &key, |step| eprintln!("checking {step}..."))?;
+    println!("{report}");
     Ok(())
 }

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub epochs_closed: IntCounter,
     pub epoch_close_seconds: Histogram,
     pub proofs: IntCounter,
+    pub clock_jumps: IntCounter,
 }
 
 impl Default for Metrics {
@@ -192,6 +193,14 @@ impl Metrics {
             proofs: register(
                 &registry,
                 IntCounter::new("lucid_poot_proofs_total", "PoOT proofs written.").unwrap(),
+            ),
+            clock_jumps: register(
+                &registry,
+                IntCounter::new(
+                    "lucid_wall_clock_jumps_total",
+                    "Wall-clock steps detected (they do not affect operational time).",
+                )
+                .unwrap(),
             ),
             registry,
         }

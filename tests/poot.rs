@@ -135,7 +135,7 @@ async fn wait_for<F: Fn(&Value) -> bool>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_become_verifiable_proofs_and_credits() {
-    let server = start().await;
+    let mut server = start().await;
     let (node, key) = server.register_node(&server.admin, "pi").await;
     let id = node["node_id"].as_str().unwrap().to_string();
     let token = server.login_node(&id, &key).await;

@@ -39,6 +39,11 @@ pub struct Epoch {
     pub key_id: String,
     pub proof_count: u64,
     pub closed_at_us: Micros,
+    /// The parameters the epoch was closed with, so it can be recomputed exactly later
+    /// even after the configuration changed.
+    pub length_us: Micros,
+    pub timeout_us: Micros,
+    pub reward_per_hour: Decimal,
 }
 
 /// `H("lucid-proof-v1|{node_id}|{epoch}|{window_start}|{window_end}|{operational_seconds}|{heartbeat_count}|{heartbeats_root}|{credits_usdt}|{prev_proof_hash}")`
@@ -281,6 +286,9 @@ mod tests {
             key_id: "k".into(),
             proof_count: 3,
             closed_at_us: 0,
+            length_us: 300_000_000,
+            timeout_us: 90_000_000,
+            reward_per_hour: Decimal::new(5, 2),
         };
         (proofs[1].document(&epoch), key().verifying_key())
     }

@@ -18,7 +18,7 @@ use crate::domain::poot::{
 };
 use crate::domain::proof::{sign_epoch, Epoch};
 use crate::error::ApiResult;
-use crate::store::tables::{POOT_CLOSED_UNTIL_KEY, PROOFS_COUNTER};
+use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, PROOFS_COUNTER};
 use crate::store::{Actor, Batch};
 
 /// Heartbeats removed per write transaction while pruning (keeps each batch short).
@@ -164,16 +164,23 @@ pub fn close_next_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<
         key_id: key_id(&p.proof_key.verifying_key()),
         proof_count: outputs.len() as u64,
         closed_at_us: now,
+        length_us: p.length_us,
+        timeout_us: p.timeout_us,
+        reward_per_hour: p.reward_per_hour,
     };
     b.put_epoch(&record)?;
     b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
-    b.add_counter(PROOFS_COUNTER, outputs.len() as i64)?;
-    b.audit(
-        &Actor::system(),
-        "poot.epoch_close",
-        &format!("epoch:{epoch}"),
-        json!({"epoch": epoch, "proofs": outputs.len(), "epoch_root": hex::encode(root)}),
-    )?;
+    if !outputs.is_empty() {
+        // An epoch without proofs changed nothing but the bookkeeping: no audit event, so
+        // an idle appliance does not grow its audit log every few minutes.
+        b.add_counter(PROOFS_COUNTER, outputs.len() as i64)?;
+        b.audit(
+            &Actor::system(),
+            "poot.epoch_close",
+            &format!("epoch:{epoch}"),
+            json!({"epoch": epoch, "proofs": outputs.len(), "epoch_root": hex::encode(root)}),
+        )?;
+    }
     Ok(Some((epoch, outputs.len())))
 }
 
@@ -194,7 +201,14 @@ pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
                     .now_us()
                     .saturating_sub(retention_us)
                     .min(closed_until.saturating_sub(timeout_us));
-                b.prune_heartbeats(cutoff, PRUNE_CHUNK)
+                let removed = b.prune_heartbeats(cutoff, PRUNE_CHUNK)?;
+                if removed > 0 {
+                    // Epochs whose windows reach back before this cannot be recomputed
+                    // from raw heartbeats any more (verify skips that part for them).
+                    let before = b.meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY)?.unwrap_or(0);
+                    b.set_meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY, before.max(cutoff))?;
+                }
+                Ok(removed)
             })
             .await?;
         total += removed;

@@ -8,6 +8,7 @@ use redb::{ReadTransaction, ReadableTable};
 use super::codec::decode;
 use super::tables::*;
 use crate::domain::audit::AuditEvent;
+use crate::domain::heartbeat::StoredHeartbeat;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::node::{Node, NodeStatus};
 use crate::domain::pool::Pool;
@@ -260,6 +261,47 @@ impl Reader {
     pub fn counter(&self, name: &str) -> ApiResult<u64> {
         let table = self.txn.open_table(COUNTERS)?;
         Ok(table.get(name)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Every proof in (node_id, epoch) order (for `verify`).
+    pub fn for_each_proof(&self, mut f: impl FnMut(Proof) -> ApiResult<()>) -> ApiResult<()> {
+        let t = self.txn.open_table(PROOFS)?;
+        for entry in t.iter()? {
+            let (_, v) = entry?;
+            f(decode(v.value())?)?;
+        }
+        Ok(())
+    }
+
+    /// Every closed epoch.
+    pub fn all_epochs(&self) -> ApiResult<std::collections::BTreeMap<u64, Epoch>> {
+        let t = self.txn.open_table(EPOCHS)?;
+        let mut out = std::collections::BTreeMap::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.insert(k.value(), decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Heartbeats received in `[from, to)`, in receive order.
+    pub fn heartbeats_between(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> ApiResult<Vec<(u64, String, StoredHeartbeat)>> {
+        let t = self.txn.open_table(HEARTBEATS)?;
+        let mut out = Vec::new();
+        for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
+            let (k, v) = entry?;
+            let (at, node) = k.value();
+            out.push((at, node.to_string(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn meta_u64(&self, key: &str) -> ApiResult<Option<u64>> {
+        super::batch::meta_u64(&self.txn.open_table(META)?, key)
     }
 
     /// Every audit event in order (for `verify`).

@@ -46,6 +46,8 @@ pub const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("le
 pub const POOT_CLOSED_UNTIL_KEY: &str = "poot.closed_until_us";
 pub const LEDGER_SEQ_KEY: &str = "ledger.seq";
 pub const CLOCK_HIGH_WATER_KEY: &str = "clock.high_water_us";
+/// Heartbeats received before this have been pruned.
+pub const HEARTBEATS_PRUNED_BEFORE_KEY: &str = "heartbeats.pruned_before_us";
 
 pub const HEARTBEATS_COUNTER: &str = "heartbeats.stored";
 pub const PROOFS_COUNTER: &str = "proofs";

@@ -1,0 +1,349 @@
+//! `verify`: checks a database file or a published proof, offline.
+//!
+//! On a database it checks the audit hash chain; every node's balance against the sum of
+//! its ledger; every proof against its fields, its node's chain and a recomputation of its
+//! credits (carry rebuilt from the start); every epoch's root, inclusion paths and
+//! signature; and, where the raw heartbeats are still kept, recomputes each epoch's
+//! operational time, heartbeat counts and heartbeat roots from them.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::VerifyingKey;
+use rust_decimal::Decimal;
+
+use crate::domain::audit::ChainVerifier;
+use crate::domain::credits::credit_epoch;
+use crate::domain::ledger::EntryKind;
+use crate::domain::merkle::{leaf_hash, root, root_from_path, Hash, Side};
+use crate::domain::poot::{close_epoch, epoch_window, EpochParams, NodeEpochInput, Receipt};
+use crate::domain::proof::{epoch_message, verify_chain, verify_document, Proof, ProofDocument};
+use crate::store::queries::Reader;
+use crate::store::tables::HEARTBEATS_PRUNED_BEFORE_KEY;
+
+/// What a database verification covered.
+#[derive(Debug, Default)]
+pub struct DbReport {
+    pub audit_events: u64,
+    pub nodes: u64,
+    pub ledger_entries: u64,
+    pub proofs: u64,
+    pub epochs: u64,
+    pub epochs_recomputed_from_heartbeats: u64,
+}
+
+impl std::fmt::Display for DbReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "audit chain: {} events, intact", self.audit_events)?;
+        writeln!(
+            f,
+            "ledger: {} nodes, {} entries, every balance equals its ledger",
+            self.nodes, self.ledger_entries
+        )?;
+        writeln!(
+            f,
+            "proofs: {} proofs in {} epochs: hashes, chains, credits, roots and signatures verify",
+            self.proofs, self.epochs
+        )?;
+        write!(
+            f,
+            "recomputed from raw heartbeats: {} epochs, identical",
+            self.epochs_recomputed_from_heartbeats
+        )
+    }
+}
+
+/// What pass 1 keeps of each proof for the per-epoch checks.
+struct Leaf {
+    node_id: String,
+    proof_hash: Hash,
+    path: Vec<(bool, Hash)>,
+    operational_seconds: u64,
+    heartbeat_count: u64,
+    heartbeats_root: Hash,
+}
+
+/// Checks the whole database; `Err` lists what is wrong (first problems first).
+pub fn verify_database(
+    reader: &Reader,
+    proof_key: &VerifyingKey,
+    mut progress: impl FnMut(&str),
+) -> Result<DbReport, String> {
+    let e = |x: crate::error::ApiError| x.detail;
+    let mut report = DbReport::default();
+    let mut problems: Vec<String> = Vec::new();
+
+    progress("audit chain");
+    let mut chain = ChainVerifier::default();
+    reader.for_each_audit(|event| chain.push(&event).map_err(|e| e.to_string()))?;
+    report.audit_events = chain.checked;
+
+    progress("proofs");
+    let epochs = reader.all_epochs().map_err(e)?;
+    let mut per_epoch: BTreeMap<u64, Vec<Leaf>> = BTreeMap::new();
+    // node -> (last proof, carry, seconds, credits)
+    let mut per_node: BTreeMap<String, (Option<(u64, Hash)>, Decimal, u64, Decimal)> =
+        BTreeMap::new();
+    reader
+        .for_each_proof(|p: Proof| {
+            report.proofs += 1;
+            let state = per_node.entry(p.node_id.clone()).or_insert((
+                None,
+                Decimal::ZERO,
+                0,
+                Decimal::ZERO,
+            ));
+            let where_ = format!("proof of {} for epoch {}", p.node_id, p.epoch);
+            if p.prev_proof_hash != state.0.map(|(_, h)| h) {
+                problems.push(format!(
+                    "{where_}: does not link to the node's previous proof"
+                ));
+            }
+            let computed = Proof::compute_hash(
+                &p.node_id,
+                p.epoch,
+                p.window_start_us,
+                p.window_end_us,
+                p.operational_seconds,
+                p.heartbeat_count,
+                &p.heartbeats_root,
+                p.credits_usdt,
+                p.prev_proof_hash.as_ref(),
+            );
+            if computed != p.proof_hash {
+                problems.push(format!("{where_}: proof_hash does not match its fields"));
+            }
+            match epochs.get(&p.epoch) {
+                None => problems.push(format!("{where_}: its epoch has no record")),
+                Some(ep) => {
+                    let credit = credit_epoch(p.operational_seconds, ep.reward_per_hour, state.1);
+                    if credit.credited != p.credits_usdt {
+                        problems.push(format!(
+                            "{where_}: credits {} but recomputation gives {}",
+                            p.credits_usdt, credit.credited
+                        ));
+                    }
+                    state.1 = credit.carry;
+                }
+            }
+            state.0 = Some((p.epoch, p.proof_hash));
+            state.2 += p.operational_seconds;
+            state.3 += p.credits_usdt;
+            per_epoch.entry(p.epoch).or_default().push(Leaf {
+                node_id: p.node_id,
+                proof_hash: p.proof_hash,
+                path: p.inclusion_path,
+                operational_seconds: p.operational_seconds,
+                heartbeat_count: p.heartbeat_count,
+                heartbeats_root: p.heartbeats_root,
+            });
+            Ok(())
+        })
+        .map_err(e)?;
+
+    progress("epochs");
+    let pruned_before = reader
+        .meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY)
+        .map_err(e)?
+        .unwrap_or(0);
+    for (k, ep) in &epochs {
+        report.epochs += 1;
+        let mut leaves = per_epoch.remove(k).unwrap_or_default();
+        leaves.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        if leaves.len() as u64 != ep.proof_count {
+            problems.push(format!(
+                "epoch {k}: {} proofs stored, record says {}",
+                leaves.len(),
+                ep.proof_count
+            ));
+        }
+        let hashes: Vec<Hash> = leaves.iter().map(|l| leaf_hash(&l.proof_hash)).collect();
+        if root(&hashes) != ep.root {
+            problems.push(format!("epoch {k}: root does not match its proofs"));
+        }
+        for (leaf, h) in leaves.iter().zip(&hashes) {
+            let path: Vec<(Side, Hash)> = leaf
+                .path
+                .iter()
+                .map(|(l, h)| (if *l { Side::Left } else { Side::Right }, *h))
+                .collect();
+            if root_from_path(*h, &path) != ep.root {
+                problems.push(format!(
+                    "epoch {k}: inclusion path of {} is wrong",
+                    leaf.node_id
+                ));
+            }
+        }
+        let sig_ok = ed25519_dalek::Signature::from_slice(&ep.signature)
+            .map(|sig| {
+                proof_key
+                    .verify_strict(epoch_message(*k, &ep.root).as_bytes(), &sig)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if !sig_ok {
+            problems.push(format!(
+                "epoch {k}: signature does not verify with the proof key"
+            ));
+        }
+        // Recompute from raw heartbeats where they are all still kept.
+        let (start, end) = epoch_window(*k, ep.length_us);
+        let from = start.saturating_sub(ep.timeout_us);
+        if from >= pruned_before && ep.length_us > 0 {
+            let mut by_node: BTreeMap<String, Vec<Receipt>> = BTreeMap::new();
+            for (at, node, hb) in reader.heartbeats_between(from, end).map_err(e)? {
+                by_node.entry(node).or_default().push(Receipt {
+                    received_at_us: at,
+                    leaf: leaf_hash(&hb.leaf_data()),
+                });
+            }
+            let inputs = by_node
+                .into_iter()
+                .map(|(node_id, receipts)| NodeEpochInput {
+                    node_id,
+                    receipts,
+                    credit_carry: Decimal::ZERO,
+                    prev_proof_hash: None,
+                })
+                .collect();
+            let params = EpochParams {
+                epoch: *k,
+                length_us: ep.length_us,
+                timeout_us: ep.timeout_us,
+                reward_per_hour: ep.reward_per_hour,
+            };
+            let (_, outputs) = close_epoch(&params, inputs);
+            let recomputed: Vec<(String, u64, u64, Hash)> = outputs
+                .into_iter()
+                .map(|o| {
+                    (
+                        o.proof.node_id,
+                        o.proof.operational_seconds,
+                        o.proof.heartbeat_count,
+                        o.proof.heartbeats_root,
+                    )
+                })
+                .collect();
+            let stored: Vec<(String, u64, u64, Hash)> = leaves
+                .iter()
+                .map(|l| {
+                    (
+                        l.node_id.clone(),
+                        l.operational_seconds,
+                        l.heartbeat_count,
+                        l.heartbeats_root,
+                    )
+                })
+                .collect();
+            if recomputed != stored {
+                problems.push(format!(
+                    "epoch {k}: recomputing from raw heartbeats gives different proofs"
+                ));
+            }
+            report.epochs_recomputed_from_heartbeats += 1;
+        }
+    }
+    for k in per_epoch.keys() {
+        problems.push(format!("epoch {k}: proofs without an epoch record"));
+    }
+
+    progress("ledger");
+    let mut after: Option<String> = None;
+    loop {
+        let page = reader
+            .nodes(after.as_deref(), 10_000, |_| true)
+            .map_err(e)?;
+        for node in &page.items {
+            report.nodes += 1;
+            let entries = reader.ledger(&node.node_id).map_err(e)?;
+            report.ledger_entries += entries.len() as u64;
+            let sum: Decimal = entries.iter().map(|en| en.amount).sum();
+            if sum != node.balance_usdt {
+                problems.push(format!(
+                    "node {}: balance {} but its ledger sums to {sum}",
+                    node.node_id, node.balance_usdt
+                ));
+            }
+            let credited: Decimal = entries
+                .iter()
+                .filter(|en| en.kind == EntryKind::Credit)
+                .map(|en| en.amount)
+                .sum();
+            let (last, carry, seconds, proof_credits) =
+                per_node
+                    .remove(&node.node_id)
+                    .unwrap_or((None, Decimal::ZERO, 0, Decimal::ZERO));
+            if credited != proof_credits {
+                problems.push(format!(
+                    "node {}: ledger credits {credited} but its proofs credit {proof_credits}",
+                    node.node_id
+                ));
+            }
+            if node.last_proof != last {
+                problems.push(format!(
+                    "node {}: last proof does not match its proof chain",
+                    node.node_id
+                ));
+            }
+            if node.credit_carry != carry || node.operational_seconds_total != seconds {
+                problems.push(format!(
+                    "node {}: carry or operational total differs from its proofs",
+                    node.node_id
+                ));
+            }
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    for id in per_node.keys() {
+        problems.push(format!("proofs for unknown node {id}"));
+    }
+
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        let total = problems.len();
+        problems.truncate(20);
+        Err(format!("{total} problem(s): {}", problems.join("; ")))
+    }
+}
+
+/// Reads proofs from JSON text: one proof, an array, or a list page (`{"items": [...]}`).
+pub fn parse_proofs(text: &str) -> Result<Vec<ProofDocument>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let items = match value {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Object(ref o) if o.contains_key("items") => {
+            o["items"].as_array().cloned().unwrap_or_default()
+        }
+        serde_json::Value::Object(ref o) if o.contains_key("proofs") => {
+            o["proofs"].as_array().cloned().unwrap_or_default()
+        }
+        other => vec![other],
+    };
+    if items.is_empty() {
+        return Err("no proof in the file".into());
+    }
+    items
+        .into_iter()
+        .map(|v| serde_json::from_value(v).map_err(|e| format!("not a proof: {e}")))
+        .collect()
+}
+
+/// Checks published proofs: each one alone, then (for several proofs of one node) the
+/// chain between them in epoch order.
+pub fn verify_proofs(docs: &mut [ProofDocument], public_key: &VerifyingKey) -> Result<(), String> {
+    for doc in docs.iter() {
+        verify_document(doc, public_key)
+            .map_err(|e| format!("proof of {} for epoch {}: {e}", doc.node_id, doc.epoch))?;
+    }
+    docs.sort_by_key(|d| d.epoch);
+    let same_node = docs.windows(2).all(|w| w[0].node_id == w[1].node_id);
+    let consecutive = docs.windows(2).all(|w| w[1].prev_proof_hash.is_some());
+    if docs.len() > 1 && same_node && consecutive {
+        verify_chain(docs)?;
+    }
+    Ok(())
+}
