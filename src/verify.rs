@@ -52,6 +52,15 @@ impl std::fmt::Display for DbReport {
     }
 }
 
+/// What the proof pass learns about a node, to compare with its record and ledger.
+#[derive(Default)]
+struct NodeProofs {
+    last: Option<(u64, Hash)>,
+    carry: Decimal,
+    seconds: u64,
+    credits: Decimal,
+}
+
 /// What pass 1 keeps of each proof for the per-epoch checks.
 struct Leaf {
     node_id: String,
@@ -81,19 +90,13 @@ pub fn verify_database(
     let epochs = reader.all_epochs().map_err(e)?;
     let mut per_epoch: BTreeMap<u64, Vec<Leaf>> = BTreeMap::new();
     // node -> (last proof, carry, seconds, credits)
-    let mut per_node: BTreeMap<String, (Option<(u64, Hash)>, Decimal, u64, Decimal)> =
-        BTreeMap::new();
+    let mut per_node: BTreeMap<String, NodeProofs> = BTreeMap::new();
     reader
         .for_each_proof(|p: Proof| {
             report.proofs += 1;
-            let state = per_node.entry(p.node_id.clone()).or_insert((
-                None,
-                Decimal::ZERO,
-                0,
-                Decimal::ZERO,
-            ));
+            let state = per_node.entry(p.node_id.clone()).or_default();
             let where_ = format!("proof of {} for epoch {}", p.node_id, p.epoch);
-            if p.prev_proof_hash != state.0.map(|(_, h)| h) {
+            if p.prev_proof_hash != state.last.map(|(_, h)| h) {
                 problems.push(format!(
                     "{where_}: does not link to the node's previous proof"
                 ));
@@ -115,19 +118,20 @@ pub fn verify_database(
             match epochs.get(&p.epoch) {
                 None => problems.push(format!("{where_}: its epoch has no record")),
                 Some(ep) => {
-                    let credit = credit_epoch(p.operational_seconds, ep.reward_per_hour, state.1);
+                    let credit =
+                        credit_epoch(p.operational_seconds, ep.reward_per_hour, state.carry);
                     if credit.credited != p.credits_usdt {
                         problems.push(format!(
                             "{where_}: credits {} but recomputation gives {}",
                             p.credits_usdt, credit.credited
                         ));
                     }
-                    state.1 = credit.carry;
+                    state.carry = credit.carry;
                 }
             }
-            state.0 = Some((p.epoch, p.proof_hash));
-            state.2 += p.operational_seconds;
-            state.3 += p.credits_usdt;
+            state.last = Some((p.epoch, p.proof_hash));
+            state.seconds += p.operational_seconds;
+            state.credits += p.credits_usdt;
             per_epoch.entry(p.epoch).or_default().push(Leaf {
                 node_id: p.node_id,
                 proof_hash: p.proof_hash,
@@ -268,10 +272,12 @@ pub fn verify_database(
                 .filter(|en| en.kind == EntryKind::Credit)
                 .map(|en| en.amount)
                 .sum();
-            let (last, carry, seconds, proof_credits) =
-                per_node
-                    .remove(&node.node_id)
-                    .unwrap_or((None, Decimal::ZERO, 0, Decimal::ZERO));
+            let NodeProofs {
+                last,
+                carry,
+                seconds,
+                credits: proof_credits,
+            } = per_node.remove(&node.node_id).unwrap_or_default();
             if credited != proof_credits {
                 problems.push(format!(
                     "node {}: ledger credits {credited} but its proofs credit {proof_credits}",

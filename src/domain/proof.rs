@@ -303,7 +303,8 @@ mod tests {
     #[test]
     fn tampering_with_any_field_is_detected() {
         let (doc, pk) = sample();
-        let tampered: Vec<(&str, Box<dyn Fn(&mut ProofDocument)>)> = vec![
+        type Tamper = Box<dyn Fn(&mut ProofDocument)>;
+        let tampered: Vec<(&str, Tamper)> = vec![
             ("seconds", Box::new(|d| d.operational_seconds += 1)),
             ("count", Box::new(|d| d.heartbeat_count -= 1)),
             ("credits", Box::new(|d| d.credits_usdt = "0.004167".into())),
