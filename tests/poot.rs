@@ -259,6 +259,88 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     })
     .await;
     assert_eq!(n["status"], "online");
+
+    // The verify command checks a proof offline with only the public key...
+    let (_, keys) = server.call("GET", "/api/v1/keys", None, None).await;
+    let public_key = keys["proof"]["public_key"].as_str().unwrap().to_string();
+    let dir = server.data_dir().to_path_buf();
+    let file = dir.join("proof.json");
+    std::fs::write(&file, full.to_string()).unwrap();
+    let run_verify = |path: &std::path::Path| {
+        command(&dir, &[])
+            .args([
+                "verify",
+                path.to_str().unwrap(),
+                "--public-key",
+                &public_key,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run_verify(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid:"));
+    // ...and a whole history, chain included...
+    let hist_file = dir.join("history.json");
+    std::fs::write(
+        &hist_file,
+        json!({"items": history(&server, &id).await}).to_string(),
+    )
+    .unwrap();
+    let out = run_verify(&hist_file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...and refuses any tampering, saying why in one line.
+    for (field, value) in [
+        ("operational_seconds", json!(1)),
+        ("credits_usdt", json!("0.030000")),
+        ("heartbeats_root", json!(hex::encode([7u8; 32]))),
+        ("prev_proof_hash", json!(hex::encode([3u8; 32]))),
+        (
+            "inclusion_path",
+            json!(["L:".to_string() + &hex::encode([1u8; 32])]),
+        ),
+        ("epoch_signature", json!(B64.encode([0u8; 64]))),
+    ] {
+        let mut bad = full.clone();
+        bad[field] = value;
+        std::fs::write(&file, bad.to_string()).unwrap();
+        let out = run_verify(&file);
+        assert!(!out.status.success(), "tampered {field} verified");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).lines().count(),
+            1,
+            "one-line reason"
+        );
+    }
+    // A history with a proof removed from the middle breaks the chain.
+    let mut items = history(&server, &id).await;
+    assert!(items.len() >= 3);
+    items.remove(1);
+    std::fs::write(&hist_file, Value::Array(items).to_string()).unwrap();
+    assert!(!run_verify(&hist_file).status.success());
+
+    // The database verifies offline, with epochs recomputed from the raw heartbeats.
+    assert_eq!(server.terminate().await, Some(0));
+    let out = command(&dir, &[]).arg("verify").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("every balance equals its ledger"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("raw heartbeats: 0 epochs"), "{stdout}");
 }
 
 #[tokio::test]
