@@ -252,7 +252,7 @@ fn agent_refuses_ca_cert_with_insecure() {
 }
 
 #[tokio::test]
-#[ignore = "needs the heartbeat route"]
+
 async fn agent_sends_three_heartbeats_and_resumes_after_a_restart() {
     let server = TestServer::start().await;
     let (node_id, key) = register_keygen_node(&server, "agent-hb").await;
