@@ -142,6 +142,11 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/pools/{pool_id}", "get"),
         ("/api/v1/pools/{pool_id}/join", "post"),
         ("/api/v1/audit", "get"),
+        ("/api/v1/nodes/{node_id}/heartbeat", "post"),
+        ("/api/v1/poot/{node_id}", "get"),
+        ("/api/v1/poot/{node_id}/history", "get"),
+        ("/api/v1/poot/{node_id}/heartbeats", "get"),
+        ("/api/v1/poot/calculate", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -185,6 +185,51 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     // 2 s at 36 USDT/h = 0.02.
     assert_eq!(full["credits_usdt"], "0.020000");
 
+    // The node can check its own heartbeats against the proof.
+    let (status, raw) = server
+        .call(
+            "GET",
+            &format!("/api/v1/poot/{id}/heartbeats?epoch={}", full["epoch"]),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{raw}");
+    let leaves: Vec<[u8; 32]> = raw["heartbeats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let signed = h["signed"].as_str().unwrap().as_bytes().to_vec();
+            let sig = B64.decode(h["signature"].as_str().unwrap()).unwrap();
+            key.verifying_key()
+                .verify(&signed, &Signature::from_slice(&sig).unwrap())
+                .expect("every stored heartbeat carries the node's own signature");
+            sha(&[&[0u8][..], &signed, &sig].concat())
+        })
+        .collect();
+    assert_eq!(
+        leaves.len() as u64,
+        full["heartbeat_count"].as_u64().unwrap()
+    );
+    let mut level = leaves;
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|p| {
+                if p.len() == 2 {
+                    sha(&[&[1u8][..], &p[0], &p[1]].concat())
+                } else {
+                    p[0]
+                }
+            })
+            .collect();
+    }
+    assert_eq!(
+        hex::encode(level[0]),
+        full["heartbeats_root"].as_str().unwrap()
+    );
+
     // The latest proof, and by epoch.
     let (status, latest) = server
         .call("GET", &format!("/api/v1/poot/{id}"), Some(&token), None)
@@ -486,5 +531,85 @@ async fn a_restarted_appliance_closes_the_epochs_it_missed() {
     assert_eq!(
         again[..hist.len().min(again.len())].last(),
         hist[..hist.len().min(again.len())].last()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_heartbeats_are_pruned_once_proven_and_the_database_still_verifies() {
+    let mut server = TestServer::start_with(&[
+        ("POOT_CALCULATION_INTERVAL", "1"),
+        ("HEARTBEAT_TIMEOUT", "1"),
+        ("HEARTBEAT_RETENTION", "1"),
+    ])
+    .await;
+    let op = server.cli_token("operator", "op-1");
+    let other = server.cli_token("operator", "op-2");
+    let (node, key) = server.register_node(&op, "pi").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let token = server.login_node(&id, &key).await;
+    for seq in 1..=8 {
+        assert_eq!(send(&server, &token, &id, &key, seq).await.0, 202);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Who may calculate: the owner and admins, not nodes nor other operators.
+    let (status, body) = server
+        .call("POST", "/api/v1/poot/calculate", Some(&token), None)
+        .await;
+    assert_problem(status, &body, 403, "forbidden");
+    let (status, body) = server
+        .call(
+            "POST",
+            "/api/v1/poot/calculate",
+            Some(&other),
+            Some(json!({"node_id": id})),
+        )
+        .await;
+    assert_problem(status, &body, 404, "not-found");
+    let (status, calc) = server
+        .call(
+            "POST",
+            "/api/v1/poot/calculate",
+            Some(&op),
+            Some(json!({"node_id": id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{calc}");
+    assert_eq!(calc["proofs"][0]["node_id"], id.as_str());
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let hist = history(&server, &id).await;
+    let oldest = hist.last().unwrap()["epoch"].as_u64().unwrap();
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/api/v1/poot/{id}/heartbeats?epoch={oldest}"),
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_problem(status, &body, 404, "not-found");
+    assert!(
+        body["detail"].as_str().unwrap().contains("pruned"),
+        "{body}"
+    );
+    // Proofs and ledger stay.
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/api/v1/poot/{id}?epoch={oldest}"),
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(server.terminate().await, Some(0));
+    let out = command(server.data_dir(), &[])
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -31,7 +31,7 @@ impl Modify for BearerAuth {
         tokens::issue, auth::challenge, auth::token,
         nodes::create, nodes::list, nodes::get_one, nodes::update, nodes::deregister,
         pools::create, pools::list, pools::get_one, pools::join,
-        heartbeat::heartbeat, poot::get_proof, poot::history, poot::calculate,
+        heartbeat::heartbeat, poot::get_proof, poot::history, poot::heartbeats, poot::calculate,
         audit::list,
     ),
     components(schemas(crate::error::Problem)),

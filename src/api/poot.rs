@@ -181,3 +181,86 @@ pub async fn calculate(
         proofs,
     }))
 }
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HeartbeatRecord {
+    pub received_at: String,
+    pub seq: u64,
+    /// The canonical bytes the node signed (see Heartbeats in API.md).
+    pub signed: String,
+    /// Base64 of the node's 64-byte signature.
+    pub signature: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EpochHeartbeats {
+    pub node_id: String,
+    pub epoch: u64,
+    pub window_start: String,
+    pub window_end: String,
+    /// Merkle root over the heartbeats below (equals the proof's `heartbeats_root`).
+    pub heartbeats_root: String,
+    pub heartbeats: Vec<HeartbeatRecord>,
+}
+
+/// The raw heartbeats behind a node's proof, so a node can check its own proof against
+/// what it sent. Available until the heartbeats are pruned (HEARTBEAT_RETENTION).
+#[utoipa::path(get, operation_id = "poot_heartbeats", path = "/api/v1/poot/{node_id}/heartbeats", tag = "poot",
+    params(("node_id" = String, Path), ProofQuery),
+    responses((status = 200, body = EpochHeartbeats), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn heartbeats(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ProofQuery>,
+) -> ApiResult<Json<EpochHeartbeats>> {
+    use crate::domain::merkle::{leaf_hash, root};
+    use crate::domain::poot::epoch_window;
+    use crate::domain::timefmt::rfc3339_us;
+    use crate::store::tables::HEARTBEATS_PRUNED_BEFORE_KEY;
+    use base64::Engine;
+
+    let node = visible_node(&app, &caller, &node_id)?;
+    let not_found =
+        |detail: String| ApiError::new(axum::http::StatusCode::NOT_FOUND, "not-found", detail);
+    let epoch = match q.epoch.or(node.last_proof.map(|(e, _)| e)) {
+        Some(e) => e,
+        None => return Err(not_found(format!("node {node_id} has no proof yet"))),
+    };
+    let reader = app.store.reader()?;
+    let record = reader
+        .epoch(epoch)?
+        .ok_or_else(|| not_found(format!("epoch {epoch} is not closed")))?;
+    let (start, end) = epoch_window(epoch, record.length_us);
+    if reader.meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY)?.unwrap_or(0) > start {
+        return Err(not_found(format!(
+            "the raw heartbeats of epoch {epoch} were pruned (HEARTBEAT_RETENTION)"
+        )));
+    }
+    let mine: Vec<_> = reader
+        .heartbeats_between(start, end)?
+        .into_iter()
+        .filter(|(_, id, _)| *id == node_id)
+        .collect();
+    let leaves: Vec<_> = mine
+        .iter()
+        .map(|(_, _, hb)| leaf_hash(&hb.leaf_data()))
+        .collect();
+    Ok(Json(EpochHeartbeats {
+        node_id,
+        epoch,
+        window_start: rfc3339_us(start),
+        window_end: rfc3339_us(end),
+        heartbeats_root: hex::encode(root(&leaves)),
+        heartbeats: mine
+            .into_iter()
+            .map(|(at, _, hb)| HeartbeatRecord {
+                received_at: rfc3339_us(at),
+                seq: hb.seq,
+                signature: base64::engine::general_purpose::STANDARD.encode(&hb.signature),
+                signed: hb.canonical,
+            })
+            .collect(),
+    }))
+}
