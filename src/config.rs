@@ -79,6 +79,36 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "credits per operational hour",
     ),
     (
+        "PAYOUT_SINK",
+        "ledger",
+        "where payouts go: ledger (offline) or webhook",
+    ),
+    (
+        "PAYOUT_WEBHOOK_URL",
+        "",
+        "payment service URL (PAYOUT_SINK=webhook)",
+    ),
+    (
+        "PAYOUT_WEBHOOK_SECRET",
+        "",
+        "HMAC secret for X-Lucid-Signature (PAYOUT_SINK=webhook)",
+    ),
+    (
+        "PAYOUT_MAX_RETRIES",
+        "3",
+        "delivery attempts before a payout fails",
+    ),
+    (
+        "PAYOUT_RETRY_BASE",
+        "30s",
+        "first retry delay; doubles per attempt",
+    ),
+    (
+        "PAYOUT_WEBHOOK_TIMEOUT",
+        "10s",
+        "longest wait for the payment service",
+    ),
+    (
         "HEARTBEAT_RETENTION",
         "7d",
         "raw heartbeats kept this long once their epochs are proven",
@@ -113,6 +143,15 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Where payouts go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutSinkKind {
+    /// Offline: payouts wait for an external treasury (export, confirm, fail via the API).
+    Ledger,
+    /// A signed POST per payout to a payment service.
+    Webhook,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -137,6 +176,12 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     pub reward_usdt_per_hour: Decimal,
     pub heartbeat_retention: Duration,
+    pub payout_sink: PayoutSinkKind,
+    pub payout_webhook_url: Option<String>,
+    pub payout_webhook_secret: Option<String>,
+    pub payout_max_retries: u32,
+    pub payout_retry_base: Duration,
+    pub payout_webhook_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     pub jwt_secret: Option<String>,
@@ -292,6 +337,24 @@ impl RawConfig {
             heartbeat_timeout: self.parse("HEARTBEAT_TIMEOUT", parse_duration)?,
             reward_usdt_per_hour: self.parse("REWARD_USDT_PER_HOUR", usdt_amount)?,
             heartbeat_retention: self.parse("HEARTBEAT_RETENTION", parse_duration)?,
+            payout_sink: self.parse("PAYOUT_SINK", |v| match v.to_ascii_lowercase().as_str() {
+                "ledger" | "" => Ok(PayoutSinkKind::Ledger),
+                "webhook" => Ok(PayoutSinkKind::Webhook),
+                _ => Err("expected ledger or webhook".to_string()),
+            })?,
+            payout_webhook_url: self.parse("PAYOUT_WEBHOOK_URL", |v| {
+                if v.is_empty() {
+                    Ok(None)
+                } else if v.starts_with("https://") || v.starts_with("http://") {
+                    Ok(Some(v.to_string()))
+                } else {
+                    Err("expected an http:// or https:// URL".to_string())
+                }
+            })?,
+            payout_webhook_secret: self.optional("PAYOUT_WEBHOOK_SECRET"),
+            payout_max_retries: self.parse("PAYOUT_MAX_RETRIES", |v| positive_int(v, 100))?,
+            payout_retry_base: self.parse("PAYOUT_RETRY_BASE", parse_duration)?,
+            payout_webhook_timeout: self.parse("PAYOUT_WEBHOOK_TIMEOUT", parse_duration)?,
             log_level: self.parse("LOG_LEVEL", |v| {
                 let level = v.to_ascii_lowercase();
                 match level.as_str() {
@@ -327,6 +390,14 @@ impl RawConfig {
             })?,
             request_timeout: self.parse("REQUEST_TIMEOUT", parse_duration)?,
         };
+        if config.payout_sink == PayoutSinkKind::Webhook
+            && (config.payout_webhook_url.is_none() || config.payout_webhook_secret.is_none())
+        {
+            return Err(ConfigError(
+                "PAYOUT_SINK=webhook needs PAYOUT_WEBHOOK_URL and PAYOUT_WEBHOOK_SECRET"
+                    .to_string(),
+            ));
+        }
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             return Err(ConfigError(
                 "TLS_CERT and TLS_KEY must be set together".to_string(),

@@ -17,6 +17,7 @@ pub mod error;
 pub mod jobs;
 pub mod logging;
 pub mod metrics;
+pub mod payout_sink;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -29,6 +29,11 @@ pub struct Metrics {
     pub epoch_close_seconds: Histogram,
     pub proofs: IntCounter,
     pub clock_jumps: IntCounter,
+    pub payouts_by_state: IntGaugeVec,
+    pub paid_usdt: prometheus::Gauge,
+    pub payout_sink_errors: IntCounter,
+    pub payout_runs: IntCounter,
+    pub payout_last_run: IntGauge,
 }
 
 impl Default for Metrics {
@@ -202,6 +207,39 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            payouts_by_state: register(
+                &registry,
+                IntGaugeVec::new(Opts::new("lucid_payouts", "Payouts by state."), &["state"])
+                    .unwrap(),
+            ),
+            paid_usdt: register(
+                &registry,
+                prometheus::Gauge::new(
+                    "lucid_payouts_paid_usdt",
+                    "USDT confirmed paid in total (from the database, exact to the micro).",
+                )
+                .unwrap(),
+            ),
+            payout_sink_errors: register(
+                &registry,
+                IntCounter::new(
+                    "lucid_payout_sink_errors_total",
+                    "Failed payout delivery attempts (each is retried or fails the payout).",
+                )
+                .unwrap(),
+            ),
+            payout_runs: register(
+                &registry,
+                IntCounter::new("lucid_payout_runs_total", "Payout runs.").unwrap(),
+            ),
+            payout_last_run: register(
+                &registry,
+                IntGauge::new(
+                    "lucid_payout_last_run_timestamp_seconds",
+                    "Unix time of the last payout run.",
+                )
+                .unwrap(),
+            ),
             registry,
         }
     }
@@ -221,6 +259,16 @@ impl Metrics {
             }
             if let Ok(n) = r.counter(POOL_MEMBERS_COUNTER) {
                 self.pool_members.set(n as i64);
+            }
+            for state in crate::domain::payout::PayoutState::ALL {
+                if let Ok(n) = r.counter(&crate::store::tables::payout_state_counter(state)) {
+                    self.payouts_by_state
+                        .with_label_values(&[state.as_str()])
+                        .set(n as i64);
+                }
+            }
+            if let Ok(micros) = r.counter(crate::store::tables::PAID_MICROS_COUNTER) {
+                self.paid_usdt.set(micros as f64 / 1e6);
             }
         }
         self.writer_queue.set(writer_queue as i64);

@@ -39,6 +39,7 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         metrics,
         clock,
         challenges: Default::default(),
+        payout_wakeup: Default::default(),
     });
     Ok((app, writer_thread))
 }
@@ -61,7 +62,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::spawn(shutdown_on_signal(handle.clone()));
-    let jobs = crate::jobs::spawn_all(&app);
+    let jobs = crate::jobs::spawn_all(&app)?;
     let router = api::router(app.clone());
     let service = router.into_make_service();
     let served = match tls_paths {

@@ -29,6 +29,7 @@ pub struct DbReport {
     pub proofs: u64,
     pub epochs: u64,
     pub epochs_recomputed_from_heartbeats: u64,
+    pub payouts: u64,
 }
 
 impl std::fmt::Display for DbReport {
@@ -44,10 +45,15 @@ impl std::fmt::Display for DbReport {
             "proofs: {} proofs in {} epochs: hashes, chains, credits, roots and signatures verify",
             self.proofs, self.epochs
         )?;
-        write!(
+        writeln!(
             f,
             "recomputed from raw heartbeats: {} epochs, identical",
             self.epochs_recomputed_from_heartbeats
+        )?;
+        write!(
+            f,
+            "payouts: {} payouts, each matched by exactly one debit (and one re-credit if failed)",
+            self.payouts
         )
     }
 }
@@ -250,7 +256,9 @@ pub fn verify_database(
         problems.push(format!("epoch {k}: proofs without an epoch record"));
     }
 
-    progress("ledger");
+    progress("ledger and payouts");
+    // payout id -> (debits, recredits) found in the ledger
+    let mut payout_entries: BTreeMap<String, (Vec<Decimal>, Vec<Decimal>)> = BTreeMap::new();
     let mut after: Option<String> = None;
     loop {
         let page = reader
@@ -260,6 +268,25 @@ pub fn verify_database(
             report.nodes += 1;
             let entries = reader.ledger(&node.node_id).map_err(e)?;
             report.ledger_entries += entries.len() as u64;
+            for en in &entries {
+                if let Some(id) = en.reference.strip_prefix("payout:") {
+                    let slot = payout_entries.entry(id.to_string()).or_default();
+                    match en.kind {
+                        EntryKind::Debit => slot.0.push(en.amount),
+                        EntryKind::Recredit => slot.1.push(en.amount),
+                        _ => problems.push(format!(
+                            "ledger entry {} refers to a payout but is a {:?}",
+                            en.seq, en.kind
+                        )),
+                    }
+                }
+            }
+            if node.balance_usdt < Decimal::ZERO {
+                problems.push(format!(
+                    "node {}: negative balance {}",
+                    node.node_id, node.balance_usdt
+                ));
+            }
             let sum: Decimal = entries.iter().map(|en| en.amount).sum();
             if sum != node.balance_usdt {
                 problems.push(format!(
@@ -304,6 +331,32 @@ pub fn verify_database(
     }
     for id in per_node.keys() {
         problems.push(format!("proofs for unknown node {id}"));
+    }
+    for payout in reader.all_payouts().map_err(e)? {
+        report.payouts += 1;
+        let (debits, recredits) = payout_entries.remove(&payout.payout_id).unwrap_or_default();
+        if debits != [-payout.amount] {
+            problems.push(format!(
+                "payout {}: expected exactly one debit of {}, found {debits:?}",
+                payout.payout_id, payout.amount
+            ));
+        }
+        let want_recredits: Vec<Decimal> =
+            if payout.state == crate::domain::payout::PayoutState::Failed {
+                vec![payout.amount]
+            } else {
+                vec![]
+            };
+        if recredits != want_recredits {
+            problems.push(format!(
+                "payout {} ({}): expected re-credits {want_recredits:?}, found {recredits:?}",
+                payout.payout_id,
+                payout.state.as_str()
+            ));
+        }
+    }
+    for id in payout_entries.keys() {
+        problems.push(format!("ledger entries refer to unknown payout {id}"));
     }
 
     if problems.is_empty() {

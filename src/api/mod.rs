@@ -9,6 +9,7 @@ pub mod meta;
 pub mod nodes;
 pub mod openapi;
 pub mod pagination;
+pub mod payouts;
 pub mod pools;
 pub mod poot;
 pub mod tokens;
@@ -42,6 +43,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub challenges: auth::Challenges,
+    /// Wakes the payout delivery loop when payouts are created.
+    pub payout_wakeup: tokio::sync::Notify,
 }
 
 pub type AppState = Arc<App>;
@@ -62,6 +65,15 @@ pub fn router(app: AppState) -> Router {
                 .delete(nodes::deregister),
         )
         .route("/nodes/{node_id}/heartbeat", post(heartbeat::heartbeat))
+        .route(
+            "/nodes/{node_id}/ledger",
+            get(payouts::ledger).post(payouts::adjust),
+        )
+        .route("/payouts", get(payouts::export))
+        .route("/payouts/process", post(payouts::process))
+        .route("/payouts/{id}", get(payouts::for_node))
+        .route("/payouts/{id}/confirm", post(payouts::confirm))
+        .route("/payouts/{id}/fail", post(payouts::fail))
         .route("/poot/calculate", post(poot::calculate))
         .route("/poot/{node_id}", get(poot::get_proof))
         .route("/poot/{node_id}/history", get(poot::history))

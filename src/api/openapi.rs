@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, auth, heartbeat, meta, nodes, pools, poot, tokens};
+use super::{audit, auth, heartbeat, meta, nodes, payouts, pools, poot, tokens};
 
 struct BearerAuth;
 
@@ -32,6 +32,8 @@ impl Modify for BearerAuth {
         nodes::create, nodes::list, nodes::get_one, nodes::update, nodes::deregister,
         pools::create, pools::list, pools::get_one, pools::join,
         heartbeat::heartbeat, poot::get_proof, poot::history, poot::heartbeats, poot::calculate,
+        payouts::for_node, payouts::process, payouts::export, payouts::confirm, payouts::fail,
+        payouts::ledger, payouts::adjust,
         audit::list,
     ),
     components(schemas(crate::error::Problem)),

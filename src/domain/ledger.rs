@@ -13,6 +13,8 @@ pub enum EntryKind {
     Debit,
     /// A failed payout given back.
     Recredit,
+    /// A correction by an admin (signed), with its reason.
+    Adjustment,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod money;
 pub mod node;
+pub mod payout;
 pub mod pool;
 pub mod poot;
 pub mod proof;

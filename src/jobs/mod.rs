@@ -3,6 +3,7 @@
 //! writer like any request, so it shares the same transactions and audit chain.
 
 pub mod monitor;
+pub mod payouts;
 pub mod poot;
 
 use tokio::task::JoinHandle;
@@ -10,12 +11,28 @@ use tokio::task::JoinHandle;
 use crate::api::AppState;
 
 /// Starts every job; abort the handles to stop them.
-pub fn spawn_all(app: &AppState) -> Vec<JoinHandle<()>> {
-    vec![
+pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
+    let mut jobs = vec![
         tokio::spawn(monitor::run(app.clone())),
         tokio::spawn(poot::run(app.clone())),
+        tokio::spawn(payouts::run_timer(app.clone())),
         tokio::spawn(watch_wall_clock(app.clone())),
-    ]
+    ];
+    if app.config.payout_sink == crate::config::PayoutSinkKind::Webhook {
+        let sink = crate::payout_sink::webhook::WebhookSink::new(
+            app.config.payout_webhook_url.as_deref().unwrap_or_default(),
+            app.config
+                .payout_webhook_secret
+                .as_deref()
+                .unwrap_or_default(),
+            app.config.payout_webhook_timeout,
+        )?;
+        jobs.push(tokio::spawn(payouts::run_webhook(
+            app.clone(),
+            std::sync::Arc::new(sink),
+        )));
+    }
+    Ok(jobs)
 }
 
 /// Logs and counts wall-clock steps. Operational time is measured on the service clock

@@ -17,6 +17,7 @@ use crate::domain::audit::{audit_hash, AuditEvent};
 use crate::domain::heartbeat::StoredHeartbeat;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::node::Node;
+use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
 use crate::error::ApiResult;
@@ -312,6 +313,51 @@ impl<'a> Batch<'a> {
             self.add_counter(POOL_MEMBERS_COUNTER, -1)?;
         }
         Ok(())
+    }
+
+    // ---- payouts ----
+
+    pub fn payout(&self, id: &str) -> ApiResult<Option<Payout>> {
+        let t = self.txn.open_table(PAYOUTS)?;
+        let v = t.get(id)?;
+        v.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Stores a payout; indexes and per-state counters follow in one place.
+    pub fn put_payout(&mut self, payout: &Payout, previous: Option<&Payout>) -> ApiResult<()> {
+        self.txn
+            .open_table(PAYOUTS)?
+            .insert(payout.payout_id.as_str(), encode(payout).as_slice())?;
+        let id = payout.payout_id.as_str();
+        if previous.is_none() {
+            self.txn
+                .open_table(NODE_PAYOUTS)?
+                .insert((payout.node_id.as_str(), id), ())?;
+        }
+        let old_state = previous.map(|p| p.state);
+        if old_state != Some(payout.state) {
+            let mut by_state = self.txn.open_table(PAYOUTS_BY_STATE)?;
+            if let Some(old) = old_state {
+                by_state.remove((old.as_str(), id))?;
+            }
+            by_state.insert((payout.state.as_str(), id), ())?;
+            drop(by_state);
+            if let Some(old) = old_state {
+                self.add_counter(&payout_state_counter(old), -1)?;
+            }
+            self.add_counter(&payout_state_counter(payout.state), 1)?;
+        }
+        if let (Some(hash), None) = (&payout.tx_hash, previous.and_then(|p| p.tx_hash.as_ref())) {
+            self.txn.open_table(TX_HASHES)?.insert(hash.as_str(), id)?;
+        }
+        Ok(())
+    }
+
+    /// The payout a transaction hash already confirmed, if any.
+    pub fn payout_for_tx_hash(&self, hash: &str) -> ApiResult<Option<String>> {
+        let t = self.txn.open_table(TX_HASHES)?;
+        let id = t.get(hash)?.map(|v| v.value().to_string());
+        Ok(id)
     }
 
     // ---- counters and audit ----

@@ -106,6 +106,11 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
         txn.open_table(PROOFS).map_err(|e| e.to_string())?;
         txn.open_table(EPOCHS).map_err(|e| e.to_string())?;
         txn.open_table(LEDGER).map_err(|e| e.to_string())?;
+        txn.open_table(PAYOUTS).map_err(|e| e.to_string())?;
+        txn.open_table(NODE_PAYOUTS).map_err(|e| e.to_string())?;
+        txn.open_table(PAYOUTS_BY_STATE)
+            .map_err(|e| e.to_string())?;
+        txn.open_table(TX_HASHES).map_err(|e| e.to_string())?;
     }
     let mut head = AuditHead::load(&txn).map_err(|e| e.detail)?;
     {

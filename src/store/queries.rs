@@ -11,6 +11,7 @@ use crate::domain::audit::AuditEvent;
 use crate::domain::heartbeat::StoredHeartbeat;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::node::{Node, NodeStatus};
+use crate::domain::payout::{Payout, PayoutState};
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
 use crate::error::ApiResult;
@@ -261,6 +262,57 @@ impl Reader {
     pub fn counter(&self, name: &str) -> ApiResult<u64> {
         let table = self.txn.open_table(COUNTERS)?;
         Ok(table.get(name)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    pub fn payout(&self, id: &str) -> ApiResult<Option<Payout>> {
+        let t = self.txn.open_table(PAYOUTS)?;
+        let v = t.get(id)?;
+        v.map(|v| decode(v.value())).transpose()
+    }
+
+    /// A node's payouts, oldest first.
+    pub fn node_payouts(&self, node_id: &str) -> ApiResult<Vec<Payout>> {
+        let payouts = self.txn.open_table(PAYOUTS)?;
+        let mut out: Vec<Payout> = Vec::new();
+        for id in self.index_ids(NODE_PAYOUTS, node_id, None)? {
+            if let Some(v) = payouts.get(id.as_str())? {
+                out.push(decode(v.value())?);
+            }
+        }
+        out.sort_by(|a, b| (a.created_at_us, &a.payout_id).cmp(&(b.created_at_us, &b.payout_id)));
+        Ok(out)
+    }
+
+    /// Payouts in a state, in id order after `after`.
+    pub fn payouts_in_state(
+        &self,
+        state: PayoutState,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<Page<Payout>> {
+        let payouts = self.txn.open_table(PAYOUTS)?;
+        let mut items: Vec<Payout> = Vec::new();
+        for id in self.index_ids(PAYOUTS_BY_STATE, state.as_str(), after)? {
+            if items.len() == limit {
+                let next = items.last().map(|p| p.payout_id.clone());
+                return Ok(Page { items, next });
+            }
+            if let Some(v) = payouts.get(id.as_str())? {
+                items.push(decode(v.value())?);
+            }
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// Every payout (for `verify`).
+    pub fn all_payouts(&self) -> ApiResult<Vec<Payout>> {
+        let t = self.txn.open_table(PAYOUTS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
     }
 
     /// Every proof in (node_id, epoch) order (for `verify`).

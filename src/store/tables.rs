@@ -51,3 +51,19 @@ pub const HEARTBEATS_PRUNED_BEFORE_KEY: &str = "heartbeats.pruned_before_us";
 
 pub const HEARTBEATS_COUNTER: &str = "heartbeats.stored";
 pub const PROOFS_COUNTER: &str = "proofs";
+
+/// payout_id -> Payout
+pub const PAYOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("payouts");
+/// (node_id, payout_id) -> () : a node's payouts
+pub const NODE_PAYOUTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("node_payouts");
+/// (state, payout_id) -> () : payouts by state (export, sink work queue)
+pub const PAYOUTS_BY_STATE: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("payouts_by_state");
+/// tx_hash -> payout_id : a receipt confirms one payout only
+pub const TX_HASHES: TableDefinition<&str, &str> = TableDefinition::new("tx_hashes");
+
+pub fn payout_state_counter(state: crate::domain::payout::PayoutState) -> String {
+    format!("payouts.state.{}", state.as_str())
+}
+/// Micro-USDT confirmed paid, in total.
+pub const PAID_MICROS_COUNTER: &str = "payouts.paid_micros";

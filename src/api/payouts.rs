@@ -1,0 +1,398 @@
+//! Payouts: a node's balance and payouts, runs, export for the treasury, confirmation and
+//! failure; and the ledger behind a balance (with admin adjustments).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::nodes::visible_node;
+use super::pagination::{ListPage, PageParams};
+use super::{created, AppState};
+use crate::domain::ids::is_valid_id;
+use crate::domain::ledger::{EntryKind, LedgerEntry};
+use crate::domain::money::format_usdt;
+use crate::domain::node::validate_text;
+use crate::domain::payout::{normalize_tx_hash, Payout, PayoutState};
+use crate::domain::timefmt::rfc3339_us;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::payouts::process as run_payouts;
+use crate::store::payouts;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PayoutView {
+    pub payout_id: String,
+    pub node_id: String,
+    pub amount_usdt: String,
+    pub payout_address: String,
+    pub state: PayoutState,
+    pub created_at: String,
+    pub updated_at: String,
+    pub tx_hash: Option<String>,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub next_attempt_at: Option<String>,
+}
+
+impl From<&Payout> for PayoutView {
+    fn from(p: &Payout) -> Self {
+        Self {
+            payout_id: p.payout_id.clone(),
+            node_id: p.node_id.clone(),
+            amount_usdt: format_usdt(p.amount),
+            payout_address: p.payout_address.clone(),
+            state: p.state,
+            created_at: rfc3339_us(p.created_at_us),
+            updated_at: rfc3339_us(p.updated_at_us),
+            tx_hash: p.tx_hash.clone(),
+            attempts: p.attempts,
+            error: p.error.clone(),
+            next_attempt_at: p
+                .next_attempt_at_us
+                .filter(|_| p.state.is_open())
+                .map(rfc3339_us),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NodePayouts {
+    pub node_id: String,
+    pub balance_usdt: String,
+    pub threshold_usdt: String,
+    /// Oldest first.
+    pub payouts: Vec<PayoutView>,
+}
+
+/// A node's balance, the threshold, and its payouts (its operator, the node, admins).
+#[utoipa::path(get, operation_id = "payouts_for_node", path = "/api/v1/payouts/{id}", tag = "payouts",
+    params(("id" = String, Path, description = "node_id")),
+    responses((status = 200, body = NodePayouts), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn for_node(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+) -> ApiResult<Json<NodePayouts>> {
+    let node = visible_node(&app, &caller, &node_id)?;
+    let list = app.store.reader()?.node_payouts(&node_id)?;
+    Ok(Json(NodePayouts {
+        node_id,
+        balance_usdt: format_usdt(node.balance_usdt),
+        threshold_usdt: format_usdt(app.config.payout_threshold_usdt),
+        payouts: list.iter().map(PayoutView::from).collect(),
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunResponse {
+    pub created: Vec<PayoutView>,
+    /// Nodes with a balance that were not paid (below the threshold, no valid address,
+    /// suspended).
+    pub skipped: u64,
+}
+
+/// Run payouts now (admin).
+#[utoipa::path(post, operation_id = "payouts_process", path = "/api/v1/payouts/process", tag = "payouts",
+    responses((status = 200, body = RunResponse), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn process(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<RunResponse>> {
+    caller.require_admin()?;
+    let out = run_payouts(&app, &caller.actor()).await?;
+    Ok(Json(RunResponse {
+        created: out.created.iter().map(PayoutView::from).collect(),
+        skipped: out.skipped,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ExportQuery {
+    /// pending, submitted, confirmed or failed; all when absent.
+    pub state: Option<String>,
+    /// json (default, paginated) or csv (everything).
+    pub format: Option<String>,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Export payouts for the treasury (admin): JSON pages or one CSV file.
+#[utoipa::path(get, operation_id = "payouts_export", path = "/api/v1/payouts", tag = "payouts",
+    params(ExportQuery, PageParams),
+    responses((status = 200, body = ListPage<PayoutView>), (status = 403, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn export(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let states: Vec<PayoutState> = match q.state.as_deref() {
+        None | Some("") => PayoutState::ALL.to_vec(),
+        Some(s) => vec![PayoutState::parse(s).ok_or_else(|| {
+            ApiError::validation("state must be pending, submitted, confirmed or failed")
+        })?],
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::validation("format must be json or csv")),
+    };
+    let reader = app.store.reader()?;
+    if csv {
+        let mut out = String::from(
+            "payout_id,node_id,amount_usdt,payout_address,state,created_at,updated_at,tx_hash,attempts,error\n",
+        );
+        for state in states {
+            let mut after: Option<String> = None;
+            loop {
+                let page = reader.payouts_in_state(state, after.as_deref(), 1000)?;
+                for p in &page.items {
+                    out.push_str(&format!(
+                        "{},{},{},{},{},{},{},{},{},{}\n",
+                        p.payout_id,
+                        p.node_id,
+                        format_usdt(p.amount),
+                        csv_field(&p.payout_address),
+                        p.state.as_str(),
+                        rfc3339_us(p.created_at_us),
+                        rfc3339_us(p.updated_at_us),
+                        p.tx_hash.as_deref().unwrap_or(""),
+                        p.attempts,
+                        csv_field(p.error.as_deref().unwrap_or("")),
+                    ));
+                }
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"payouts.csv\"",
+                ),
+            ],
+            out,
+        )
+            .into_response());
+    }
+    // JSON: pages over the states in order; the cursor is "state:payout_id".
+    let limit = page.limit()?;
+    let (mut start_state, mut after) = match page.after()? {
+        None => (0, None),
+        Some(c) => {
+            let (s, id) = c
+                .split_once(':')
+                .ok_or_else(|| ApiError::validation("cursor is not one this service issued"))?;
+            let idx = states
+                .iter()
+                .position(|st| st.as_str() == s)
+                .ok_or_else(|| ApiError::validation("cursor is not one this service issued"))?;
+            (idx, Some(id.to_string()))
+        }
+    };
+    let mut items: Vec<PayoutView> = Vec::new();
+    let mut next = None;
+    while start_state < states.len() {
+        let state = states[start_state];
+        let page = reader.payouts_in_state(state, after.as_deref(), limit - items.len())?;
+        items.extend(page.items.iter().map(PayoutView::from));
+        if let Some(n) = page.next {
+            next = Some(format!("{}:{n}", state.as_str()));
+            break;
+        }
+        start_state += 1;
+        after = None;
+        if items.len() == limit {
+            if start_state < states.len() {
+                // Resume at the start of the next state.
+                next = Some(format!("{}:", states[start_state].as_str()));
+            }
+            break;
+        }
+    }
+    Ok(Json(ListPage::new(items, next)).into_response())
+}
+
+fn checked_payout_id(id: &str) -> ApiResult<()> {
+    if is_valid_id("payout", id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("payout", id))
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    /// The TRON transaction hash (64 hex digits).
+    pub tx_hash: String,
+}
+
+/// Confirm a payout with its transaction hash (admin). A hash confirms one payout only.
+#[utoipa::path(post, operation_id = "payouts_confirm", path = "/api/v1/payouts/{id}/confirm", tag = "payouts",
+    params(("id" = String, Path, description = "payout_id")),
+    request_body = ConfirmRequest,
+    responses((status = 200, body = PayoutView), (status = 409, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn confirm(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(payout_id): ApiPath<String>,
+    ApiJson(req): ApiJson<ConfirmRequest>,
+) -> ApiResult<Json<PayoutView>> {
+    caller.require_admin()?;
+    checked_payout_id(&payout_id)?;
+    let tx_hash = normalize_tx_hash(&req.tx_hash)
+        .ok_or_else(|| ApiError::validation("tx_hash must be 64 hex digits"))?;
+    let actor = caller.actor();
+    let payout = app
+        .writer
+        .write(move |b| payouts::confirm(b, &payout_id, &tx_hash, &actor))
+        .await?;
+    Ok(Json(PayoutView::from(&payout)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub reason: String,
+}
+
+/// Fail a payout (admin): the amount goes back to the node's balance by a ledger entry.
+#[utoipa::path(post, operation_id = "payouts_fail", path = "/api/v1/payouts/{id}/fail", tag = "payouts",
+    params(("id" = String, Path, description = "payout_id")),
+    request_body = FailRequest,
+    responses((status = 200, body = PayoutView), (status = 409, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn fail(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(payout_id): ApiPath<String>,
+    ApiJson(req): ApiJson<FailRequest>,
+) -> ApiResult<Json<PayoutView>> {
+    caller.require_admin()?;
+    checked_payout_id(&payout_id)?;
+    let reason = validate_text("reason", &req.reason).map_err(ApiError::validation)?;
+    let actor = caller.actor();
+    let payout = app
+        .writer
+        .write(move |b| payouts::fail(b, &payout_id, &reason, &actor))
+        .await?;
+    Ok(Json(PayoutView::from(&payout)))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LedgerEntryView {
+    pub seq: u64,
+    pub at: String,
+    /// credit, debit, recredit or adjustment.
+    pub kind: String,
+    /// Signed decimal string: debits are negative.
+    pub amount_usdt: String,
+    pub reference: String,
+}
+
+impl From<&LedgerEntry> for LedgerEntryView {
+    fn from(e: &LedgerEntry) -> Self {
+        let mut amount = e.amount;
+        amount.rescale(6);
+        Self {
+            seq: e.seq,
+            at: rfc3339_us(e.at_us),
+            kind: match e.kind {
+                EntryKind::Credit => "credit",
+                EntryKind::Debit => "debit",
+                EntryKind::Recredit => "recredit",
+                EntryKind::Adjustment => "adjustment",
+            }
+            .to_string(),
+            amount_usdt: amount.to_string(),
+            reference: e.reference.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NodeLedger {
+    pub node_id: String,
+    pub balance_usdt: String,
+    pub entries: Vec<LedgerEntryView>,
+}
+
+/// A node's ledger: the entries its balance is the sum of.
+#[utoipa::path(get, operation_id = "ledger_get", path = "/api/v1/nodes/{node_id}/ledger", tag = "payouts",
+    params(("node_id" = String, Path)),
+    responses((status = 200, body = NodeLedger), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn ledger(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+) -> ApiResult<Json<NodeLedger>> {
+    let node = visible_node(&app, &caller, &node_id)?;
+    let entries = app.store.reader()?.ledger(&node_id)?;
+    Ok(Json(NodeLedger {
+        node_id,
+        balance_usdt: format_usdt(node.balance_usdt),
+        entries: entries.iter().map(LedgerEntryView::from).collect(),
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    /// Signed decimal string with at most 6 places, e.g. "1.500000" or "-0.25".
+    pub amount_usdt: String,
+    pub reason: String,
+}
+
+/// Correct a balance by a ledger entry (admin). The balance cannot go below zero.
+#[utoipa::path(post, operation_id = "ledger_adjust", path = "/api/v1/nodes/{node_id}/ledger", tag = "payouts",
+    params(("node_id" = String, Path)),
+    request_body = AdjustRequest,
+    responses((status = 201, body = LedgerEntryView), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn adjust(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+    ApiJson(req): ApiJson<AdjustRequest>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    visible_node(&app, &caller, &node_id)?;
+    let amount: Decimal = req
+        .amount_usdt
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::validation("amount_usdt must be a decimal string"))?;
+    if amount.is_zero()
+        || amount.normalize().scale() > 6
+        || amount.abs() > Decimal::from(1_000_000_000u64)
+    {
+        return Err(ApiError::validation(
+            "amount_usdt must be non-zero, with at most 6 decimal places",
+        ));
+    }
+    let reason = validate_text("reason", &req.reason).map_err(ApiError::validation)?;
+    let actor = caller.actor();
+    let entry = app
+        .writer
+        .write(move |b| payouts::adjust(b, &node_id, amount, &reason, &actor))
+        .await?;
+    Ok(created(LedgerEntryView::from(&entry)))
+}
