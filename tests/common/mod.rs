@@ -69,6 +69,12 @@ impl TestServer {
         server
     }
 
+    /// Changes an environment variable for the next `restart`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
