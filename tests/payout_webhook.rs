@@ -1,0 +1,338 @@
+//! The webhook sink, exactly once across crashes: a real HTTP payment service in this test
+//! records every request and answers 500, hangs past the timeout, answers garbage, or pays;
+//! meanwhile the appliance is SIGKILLed at random moments and restarted. At the end every
+//! payout was paid exactly once by the receiver (by idempotency key), confirmed with that
+//! receipt, no balance is negative, and credited = paid + balances.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use common::*;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const SECRET: &str = "payment-service-shared-secret";
+
+#[derive(Default)]
+struct Ledger {
+    /// idempotency key -> (amount, tx hash): paid once per key.
+    paid: HashMap<String, (String, String)>,
+    requests: u64,
+    bad_signatures: u64,
+    /// Answer only successes from now on.
+    calm: bool,
+}
+
+type Receiver = Arc<Mutex<Ledger>>;
+
+async fn pay(State(ledger): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let signed_ok = headers
+        .get("x-lucid-signature")
+        .and_then(|v| v.to_str().ok())
+        == Some(expected.as_str());
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let roll: u32 = rand::thread_rng().gen_range(0..100);
+    let calm = {
+        let mut l = ledger.lock().unwrap();
+        l.requests += 1;
+        if !signed_ok {
+            l.bad_signatures += 1;
+            return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+        }
+        assert_eq!(
+            request["payout_id"],
+            key.as_str(),
+            "the payout id is the idempotency key"
+        );
+        l.calm
+    };
+    if !calm {
+        match roll {
+            0..=24 => return (StatusCode::INTERNAL_SERVER_ERROR, "try later").into_response(),
+            25..=34 => return (StatusCode::OK, "<html>not json</html>").into_response(),
+            35..=44 => {
+                // Pay, then hang past the appliance's timeout: it must retry with the same
+                // key and get the same receipt, not a second payment.
+                record(&ledger, &key, &request);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                return (StatusCode::OK, "too late").into_response();
+            }
+            _ => {}
+        }
+    }
+    let tx_hash = record(&ledger, &key, &request);
+    (StatusCode::OK, axum::Json(json!({"tx_hash": tx_hash}))).into_response()
+}
+
+/// Pays once per idempotency key; a repeated key gets the first receipt back.
+fn record(ledger: &Receiver, key: &str, request: &Value) -> String {
+    let mut l = ledger.lock().unwrap();
+    let amount = request["amount_usdt"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    l.paid
+        .entry(key.to_string())
+        .or_insert_with(|| (amount, hex::encode(Sha256::digest(key.as_bytes()))))
+        .1
+        .clone()
+}
+
+async fn start_receiver() -> (Receiver, String) {
+    let ledger: Receiver = Arc::default();
+    let app = Router::new()
+        .route("/pay", post(pay))
+        .with_state(ledger.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/pay", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (ledger, url)
+}
+
+fn micros(s: &str) -> i128 {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let sign = if whole.starts_with('-') { -1 } else { 1 };
+    let frac = format!("{frac:0<6}");
+    sign * (whole.trim_start_matches('-').parse::<i128>().unwrap() * 1_000_000
+        + frac[..6].parse::<i128>().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_payout_is_paid_exactly_once_across_sigkills() {
+    let (receiver, url) = start_receiver().await;
+    let mut server = TestServer::start_with(&[
+        ("PAYOUT_SINK", "webhook"),
+        ("PAYOUT_WEBHOOK_URL", &url),
+        ("PAYOUT_WEBHOOK_SECRET", SECRET),
+        ("PAYOUT_WEBHOOK_TIMEOUT", "1s"),
+        ("PAYOUT_RETRY_BASE", "1s"),
+        ("PAYOUT_MAX_RETRIES", "30"),
+        ("PAYOUT_THRESHOLD_USDT", "1"),
+    ])
+    .await;
+    let admin = server.admin.clone();
+    let mut nodes = Vec::new();
+    for i in 0..12 {
+        let (node, _) = server.register_node(&admin, &format!("n{i}")).await;
+        nodes.push(node["node_id"].as_str().unwrap().to_string());
+    }
+    let mut credited: i128 = 0;
+    for round in 0..6 {
+        // New money, a payout run, then the plug is pulled at a random moment.
+        for (i, id) in nodes.iter().enumerate() {
+            let amount = format!("{}.{:06}", 1 + (i + round) % 5, 1000 * (i + 1));
+            let (s, _) = server
+                .call(
+                    "POST",
+                    &format!("/api/v1/nodes/{id}/ledger"),
+                    Some(&admin),
+                    Some(json!({"amount_usdt": amount, "reason": "work"})),
+                )
+                .await;
+            assert_eq!(s, 201);
+            credited += micros(&amount);
+        }
+        let (s, run) = server
+            .call("POST", "/api/v1/payouts/process", Some(&admin), None)
+            .await;
+        assert_eq!(s, 200, "{run}");
+        let pause = rand::thread_rng().gen_range(50..1500);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.kill();
+        server.restart();
+    }
+    receiver.lock().unwrap().calm = true;
+
+    // Let delivery finish: no payout left open.
+    let mut open = usize::MAX;
+    for _ in 0..120 {
+        let mut n = 0;
+        for state in ["pending", "submitted"] {
+            let (_, page) = server
+                .call(
+                    "GET",
+                    &format!("/api/v1/payouts?state={state}&limit=500"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+            n += page["items"].as_array().unwrap().len();
+        }
+        open = n;
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(open, 0, "payouts still open after the receiver calmed down");
+
+    let (_, confirmed) = server
+        .call(
+            "GET",
+            "/api/v1/payouts?state=confirmed&limit=500",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let confirmed = confirmed["items"].as_array().unwrap().clone();
+    let (_, failed) = server
+        .call(
+            "GET",
+            "/api/v1/payouts?state=failed&limit=500",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        failed["items"].as_array().unwrap().len(),
+        0,
+        "30 retries: nothing gives up"
+    );
+    let ledger = receiver.lock().unwrap();
+    assert_eq!(
+        ledger.bad_signatures, 0,
+        "every request carried a valid HMAC signature"
+    );
+    assert!(
+        ledger.requests as usize > confirmed.len(),
+        "the chaos caused retries"
+    );
+    assert_eq!(
+        ledger.paid.len(),
+        confirmed.len(),
+        "one payment per confirmed payout"
+    );
+    let mut paid_total: i128 = 0;
+    for p in &confirmed {
+        let id = p["payout_id"].as_str().unwrap();
+        let (amount, tx_hash) = ledger
+            .paid
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} confirmed but never paid"));
+        assert_eq!(
+            p["tx_hash"].as_str().unwrap(),
+            tx_hash,
+            "confirmed with the receiver's receipt"
+        );
+        assert_eq!(p["amount_usdt"].as_str().unwrap(), amount);
+        paid_total += micros(amount);
+    }
+    let mut balances: i128 = 0;
+    for id in &nodes {
+        let (_, v) = server
+            .call("GET", &format!("/api/v1/payouts/{id}"), Some(&admin), None)
+            .await;
+        let b = micros(v["balance_usdt"].as_str().unwrap());
+        assert!(b >= 0, "negative balance");
+        balances += b;
+    }
+    assert_eq!(
+        credited,
+        paid_total + balances,
+        "credited = paid + balances"
+    );
+    drop(ledger);
+    server.kill();
+    let out = command(server.data_dir(), &[])
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_payout_fails_after_bounded_retries_and_is_recredited() {
+    // A payment service that only ever answers garbage.
+    let app = Router::new().route(
+        "/pay",
+        post(|| async { (StatusCode::OK, "{\"tx_hash\": 42}") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/pay", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = TestServer::start_with(&[
+        ("PAYOUT_SINK", "webhook"),
+        ("PAYOUT_WEBHOOK_URL", &url),
+        ("PAYOUT_WEBHOOK_SECRET", SECRET),
+        ("PAYOUT_RETRY_BASE", "1s"),
+        ("PAYOUT_MAX_RETRIES", "2"),
+    ])
+    .await;
+    let (node, _) = server.register_node(&server.admin, "n").await;
+    let id = node["node_id"].as_str().unwrap();
+    server
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{id}/ledger"),
+            Some(&server.admin),
+            Some(json!({"amount_usdt": "12", "reason": "work"})),
+        )
+        .await;
+    let (_, run) = server
+        .call("POST", "/api/v1/payouts/process", Some(&server.admin), None)
+        .await;
+    assert_eq!(run["created"].as_array().unwrap().len(), 1);
+    let mut last = Value::Null;
+    for _ in 0..40 {
+        let (_, v) = server
+            .call(
+                "GET",
+                &format!("/api/v1/payouts/{id}"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
+        last = v;
+        if last["payouts"][0]["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(last["payouts"][0]["state"], "failed", "{last}");
+    assert_eq!(last["payouts"][0]["attempts"], 2);
+    assert!(
+        last["payouts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("tx_hash"),
+        "{last}"
+    );
+    assert_eq!(
+        last["balance_usdt"], "12.000000",
+        "the amount went back to the balance"
+    );
+}
+
+#[test]
+fn webhook_sink_needs_a_url_and_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path(), &[("PAYOUT_SINK".into(), "webhook".into())])
+        .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PAYOUT_WEBHOOK_URL"));
+}
