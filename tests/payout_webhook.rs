@@ -250,7 +250,6 @@ async fn every_payout_is_paid_exactly_once_across_sigkills() {
         paid_total + balances,
         "credited = paid + balances"
     );
-    drop(ledger);
     server.kill();
     let out = command(server.data_dir(), &[])
         .arg("verify")
