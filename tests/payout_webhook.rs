@@ -207,7 +207,16 @@ async fn every_payout_is_paid_exactly_once_across_sigkills() {
         0,
         "30 retries: nothing gives up"
     );
-    let ledger = receiver.lock().unwrap();
+    // A snapshot of what the receiver saw (no lock held across the awaits below).
+    let ledger = {
+        let l = receiver.lock().unwrap();
+        Ledger {
+            paid: l.paid.clone(),
+            requests: l.requests,
+            bad_signatures: l.bad_signatures,
+            calm: l.calm,
+        }
+    };
     assert_eq!(
         ledger.bad_signatures, 0,
         "every request carried a valid HMAC signature"

@@ -613,3 +613,68 @@ async fn old_heartbeats_are_pruned_once_proven_and_the_database_still_verifies()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_agent_earns_verifiable_proofs_and_its_silence_earns_nothing() {
+    let server = start().await;
+    let (node, key) = server.register_node(&server.admin, "agent-node").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let key_file = server.data_dir().join("agent.key");
+    std::fs::write(&key_file, format!("{}\n", B64.encode(key.to_bytes()))).unwrap();
+    let mut agent = command(server.data_dir(), &[])
+        .args([
+            "agent",
+            "--server",
+            &server.base,
+            "--node-id",
+            &id,
+            "--key",
+            key_file.to_str().unwrap(),
+            "--ca-cert",
+            server.data_dir().join("tls/cert.pem").to_str().unwrap(),
+            "--interval",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proofs = Vec::new();
+    for _ in 0..60 {
+        proofs = history(&server, &id).await;
+        if proofs
+            .iter()
+            .filter(|p| p["operational_seconds"] == EPOCH_SECS)
+            .count()
+            >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let full: Vec<&Value> = proofs
+        .iter()
+        .filter(|p| p["operational_seconds"] == EPOCH_SECS)
+        .collect();
+    assert!(
+        full.len() >= 2,
+        "the agent kept the node up for whole epochs: {proofs:?}"
+    );
+    let pk = proof_key(&server).await;
+    for p in &proofs {
+        verify_from_api_md(p, &pk).unwrap();
+    }
+    // After the agent stops: offline after the timeout, and no more proofs.
+    let node_path = format!("/api/v1/nodes/{id}");
+    wait_for(&server, &node_path, "offline", |n| n["status"] == "offline").await;
+    tokio::time::sleep(Duration::from_secs(EPOCH_SECS + 1)).await;
+    let settled = history(&server, &id).await.len();
+    tokio::time::sleep(Duration::from_secs(2 * EPOCH_SECS)).await;
+    assert_eq!(
+        history(&server, &id).await.len(),
+        settled,
+        "a stopped agent earns nothing"
+    );
+}
