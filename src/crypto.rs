@@ -254,6 +254,16 @@ impl TokenService {
     }
 }
 
+/// Seconds since the epoch on the wall clock. Token lifetimes are judged against the wall
+/// clock (by this service and by every other Lucid service that reads its tokens), so they
+/// are issued against it too, not against the service's monotonic clock.
+pub fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The bytes a node signs to log in: `lucid-auth-v1:` followed by the nonce as sent.
 pub fn login_message(nonce_b64: &str) -> Vec<u8> {
     format!("lucid-auth-v1:{nonce_b64}").into_bytes()

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod crypto;

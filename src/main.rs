@@ -68,6 +68,22 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write a consistent copy of the database to a file. Works while the service runs (it
+    /// then asks the service, through its admin API, for the copy).
+    Backup {
+        #[command(flatten)]
+        args: lucid_node_management::backup::BackupArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Replace the database with a checked backup (stop the service first). The replaced
+    /// database is kept as lucid.redb.before-restore-<timestamp>.
+    Restore {
+        #[command(flatten)]
+        args: lucid_node_management::backup::RestoreArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Check a published PoOT proof file offline (FILE: one proof, an array, or a history
     /// page), or without FILE the state directory's database: audit chain, ledger,
     /// proofs, epochs, recomputation from raw heartbeats.
@@ -146,6 +162,10 @@ fn main() -> ExitCode {
             Some(file) => verify_proof_file(&file, public_key.as_deref(), &common),
             None => verify_database(&common),
         },
+        Command::Backup { args, common } => load_config(&common, &[])
+            .and_then(|config| lucid_node_management::backup::cli_backup(args, &config)),
+        Command::Restore { args, common } => load_config(&common, &[])
+            .and_then(|config| lucid_node_management::backup::cli_restore(args, &config)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,10 @@ const GRACE: Duration = Duration::from_secs(20);
 
 pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
     let (store, clock) = store::db::open_with_clock(&config.data_dir, config.max_nodes_per_pool)?;
+    crate::jobs::poot::check_epoch_length(
+        &store.reader().map_err(|e| e.detail)?,
+        config.poot_calculation_interval.as_micros() as u64,
+    )?;
     let keys = ServiceKeys::load_or_create(&config.data_dir)?;
     let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
     let metrics = Arc::new(Metrics::new());

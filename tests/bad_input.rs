@@ -1382,8 +1382,8 @@ async fn node_fields_are_validated_on_register_and_update() {
         &fx.node_path(),
         admin,
         json!({"status": "online", "name": "x"}),
-        409,
-        "invalid-state",
+        422,
+        "invalid-status-change",
     )
     .await;
     refused(
@@ -1393,8 +1393,8 @@ async fn node_fields_are_validated_on_register_and_update() {
         &fx.node_path(),
         admin,
         json!({"status": "deregistered"}),
-        409,
-        "invalid-state",
+        422,
+        "invalid-status-change",
     )
     .await;
 }

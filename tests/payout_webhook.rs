@@ -271,26 +271,29 @@ async fn every_payout_is_paid_exactly_once_across_sigkills() {
     );
 }
 
-#[tokio::test]
-async fn a_payout_fails_after_bounded_retries_and_is_recredited() {
-    // A payment service that only ever answers garbage.
+/// A payment service that always gives the same answer.
+async fn fixed_receiver(status: u16, body: &'static str) -> String {
     let app = Router::new().route(
         "/pay",
-        post(|| async { (StatusCode::OK, "{\"tx_hash\": 42}") }),
+        post(move || async move { (StatusCode::from_u16(status).unwrap(), body) }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/pay", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn one_payout(url: &str) -> (TestServer, String) {
     let server = TestServer::start_with(&[
         ("PAYOUT_SINK", "webhook"),
-        ("PAYOUT_WEBHOOK_URL", &url),
+        ("PAYOUT_WEBHOOK_URL", url),
         ("PAYOUT_WEBHOOK_SECRET", SECRET),
         ("PAYOUT_RETRY_BASE", "1s"),
         ("PAYOUT_MAX_RETRIES", "2"),
     ])
     .await;
     let (node, _) = server.register_node(&server.admin, "n").await;
-    let id = node["node_id"].as_str().unwrap();
+    let id = node["node_id"].as_str().unwrap().to_string();
     server
         .call(
             "POST",
@@ -303,6 +306,10 @@ async fn a_payout_fails_after_bounded_retries_and_is_recredited() {
         .call("POST", "/api/v1/payouts/process", Some(&server.admin), None)
         .await;
     assert_eq!(run["created"].as_array().unwrap().len(), 1);
+    (server, id)
+}
+
+async fn wait_for_payout(server: &TestServer, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..40 {
         let (_, v) = server
@@ -314,24 +321,81 @@ async fn a_payout_fails_after_bounded_retries_and_is_recredited() {
             )
             .await;
         last = v;
-        if last["payouts"][0]["state"] == "failed" {
+        if done(&last["payouts"][0]) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    last
+}
+
+#[tokio::test]
+async fn a_clear_refusal_fails_the_payout_after_bounded_retries_and_recredits_it() {
+    let url = fixed_receiver(422, "address is blocked").await;
+    let (server, id) = one_payout(&url).await;
+    let last = wait_for_payout(&server, &id, |p| p["state"] == "failed").await;
     assert_eq!(last["payouts"][0]["state"], "failed", "{last}");
     assert_eq!(last["payouts"][0]["attempts"], 2);
     assert!(
         last["payouts"][0]["error"]
             .as_str()
             .unwrap()
-            .contains("tx_hash"),
+            .contains("blocked"),
         "{last}"
     );
     assert_eq!(
         last["balance_usdt"], "12.000000",
         "the amount went back to the balance"
     );
+}
+
+#[tokio::test]
+async fn garbage_answers_never_recredit_a_payout_that_may_have_been_paid() {
+    let url = fixed_receiver(200, "{\"tx_hash\": 42}").await;
+    let (server, id) = one_payout(&url).await;
+    let last = wait_for_payout(&server, &id, |p| p["needs_attention"] == true).await;
+    let payout = &last["payouts"][0];
+    assert_eq!(payout["state"], "submitted", "{last}");
+    assert_eq!(payout["needs_attention"], true, "{last}");
+    assert!(
+        payout["error"].as_str().unwrap().contains("tx_hash"),
+        "{last}"
+    );
+    assert_eq!(
+        last["balance_usdt"], "0.000000",
+        "not re-credited while the outcome is unknown"
+    );
+    // An operator may fail it, but only deliberately.
+    let pid = payout["payout_id"].as_str().unwrap();
+    let fail = format!("/api/v1/payouts/{pid}/fail");
+    let (s, body) = server
+        .call(
+            "POST",
+            &fail,
+            Some(&server.admin),
+            Some(json!({"reason": "treasury: not paid"})),
+        )
+        .await;
+    assert_problem(s, &body, 409, "payout-submitted");
+    let (s, failed) = server
+        .call(
+            "POST",
+            &fail,
+            Some(&server.admin),
+            Some(json!({"reason": "treasury: not paid", "force": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{failed}");
+    assert_eq!(failed["state"], "failed");
+    let (_, v) = server
+        .call(
+            "GET",
+            &format!("/api/v1/payouts/{id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(v["balance_usdt"], "12.000000");
 }
 
 #[test]

@@ -450,6 +450,9 @@ async fn replays_forgeries_and_other_nodes_are_refused() {
         )
         .await;
     assert_problem(status, &body, 400, "validation");
+    // A seq beyond 2^53 - 1 would lock the node out for good: refused.
+    let (status, body) = send(&server, &token_a, a_id, &key_a, 1 << 53).await;
+    assert_problem(status, &body, 400, "validation");
     // A suspended node's heartbeats stop at once.
     server
         .call(

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -113,67 +113,84 @@ fn authenticate(parts: &Parts, app: &AppState) -> ApiResult<Caller> {
     })
 }
 
-/// Outstanding login challenges, in memory: they live 60 s, are single-use, and a restart
-/// only means a node asks again.
-#[derive(Default)]
+/// Login challenges. A nonce is self-validating: `expiry || random || HMAC(key, node_id,
+/// expiry, random)`, with a key that lives only in this process. Nothing is stored per
+/// challenge, so nobody can crowd a node's challenges out by asking for many; only nonces
+/// that were answered are remembered, until they expire, to make them single-use. A
+/// restart only means a node asks again.
 pub struct Challenges {
-    inner: Mutex<HashMap<String, Vec<(String, Instant)>>>,
+    key: [u8; 32],
+    used: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for Challenges {
+    fn default() -> Self {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        Self {
+            key,
+            used: Mutex::default(),
+        }
+    }
 }
 
 /// How long a nonce may be answered.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
-/// Outstanding nonces per node; older ones are dropped beyond this.
-const MAX_PER_NODE: usize = 4;
-/// Nodes with outstanding nonces; beyond this new challenges are refused (429).
-const MAX_NODES: usize = 200_000;
 
 impl Challenges {
-    fn issue(&self, node_id: &str) -> ApiResult<String> {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        let nonce = B64.encode(bytes);
-        let now = Instant::now();
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_NODES {
-            map.retain(|_, v| {
-                v.retain(|(_, exp)| *exp > now);
-                !v.is_empty()
-            });
-            if map.len() >= MAX_NODES {
-                return Err(ApiError {
-                    retry_after: Some(5),
-                    ..ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too-many-challenges",
-                        "too many outstanding login challenges",
-                    )
-                });
-            }
-        }
-        let list = map.entry(node_id.to_string()).or_default();
-        list.retain(|(_, exp)| *exp > now);
-        if list.len() >= MAX_PER_NODE {
-            list.remove(0);
-        }
-        list.push((nonce.clone(), now + CHALLENGE_TTL));
-        Ok(nonce)
+    fn mac(&self, node_id: &str, expiry: u64, random: &[u8]) -> [u8; 16] {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(b"lucid-challenge-v1|");
+        mac.update(node_id.as_bytes());
+        mac.update(&expiry.to_be_bytes());
+        mac.update(random);
+        let full = mac.finalize().into_bytes();
+        full[..16].try_into().expect("32-byte MAC")
     }
 
-    /// Takes a nonce out (single use): true if it was outstanding and not expired.
-    fn take(&self, node_id: &str, nonce: &str) -> bool {
-        let now = Instant::now();
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(list) = map.get_mut(node_id) else {
+    /// A fresh nonce for `node_id` and its expiry (seconds since the epoch).
+    fn issue(&self, node_id: &str, now_secs: u64) -> (String, u64) {
+        let expiry = now_secs + CHALLENGE_TTL.as_secs();
+        let mut random = [0u8; 16];
+        OsRng.fill_bytes(&mut random);
+        let mut bytes = Vec::with_capacity(40);
+        bytes.extend_from_slice(&expiry.to_be_bytes());
+        bytes.extend_from_slice(&random);
+        bytes.extend_from_slice(&self.mac(node_id, expiry, &random));
+        (B64.encode(bytes), expiry)
+    }
+
+    /// Whether `nonce` was issued here for `node_id`, has not expired and was not used.
+    fn is_valid(&self, node_id: &str, nonce: &str, now_secs: u64) -> bool {
+        let Ok(bytes) = B64.decode(nonce) else {
             return false;
         };
-        let found = list
-            .iter()
-            .position(|(n, _)| n == nonce)
-            .map(|i| list.remove(i));
-        if list.is_empty() {
-            map.remove(node_id);
+        if bytes.len() != 40 {
+            return false;
         }
-        matches!(found, Some((_, exp)) if exp > now)
+        let expiry = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let expected = self.mac(node_id, expiry, &bytes[8..24]);
+        let mac_ok = bytes[24..]
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+        mac_ok && expiry > now_secs && !self.lock_used().contains_key(nonce)
+    }
+
+    /// Marks a nonce used; false if it already was (a concurrent replay).
+    fn consume(&self, nonce: &str, now_secs: u64) -> bool {
+        let mut used = self.lock_used();
+        if used.len() > 10_000 {
+            used.retain(|_, expiry| *expiry > now_secs);
+        }
+        used.insert(nonce.to_string(), now_secs + CHALLENGE_TTL.as_secs())
+            .is_none()
+    }
+
+    fn lock_used(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -218,11 +235,12 @@ pub async fn challenge(
     ApiJson(req): ApiJson<ChallengeRequest>,
 ) -> ApiResult<Json<ChallengeResponse>> {
     active_node(&app, &req.node_id)?;
-    let nonce = app.challenges.issue(&req.node_id)?;
-    let expires = app.clock.now_us() + CHALLENGE_TTL.as_micros() as u64;
+    let (nonce, expiry) = app
+        .challenges
+        .issue(&req.node_id, crate::crypto::unix_now_secs());
     Ok(Json(ChallengeResponse {
         nonce,
-        expires_at: rfc3339_us(expires),
+        expires_at: rfc3339_us(expiry * 1_000_000),
     }))
 }
 
@@ -250,7 +268,12 @@ pub async fn token(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let node = active_node(&app, &req.node_id)?;
-    if !app.challenges.take(&req.node_id, &req.nonce) {
+    let now = crate::crypto::unix_now_secs();
+    // A nonce is spent by its first answer, right or wrong: a wrong signature cannot be
+    // followed by guesses on the same nonce.
+    if !app.challenges.is_valid(&req.node_id, &req.nonce, now)
+        || !app.challenges.consume(&req.nonce, now)
+    {
         app.metrics
             .auth_failures
             .with_label_values(&["invalid-challenge"])
@@ -270,7 +293,6 @@ pub async fn token(
             "the signature does not verify with the node's public key",
         ));
     }
-    let now = app.clock.now_us() / 1_000_000;
     let (token, exp) = app.tokens.issue(
         Role::Node,
         &node.node_id,
@@ -289,21 +311,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nonces_are_single_use() {
+    fn nonces_are_bound_to_their_node_and_single_use() {
         let c = Challenges::default();
-        let n = c.issue("node_a").unwrap();
-        assert!(!c.take("node_b", &n));
-        assert!(c.take("node_a", &n));
-        assert!(!c.take("node_a", &n));
+        let (n, _) = c.issue("node_a", 1000);
+        assert!(!c.is_valid("node_b", &n, 1000));
+        assert!(c.is_valid("node_a", &n, 1000));
+        assert!(c.consume(&n, 1000));
+        assert!(!c.is_valid("node_a", &n, 1000));
+        assert!(!c.consume(&n, 1000));
     }
 
     #[test]
-    fn only_the_latest_few_nonces_stay_valid() {
+    fn nonces_expire_and_cannot_be_forged() {
         let c = Challenges::default();
-        let first = c.issue("node_a").unwrap();
-        for _ in 0..MAX_PER_NODE {
-            c.issue("node_a").unwrap();
+        let (n, expiry) = c.issue("node_a", 1000);
+        assert_eq!(expiry, 1060);
+        assert!(!c.is_valid("node_a", &n, 1060));
+        let other = Challenges::default();
+        let (foreign, _) = other.issue("node_a", 1000);
+        assert!(!c.is_valid("node_a", &foreign, 1000));
+        assert!(!c.is_valid("node_a", "garbage", 1000));
+    }
+
+    #[test]
+    fn many_challenges_do_not_crowd_out_a_nodes_own() {
+        let c = Challenges::default();
+        let (mine, _) = c.issue("node_a", 1000);
+        for _ in 0..10_000 {
+            c.issue("node_a", 1000);
         }
-        assert!(!c.take("node_a", &first));
+        assert!(c.is_valid("node_a", &mine, 1000));
     }
 }

@@ -62,8 +62,17 @@ struct Checked {
     stored: StoredHeartbeat,
 }
 
+/// Largest accepted `seq` (2^53 - 1, exact in every JSON reader): a node that jumped to
+/// u64::MAX would lock itself out for good.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
 fn check(node_id: &str, req: &HeartbeatRequest) -> ApiResult<Checked> {
     let seq = whole("seq", &req.seq)?;
+    if seq > MAX_SEQ {
+        return Err(ApiError::validation(format!(
+            "seq must be at most {MAX_SEQ}"
+        )));
+    }
     let sessions_active = whole("sessions_active", &req.sessions_active)?;
     let bytes_relayed = whole("bytes_relayed", &req.bytes_relayed)?;
     let mem_used_mb = whole("mem_used_mb", &req.mem_used_mb)?;

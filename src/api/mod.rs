@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod extract;
 pub mod heartbeat;
 pub mod meta;
@@ -96,6 +97,12 @@ pub fn router(app: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout.max(Duration::from_secs(1)),
         ))
+        // Added after the timeout layer, so outside it: a backup takes as long as the
+        // database is large. Still counted and timed by `observe`.
+        .route(
+            "/api/v1/backup",
+            post(backup::create).layer(middleware::from_fn_with_state(app.clone(), observe)),
+        )
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

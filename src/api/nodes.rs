@@ -319,8 +319,13 @@ pub async fn update(
             }
             if let Some(status) = req.status {
                 if status != current.status {
-                    admin_status_change(current.status, status)
-                        .map_err(|e| ApiError::conflict("invalid-state", e))?;
+                    admin_status_change(current.status, status).map_err(|e| {
+                        if current.status == NodeStatus::Deregistered {
+                            ApiError::conflict("invalid-state", e)
+                        } else {
+                            ApiError::unprocessable("invalid-status-change", e)
+                        }
+                    })?;
                     if status == NodeStatus::Suspended {
                         next.token_generation += 1;
                     }

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, auth, heartbeat, meta, nodes, payouts, pools, poot, tokens};
+use super::{audit, auth, backup, heartbeat, meta, nodes, payouts, pools, poot, tokens};
 
 struct BearerAuth;
 
@@ -35,6 +35,7 @@ impl Modify for BearerAuth {
         payouts::for_node, payouts::process, payouts::export, payouts::confirm, payouts::fail,
         payouts::ledger, payouts::adjust,
         audit::list,
+        backup::create,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth)

@@ -36,6 +36,8 @@ pub struct PayoutView {
     pub attempts: u32,
     pub error: Option<String>,
     pub next_attempt_at: Option<String>,
+    /// The sink cannot settle it alone; an operator should confirm or fail it.
+    pub needs_attention: bool,
 }
 
 impl From<&Payout> for PayoutView {
@@ -55,6 +57,7 @@ impl From<&Payout> for PayoutView {
                 .next_attempt_at_us
                 .filter(|_| p.state.is_open())
                 .map(rfc3339_us),
+            needs_attention: p.needs_attention,
         }
     }
 }
@@ -271,6 +274,10 @@ pub async fn confirm(
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     pub reason: String,
+    /// Needed to fail a payout the webhook sink has already sent (`submitted`): only when
+    /// the payment service is known not to have paid it, or it would be paid twice.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Fail a payout (admin): the amount goes back to the node's balance by a ledger entry.
@@ -289,9 +296,20 @@ pub async fn fail(
     checked_payout_id(&payout_id)?;
     let reason = validate_text("reason", &req.reason).map_err(ApiError::validation)?;
     let actor = caller.actor();
+    let force = req.force;
     let payout = app
         .writer
-        .write(move |b| payouts::fail(b, &payout_id, &reason, &actor))
+        .write(move |b| {
+            if let Some(p) = b.payout(&payout_id)? {
+                if p.state == PayoutState::Submitted && !force {
+                    return Err(ApiError::conflict(
+                        "payout-submitted",
+                        "the payment service was already asked to pay this payout; fail it only with \"force\": true once you know it was not paid",
+                    ));
+                }
+            }
+            payouts::fail(b, &payout_id, &reason, &actor)
+        })
         .await?;
     Ok(Json(PayoutView::from(&payout)))
 }

@@ -57,7 +57,7 @@ pub async fn issue(
             "ttl_seconds must be between 60 and {MAX_TTL_SECONDS}"
         )));
     }
-    let now = app.clock.now_us() / 1_000_000;
+    let now = crate::crypto::unix_now_secs();
     let (token, exp) = app
         .tokens
         .issue(role, &req.subject, Duration::from_secs(ttl), None, now);

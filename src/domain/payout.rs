@@ -65,6 +65,10 @@ pub struct Payout {
     pub error: Option<String>,
     /// When the sink may try again (webhook sink).
     pub next_attempt_at_us: Option<Micros>,
+    /// The sink cannot settle it alone (outcome unknown after PAYOUT_MAX_RETRIES, or an
+    /// answer it could not accept): an operator should look. Delivery goes on where it is
+    /// safe (same idempotency key).
+    pub needs_attention: bool,
 }
 
 /// Why a node with a balance gets no payout this run.

@@ -111,10 +111,15 @@ pub async fn deliver_due(app: &AppState, sink: &WebhookSink) -> ApiResult<usize>
             let mut after: Option<String> = None;
             loop {
                 let page = reader.payouts_in_state(state, after.as_deref(), 1000)?;
+                // Pending: never tried. Submitted: due when its next attempt is; parked
+                // (no next attempt) ones wait for an operator.
                 due.extend(
                     page.items
                         .into_iter()
-                        .filter(|p| p.next_attempt_at_us.is_none_or(|t| t <= now))
+                        .filter(|p| match p.state {
+                            PayoutState::Pending => true,
+                            _ => p.next_attempt_at_us.is_some_and(|t| t <= now),
+                        })
                         .map(|p| p.payout_id),
                 );
                 match page.next {
@@ -150,37 +155,59 @@ async fn deliver_one(app: &AppState, sink: &WebhookSink, payout_id: String) -> A
     };
     let result = sink.deliver(&payout).await;
     let id = payout_id.clone();
+    let attempts = payout.attempts;
+    let out_of_attempts = attempts >= max;
     match result {
         Delivery::Paid { tx_hash } => {
             let outcome = app
                 .writer
                 .write(move |b| payouts::confirm(b, &id, &tx_hash, &Actor::system()))
                 .await;
-            if let Err(e) = outcome {
-                // A duplicate receipt or a payout closed meanwhile: keep it visible.
-                app.metrics.payout_sink_errors.inc();
-                tracing::warn!(payout_id = %payout_id, error = %e, "payment service answer not accepted");
-                let detail = e.detail.clone();
-                let id = payout_id.clone();
-                app.writer
-                    .write(move |b| payouts::record_attempt_error(b, &id, &detail))
-                    .await?;
-            } else {
-                tracing::info!(payout_id = %payout_id, "payout confirmed by the payment service");
+            match outcome {
+                Ok(_) => {
+                    tracing::info!(payout_id = %payout_id, "payout confirmed by the payment service")
+                }
+                Err(e) if e.is_storage_failure() || e.kind == "unavailable" => return Err(e),
+                Err(e) => {
+                    // A receipt we cannot accept (already used, payout closed meanwhile):
+                    // an operator has to look; after the last attempt stop asking.
+                    app.metrics.payout_sink_errors.inc();
+                    tracing::error!(payout_id = %payout_id, error = %e, "payment service receipt refused");
+                    let detail = e.detail.clone();
+                    let id = payout_id.clone();
+                    app.writer
+                        .write(move |b| {
+                            payouts::record_attempt_error(b, &id, &detail, true, out_of_attempts)
+                        })
+                        .await?;
+                }
             }
         }
         Delivery::NotPaid { reason } => {
             app.metrics.payout_sink_errors.inc();
-            tracing::warn!(payout_id = %payout_id, attempt = payout.attempts, %reason, "payout delivery failed");
-            let give_up = payout.attempts >= max;
+            tracing::warn!(payout_id = %payout_id, attempt = attempts, %reason, "payout not delivered");
             app.writer
                 .write(move |b| {
-                    if give_up {
-                        let why = format!("gave up after {} attempts: {reason}", payout.attempts);
+                    if out_of_attempts {
+                        let why = format!("gave up after {attempts} attempts: {reason}");
                         payouts::fail(b, &id, &why, &Actor::system()).map(|_| ())
                     } else {
-                        payouts::record_attempt_error(b, &id, &reason)
+                        payouts::record_attempt_error(b, &id, &reason, false, false)
                     }
+                })
+                .await?;
+        }
+        Delivery::Unknown { reason } => {
+            // Perhaps paid: keep asking with the same idempotency key, never re-credit.
+            app.metrics.payout_sink_errors.inc();
+            if out_of_attempts {
+                tracing::error!(payout_id = %payout_id, attempt = attempts, %reason, "payout outcome still unknown; retrying with the same idempotency key, needs attention");
+            } else {
+                tracing::warn!(payout_id = %payout_id, attempt = attempts, %reason, "payout outcome unknown; will retry");
+            }
+            app.writer
+                .write(move |b| {
+                    payouts::record_attempt_error(b, &id, &reason, out_of_attempts, false)
                 })
                 .await?;
         }

@@ -17,8 +17,10 @@ use crate::domain::poot::{
     close_epoch, epoch_window, first_epoch_at_or_after, EpochParams, NodeEpochInput, Receipt,
 };
 use crate::domain::proof::{sign_epoch, Epoch};
-use crate::error::ApiResult;
-use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, PROOFS_COUNTER};
+use crate::error::{ApiError, ApiResult};
+use crate::store::tables::{
+    HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY, PROOFS_COUNTER,
+};
 use crate::store::{Actor, Batch};
 
 /// Heartbeats removed per write transaction while pruning (keeps each batch short).
@@ -63,6 +65,22 @@ pub async fn run(app: AppState) {
     }
 }
 
+/// Refuses an epoch length that differs from the one this database was closed with:
+/// epoch numbers would change meaning and signed epochs would be renumbered.
+pub fn check_epoch_length(
+    reader: &crate::store::queries::Reader,
+    length_us: Micros,
+) -> Result<(), String> {
+    match reader.meta_u64(POOT_LENGTH_KEY).map_err(|e| e.detail)? {
+        Some(stored) if stored != length_us => Err(format!(
+            "invalid value {}s for POOT_CALCULATION_INTERVAL: this database's epochs are {}s long; changing the epoch length of existing data is not supported (it would renumber signed epochs)",
+            length_us / 1_000_000,
+            stored / 1_000_000
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Closes every finished epoch not yet closed; returns their numbers. Idempotent: an
 /// epoch is closed once, and an open epoch never.
 pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
@@ -101,24 +119,49 @@ pub fn close_next_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<
     // A stamp is strictly after every heartbeat stamped before, so "finished" means no
     // heartbeat for the window can still arrive.
     let now = b.stamp_us();
-    let Some(closed_until) = b.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
+    let current_start = now - now % p.length_us;
+    let Some(mut closed_until) = b.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
         // First start: the current epoch is the first one to close.
-        let start = now - now % p.length_us;
-        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start)?;
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, current_start)?;
+        b.set_meta_u64(POOT_LENGTH_KEY, p.length_us)?;
         return Ok(None);
     };
+    // Skip, in one step, epochs in which no node can have been up: a long outage or a
+    // clock that was far behind must not cost one transaction per empty epoch.
+    let first = b.first_heartbeat_at_or_after(closed_until.saturating_sub(p.timeout_us))?;
+    let busy_from = first.map_or(current_start, |t| (t - t % p.length_us).min(current_start));
+    if busy_from > closed_until {
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, busy_from)?;
+        closed_until = busy_from;
+    }
     let epoch = first_epoch_at_or_after(closed_until, p.length_us);
     let (start, end) = epoch_window(epoch, p.length_us);
     if end > now {
         return Ok(None);
     }
-    let mut by_node: BTreeMap<String, Vec<Receipt>> = BTreeMap::new();
-    for (at, node_id, hb) in b.heartbeats_between(start.saturating_sub(p.timeout_us), end)? {
-        by_node.entry(node_id).or_default().push(Receipt {
-            received_at_us: at,
-            leaf: leaf_hash(&hb.leaf_data()),
-        });
+    if b.epoch(epoch)?.is_some() {
+        // Signed epochs are never rewritten (this would mean the epoch length changed).
+        return Err(ApiError::unavailable(format!(
+            "epoch {epoch} is already closed; refusing to rewrite it"
+        )));
     }
+    let mut by_node: BTreeMap<String, Vec<Receipt>> = BTreeMap::new();
+    b.for_each_heartbeat_between(
+        start.saturating_sub(p.timeout_us),
+        end,
+        |at, node_id, hb| {
+            let receipt = Receipt {
+                received_at_us: at,
+                leaf: leaf_hash(&hb.leaf_data()),
+            };
+            match by_node.get_mut(node_id) {
+                Some(list) => list.push(receipt),
+                None => {
+                    by_node.insert(node_id.to_string(), vec![receipt]);
+                }
+            }
+        },
+    )?;
     let mut inputs = Vec::with_capacity(by_node.len());
     for (node_id, receipts) in by_node {
         let Some(node) = b.node(&node_id)? else {
@@ -220,4 +263,94 @@ pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
         tracing::info!(removed = total, "pruned heartbeats past retention");
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::heartbeat::StoredHeartbeat;
+    use crate::store::batch::AuditHead;
+
+    const S: u64 = 1_000_000;
+
+    fn params() -> CloseParams {
+        CloseParams {
+            length_us: 300 * S,
+            timeout_us: 90 * S,
+            reward_per_hour: Decimal::new(5, 2),
+            proof_key: crate::crypto::generate_signing_key(),
+        }
+    }
+
+    /// Runs `close_next_epoch` until it has nothing to do; returns the epochs closed.
+    fn close_all(
+        store: &crate::store::Store,
+        clock: &crate::clock::Clock,
+        p: &CloseParams,
+    ) -> Vec<u64> {
+        let mut closed = Vec::new();
+        for _ in 0..100 {
+            let txn = store.db.begin_write().unwrap();
+            let mut head = AuditHead::load(&txn).unwrap();
+            let next = {
+                let mut b = Batch::new(&txn, &mut head, clock);
+                close_next_epoch(&mut b, p).unwrap()
+            };
+            txn.commit().unwrap();
+            match next {
+                Some((e, _)) => closed.push(e),
+                None => return closed,
+            }
+        }
+        panic!("catch-up did not finish in 100 transactions");
+    }
+
+    #[test]
+    fn a_long_silent_outage_is_skipped_in_one_step_not_one_epoch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        let p = params();
+        let now = clock.now_us();
+        let long_ago = (now / p.length_us - 10_000) * p.length_us;
+        let recent = now - 2 * p.length_us;
+        {
+            let txn = store.db.begin_write().unwrap();
+            let mut head = AuditHead::load(&txn).unwrap();
+            let mut b = Batch::new(&txn, &mut head, &clock);
+            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, long_ago).unwrap();
+            b.set_meta_u64(POOT_LENGTH_KEY, p.length_us).unwrap();
+            let hb = StoredHeartbeat {
+                seq: 1,
+                canonical: "lucid-hb-v1|node_x|1|t|0|0|0|0".into(),
+                signature: vec![0; 64],
+                sessions_active: 0,
+                bytes_relayed: 0,
+                cpu_load: 0.0,
+                mem_used_mb: 0,
+            };
+            b.insert_heartbeat(recent, "node_x", &hb).unwrap();
+
+            txn.commit().unwrap();
+        }
+        let closed = close_all(&store, &clock, &p);
+        // 10,000 silent epochs cost nothing; only the epochs around the heartbeat close.
+        assert!(
+            closed.len() <= 3,
+            "closed {} epochs: {closed:?}",
+            closed.len()
+        );
+        assert!(closed.contains(&(recent / p.length_us)));
+    }
+
+    #[test]
+    fn a_different_epoch_length_is_refused_for_existing_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        let p = params();
+        close_all(&store, &clock, &p); // first start records the length
+        let reader = store.reader().unwrap();
+        assert!(check_epoch_length(&reader, p.length_us).is_ok());
+        let err = check_epoch_length(&reader, 600 * S).unwrap_err();
+        assert!(err.contains("POOT_CALCULATION_INTERVAL"), "{err}");
+    }
 }

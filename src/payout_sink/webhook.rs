@@ -68,30 +68,46 @@ impl WebhookSink {
             .await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return not_paid("the payment service did not answer in time")
+            // Never connected: the request cannot have been paid.
+            Err(e) if e.is_connect() => {
+                return not_paid(&format!("cannot connect to the payment service: {e}"))
             }
-            Err(e) => return not_paid(&format!("cannot reach the payment service: {e}")),
+            Err(e) if e.is_timeout() => {
+                return unknown("the payment service did not answer in time")
+            }
+            Err(e) => return unknown(&format!("the request to the payment service failed: {e}")),
         };
-        let status = response.status();
-        let text = match response.text().await {
-            Ok(t) => t,
-            Err(e) => return not_paid(&format!("reading the answer failed: {e}")),
-        };
-        if !status.is_success() {
-            return not_paid(&format!("the payment service answered {}", status.as_u16()));
+        let status = response.status().as_u16();
+        match response.text().await {
+            Ok(text) => classify(status, &text),
+            Err(e) => unknown(&format!("reading the answer failed: {e}")),
         }
-        let tx_hash = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v.get("tx_hash")
-                    .and_then(|h| h.as_str())
-                    .and_then(normalize_tx_hash)
-            });
-        match tx_hash {
-            Some(tx_hash) => Delivery::Paid { tx_hash },
-            None => not_paid("the payment service answered 2xx without a valid tx_hash"),
+    }
+}
+
+/// What an answer means for the money: only a receipt is "paid", only a clear refusal
+/// (4xx other than 408/429) is "not paid"; everything else may have been paid.
+pub fn classify(status: u16, body: &str) -> Delivery {
+    match status {
+        200..=299 => {
+            let tx_hash = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| {
+                    v.get("tx_hash")
+                        .and_then(|h| h.as_str())
+                        .and_then(normalize_tx_hash)
+                });
+            match tx_hash {
+                Some(tx_hash) => Delivery::Paid { tx_hash },
+                None => unknown("the payment service answered 2xx without a valid tx_hash"),
+            }
         }
+        408 | 429 => unknown(&format!("the payment service answered {status}")),
+        400..=499 => not_paid(&format!(
+            "the payment service refused the payout ({status}): {}",
+            body.chars().take(200).collect::<String>()
+        )),
+        _ => unknown(&format!("the payment service answered {status}")),
     }
 }
 
@@ -101,9 +117,31 @@ fn not_paid(reason: &str) -> Delivery {
     }
 }
 
+fn unknown(reason: &str) -> Delivery {
+    Delivery::Unknown {
+        reason: reason.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_clear_refusals_count_as_not_paid() {
+        let hash = "c".repeat(64);
+        assert_eq!(
+            classify(200, &format!("{{\"tx_hash\":\"{hash}\"}}")),
+            Delivery::Paid { tx_hash: hash }
+        );
+        assert!(matches!(classify(200, "<html>"), Delivery::Unknown { .. }));
+        assert!(matches!(classify(500, ""), Delivery::Unknown { .. }));
+        assert!(matches!(classify(429, ""), Delivery::Unknown { .. }));
+        assert!(matches!(
+            classify(422, "no such address"),
+            Delivery::NotPaid { .. }
+        ));
+    }
 
     #[test]
     fn signature_is_hmac_sha256_hex() {

@@ -162,6 +162,34 @@ impl<'a> Batch<'a> {
         Ok(out)
     }
 
+    /// Calls `f` for every heartbeat received in `[from, to)`, in receive order, without
+    /// holding them all in memory.
+    pub fn for_each_heartbeat_between(
+        &self,
+        from: Micros,
+        to: Micros,
+        mut f: impl FnMut(Micros, &str, StoredHeartbeat),
+    ) -> ApiResult<()> {
+        let t = self.txn.open_table(HEARTBEATS)?;
+        for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
+            let (k, v) = entry?;
+            let (at, node) = k.value();
+            f(at, node, decode(v.value())?);
+        }
+        Ok(())
+    }
+
+    /// Receive time of the first heartbeat at or after `t`.
+    pub fn first_heartbeat_at_or_after(&self, t: Micros) -> ApiResult<Option<Micros>> {
+        let table = self.txn.open_table(HEARTBEATS)?;
+        let mut range = table.range::<(u64, &str)>((t, "")..)?;
+        let first = match range.next() {
+            Some(entry) => Some(entry?.0.value().0),
+            None => None,
+        };
+        Ok(first)
+    }
+
     /// Removes up to `max` heartbeats received before `before`; returns how many.
     pub fn prune_heartbeats(&mut self, before: Micros, max: usize) -> ApiResult<usize> {
         let mut t = self.txn.open_table(HEARTBEATS)?;

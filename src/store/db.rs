@@ -16,6 +16,11 @@ use crate::error::ApiResult;
 /// The schema this build writes. Bump it with a migration in [`migrate`].
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The oldest schema [`migrate`] can upgrade from. Every release writes its version in the
+/// database's first transaction, so a database with data but no version (or version 0)
+/// was not written by this program, or is damaged: it is refused, never adopted.
+pub const OLDEST_SCHEMA_VERSION: u32 = 1;
+
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "lucid.redb";
 
@@ -54,6 +59,17 @@ fn stored_version(db: &Database) -> Result<Option<u32>, String> {
     }
 }
 
+/// True when the file holds any table (a fresh file holds none).
+fn has_tables(db: &Database) -> Result<bool, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let tables = txn.list_tables().map_err(|e| e.to_string())?.count();
+    let multimap = txn
+        .list_multimap_tables()
+        .map_err(|e| e.to_string())?
+        .count();
+    Ok(tables + multimap > 0)
+}
+
 /// Opens the database and starts the service clock no earlier than the latest time the
 /// database recorded (see `Clock::starting_at_least`).
 pub fn open_with_clock(data_dir: &Path, max_nodes_per_pool: u32) -> Result<(Store, Clock), String> {
@@ -89,6 +105,17 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
                 path.display()
             ));
         }
+        if v < OLDEST_SCHEMA_VERSION {
+            return Err(format!(
+                "database {} has schema version {v}, which no release wrote (oldest known: {OLDEST_SCHEMA_VERSION}); refusing to open it",
+                path.display()
+            ));
+        }
+    } else if has_tables(&db)? {
+        return Err(format!(
+            "database {} holds tables but no schema version: it was not written by lucid-node-management or is damaged; refusing to open it (restore a backup, or move it away to start afresh)",
+            path.display()
+        ));
     }
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
@@ -202,5 +229,91 @@ mod tests {
         }
         let err = open(dir.path(), 100, &Clock::new()).err().unwrap();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn a_database_written_by_this_version_opens_again_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::new();
+        let store = open(dir.path(), 100, &clock).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            let mut head = AuditHead::load(&txn).unwrap();
+            {
+                let mut batch = Batch::new(&txn, &mut head, &clock);
+                let pool = Pool {
+                    pool_id: "pool_upgrade".into(),
+                    name: "upgrade".into(),
+                    region: Some("eu".into()),
+                    capacity: 7,
+                    member_count: 0,
+                    created_at_us: batch.now_us(),
+                };
+                batch.put_pool(&pool, true).unwrap();
+                batch
+                    .audit(&Actor::system(), "pool.create", "pool_upgrade", json!({}))
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        drop(store);
+        let store = open(dir.path(), 100, &clock).unwrap();
+        assert_eq!(stored_version(&store.db).unwrap(), Some(SCHEMA_VERSION));
+        let r = store.reader().unwrap();
+        let pool = r.pool("pool_upgrade").unwrap().unwrap();
+        assert_eq!((pool.name.as_str(), pool.capacity), ("upgrade", 7));
+        assert_eq!(r.counter(POOLS_COUNTER).unwrap(), 2);
+        assert_eq!(r.audit(0, 10).unwrap().items.len(), 2);
+    }
+
+    /// A redb file with a table of data and the given schema version (None: no META).
+    fn foreign_database(dir: &Path, version: Option<u32>) -> PathBuf {
+        let path = dir.join(DB_FILE);
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(NODES)
+            .unwrap()
+            .insert("node_x", b"not bincode".as_slice())
+            .unwrap();
+        if let Some(v) = version {
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_VERSION_KEY, v.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_database_with_data_but_no_schema_version_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = foreign_database(dir.path(), None);
+        let err = open(dir.path(), 100, &Clock::new()).err().unwrap();
+        assert!(err.contains("no schema version"), "{err}");
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect();
+        assert_eq!(names, vec!["nodes".to_string()], "nothing was added");
+    }
+
+    #[test]
+    fn a_database_of_schema_version_0_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        foreign_database(dir.path(), Some(0));
+        let err = open(dir.path(), 100, &Clock::new()).err().unwrap();
+        assert!(err.contains("schema version 0"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_redb_file_is_initialised() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Database::create(dir.path().join(DB_FILE)).unwrap());
+        let store = open(dir.path(), 100, &Clock::new()).unwrap();
+        assert_eq!(stored_version(&store.db).unwrap(), Some(SCHEMA_VERSION));
     }
 }

@@ -40,6 +40,7 @@ pub fn create_if_due(
         attempts: 0,
         error: None,
         next_attempt_at_us: None,
+        needs_attention: false,
     };
     let mut node = before.clone();
     b.append_ledger(
@@ -82,6 +83,7 @@ pub fn confirm(
     }
     let mut payout = before.clone();
     payout.state = PayoutState::Confirmed;
+    payout.needs_attention = false;
     payout.tx_hash = Some(tx_hash.to_string());
     payout.updated_at_us = b.now_us();
     payout.next_attempt_at_us = None;
@@ -159,8 +161,15 @@ pub fn mark_submitted(
     Ok(Some(payout))
 }
 
-/// Records why a delivery attempt failed (the payout stays open for the next attempt).
-pub fn record_attempt_error(b: &mut Batch<'_>, payout_id: &str, error: &str) -> ApiResult<()> {
+/// Records why a delivery attempt failed (the payout stays open). `stop` parks it: no
+/// more automatic attempts until an operator confirms or fails it.
+pub fn record_attempt_error(
+    b: &mut Batch<'_>,
+    payout_id: &str,
+    error: &str,
+    needs_attention: bool,
+    stop: bool,
+) -> ApiResult<()> {
     let Some(before) = b.payout(payout_id)? else {
         return Ok(());
     };
@@ -169,6 +178,10 @@ pub fn record_attempt_error(b: &mut Batch<'_>, payout_id: &str, error: &str) -> 
     }
     let mut payout = before.clone();
     payout.error = Some(error.to_string());
+    payout.needs_attention |= needs_attention;
+    if stop {
+        payout.next_attempt_at_us = None;
+    }
     payout.updated_at_us = b.now_us();
     b.put_payout(&payout, Some(&before))
 }

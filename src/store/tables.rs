@@ -44,6 +44,8 @@ pub const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("le
 
 /// META keys (u64 little-endian values).
 pub const POOT_CLOSED_UNTIL_KEY: &str = "poot.closed_until_us";
+/// The epoch length (µs) this database's epochs were closed with.
+pub const POOT_LENGTH_KEY: &str = "poot.length_us";
 pub const LEDGER_SEQ_KEY: &str = "ledger.seq";
 pub const CLOCK_HIGH_WATER_KEY: &str = "clock.high_water_us";
 /// Heartbeats received before this have been pruned.

@@ -1,0 +1,1273 @@
+//! Backup and restore of the database.
+//!
+//! A file copy of a live redb file is not a backup. A backup is made through ONE read
+//! transaction (one consistent snapshot of every table), copied table by table into a new
+//! redb file in one write transaction, committed durably, fsynced and only then renamed to
+//! its final name: an interrupted or failed backup leaves no half-written file behind.
+//!
+//! - Database free (service stopped): the CLI opens it read-only and copies it itself.
+//! - Service running (it holds the database's exclusive lock): the CLI asks the service,
+//!   `POST /api/v1/backup` (admin), which makes the same copy inside the service and
+//!   streams it back; the CLI checks what it received before renaming it into place.
+//! - Restore refuses while the service runs, stages the copy inside the state directory,
+//!   checks it (redb page checksums, schema version, [`crate::verify::verify_database`]),
+//!   keeps the old database as `lucid.redb.before-restore-<timestamp>` and renames the
+//!   staged copy in place (at every moment `lucid.redb` names a complete database).
+
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::VerifyingKey;
+use redb::{
+    Database, Key, MultimapTableHandle, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, TableError, TableHandle, Value,
+    WriteTransaction,
+};
+
+use crate::config::Config;
+use crate::store::db::{DB_FILE, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};
+use crate::store::queries::Reader;
+use crate::store::tables::*;
+
+/// What an interrupted operation answers.
+pub const INTERRUPTED: &str = "interrupted; no file was written";
+
+/// Name prefix of the service's temporary backup files in the state directory.
+pub const SERVER_TEMP_PREFIX: &str = ".backup-download-";
+
+/// Name prefix of a restore's staged copy in the state directory.
+const RESTORE_TEMP_PREFIX: &str = ".restore-staged-";
+
+// ---------------------------------------------------------------------------------------
+// The table list
+
+/// Something done once per table, for every key/value type pair.
+pub trait TableVisitor {
+    fn visit<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<(), String>;
+}
+
+/// Every table of the database. A table added to `store/tables.rs` must be added here:
+/// `tests::every_table_defined_in_the_source_is_backed_up` fails otherwise, and at run time a
+/// backup of a database holding a table missing from this list is refused rather than made
+/// incomplete.
+pub fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
+    v.visit(META)?;
+    v.visit(NODES)?;
+    v.visit(NODE_KEYS)?;
+    v.visit(OPERATOR_NODES)?;
+    v.visit(POOLS)?;
+    v.visit(POOL_NAMES)?;
+    v.visit(POOL_MEMBERS)?;
+    v.visit(AUDIT)?;
+    v.visit(COUNTERS)?;
+    v.visit(HEARTBEATS)?;
+    v.visit(PROOFS)?;
+    v.visit(EPOCHS)?;
+    v.visit(LEDGER)?;
+    v.visit(PAYOUTS)?;
+    v.visit(NODE_PAYOUTS)?;
+    v.visit(PAYOUTS_BY_STATE)?;
+    v.visit(TX_HASHES)?;
+    Ok(())
+}
+
+/// The names of the tables a backup copies.
+pub fn table_names() -> Vec<String> {
+    struct Names(Vec<String>);
+    impl TableVisitor for Names {
+        fn visit<K: Key + 'static, V: Value + 'static>(
+            &mut self,
+            table: TableDefinition<'static, K, V>,
+        ) -> Result<(), String> {
+            self.0.push(table.name().to_string());
+            Ok(())
+        }
+    }
+    let mut names = Names(Vec::new());
+    let _ = visit_tables(&mut names);
+    names.0
+}
+
+/// Refuses a database holding a table this build does not know (it would be lost).
+fn check_tables_known(txn: &ReadTransaction) -> Result<(), String> {
+    let known = table_names();
+    let mut unknown: Vec<String> = txn
+        .list_tables()
+        .map_err(|e| format!("cannot list tables: {e}"))?
+        .map(|t| t.name().to_string())
+        .filter(|n| !known.contains(n))
+        .collect();
+    unknown.extend(
+        txn.list_multimap_tables()
+            .map_err(|e| format!("cannot list tables: {e}"))?
+            .map(|t| t.name().to_string()),
+    );
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the database holds tables this build does not know ({}); refusing to make an incomplete copy",
+            unknown.join(", ")
+        ))
+    }
+}
+
+/// Entries in all known tables.
+fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
+    struct Count<'a>(&'a ReadTransaction, u64);
+    impl TableVisitor for Count<'_> {
+        fn visit<K: Key + 'static, V: Value + 'static>(
+            &mut self,
+            table: TableDefinition<'static, K, V>,
+        ) -> Result<(), String> {
+            match self.0.open_table(table) {
+                Ok(t) => self.1 += t.len().map_err(|e| e.to_string())?,
+                Err(TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(format!("cannot read table {}: {e}", table.name())),
+            }
+            Ok(())
+        }
+    }
+    let mut count = Count(txn, 0);
+    visit_tables(&mut count)?;
+    Ok(count.1)
+}
+
+/// Copies each table from the snapshot into the new file's write transaction.
+struct Copier<'a> {
+    src: &'a ReadTransaction,
+    dst: &'a WriteTransaction,
+    progress: &'a mut Progress,
+    tables: usize,
+}
+
+impl TableVisitor for Copier<'_> {
+    fn visit<K: Key + 'static, V: Value + 'static>(
+        &mut self,
+        table: TableDefinition<'static, K, V>,
+    ) -> Result<(), String> {
+        let name = table.name().to_string();
+        let src = match self.src.open_table(table) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(format!("cannot read table {name}: {e}")),
+        };
+        let mut dst = self
+            .dst
+            .open_table(table)
+            .map_err(|e| format!("cannot create table {name} in the copy: {e}"))?;
+        let entries = src
+            .iter()
+            .map_err(|e| format!("cannot read table {name}: {e}"))?;
+        for entry in entries {
+            let (k, v) = entry.map_err(|e| format!("cannot read table {name}: {e}"))?;
+            dst.insert(k.value(), v.value())
+                .map_err(|e| format!("cannot write table {name} in the copy: {e}"))?;
+            self.progress.advance(1)?;
+        }
+        self.tables += 1;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress and interruption
+
+/// Where progress goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A line redrawn in place on stderr.
+    Terminal,
+    /// A log line every few seconds.
+    Log,
+    Quiet,
+}
+
+/// Progress of one long operation, and its cancellation flag.
+pub struct Progress {
+    mode: ProgressMode,
+    cancel: Arc<AtomicBool>,
+    what: String,
+    unit: &'static str,
+    total: u64,
+    done: u64,
+    last: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode, cancel: Arc<AtomicBool>) -> Self {
+        Self {
+            mode,
+            cancel,
+            what: String::new(),
+            unit: "",
+            total: 0,
+            done: 0,
+            last: Instant::now(),
+            drawn: false,
+        }
+    }
+
+    /// A terminal line when stderr is a terminal, log lines otherwise.
+    pub fn for_cli(cancel: Arc<AtomicBool>) -> Self {
+        let mode = if std::io::stderr().is_terminal() {
+            ProgressMode::Terminal
+        } else {
+            ProgressMode::Log
+        };
+        Self::new(mode, cancel)
+    }
+
+    /// Starts a step of `total` units (0: unknown).
+    pub fn start(&mut self, what: impl Into<String>, unit: &'static str, total: u64) {
+        self.end_line();
+        self.what = what.into();
+        self.unit = unit;
+        self.total = total;
+        self.done = 0;
+        self.last = Instant::now();
+        match self.mode {
+            ProgressMode::Terminal => self.draw(),
+            ProgressMode::Log => {
+                tracing::info!(total, unit, "{}", self.what)
+            }
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    /// Counts `n` more units; `Err` once the operation was interrupted.
+    pub fn advance(&mut self, n: u64) -> Result<(), String> {
+        self.done += n;
+        if self.done % 256 < n || n > 1 {
+            self.check()?;
+            let every = match self.mode {
+                ProgressMode::Terminal => Duration::from_millis(200),
+                ProgressMode::Log => Duration::from_secs(5),
+                ProgressMode::Quiet => return Ok(()),
+            };
+            if self.last.elapsed() >= every {
+                self.last = Instant::now();
+                match self.mode {
+                    ProgressMode::Terminal => self.draw(),
+                    _ => tracing::info!(
+                        done = self.done,
+                        total = self.total,
+                        unit = self.unit,
+                        "{}: {}",
+                        self.what,
+                        self.figures()
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `Err` once the operation was interrupted.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(INTERRUPTED.to_string())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends the current step.
+    pub fn finish(&mut self) {
+        match self.mode {
+            ProgressMode::Terminal => {
+                self.draw();
+                self.end_line();
+            }
+            ProgressMode::Log => tracing::info!(
+                done = self.done,
+                unit = self.unit,
+                "{}: done, {}",
+                self.what,
+                self.figures()
+            ),
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    /// A line of its own (a step without figures, or a result).
+    pub fn note(&mut self, message: &str) {
+        self.end_line();
+        match self.mode {
+            ProgressMode::Terminal => eprintln!("{message}"),
+            ProgressMode::Log => tracing::info!("{message}"),
+            ProgressMode::Quiet => {}
+        }
+    }
+
+    fn figures(&self) -> String {
+        let fmt = |n: u64| {
+            if self.unit == "bytes" {
+                format!("{:.1} MiB", n as f64 / 1_048_576.0)
+            } else {
+                n.to_string()
+            }
+        };
+        if self.total > 0 {
+            format!(
+                "{} of {} {} ({}%)",
+                fmt(self.done),
+                fmt(self.total),
+                if self.unit == "bytes" { "" } else { self.unit },
+                self.done.min(self.total) * 100 / self.total
+            )
+            .replace("  ", " ")
+        } else {
+            format!(
+                "{} {}",
+                fmt(self.done),
+                if self.unit == "bytes" { "" } else { self.unit }
+            )
+        }
+    }
+
+    fn draw(&mut self) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r{}: {}\x1b[K", self.what, self.figures());
+        let _ = err.flush();
+        self.drawn = true;
+    }
+
+    fn end_line(&mut self) {
+        if self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.end_line();
+    }
+}
+
+/// A flag set by Ctrl-C (SIGINT) or SIGTERM instead of ending the process, so a long
+/// operation stops at its next check and removes its temporary file. A second signal ends
+/// the process at once.
+pub fn cancel_on_signal() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            let _ = ready_tx.send(());
+            return;
+        };
+        rt.block_on(async move {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                let _ = ready_tx.send(());
+                return;
+            };
+            let _ = ready_tx.send(());
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            set.store(true, Ordering::SeqCst);
+            eprintln!(
+                "\ninterrupted: stopping and removing the partial file (again to quit at once)"
+            );
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            std::process::exit(130);
+        });
+    });
+    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
+    flag
+}
+
+// ---------------------------------------------------------------------------------------
+// Files
+
+/// A temporary file next to its final name, removed unless [`Partial::persist`] renames it.
+struct Partial {
+    path: PathBuf,
+    done: bool,
+}
+
+static PARTIAL_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Partial {
+    /// Creates `dir/{prefix}{pid}-{n}` (mode 0600), failing if it exists.
+    fn create_in(dir: &Path, prefix: &str) -> Result<(Self, File), String> {
+        let n = PARTIAL_SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!("{prefix}{}-{n}-{nanos}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok((Self { path, done: false }, file))
+    }
+
+    /// A temporary file beside `target`: `.{name}.partial-...`.
+    fn beside(target: &Path) -> Result<(Self, File), String> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| format!("{} is not a file name", target.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let dir = parent_dir(target);
+        Self::create_in(&dir, &format!(".{name}.partial-"))
+    }
+
+    /// fsyncs the file, renames it to `target` and fsyncs the directory.
+    fn persist(mut self, target: &Path) -> Result<(), String> {
+        File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("cannot sync {}: {e}", self.path.display()))?;
+        std::fs::rename(&self.path, target)
+            .map_err(|e| format!("cannot rename to {}: {e}", target.display()))?;
+        self.done = true;
+        sync_dir(&parent_dir(target));
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Backup
+
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupStats {
+    pub tables: usize,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for BackupStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} tables, {} entries, {:.1} MiB",
+            self.tables,
+            self.entries,
+            self.bytes as f64 / 1_048_576.0
+        )
+    }
+}
+
+/// Copies the snapshot `src` into a new redb file at `out` (replaced atomically; nothing
+/// is left behind on failure or interruption).
+pub fn write_backup(
+    src: &ReadTransaction,
+    out: &Path,
+    progress: &mut Progress,
+) -> Result<BackupStats, String> {
+    check_tables_known(src)?;
+    let total = count_entries(src)?;
+    let (partial, file) = Partial::beside(out)?;
+    let db = redb::backends::FileBackend::new(file)
+        .and_then(|backend| Database::builder().create_with_backend(backend))
+        .map_err(|e| format!("cannot create the copy: {e}"))?;
+    let txn = db
+        .begin_write()
+        .map_err(|e| format!("cannot write the copy: {e}"))?;
+    progress.start("backup: copying", "entries", total);
+    let mut copier = Copier {
+        src,
+        dst: &txn,
+        progress,
+        tables: 0,
+    };
+    visit_tables(&mut copier)?;
+    let tables = copier.tables;
+    progress.check()?;
+    txn.commit()
+        .map_err(|e| format!("cannot commit the copy: {e}"))?;
+    db.close()
+        .map_err(|e| format!("cannot close the copy: {e}"))?;
+    partial.persist(out)?;
+    progress.finish();
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(BackupStats {
+        tables,
+        entries: total,
+        bytes,
+    })
+}
+
+/// Inside the service: writes a backup of `db` to a temporary file in `data_dir` and
+/// returns it opened and already unlinked (it lives as long as the handle), with its stats.
+pub fn backup_for_download(
+    db: &Database,
+    data_dir: &Path,
+    cancel: Arc<AtomicBool>,
+) -> Result<(File, BackupStats), String> {
+    // Leftovers of a backup interrupted by a crash (only one backup runs at a time).
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().contains(SERVER_TEMP_PREFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let txn = db
+        .begin_read()
+        .map_err(|e| format!("cannot begin a read transaction: {e}"))?;
+    let out = data_dir.join(format!(
+        "{SERVER_TEMP_PREFIX}{}-{}.redb",
+        std::process::id(),
+        PARTIAL_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut progress = Progress::new(ProgressMode::Log, cancel);
+    let result = write_backup(&txn, &out, &mut progress);
+    drop(txn);
+    let stats = result?;
+    let file = File::open(&out);
+    let _ = std::fs::remove_file(&out);
+    let file = file.map_err(|e| format!("cannot reopen the copy: {e}"))?;
+    Ok((file, stats))
+}
+
+/// Schema version stored in a database (None when absent).
+fn schema_version(txn: &ReadTransaction) -> Result<Option<u32>, String> {
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let Some(v) = meta.get(SCHEMA_VERSION_KEY).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 4] = v
+        .value()
+        .try_into()
+        .map_err(|_| "its schema_version is not 4 bytes".to_string())?;
+    Ok(Some(u32::from_le_bytes(bytes)))
+}
+
+/// The copy is a database of a schema version this build can open.
+fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
+    match schema_version(txn)? {
+        None => Err("it has no schema version: not a lucid-node-management database".into()),
+        Some(v) if v > SCHEMA_VERSION => Err(format!(
+            "its schema version {v} is newer than this build understands ({SCHEMA_VERSION}); upgrade the binary first"
+        )),
+        Some(v) if v < OLDEST_SCHEMA_VERSION => Err(format!(
+            "its schema version {v} is unknown (oldest supported: {OLDEST_SCHEMA_VERSION})"
+        )),
+        Some(v) => Ok(v),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Restore
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct RestoreReport {
+    pub database: PathBuf,
+    /// Where the replaced database was kept (None when there was none).
+    pub kept: Option<PathBuf>,
+    pub schema_version: u32,
+    pub entries: u64,
+}
+
+/// Why a database cannot be opened, with the service-is-running case worded for people.
+fn open_error(path: &Path, e: redb::DatabaseError) -> String {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => format!(
+            "the service is running; stop it first (database {} is in use)",
+            path.display()
+        ),
+        other => format!("cannot open {}: {other}", path.display()),
+    }
+}
+
+/// Replaces `data_dir/lucid.redb` with the backup `from`, after checking it. Refuses while
+/// the database is in use; leaves the current database untouched on any failure.
+pub fn restore(
+    data_dir: &Path,
+    from: &Path,
+    proof_key: &VerifyingKey,
+    progress: &mut Progress,
+) -> Result<RestoreReport, String> {
+    let db_path = data_dir.join(DB_FILE);
+    // A read-only handle takes a shared lock: it fails while the service (a writer) holds
+    // the database, and keeps the service from opening it until the swap is done.
+    let _current = if db_path.exists() {
+        match ReadOnlyDatabase::open(&db_path) {
+            Ok(db) => Some(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(open_error(
+                    &db_path,
+                    redb::DatabaseError::DatabaseAlreadyOpen,
+                ))
+            }
+            // A damaged current database is a reason to restore, not to refuse.
+            Err(e) => {
+                progress.note(&format!(
+                    "warning: the current database cannot be opened ({e}); replacing it anyway"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let source = File::open(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    let size = source.metadata().map(|m| m.len()).unwrap_or(0);
+
+    // Stage a private copy beside the database: the checks below open it for writing
+    // (the integrity check commits), and the final rename must stay on one file system.
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    remove_stale(data_dir, RESTORE_TEMP_PREFIX);
+    let (staged, mut file) = Partial::create_in(data_dir, RESTORE_TEMP_PREFIX)?;
+    progress.start("restore: reading the backup", "bytes", size);
+    copy_bytes(source, &mut file, progress)
+        .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+    progress.finish();
+    file.sync_all()
+        .map_err(|e| format!("cannot sync the staged copy: {e}"))?;
+    drop(file);
+
+    let bad = |why: String| format!("{} is not a usable backup: {why}", from.display());
+    progress.note("restore: checking page checksums");
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .open(&staged.path)
+        .map_err(|e| bad(format!("{e}")))?;
+    let (schema_version, entries) = {
+        let txn = db.begin_read().map_err(|e| bad(e.to_string()))?;
+        let v = check_schema(&txn).map_err(bad)?;
+        check_tables_known(&txn).map_err(bad)?;
+        let entries = count_entries(&txn).map_err(bad)?;
+        progress.check()?;
+        let reader = Reader::new(txn);
+        let mut p = |step: &str| progress.note(&format!("restore: verifying {step}"));
+        crate::verify::verify_database(&reader, proof_key, &mut p).map_err(|e| {
+            bad(format!(
+                "it does not verify ({}); if it comes from another appliance, copy that appliance's keys/ into {} first",
+                first_line(&e),
+                data_dir.display()
+            ))
+        })?;
+        (v, entries)
+    };
+    db.close().map_err(|e| bad(e.to_string()))?;
+    progress.check()?;
+    match_owner(&staged.path, data_dir);
+
+    // Keep the old database under a new name (a hard link, so `lucid.redb` never goes
+    // missing), then replace it atomically.
+    let kept = if db_path.exists() {
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_else(|_| "unknown".into());
+        let mut kept = data_dir.join(format!("{DB_FILE}.before-restore-{stamp}"));
+        for n in 2.. {
+            if !kept.exists() {
+                break;
+            }
+            kept = data_dir.join(format!("{DB_FILE}.before-restore-{stamp}-{n}"));
+        }
+        std::fs::hard_link(&db_path, &kept).map_err(|e| {
+            format!(
+                "cannot keep the current database as {}: {e}",
+                kept.display()
+            )
+        })?;
+        Some(kept)
+    } else {
+        None
+    };
+    staged.persist(&db_path)?;
+    Ok(RestoreReport {
+        database: db_path,
+        kept,
+        schema_version,
+        entries,
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn copy_bytes(mut from: File, to: &mut File, progress: &mut Progress) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])?;
+        progress.advance(n as u64).map_err(std::io::Error::other)?;
+    }
+}
+
+fn remove_stale(dir: &Path, prefix: &str) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Run as root (e.g. `sudo ... restore`), hand the new database to the owner of the state
+/// directory, so the service (its own user) can open it.
+fn match_owner(file: &Path, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(f), Ok(d)) = (std::fs::metadata(file), std::fs::metadata(dir)) {
+        if f.uid() != d.uid() || f.gid() != d.gid() {
+            let _ = std::os::unix::fs::chown(file, Some(d.uid()), Some(d.gid()));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Command line
+
+/// `backup` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// Where to write the copy (written to a temporary file, renamed when complete).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Ask this running service (e.g. https://127.0.0.1:8095) for the copy. Default when the
+    /// database is in use: the local service, found from the configuration.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Admin token for the service. Default: one minted with the keys in the state
+    /// directory (as `token issue` does). Env: LUCID_TOKEN.
+    #[arg(long, env = "LUCID_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate to trust for the service. Default: TLS_CERT, else DATA_DIR/tls/cert.pem.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// `restore` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The backup file to restore.
+    #[arg(long)]
+    pub from: PathBuf,
+}
+
+/// `lucid-node-management backup`.
+pub fn cli_backup(args: BackupArgs, config: &Config) -> Result<(), String> {
+    crate::logging::init(&config.log_level, config.log_format);
+    if args.out.exists() && !args.force {
+        return Err(format!(
+            "{} exists; pass --force to replace it",
+            args.out.display()
+        ));
+    }
+    if args.out.is_dir() {
+        return Err(format!("{} is a directory", args.out.display()));
+    }
+    let cancel = cancel_on_signal();
+    let mut progress = Progress::for_cli(cancel.clone());
+    let stats = match &args.server {
+        Some(server) => remote_backup(server, &args, config, &mut progress)?,
+        None => {
+            let db_path = config.data_dir.join(DB_FILE);
+            if !db_path.exists() {
+                return Err(format!("no database at {}", db_path.display()));
+            }
+            match open_for_backup(&db_path) {
+                Ok(Some(snapshot)) => write_backup(&snapshot.txn, &args.out, &mut progress)?,
+                Ok(None) => {
+                    progress.note("backup: the service is running; asking it for the copy");
+                    let server = local_server(config)?;
+                    remote_backup(&server, &args, config, &mut progress)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    drop(progress);
+    println!("wrote {} ({stats})", args.out.display());
+    Ok(())
+}
+
+/// A read transaction with the database handle it needs (dropping the handle closes the
+/// file under the transaction). Fields drop in order: the transaction first.
+struct Snapshot {
+    txn: ReadTransaction,
+    _db: Box<dyn ReadableDatabase>,
+}
+
+/// A snapshot of a database nobody else has open; `None` while the service holds it.
+fn open_for_backup(path: &Path) -> Result<Option<Snapshot>, String> {
+    // Read-only first: it needs no write access and changes nothing. A database left by a
+    // crash needs recovery, which only a writable open performs.
+    let db: Box<dyn ReadableDatabase> = match ReadOnlyDatabase::open(path) {
+        Ok(db) => Box::new(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
+        Err(_) => match Database::open(path) {
+            Ok(db) => Box::new(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
+            Err(e) => return Err(open_error(path, e)),
+        },
+    };
+    let txn = db
+        .begin_read()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(Some(Snapshot { txn, _db: db }))
+}
+
+/// The local service's URL, from the configuration.
+fn local_server(config: &Config) -> Result<String, String> {
+    if config.port == 0 {
+        return Err(
+            "the service is running with port 0 (chosen at start); pass --server URL".into(),
+        );
+    }
+    let host = match config.bind_address {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    };
+    let scheme = if config.tls_disable { "http" } else { "https" };
+    Ok(format!("{scheme}://{host}:{}", config.port))
+}
+
+/// An admin token signed with the keys in the state directory (valid 10 minutes).
+fn mint_admin_token(config: &Config) -> Result<String, String> {
+    let keys_dir = config.data_dir.join("keys");
+    if !keys_dir.exists() {
+        return Err(format!(
+            "no keys in {} to sign an admin token with; pass --token",
+            keys_dir.display()
+        ));
+    }
+    let keys = crate::crypto::ServiceKeys::load_or_create(&config.data_dir)
+        .map_err(|e| format!("{e} (run as the service's user or root, or pass --token)"))?;
+    let tokens = crate::crypto::TokenService::new(
+        &keys.jwt,
+        config.jwt_secret.as_deref(),
+        &config.jwt_issuer,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let (token, _) = tokens.issue(
+        crate::crypto::Role::Admin,
+        "backup-cli",
+        Duration::from_secs(600),
+        None,
+        now,
+    );
+    Ok(token)
+}
+
+/// Downloads a backup from a running service to `args.out`, checking it before the rename.
+fn remote_backup(
+    server: &str,
+    args: &BackupArgs,
+    config: &Config,
+    progress: &mut Progress,
+) -> Result<BackupStats, String> {
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => mint_admin_token(config)?,
+    };
+    let ca = match &args.ca_cert {
+        Some(ca) => Some(ca.clone()),
+        None if server.starts_with("https://") => Some(
+            config
+                .tls_cert
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("tls").join(crate::tls::CERT_FILE)),
+        ),
+        None => None,
+    };
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(600));
+    if let Some(ca) = &ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("cannot read CA certificate {}: {e}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate: {e}", ca.display()))?;
+        builder = builder.add_root_certificate(cert);
+        if args.ca_cert.is_none() && config.tls_cert.is_none() {
+            // The service's own self-signed certificate is the only root to trust.
+            builder = builder.tls_built_in_root_certs(false);
+        }
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
+    let url = format!("{}/api/v1/backup", server.trim_end_matches('/'));
+    let (partial, mut file) = Partial::beside(&args.out)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    progress.note(&format!("backup: asking {url}"));
+    let expected = runtime.block_on(async {
+        let cancel = progress.cancel.clone();
+        let download = download(&client, &url, &token, &mut file, progress);
+        let interrupted = async {
+            while !cancel.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            r = download => r,
+            _ = interrupted => Err(INTERRUPTED.to_string()),
+        }
+    })?;
+    file.sync_all()
+        .map_err(|e| format!("cannot sync {}: {e}", partial.path.display()))?;
+    drop(file);
+    // Check what arrived: a redb file of a known schema holding what the service sent.
+    let received = {
+        let db = ReadOnlyDatabase::open(&partial.path)
+            .map_err(|e| format!("the service sent a file that does not open as redb: {e}"))?;
+        let txn = db.begin_read().map_err(|e| e.to_string())?;
+        check_schema(&txn).map_err(|e| format!("the service sent a copy that {e}"))?;
+        count_entries(&txn)?
+    };
+    if let Some(expected) = expected {
+        if expected != received {
+            return Err(format!(
+                "the copy holds {received} entries but the service sent {expected}; not kept"
+            ));
+        }
+    }
+    progress.check()?;
+    partial.persist(&args.out)?;
+    let tables = table_names().len();
+    let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    Ok(BackupStats {
+        tables,
+        entries: received,
+        bytes,
+    })
+}
+
+/// Streams the answer into `file`; returns the entry count the service announced.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    file: &mut File,
+    progress: &mut Progress,
+) -> Result<Option<u64>, String> {
+    let mut resp = client
+        .post(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the service at {url}: {}", error_chain(&e)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let detail = body["detail"].as_str().unwrap_or("no detail");
+        return Err(format!(
+            "the service refused the backup: {status}: {detail}"
+        ));
+    }
+    let expected_entries = resp
+        .headers()
+        .get(ENTRIES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let length = resp.content_length();
+    progress.start("backup: receiving", "bytes", length.unwrap_or(0));
+    let mut received = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("the download broke off: {}", error_chain(&e)))?
+    {
+        file.write_all(&chunk)
+            .map_err(|e| format!("cannot write the copy: {e}"))?;
+        received += chunk.len() as u64;
+        progress.advance(chunk.len() as u64)?;
+    }
+    progress.finish();
+    if let Some(length) = length {
+        if received != length {
+            return Err(format!(
+                "the download broke off after {received} of {length} bytes"
+            ));
+        }
+    }
+    Ok(expected_entries)
+}
+
+/// Header with the number of entries in a streamed backup, so the client can check it.
+pub const ENTRIES_HEADER: &str = "x-lucid-backup-entries";
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// `lucid-node-management restore`.
+pub fn cli_restore(args: RestoreArgs, config: &Config) -> Result<(), String> {
+    crate::logging::init(&config.log_level, config.log_format);
+    if !args.from.is_file() {
+        return Err(format!("{} is not a file", args.from.display()));
+    }
+    let key_path = config
+        .data_dir
+        .join("keys")
+        .join(crate::crypto::PROOF_KEY_FILE);
+    let proof_key = if key_path.exists() {
+        crate::crypto::read_signing_key(&key_path)?.verifying_key()
+    } else {
+        return Err(format!(
+            "no proof key at {} to verify the backup with; copy the appliance's keys/ directory into {} first",
+            key_path.display(),
+            config.data_dir.display()
+        ));
+    };
+    let cancel = cancel_on_signal();
+    let mut progress = Progress::for_cli(cancel);
+    let report = restore(&config.data_dir, &args.from, &proof_key, &mut progress)?;
+    drop(progress);
+    match &report.kept {
+        Some(kept) => println!(
+            "restored {} into {} (schema version {}, {} entries); the previous database is kept as {}",
+            args.from.display(),
+            report.database.display(),
+            report.schema_version,
+            report.entries,
+            kept.display()
+        ),
+        None => println!(
+            "restored {} into {} (schema version {}, {} entries)",
+            args.from.display(),
+            report.database.display(),
+            report.schema_version,
+            report.entries
+        ),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use std::collections::BTreeSet;
+
+    /// Table names defined anywhere in `src/` (`TableDefinition::new("...")`).
+    fn defined_in_source() -> BTreeSet<String> {
+        fn walk(dir: &Path, out: &mut BTreeSet<String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+                    for line in code {
+                        for part in line.split("TableDefinition::new(\"").skip(1) {
+                            if let Some(name) = part.split('"').next() {
+                                out.insert(name.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+        out
+    }
+
+    #[test]
+    fn every_table_defined_in_the_source_is_backed_up() {
+        let listed: BTreeSet<String> = table_names().into_iter().collect();
+        assert_eq!(listed.len(), table_names().len(), "a table is listed twice");
+        let defined = defined_in_source();
+        let missing: Vec<_> = defined.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "tables missing from backup::visit_tables: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn every_table_of_a_live_database_is_backed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let listed = table_names();
+        for t in txn.list_tables().unwrap() {
+            assert!(
+                listed.contains(&t.name().to_string()),
+                "table {} is not in backup::visit_tables",
+                t.name()
+            );
+        }
+        assert_eq!(txn.list_multimap_tables().unwrap().count(), 0);
+        check_tables_known(&txn).unwrap();
+    }
+
+    fn quiet() -> Progress {
+        Progress::new(ProgressMode::Quiet, Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn a_backup_copies_every_entry_of_every_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(COUNTERS).unwrap().insert("x", 7).unwrap();
+            txn.open_table(OPERATOR_NODES)
+                .unwrap()
+                .insert(("op", "node_a"), ())
+                .unwrap();
+            txn.open_table(HEARTBEATS)
+                .unwrap()
+                .insert((5, "node_a"), [1u8, 2, 3].as_slice())
+                .unwrap();
+            txn.open_table(NODE_KEYS)
+                .unwrap()
+                .insert([9u8; 32].as_slice(), "node_a")
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let out = dir.path().join("copy.redb");
+        let src = store.db.begin_read().unwrap();
+        let stats = write_backup(&src, &out, &mut quiet()).unwrap();
+        assert_eq!(stats.entries, count_entries(&src).unwrap());
+        let copy = ReadOnlyDatabase::open(&out).unwrap();
+        let c = copy.begin_read().unwrap();
+        assert_eq!(count_entries(&c).unwrap(), stats.entries);
+        assert_eq!(
+            c.open_table(COUNTERS)
+                .unwrap()
+                .get("x")
+                .unwrap()
+                .unwrap()
+                .value(),
+            7
+        );
+        assert!(c
+            .open_table(OPERATOR_NODES)
+            .unwrap()
+            .get(("op", "node_a"))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            c.open_table(HEARTBEATS)
+                .unwrap()
+                .get((5, "node_a"))
+                .unwrap()
+                .unwrap()
+                .value(),
+            &[1, 2, 3]
+        );
+        assert_eq!(check_schema(&c).unwrap(), SCHEMA_VERSION);
+        // Nothing else was left in the directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("partial"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn an_interrupted_backup_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        let out = dir.path().join("copy.redb");
+        let cancel = Arc::new(AtomicBool::new(true));
+        let mut progress = Progress::new(ProgressMode::Quiet, cancel);
+        let src = store.db.begin_read().unwrap();
+        let err = write_backup(&src, &out, &mut progress).unwrap_err();
+        assert_eq!(err, INTERRUPTED);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != DB_FILE && n != "keys")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_database_with_an_unknown_table_is_not_backed_up_incompletely() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            // Not a literal: the source scan above must not count it.
+            const FUTURE: &str = "from_the_future";
+            let t: TableDefinition<u64, u64> = TableDefinition::new(FUTURE);
+            txn.open_table(t).unwrap().insert(1, 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let src = store.db.begin_read().unwrap();
+        let err = write_backup(&src, &dir.path().join("x.redb"), &mut quiet()).unwrap_err();
+        assert!(err.contains("from_the_future"), "{err}");
+        assert!(!dir.path().join("x.redb").exists());
+    }
+}
