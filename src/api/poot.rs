@@ -122,8 +122,19 @@ pub struct CalculateResponse {
 pub async fn calculate(
     State(app): State<AppState>,
     caller: Caller,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Json<CalculateResponse>> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "the request body is larger than the limit",
+            )
+        } else {
+            ApiError::validation(rejection.body_text())
+        }
+    })?;
     if caller.role == Role::Node {
         return Err(ApiError::forbidden("operators and admins calculate PoOT"));
     }
@@ -238,14 +249,10 @@ pub async fn heartbeats(
             "the raw heartbeats of epoch {epoch} were pruned (HEARTBEAT_RETENTION)"
         )));
     }
-    let mine: Vec<_> = reader
-        .heartbeats_between(start, end)?
-        .into_iter()
-        .filter(|(_, id, _)| *id == node_id)
-        .collect();
+    let mine = reader.node_heartbeats_between(&node_id, start, end)?;
     let leaves: Vec<_> = mine
         .iter()
-        .map(|(_, _, hb)| leaf_hash(&hb.leaf_data()))
+        .map(|(_, hb)| leaf_hash(&hb.leaf_data()))
         .collect();
     Ok(Json(EpochHeartbeats {
         node_id,
@@ -255,7 +262,7 @@ pub async fn heartbeats(
         heartbeats_root: hex::encode(root(&leaves)),
         heartbeats: mine
             .into_iter()
-            .map(|(at, _, hb)| HeartbeatRecord {
+            .map(|(at, hb)| HeartbeatRecord {
                 received_at: rfc3339_us(at),
                 seq: hb.seq,
                 signature: base64::engine::general_purpose::STANDARD.encode(&hb.signature),

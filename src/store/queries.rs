@@ -352,6 +352,26 @@ impl Reader {
         Ok(out)
     }
 
+    /// One node's heartbeats received in `[from, to)`: other nodes' entries are skipped by
+    /// key, without decoding them.
+    pub fn node_heartbeats_between(
+        &self,
+        node_id: &str,
+        from: u64,
+        to: u64,
+    ) -> ApiResult<Vec<(u64, StoredHeartbeat)>> {
+        let t = self.txn.open_table(HEARTBEATS)?;
+        let mut out = Vec::new();
+        for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
+            let (k, v) = entry?;
+            let (at, node) = k.value();
+            if node == node_id {
+                out.push((at, decode(v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn meta_u64(&self, key: &str) -> ApiResult<Option<u64>> {
         super::batch::meta_u64(&self.txn.open_table(META)?, key)
     }
