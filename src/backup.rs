@@ -76,6 +76,7 @@ pub fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(NODE_PAYOUTS)?;
     v.visit(PAYOUTS_BY_STATE)?;
     v.visit(TX_HASHES)?;
+    v.visit(OUTBOX)?;
     Ok(())
 }
 
@@ -619,10 +620,12 @@ pub struct RestoreReport {
 /// Why a database cannot be opened, with the service-is-running case worded for people.
 fn open_error(path: &Path, e: redb::DatabaseError) -> String {
     match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => format!(
-            "the service is running; stop it first (database {} is in use)",
-            path.display()
-        ),
+        redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+            format!(
+                "the service is running; stop it first (database {} is in use)",
+                path.display()
+            )
+        }
         other => format!("cannot open {}: {other}", path.display()),
     }
 }
@@ -641,12 +644,10 @@ pub fn restore(
     let _current = if db_path.exists() {
         match ReadOnlyDatabase::open(&db_path) {
             Ok(db) => Some(db),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(open_error(
-                    &db_path,
-                    redb::DatabaseError::DatabaseAlreadyOpen,
-                ))
-            }
+            Err(
+                e @ (redb::DatabaseError::DatabaseAlreadyOpen
+                | redb::DatabaseError::LockProtocolMismatch),
+            ) => return Err(open_error(&db_path, e)),
             // A damaged current database is a reason to restore, not to refuse.
             Err(e) => {
                 progress.note(&format!(

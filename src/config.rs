@@ -49,6 +49,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "site id carried by mirrored documents (default: host name)",
     ),
     (
+        "OUTBOX_MAX_ENTRIES",
+        "1000000",
+        "mirror outbox bound; at it, queuing stops and a full resync follows",
+    ),
+    (
         "MAX_NODES_PER_POOL",
         "100",
         "upper bound of any pool's capacity",
@@ -169,6 +174,7 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub mongodb_uri: Option<String>,
     pub site_id: Option<String>,
+    pub outbox_max_entries: u64,
     pub max_nodes_per_pool: u32,
     pub payout_threshold_usdt: Decimal,
     pub poot_calculation_interval: Duration,
@@ -330,6 +336,9 @@ impl RawConfig {
             tls_key: self.optional("TLS_KEY").map(PathBuf::from),
             mongodb_uri: self.optional("MONGODB_URI"),
             site_id: self.optional("SITE_ID"),
+            outbox_max_entries: self.parse("OUTBOX_MAX_ENTRIES", |v| {
+                positive_int(v, u32::MAX).map(u64::from)
+            })?,
             max_nodes_per_pool: self.parse("MAX_NODES_PER_POOL", |v| positive_int(v, 1_000_000))?,
             payout_threshold_usdt: self.parse("PAYOUT_THRESHOLD_USDT", usdt_amount)?,
             poot_calculation_interval: self.parse("POOT_CALCULATION_INTERVAL", parse_duration)?,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod payout_sink;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod verify;
 

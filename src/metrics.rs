@@ -34,6 +34,8 @@ pub struct Metrics {
     pub payout_sink_errors: IntCounter,
     pub payout_runs: IntCounter,
     pub payout_last_run: IntGauge,
+    /// The MongoDB mirror's state (rendered by `sync::MirrorStatus::render`).
+    pub mirror: std::sync::Arc<crate::sync::MirrorStatus>,
 }
 
 impl Default for Metrics {
@@ -240,6 +242,7 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            mirror: Default::default(),
             registry,
         }
     }
@@ -274,6 +277,8 @@ impl Metrics {
         self.writer_queue.set(writer_queue as i64);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        self.mirror.render(&mut text);
+        text
     }
 }

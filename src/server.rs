@@ -27,11 +27,13 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
     let keys = ServiceKeys::load_or_create(&config.data_dir)?;
     let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
     let metrics = Arc::new(Metrics::new());
-    let (writer, writer_thread) = Writer::start(
+    let mirror = crate::sync::prepare(&config, &store, &metrics.mirror);
+    let (writer, writer_thread) = Writer::start_with_mirror(
         store.db.clone(),
         clock.clone(),
         metrics.clone(),
         config.writer_queue_capacity,
+        mirror,
     )
     .map_err(|e| e.detail)?;
     let app = Arc::new(App {

@@ -20,6 +20,11 @@ pub struct Health {
     pub version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The MongoDB mirror (only when MONGODB_URI is set): enabled, connected, outbox,
+    /// last_sync_at, reason. An unreachable MongoDB does not make the service unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub mirror: Option<serde_json::Value>,
 }
 
 /// Liveness and storage health.
@@ -38,6 +43,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
             service: crate::SERVICE_NAME,
             version: crate::VERSION,
             reason,
+            mirror: app.metrics.mirror.health(),
         }),
     )
         .into_response()

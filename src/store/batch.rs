@@ -87,9 +87,12 @@ pub fn meta_u64(
 }
 
 pub struct Batch<'a> {
-    txn: &'a WriteTransaction,
+    pub(super) txn: &'a WriteTransaction,
     audit_head: &'a mut AuditHead,
     clock: &'a Clock,
+    /// The MongoDB mirror's outbox (see `outbox`): None when the mirror is off.
+    pub(super) mirror: Option<&'a super::outbox::OutboxConfig>,
+    pub(super) outbox: super::outbox::OutboxState,
 }
 
 impl<'a> Batch<'a> {
@@ -98,7 +101,15 @@ impl<'a> Batch<'a> {
             txn,
             audit_head,
             clock,
+            mirror: None,
+            outbox: Default::default(),
         }
+    }
+
+    /// Enables the mirror's outbox for this batch (the writer does, when it is on).
+    pub fn with_mirror(mut self, mirror: Option<&'a super::outbox::OutboxConfig>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     pub fn now_us(&self) -> Micros {
@@ -115,6 +126,7 @@ impl<'a> Batch<'a> {
 
     /// Records the latest stamp, so a restarted clock never reads earlier.
     pub fn persist_clock_high_water(&mut self) -> ApiResult<()> {
+        self.mirror_flush_pending()?;
         let t = self.now_us().max(self.audit_head.last_stamp_us);
         self.set_meta_u64(CLOCK_HIGH_WATER_KEY, t)
     }
@@ -213,14 +225,14 @@ impl<'a> Batch<'a> {
             (proof.node_id.as_str(), proof.epoch),
             encode(proof).as_slice(),
         )?;
-        Ok(())
+        self.mirror_proof(proof)
     }
 
     pub fn put_epoch(&mut self, epoch: &Epoch) -> ApiResult<()> {
         self.txn
             .open_table(EPOCHS)?
             .insert(epoch.epoch, encode(epoch).as_slice())?;
-        Ok(())
+        self.mirror_epoch(epoch)
     }
 
     pub fn epoch(&self, epoch: u64) -> ApiResult<Option<Epoch>> {
@@ -252,6 +264,7 @@ impl<'a> Batch<'a> {
             .insert((node.node_id.as_str(), seq), encode(&entry).as_slice())?;
         self.set_meta_u64(LEDGER_SEQ_KEY, seq)?;
         node.balance_usdt += amount;
+        self.mirror_ledger(&entry)?;
         Ok(entry)
     }
 
@@ -288,7 +301,7 @@ impl<'a> Batch<'a> {
             }
             self.add_counter(&status_counter(node.status), 1)?;
         }
-        Ok(())
+        self.mirror_node(node)
     }
 
     // ---- pools ----
@@ -313,7 +326,7 @@ impl<'a> Batch<'a> {
                 .insert(pool.name.as_str(), pool.pool_id.as_str())?;
             self.add_counter(POOLS_COUNTER, 1)?;
         }
-        Ok(())
+        self.mirror_pool(pool)
     }
 
     /// Adds a member and bumps the pool's count. The caller has checked room.
@@ -378,7 +391,7 @@ impl<'a> Batch<'a> {
         if let (Some(hash), None) = (&payout.tx_hash, previous.and_then(|p| p.tx_hash.as_ref())) {
             self.txn.open_table(TX_HASHES)?.insert(hash.as_str(), id)?;
         }
-        Ok(())
+        self.mirror_payout(payout)
     }
 
     /// The payout a transaction hash already confirmed, if any.
@@ -436,6 +449,6 @@ impl<'a> Batch<'a> {
             .insert(seq, encode(&event).as_slice())?;
         self.audit_head.seq = seq;
         self.audit_head.hash = Some(hash);
-        Ok(())
+        self.mirror_audit(&event)
     }
 }

@@ -138,6 +138,7 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
         txn.open_table(PAYOUTS_BY_STATE)
             .map_err(|e| e.to_string())?;
         txn.open_table(TX_HASHES).map_err(|e| e.to_string())?;
+        txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
     }
     let mut head = AuditHead::load(&txn).map_err(|e| e.detail)?;
     {

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod codec;
 pub mod db;
+pub mod outbox;
 pub mod payouts;
 pub mod queries;
 pub mod tables;

@@ -69,3 +69,7 @@ pub fn payout_state_counter(state: crate::domain::payout::PayoutState) -> String
 }
 /// Micro-USDT confirmed paid, in total.
 pub const PAID_MICROS_COUNTER: &str = "payouts.paid_micros";
+
+/// seq -> OutboxEntry: changes waiting for the MongoDB mirror (see `outbox`). Empty and
+/// untouched when the mirror is off.
+pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");

@@ -13,6 +13,7 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{AuditHead, Batch};
+use super::outbox::OutboxConfig;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
@@ -40,6 +41,18 @@ impl Writer {
         metrics: Arc<Metrics>,
         capacity: usize,
     ) -> ApiResult<(Self, std::thread::JoinHandle<()>)> {
+        Self::start_with_mirror(db, clock, metrics, capacity, None)
+    }
+
+    /// Like [`Self::start`]; with `mirror`, every batch also writes the MongoDB mirror's
+    /// outbox (see `outbox`).
+    pub fn start_with_mirror(
+        db: Arc<Database>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+        mirror: Option<Arc<OutboxConfig>>,
+    ) -> ApiResult<(Self, std::thread::JoinHandle<()>)> {
         let head = {
             let txn = db.begin_write()?;
             let head = AuditHead::load(&txn)?;
@@ -49,7 +62,7 @@ impl Writer {
         let (sender, receiver) = mpsc::channel(capacity);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, clock, metrics, receiver, head))
+            .spawn(move || run(db, clock, metrics, receiver, head, mirror))
             .expect("spawning the writer thread");
         Ok((Self { sender }, handle))
     }
@@ -98,6 +111,7 @@ fn run(
     metrics: Arc<Metrics>,
     mut receiver: mpsc::Receiver<Job>,
     mut head: AuditHead,
+    mirror: Option<Arc<OutboxConfig>>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(64);
     while let Some(first) = receiver.blocking_recv() {
@@ -110,7 +124,7 @@ fn run(
         }
         let size = jobs.len();
         let started = Instant::now();
-        let outcome = commit_batch(&db, &clock, &mut head, jobs.drain(..));
+        let outcome = commit_batch(&db, &clock, &mut head, mirror.as_deref(), jobs.drain(..));
         metrics.writer_batch_size.observe(size as f64);
         metrics
             .writer_commit_seconds
@@ -136,6 +150,7 @@ fn commit_batch(
     db: &Database,
     clock: &Clock,
     head: &mut AuditHead,
+    mirror: Option<&OutboxConfig>,
     jobs: impl Iterator<Item = Job>,
 ) -> Result<(), ApiError> {
     let txn = match db.begin_write() {
@@ -150,7 +165,7 @@ fn commit_batch(
     let mut replies: Vec<Reply> = Vec::new();
     let mut failure: Option<ApiError> = None;
     {
-        let mut batch = Batch::new(&txn, head, clock);
+        let mut batch = Batch::new(&txn, head, clock).with_mirror(mirror);
         for job in jobs {
             if failure.is_some() {
                 drop(job); // never ran; its caller gets 503

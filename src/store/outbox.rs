@@ -1,0 +1,614 @@
+//! The transactional outbox of the MongoDB mirror.
+//!
+//! With the mirror enabled, every mutation made through [`Batch`] also appends an
+//! [`OutboxEntry`] (the mirrored document, as JSON text) to the OUTBOX table, in the same
+//! write transaction as the change: the change and its entry commit together or not at
+//! all. The sync task (`crate::sync`) drains the table in sequence order and deletes
+//! entries (through the writer) only after MongoDB acknowledged them.
+//!
+//! Without a mirror, `Batch` carries no [`OutboxConfig`] and nothing here runs.
+//!
+//! The bound: at `OUTBOX_MAX_ENTRIES` entries the batch stops appending and sets
+//! [`MIRROR_OVERFLOW_KEY`]; the sync task then clears the outbox and copies everything
+//! again (a full resync) once MongoDB is reachable. Writes are never refused because of
+//! the mirror.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::batch::Batch;
+use super::codec::{decode, encode};
+use super::tables::{EPOCHS, META, OUTBOX, POOL_MEMBERS};
+use crate::api::audit::AuditEventView;
+use crate::api::nodes::NodeView;
+use crate::api::payouts::{LedgerEntryView, PayoutView};
+use crate::domain::audit::AuditEvent;
+use crate::domain::ledger::LedgerEntry;
+use crate::domain::node::Node;
+use crate::domain::payout::Payout;
+use crate::domain::pool::Pool;
+use crate::domain::proof::{Epoch, Proof};
+use crate::domain::timefmt::rfc3339_us;
+use crate::error::ApiResult;
+use crate::sync::MirrorStatus;
+
+/// META: set (1) once a full copy to MongoDB completed; absent means the sync task must
+/// copy everything (first enable on existing data, or after an overflow).
+pub const MIRROR_INITIALIZED_KEY: &str = "mirror.initialized";
+/// META: set (1) when the outbox reached its bound; appends stop until a full resync.
+pub const MIRROR_OVERFLOW_KEY: &str = "mirror.overflow";
+
+/// The six mirrored collections.
+pub const NODES_COLLECTION: &str = "nodes";
+pub const POOLS_COLLECTION: &str = "pools";
+pub const PROOFS_COLLECTION: &str = "poot_proofs";
+pub const LEDGER_COLLECTION: &str = "ledger";
+pub const PAYOUTS_COLLECTION: &str = "payouts";
+pub const AUDIT_COLLECTION: &str = "audit_events";
+pub const COLLECTIONS: [&str; 6] = [
+    NODES_COLLECTION,
+    POOLS_COLLECTION,
+    PROOFS_COLLECTION,
+    LEDGER_COLLECTION,
+    PAYOUTS_COLLECTION,
+    AUDIT_COLLECTION,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+/// One outbox entry: the whole document to store under `doc_id` (or its deletion).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub collection: String,
+    /// `{site_id}:{natural id}`: the MongoDB `_id`.
+    pub doc_id: String,
+    pub op: Op,
+    /// JSON object text (empty for a delete); carries `_id` and `site_id`.
+    pub document: String,
+}
+
+/// What the writer hands every batch when the mirror is enabled.
+pub struct OutboxConfig {
+    pub site_id: String,
+    pub max_entries: u64,
+    pub status: Arc<MirrorStatus>,
+}
+
+/// Per-transaction outbox cursor, loaded on first use.
+#[derive(Default)]
+pub struct OutboxState {
+    /// (next sequence number, current length)
+    cursor: Option<(u64, u64)>,
+    /// The overflow marker as read at the start of this transaction (or set in it).
+    blocked: Option<bool>,
+    /// Proofs whose epoch record is not written yet (it follows in the same transaction).
+    pending_proofs: Vec<Proof>,
+}
+
+pub fn doc_id(site_id: &str, natural: &str) -> String {
+    format!("{site_id}:{natural}")
+}
+
+/// Adds `_id` and `site_id` to a view.
+fn with_ids(site_id: &str, natural: &str, view: impl Serialize) -> Value {
+    let mut v = serde_json::to_value(view).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("_id".into(), Value::String(doc_id(site_id, natural)));
+        map.insert("site_id".into(), Value::String(site_id.to_string()));
+    }
+    v
+}
+
+pub fn node_doc(site: &str, n: &Node) -> (String, Value) {
+    (
+        n.node_id.clone(),
+        with_ids(site, &n.node_id, NodeView::from(n)),
+    )
+}
+
+pub fn pool_doc(site: &str, p: &Pool, members: Vec<String>) -> (String, Value) {
+    let view = json!({
+        "pool_id": p.pool_id,
+        "name": p.name,
+        "region": p.region,
+        "capacity": p.capacity,
+        "member_count": p.member_count,
+        "members": members,
+        "created_at": rfc3339_us(p.created_at_us),
+    });
+    (p.pool_id.clone(), with_ids(site, &p.pool_id, view))
+}
+
+pub fn proof_doc(site: &str, p: &Proof, epoch: Option<&Epoch>) -> (String, Value) {
+    let natural = format!("{}:{}", p.node_id, p.epoch);
+    let view = match epoch {
+        Some(e) => serde_json::to_value(p.document(e)).unwrap_or(Value::Null),
+        // The epoch record was not found: the proof's own fields.
+        None => json!({
+            "node_id": p.node_id,
+            "epoch": p.epoch,
+            "window_start": rfc3339_us(p.window_start_us),
+            "window_end": rfc3339_us(p.window_end_us),
+            "operational_seconds": p.operational_seconds,
+            "heartbeat_count": p.heartbeat_count,
+            "heartbeats_root": hex::encode(p.heartbeats_root),
+            "credits_usdt": crate::domain::money::format_usdt(p.credits_usdt),
+            "prev_proof_hash": p.prev_proof_hash.map(hex::encode),
+            "proof_hash": hex::encode(p.proof_hash),
+        }),
+    };
+    let id = natural.clone();
+    (natural, with_ids(site, &id, view))
+}
+
+pub fn ledger_doc(site: &str, e: &LedgerEntry) -> (String, Value) {
+    let natural = format!("{}:{}", e.node_id, e.seq);
+    let mut v = with_ids(site, &natural, LedgerEntryView::from(e));
+    v["node_id"] = Value::String(e.node_id.clone());
+    (natural, v)
+}
+
+pub fn payout_doc(site: &str, p: &Payout) -> (String, Value) {
+    (
+        p.payout_id.clone(),
+        with_ids(site, &p.payout_id, PayoutView::from(p)),
+    )
+}
+
+pub fn audit_doc(site: &str, e: &AuditEvent) -> (String, Value) {
+    let natural = e.seq.to_string();
+    let v = with_ids(site, &natural, AuditEventView::from(e.clone()));
+    (natural, v)
+}
+
+/// The members of a pool, in id order.
+pub fn pool_members(
+    t: &impl ReadableTable<(&'static str, &'static str), ()>,
+    pool_id: &str,
+) -> ApiResult<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in t.range::<(&str, &str)>((pool_id, "")..)? {
+        let (k, _) = entry?;
+        let (p, n) = k.value();
+        if p != pool_id {
+            break;
+        }
+        out.push(n.to_string());
+    }
+    Ok(out)
+}
+
+impl Batch<'_> {
+    /// Appends an upsert of `doc` to the outbox, unless the outbox is at its bound.
+    fn outbox_upsert(&mut self, collection: &str, natural: &str, doc: Value) -> ApiResult<()> {
+        let Some(cfg) = self.mirror else {
+            return Ok(());
+        };
+        if self.outbox.blocked.is_none() {
+            let meta = self.txn.open_table(META)?;
+            let blocked = super::batch::meta_u64(&meta, MIRROR_OVERFLOW_KEY)?.unwrap_or(0) != 0;
+            self.outbox.blocked = Some(blocked);
+        }
+        if self.outbox.blocked == Some(true) {
+            return Ok(());
+        }
+        let mut table = self.txn.open_table(OUTBOX)?;
+        let (next, len) = match self.outbox.cursor {
+            Some(c) => c,
+            None => {
+                let next = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+                (next, table.len()?)
+            }
+        };
+        if len >= cfg.max_entries {
+            drop(table);
+            self.outbox.blocked = Some(true);
+            self.txn
+                .open_table(META)?
+                .insert(MIRROR_OVERFLOW_KEY, 1u64.to_le_bytes().as_slice())?;
+            cfg.status.overflowed.store(true, Ordering::Relaxed);
+            tracing::error!(
+                max_entries = cfg.max_entries,
+                "mirror outbox is full: changes are no longer queued for MongoDB; a full resync runs when MongoDB is reachable again (raise OUTBOX_MAX_ENTRIES or fix the connection)"
+            );
+            return Ok(());
+        }
+        let entry = OutboxEntry {
+            collection: collection.to_string(),
+            doc_id: doc_id(&cfg.site_id, natural),
+            op: Op::Upsert,
+            document: doc.to_string(),
+        };
+        table.insert(next, encode(&entry).as_slice())?;
+        self.outbox.cursor = Some((next + 1, len + 1));
+        cfg.status.note_outbox_len(len + 1, cfg.max_entries);
+        Ok(())
+    }
+
+    pub(super) fn mirror_node(&mut self, node: &Node) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            let (id, doc) = node_doc(&cfg.site_id, node);
+            self.outbox_upsert(NODES_COLLECTION, &id, doc)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn mirror_pool(&mut self, pool: &Pool) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            let members = pool_members(&self.txn.open_table(POOL_MEMBERS)?, &pool.pool_id)?;
+            let (id, doc) = pool_doc(&cfg.site_id, pool, members);
+            self.outbox_upsert(POOLS_COLLECTION, &id, doc)?;
+        }
+        Ok(())
+    }
+
+    /// A proof is mirrored with its epoch's root and signature: when the epoch record is
+    /// not stored yet, the proof waits for [`Self::mirror_epoch`] in the same transaction.
+    pub(super) fn mirror_proof(&mut self, proof: &Proof) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            let epoch = self
+                .txn
+                .open_table(EPOCHS)?
+                .get(proof.epoch)?
+                .map(|v| v.value().to_vec());
+            match epoch {
+                Some(bytes) => {
+                    let epoch: Epoch = decode(&bytes)?;
+                    let (id, doc) = proof_doc(&cfg.site_id, proof, Some(&epoch));
+                    self.outbox_upsert(PROOFS_COLLECTION, &id, doc)?;
+                }
+                None => self.outbox.pending_proofs.push(proof.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn mirror_epoch(&mut self, epoch: &Epoch) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            let pending = std::mem::take(&mut self.outbox.pending_proofs);
+            let (now, later): (Vec<Proof>, Vec<Proof>) =
+                pending.into_iter().partition(|p| p.epoch == epoch.epoch);
+            self.outbox.pending_proofs = later;
+            for p in now {
+                let (id, doc) = proof_doc(&cfg.site_id, &p, Some(epoch));
+                self.outbox_upsert(PROOFS_COLLECTION, &id, doc)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Proofs still waiting for an epoch record at the end of a batch go out with their
+    /// own fields (no epoch was written for them).
+    pub(super) fn mirror_flush_pending(&mut self) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            for p in std::mem::take(&mut self.outbox.pending_proofs) {
+                let (id, doc) = proof_doc(&cfg.site_id, &p, None);
+                self.outbox_upsert(PROOFS_COLLECTION, &id, doc)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn mirror_ledger(&mut self, entry: &LedgerEntry) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            let (id, doc) = ledger_doc(&cfg.site_id, entry);
+            self.outbox_upsert(LEDGER_COLLECTION, &id, doc)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn mirror_payout(&mut self, payout: &Payout) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            let (id, doc) = payout_doc(&cfg.site_id, payout);
+            self.outbox_upsert(PAYOUTS_COLLECTION, &id, doc)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn mirror_audit(&mut self, event: &AuditEvent) -> ApiResult<()> {
+        if let Some(cfg) = self.mirror {
+            let (id, doc) = audit_doc(&cfg.site_id, event);
+            self.outbox_upsert(AUDIT_COLLECTION, &id, doc)?;
+        }
+        Ok(())
+    }
+
+    // ---- used by the sync task (through the writer) ----
+
+    /// Deletes acknowledged entries: every entry with a sequence number up to `upto`.
+    pub fn outbox_ack(&mut self, upto: u64) -> ApiResult<u64> {
+        let mut t = self.txn.open_table(OUTBOX)?;
+        let mut removed = 0u64;
+        t.retain_in(..=upto, |_, _| {
+            removed += 1;
+            false
+        })?;
+        let len = t.len()?;
+        drop(t);
+        self.outbox.cursor = None;
+        if let Some(cfg) = self.mirror {
+            cfg.status.note_outbox_len(len, cfg.max_entries);
+        }
+        Ok(removed)
+    }
+
+    /// Starts a full resync: empties the outbox, clears the overflow marker and the
+    /// "initialized" marker (so a crash during the copy restarts it).
+    pub fn outbox_reset_for_full_sync(&mut self) -> ApiResult<()> {
+        self.txn.delete_table(OUTBOX)?;
+        self.txn.open_table(OUTBOX)?;
+        let mut meta = self.txn.open_table(META)?;
+        meta.remove(MIRROR_OVERFLOW_KEY)?;
+        meta.remove(MIRROR_INITIALIZED_KEY)?;
+        drop(meta);
+        self.outbox.cursor = None;
+        self.outbox.blocked = Some(false);
+        if let Some(cfg) = self.mirror {
+            cfg.status.overflowed.store(false, Ordering::Relaxed);
+            cfg.status.note_outbox_len(0, cfg.max_entries);
+        }
+        Ok(())
+    }
+
+    /// Marks the full copy done.
+    pub fn mirror_mark_initialized(&mut self) -> ApiResult<()> {
+        self.set_meta_u64(MIRROR_INITIALIZED_KEY, 1)
+    }
+}
+
+// ---- reading, for the sync task ----
+
+/// Where a full copy of one collection stands (the last key copied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    Start,
+    Str(String),
+    StrU64(String, u64),
+    U64(u64),
+    Done,
+}
+
+/// The outbox entries after `after` (up to `limit`), in order.
+pub fn read_entries(
+    txn: &redb::ReadTransaction,
+    after: u64,
+    limit: usize,
+) -> ApiResult<Vec<(u64, OutboxEntry)>> {
+    let t = txn.open_table(OUTBOX)?;
+    let mut out = Vec::new();
+    for entry in t.range(after + 1..)? {
+        let (k, v) = entry?;
+        out.push((k.value(), decode(v.value())?));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Outbox length, last sequence number and the two META markers
+/// (initialized, overflowed).
+pub fn read_state(txn: &redb::ReadTransaction) -> ApiResult<(u64, u64, bool, bool)> {
+    let t = txn.open_table(OUTBOX)?;
+    let len = t.len()?;
+    let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    let meta = txn.open_table(META)?;
+    let init = super::batch::meta_u64(&meta, MIRROR_INITIALIZED_KEY)?.unwrap_or(0) != 0;
+    let over = super::batch::meta_u64(&meta, MIRROR_OVERFLOW_KEY)?.unwrap_or(0) != 0;
+    Ok((len, last, init, over))
+}
+
+/// One page of a collection's documents from a snapshot, for the full copy.
+pub fn snapshot_page(
+    txn: &redb::ReadTransaction,
+    collection: &str,
+    cursor: &Cursor,
+    site: &str,
+    limit: usize,
+) -> ApiResult<(Vec<(String, Value)>, Cursor)> {
+    use super::tables::{AUDIT, LEDGER, NODES, PAYOUTS, POOLS, PROOFS};
+    let mut docs = Vec::new();
+    let mut next = Cursor::Done;
+    match collection {
+        NODES_COLLECTION | POOLS_COLLECTION | PAYOUTS_COLLECTION => {
+            let def = match collection {
+                NODES_COLLECTION => NODES,
+                POOLS_COLLECTION => POOLS,
+                _ => PAYOUTS,
+            };
+            let t = txn.open_table(def)?;
+            let members = txn.open_table(POOL_MEMBERS)?;
+            let from = match cursor {
+                Cursor::Str(s) => s.clone(),
+                _ => String::new(),
+            };
+            for entry in t.range(from.as_str()..)? {
+                let (k, v) = entry?;
+                let key = k.value().to_string();
+                if matches!(cursor, Cursor::Str(s) if *s == key) {
+                    continue;
+                }
+                let doc = match collection {
+                    NODES_COLLECTION => node_doc(site, &decode::<Node>(v.value())?),
+                    POOLS_COLLECTION => {
+                        let p: Pool = decode(v.value())?;
+                        let m = pool_members(&members, &p.pool_id)?;
+                        pool_doc(site, &p, m)
+                    }
+                    _ => payout_doc(site, &decode::<Payout>(v.value())?),
+                };
+                docs.push((doc_id(site, &doc.0), doc.1));
+                if docs.len() >= limit {
+                    next = Cursor::Str(key);
+                    break;
+                }
+            }
+        }
+        PROOFS_COLLECTION | LEDGER_COLLECTION => {
+            let def = if collection == PROOFS_COLLECTION {
+                PROOFS
+            } else {
+                LEDGER
+            };
+            let t = txn.open_table(def)?;
+            let epochs = txn.open_table(EPOCHS)?;
+            let (from_s, from_n) = match cursor {
+                Cursor::StrU64(s, n) => (s.clone(), *n),
+                _ => (String::new(), 0),
+            };
+            let mut epoch_cache: Option<(u64, Option<Epoch>)> = None;
+            for entry in t.range((from_s.as_str(), from_n)..)? {
+                let (k, v) = entry?;
+                let (ks, kn) = k.value();
+                if matches!(cursor, Cursor::StrU64(s, n) if s == ks && *n == kn) {
+                    continue;
+                }
+                let doc = if collection == PROOFS_COLLECTION {
+                    let p: Proof = decode(v.value())?;
+                    if epoch_cache.as_ref().map(|c| c.0) != Some(p.epoch) {
+                        let e = match epochs.get(p.epoch)? {
+                            Some(v) => Some(decode::<Epoch>(v.value())?),
+                            None => None,
+                        };
+                        epoch_cache = Some((p.epoch, e));
+                    }
+                    proof_doc(site, &p, epoch_cache.as_ref().and_then(|c| c.1.as_ref()))
+                } else {
+                    ledger_doc(site, &decode::<LedgerEntry>(v.value())?)
+                };
+                docs.push((doc_id(site, &doc.0), doc.1));
+                if docs.len() >= limit {
+                    next = Cursor::StrU64(ks.to_string(), kn);
+                    break;
+                }
+            }
+        }
+        _ => {
+            let t = txn.open_table(AUDIT)?;
+            let from = match cursor {
+                Cursor::U64(n) => *n + 1,
+                _ => 0,
+            };
+            for entry in t.range(from..)? {
+                let (k, v) = entry?;
+                let doc = audit_doc(site, &decode::<AuditEvent>(v.value())?);
+                docs.push((doc_id(site, &doc.0), doc.1));
+                if docs.len() >= limit {
+                    next = Cursor::U64(k.value());
+                    break;
+                }
+            }
+        }
+    }
+    Ok((docs, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::batch::{Actor, AuditHead};
+    use redb::ReadableDatabase;
+
+    fn pool(i: u32) -> Pool {
+        Pool {
+            pool_id: format!("pool_{i}"),
+            name: format!("p{i}"),
+            region: None,
+            capacity: 5,
+            member_count: 0,
+            created_at_us: 1,
+        }
+    }
+
+    fn write(
+        store: &crate::store::Store,
+        cfg: Option<&OutboxConfig>,
+        f: impl FnOnce(&mut Batch<'_>),
+    ) {
+        let clock = Clock::new();
+        let txn = store.db.begin_write().unwrap();
+        let mut head = AuditHead::load(&txn).unwrap();
+        {
+            let mut b = Batch::new(&txn, &mut head, &clock).with_mirror(cfg);
+            f(&mut b);
+            b.persist_clock_high_water().unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn state(store: &crate::store::Store) -> (u64, u64, bool, bool) {
+        read_state(&store.db.begin_read().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn without_a_mirror_nothing_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        write(&store, None, |b| {
+            b.put_pool(&pool(1), true).unwrap();
+            b.audit(&Actor::system(), "pool.create", "pool_1", json!({}))
+                .unwrap();
+        });
+        assert_eq!(state(&store).0, 0);
+    }
+
+    #[test]
+    fn changes_are_queued_in_order_and_the_bound_stops_queuing_until_a_full_resync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        let cfg = OutboxConfig {
+            site_id: "s".into(),
+            max_entries: 3,
+            status: Default::default(),
+        };
+        write(&store, Some(&cfg), |b| {
+            b.put_pool(&pool(1), true).unwrap();
+            b.audit(&Actor::system(), "pool.create", "pool_1", json!({}))
+                .unwrap();
+        });
+        let entries = read_entries(&store.db.begin_read().unwrap(), 0, 10).unwrap();
+        let ids: Vec<&str> = entries.iter().map(|(_, e)| e.doc_id.as_str()).collect();
+        assert_eq!(ids, vec!["s:pool_1", "s:2"]);
+        let doc: Value = serde_json::from_str(&entries[0].1.document).unwrap();
+        assert_eq!(
+            (doc["_id"].as_str(), doc["site_id"].as_str()),
+            (Some("s:pool_1"), Some("s"))
+        );
+
+        // Past the bound: the change commits, its entry does not, the marker is set.
+        write(&store, Some(&cfg), |b| {
+            for i in 2..6 {
+                b.put_pool(&pool(i), true).unwrap();
+            }
+        });
+        assert_eq!(state(&store), (3, 3, false, true));
+        assert!(store.reader().unwrap().pool("pool_5").unwrap().is_some());
+        assert!(cfg.status.overflowed.load(Ordering::Relaxed));
+        // Still blocked in later transactions.
+        write(&store, Some(&cfg), |b| b.put_pool(&pool(9), true).unwrap());
+        assert_eq!(state(&store).0, 3);
+
+        // The sync task's full resync empties the outbox and queuing resumes.
+        write(&store, Some(&cfg), |b| {
+            b.outbox_reset_for_full_sync().unwrap()
+        });
+        assert_eq!(state(&store), (0, 0, false, false));
+        write(&store, Some(&cfg), |b| b.put_pool(&pool(10), true).unwrap());
+        let (len, last, _, _) = state(&store);
+        assert_eq!(len, 1);
+        write(&store, Some(&cfg), |b| {
+            b.outbox_ack(last).unwrap();
+            b.mirror_mark_initialized().unwrap();
+        });
+        assert_eq!(state(&store), (0, 0, true, false));
+    }
+}

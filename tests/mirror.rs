@@ -1,0 +1,745 @@
+//! The MongoDB mirror against a real MongoDB-wire server (SecantusDB, installed by
+//! scripts/ensure-mongo into .tools/mongo). Each test starts its own server on a free port
+//! with its own storage directory and stops it at the end.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mongodb::bson::{doc, Bson, Document};
+use serde_json::{json, Value};
+
+// ---- the MongoDB-compatible server ----
+
+struct Mongo {
+    port: u16,
+    storage: PathBuf,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn secantusd() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/mongo/bin/secantusd-py");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/ensure-mongo (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+impl Mongo {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("db");
+        let mut m = Mongo {
+            port: 0,
+            storage,
+            child: None,
+            _dir: Some(dir),
+        };
+        m.boot();
+        m
+    }
+
+    /// Starts (again) on `self.port` (0: any free port, read from its log).
+    fn boot(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(secantusd())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--storage-path")
+            .arg(&self.storage)
+            .args(["--log-level", "INFO"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start secantusd-py");
+        let (tx, rx) = mpsc::channel::<u16>();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if std::env::var("TEST_MONGO_LOG").is_ok() {
+                        eprintln!("[mongo] {line}");
+                    }
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        if let Some(p) = rest.trim().rsplit(':').next() {
+                            if let Ok(p) = p.parse() {
+                                let _ = tx.send(p);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        self.port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("secantusd-py did not report listening within 60 s");
+        self.child = Some(child);
+    }
+
+    fn uri(&self, db: &str) -> String {
+        format!(
+            "mongodb://127.0.0.1:{}/{db}?directConnection=true",
+            self.port
+        )
+    }
+
+    /// Stops it (SIGTERM to its process group, SIGKILL after 10 s).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = child.id().to_string();
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pgid}")])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    async fn db(&self, name: &str) -> mongodb::Database {
+        let client = mongodb::Client::with_uri_str(self.uri(name)).await.unwrap();
+        client.database(name)
+    }
+}
+
+impl Drop for Mongo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---- helpers ----
+
+fn mirror_env<'a>(uri: &'a str, site: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![("MONGODB_URI", uri), ("SITE_ID", site)]
+}
+
+async fn health(server: &TestServer) -> Value {
+    let (status, body) = server.call("GET", "/health", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "healthy", "{body}");
+    body
+}
+
+/// Waits until the mirror is connected, initialised and the outbox is empty.
+async fn converged(server: &TestServer) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let h = health(server).await;
+        let m = &h["mirror"];
+        if m["connected"] == true && m["initial_sync_done"] == true && m["outbox"] == 0 {
+            // The outbox gauge is refreshed after the ack; look once more after a beat.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let h = health(server).await;
+            if h["mirror"]["outbox"] == 0 {
+                return h;
+            }
+        }
+        assert!(Instant::now() < deadline, "mirror did not converge: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the mirror noticed MongoDB is gone.
+async fn wait_disconnected(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(server).await;
+        if h["mirror"]["connected"] == false {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outage was never noticed: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every item of a paginated list.
+async fn list_all(server: &TestServer, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut url = format!("{path}{sep}limit=500");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = server.call("GET", &url, Some(&server.admin), None).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        out.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// A collection's documents of one site, as relaxed extended JSON, by `_id`.
+async fn mongo_docs(db: &mongodb::Database, coll: &str, site: &str) -> BTreeMap<String, Value> {
+    use futures::TryStreamExt;
+    let docs: Vec<Document> = db
+        .collection::<Document>(coll)
+        .find(doc! {"site_id": site})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for d in docs {
+        let id = d.get_str("_id").unwrap().to_string();
+        let v = Bson::Document(d).into_relaxed_extjson();
+        assert!(out.insert(id.clone(), v).is_none(), "duplicate _id {id}");
+    }
+    out
+}
+
+async fn total_docs(db: &mongodb::Database, coll: &str) -> u64 {
+    db.collection::<Document>(coll)
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+/// Asserts every field the API shows equals the mirrored document's.
+fn same_fields(api: &Value, mirrored: &Value, what: &str) {
+    let obj = api.as_object().unwrap();
+    for (k, v) in obj {
+        assert_eq!(
+            &mirrored[k], v,
+            "{what}: field {k} differs\napi: {api}\nmongo: {mirrored}"
+        );
+    }
+}
+
+/// Asserts MongoDB holds exactly the appliance's state for `site`.
+async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site: &str) {
+    // nodes, field by field
+    let nodes = list_all(server, "/api/v1/nodes").await;
+    let mirrored = mongo_docs(db, "nodes", site).await;
+    assert_eq!(mirrored.len(), nodes.len(), "node count");
+    for n in &nodes {
+        let id = format!("{site}:{}", n["node_id"].as_str().unwrap());
+        let m = mirrored
+            .get(&id)
+            .unwrap_or_else(|| panic!("node {id} missing"));
+        assert_eq!(m["site_id"], site);
+        same_fields(n, m, "node");
+    }
+    // payouts, field by field
+    let payouts = list_all(server, "/api/v1/payouts?format=json").await;
+    let mirrored = mongo_docs(db, "payouts", site).await;
+    assert_eq!(mirrored.len(), payouts.len(), "payout count");
+    for p in &payouts {
+        let id = format!("{site}:{}", p["payout_id"].as_str().unwrap());
+        same_fields(p, &mirrored[&id], "payout");
+    }
+    // pools: name, region, member count and members
+    let pools = list_all(server, "/api/v1/pools").await;
+    let mirrored = mongo_docs(db, "pools", site).await;
+    assert_eq!(mirrored.len(), pools.len(), "pool count");
+    for p in &pools {
+        let pid = p["pool_id"].as_str().unwrap();
+        let m = &mirrored[&format!("{site}:{pid}")];
+        for k in ["name", "region", "member_count", "created_at"] {
+            assert_eq!(m[k], p[k], "pool {pid} {k}");
+        }
+        let (_, one) = server
+            .call(
+                "GET",
+                &format!("/api/v1/pools/{pid}"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
+        if let Some(members) = one["members"].as_array() {
+            let mut a: Vec<&Value> = members.iter().collect();
+            a.sort_by_key(|v| v.as_str().unwrap().to_string());
+            let b: Vec<&Value> = m["members"].as_array().unwrap().iter().collect();
+            assert_eq!(a, b, "pool {pid} members");
+        }
+    }
+    // ledger and proofs, per node
+    let ledger = mongo_docs(db, "ledger", site).await;
+    let proofs = mongo_docs(db, "poot_proofs", site).await;
+    let (mut ledger_n, mut proofs_n) = (0, 0);
+    for n in &nodes {
+        let nid = n["node_id"].as_str().unwrap();
+        let (s, l) = server
+            .call(
+                "GET",
+                &format!("/api/v1/nodes/{nid}/ledger"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{l}");
+        for e in l["entries"].as_array().unwrap() {
+            let id = format!("{site}:{nid}:{}", e["seq"]);
+            let m = ledger
+                .get(&id)
+                .unwrap_or_else(|| panic!("ledger entry {id} missing"));
+            same_fields(e, m, "ledger entry");
+            ledger_n += 1;
+        }
+        for p in list_all(server, &format!("/api/v1/poot/{nid}/history")).await {
+            let id = format!("{site}:{nid}:{}", p["epoch"]);
+            let m = proofs
+                .get(&id)
+                .unwrap_or_else(|| panic!("proof {id} missing"));
+            same_fields(&p, m, "proof");
+            proofs_n += 1;
+        }
+    }
+    assert_eq!(ledger.len(), ledger_n, "ledger count");
+    assert_eq!(proofs.len(), proofs_n, "proof count");
+    // audit events
+    let audit = list_all(server, "/api/v1/audit").await;
+    let mirrored = mongo_docs(db, "audit_events", site).await;
+    assert_eq!(mirrored.len(), audit.len(), "audit count");
+    for e in &audit {
+        let m = &mirrored[&format!("{site}:{}", e["seq"])];
+        for k in [
+            "seq",
+            "at",
+            "action",
+            "target",
+            "hash",
+            "prev_hash",
+            "detail_json",
+        ] {
+            assert_eq!(m[k], e[k], "audit {k}");
+        }
+    }
+}
+
+async fn node_with_credit(server: &TestServer, name: &str, amount: &str) -> String {
+    let (node, _) = server.register_node(&server.admin, name).await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let (s, e) = server
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{id}/ledger"),
+            Some(&server.admin),
+            Some(json!({"amount_usdt": amount, "reason": "test credit"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    id
+}
+
+fn heartbeat_body(node_id: &str, key: &ed25519_dalek::SigningKey, seq: u64) -> Value {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let sent_at = "2026-01-01T00:00:00Z";
+    let canonical = format!("lucid-hb-v1|{node_id}|{seq}|{sent_at}|2|1024|0.25|300");
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(key.sign(canonical.as_bytes()).to_bytes());
+    json!({"seq": seq, "sent_at": sent_at, "sessions_active": 2, "bytes_relayed": 1024,
+           "cpu_load": 0.25, "mem_used_mb": 300, "signature": signature})
+}
+
+// ---- tests ----
+
+/// (a) A mixed workload, half of it before the mirror is enabled (initial copy), half
+/// after: every collection equals the appliance's state.
+#[tokio::test]
+async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
+    let mongo = Mongo::start();
+    let uri = mongo.uri("fleet");
+    let mut server = TestServer::start_with(&[
+        ("SITE_ID", "site-a"),
+        ("POOT_CALCULATION_INTERVAL", "2"),
+        ("HEARTBEAT_TIMEOUT", "2"),
+        ("REWARD_USDT_PER_HOUR", "36"),
+    ])
+    .await;
+    assert!(
+        health(&server).await.get("mirror").is_none(),
+        "no mirror field without MONGODB_URI"
+    );
+    // Before the mirror: nodes, a pool, a join, credits.
+    let (s, pool) = server
+        .call(
+            "POST",
+            "/api/v1/pools",
+            Some(&server.admin),
+            Some(json!({"name": "east", "region": "eu-east", "capacity": 10})),
+        )
+        .await;
+    assert_eq!(s, 201, "{pool}");
+    let pool_id = pool["pool_id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(node_with_credit(&server, &format!("early-{i}"), "12.5").await);
+    }
+    let (s, b) = server
+        .call(
+            "POST",
+            &format!("/api/v1/pools/{pool_id}/join"),
+            Some(&server.admin),
+            Some(json!({"node_id": ids[0]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // Enable the mirror on existing data.
+    server.set_env("MONGODB_URI", &uri);
+    server.restart();
+    let h = health(&server).await;
+    assert_eq!(h["mirror"]["enabled"], true, "{h}");
+
+    // After: more nodes, joins, heartbeats (proofs), adjustments, a payout run.
+    let (hb_node, key) = server.register_node(&server.admin, "beating").await;
+    let hb_id = hb_node["node_id"].as_str().unwrap().to_string();
+    let token = server.login_node(&hb_id, &key).await;
+    for seq in 1..=3 {
+        let (s, b) = server
+            .call(
+                "POST",
+                &format!("/api/v1/nodes/{hb_id}/heartbeat"),
+                Some(&token),
+                Some(heartbeat_body(&hb_id, &key, seq)),
+            )
+            .await;
+        assert_eq!(s, 202, "{b}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    for i in 0..4 {
+        ids.push(node_with_credit(&server, &format!("late-{i}"), "3").await);
+    }
+    for id in &ids[1..3] {
+        let (s, b) = server
+            .call(
+                "POST",
+                &format!("/api/v1/pools/{pool_id}/join"),
+                Some(&server.admin),
+                Some(json!({"node_id": id})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = server
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{}/ledger", ids[5]),
+            Some(&server.admin),
+            Some(json!({"amount_usdt": "-1.25", "reason": "correction"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, run) = server
+        .call("POST", "/api/v1/payouts/process", Some(&server.admin), None)
+        .await;
+    assert_eq!(s, 200, "{run}");
+    // Wait for at least one closed epoch with a proof of the beating node.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while list_all(&server, &format!("/api/v1/poot/{hb_id}/history"))
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no proof was written");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let started = Instant::now();
+    let h = converged(&server).await;
+    let db = mongo.db("fleet").await;
+    assert_mirror_equals(&server, &db, "site-a").await;
+    let payouts = mongo_docs(&db, "payouts", "site-a").await;
+    assert!(
+        payouts.len() >= 4,
+        "the payout run paid the early nodes: {payouts:?}"
+    );
+    let proofs = mongo_docs(&db, "poot_proofs", "site-a").await;
+    let any = proofs.values().next().unwrap();
+    assert!(
+        any["epoch_root"].is_string() && any["epoch_signature"].is_string(),
+        "{any}"
+    );
+    eprintln!(
+        "mirror converged {:.2}s after the workload; {} documents mirrored; health: {}",
+        started.elapsed().as_secs_f64(),
+        h["mirror"]["documents_mirrored"],
+        h["mirror"]
+    );
+    // Metrics.
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for m in [
+        "lucid_mirror_outbox_entries 0",
+        "lucid_mirror_documents_total",
+        "lucid_mirror_last_sync_timestamp_seconds",
+        "lucid_mirror_sync_errors_total",
+    ] {
+        assert!(text.contains(m), "{m} missing from /metrics");
+    }
+}
+
+/// (b) MongoDB stops mid-workload: no request fails, the outbox grows, and after MongoDB
+/// is back on the same port and storage the mirror converges.
+#[tokio::test]
+async fn mongodb_down_mid_workload_then_back_converges() {
+    let mut mongo = Mongo::start();
+    let uri = mongo.uri("fleet");
+    let server = TestServer::start_with(&mirror_env(&uri, "b1")).await;
+    for i in 0..10 {
+        node_with_credit(&server, &format!("before-{i}"), "1").await;
+    }
+    converged(&server).await;
+
+    mongo.stop();
+    let t = Instant::now();
+    for i in 0..40 {
+        // node_with_credit asserts every answer is a success.
+        node_with_credit(&server, &format!("during-{i}"), "2").await;
+    }
+    let writes_down = t.elapsed();
+    // Healthy, and says MongoDB is unreachable.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(&server).await;
+        if h["mirror"]["connected"] == false && h["mirror"]["outbox"].as_u64().unwrap() > 0 {
+            assert!(h["mirror"]["reason"].is_string(), "{h}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health never showed the outage: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("lucid_mirror_sync_errors_total 0\n"),
+        "errors counted"
+    );
+
+    mongo.boot(); // same port, same storage
+    let t2 = Instant::now();
+    converged(&server).await;
+    eprintln!(
+        "80 writes while MongoDB was down took {:.2}s; converged {:.2}s after it came back",
+        writes_down.as_secs_f64(),
+        t2.elapsed().as_secs_f64()
+    );
+    let db = mongo.db("fleet").await;
+    assert_mirror_equals(&server, &db, "b1").await;
+    assert_eq!(mongo_docs(&db, "nodes", "b1").await.len(), 50);
+}
+
+/// (c) SIGKILL the appliance while it syncs a large outbox: after a restart nothing is
+/// missing and nothing is there twice.
+#[tokio::test]
+async fn sigkill_during_sync_loses_nothing_and_duplicates_nothing() {
+    let mut mongo = Mongo::start();
+    let uri = mongo.uri("fleet");
+    let mut server = TestServer::start_with(&mirror_env(&uri, "c1")).await;
+    converged(&server).await;
+    mongo.stop();
+    // A backlog of a few thousand outbox entries.
+    let t = Instant::now();
+    let mut n = 0;
+    for chunk in 0..20 {
+        let names: Vec<String> = (0..25).map(|i| format!("n-{chunk}-{i}")).collect();
+        let futs = names
+            .iter()
+            .map(|name| node_with_credit(&server, name, "1"));
+        n += futures::future::join_all(futs).await.len();
+    }
+    let backlog = health(&server).await["mirror"]["outbox"].as_u64().unwrap();
+    eprintln!(
+        "{n} nodes ({backlog} outbox entries) written in {:.2}s while MongoDB was down",
+        t.elapsed().as_secs_f64()
+    );
+    mongo.boot();
+    // Kill as soon as the sync has started but not finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let caught;
+    loop {
+        let h = health(&server).await;
+        let left = h["mirror"]["outbox"].as_u64().unwrap();
+        if h["mirror"]["connected"] == true && left < backlog {
+            caught = left > 0;
+            server.kill();
+            break;
+        }
+        assert!(Instant::now() < deadline, "sync never started: {h}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("killed the appliance mid-sync: {caught}");
+    server.restart();
+    let t = Instant::now();
+    let h = converged(&server).await;
+    eprintln!(
+        "after restart converged in {:.2}s: {}",
+        t.elapsed().as_secs_f64(),
+        h["mirror"]
+    );
+    let db = mongo.db("fleet").await;
+    assert_mirror_equals(&server, &db, "c1").await;
+    assert_eq!(mongo_docs(&db, "nodes", "c1").await.len(), n);
+    assert_eq!(mongo_docs(&db, "ledger", "c1").await.len(), n);
+}
+
+/// (d) Two appliances, two sites, one database: neither touches the other's documents.
+#[tokio::test]
+async fn two_sites_mirror_into_one_database_without_collisions() {
+    let mongo = Mongo::start();
+    let uri = mongo.uri("fleet");
+    let a = TestServer::start_with(&mirror_env(&uri, "a")).await;
+    let b = TestServer::start_with(&mirror_env(&uri, "b")).await;
+    for i in 0..5 {
+        node_with_credit(&a, &format!("a-{i}"), "1").await;
+        node_with_credit(&b, &format!("b-{i}"), "2").await;
+    }
+    node_with_credit(&b, "b-extra", "3").await;
+    converged(&a).await;
+    converged(&b).await;
+    let db = mongo.db("fleet").await;
+    assert_mirror_equals(&a, &db, "a").await;
+    assert_mirror_equals(&b, &db, "b").await;
+    // Both default pools exist side by side.
+    let pools = db.collection::<Document>("pools");
+    for id in ["a:pool_default", "b:pool_default"] {
+        assert!(
+            pools.find_one(doc! {"_id": id}).await.unwrap().is_some(),
+            "{id}"
+        );
+    }
+    let a_nodes = mongo_docs(&db, "nodes", "a").await;
+    let b_nodes = mongo_docs(&db, "nodes", "b").await;
+    assert_eq!((a_nodes.len(), b_nodes.len()), (5, 6));
+    assert!(a_nodes.keys().all(|k| k.starts_with("a:")));
+    assert!(b_nodes.keys().all(|k| k.starts_with("b:")));
+    assert_eq!(total_docs(&db, "nodes").await, 11);
+    let ids: BTreeSet<String> = db
+        .collection::<Document>("audit_events")
+        .distinct("site_id", doc! {})
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["a".to_string(), "b".to_string()]));
+}
+
+/// (e) An unparseable MONGODB_URI is reported at start in one line; the appliance serves
+/// and `/health` says why the mirror is off.
+#[tokio::test]
+async fn a_bad_mongodb_uri_is_reported_and_the_appliance_still_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("MONGODB_URI".to_string(), "mongo://nowhere:::".to_string())];
+    let mut child = command(dir.path(), &env)
+        .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reported = None;
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["message"] == "MongoDB mirror disabled" {
+            reported = Some(v.clone());
+        }
+        if v["message"] == "listening" {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let reported = reported.expect("the bad URI was not reported before listening");
+    assert!(
+        reported["reason"].as_str().unwrap().contains("MONGODB_URI"),
+        "{reported}"
+    );
+
+    let server = TestServer::start_with(&[("MONGODB_URI", "mongo://nowhere:::")]).await;
+    let h = health(&server).await;
+    assert_eq!(h["mirror"]["enabled"], false, "{h}");
+    assert!(
+        h["mirror"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("MONGODB_URI"),
+        "{h}"
+    );
+    let (s, _) = server.register_node(&server.admin, "still-serving").await;
+    assert!(s["node_id"].is_string());
+}
+
+/// (f) The outbox bound: with MongoDB down, writes go on past OUTBOX_MAX_ENTRIES (queuing
+/// stops, a resync is marked); when MongoDB is back a full copy makes the mirror whole.
+#[tokio::test]
+async fn at_the_outbox_bound_writes_go_on_and_a_full_resync_follows() {
+    let mut mongo = Mongo::start();
+    let uri = mongo.uri("fleet");
+    let mut env = mirror_env(&uri, "f1");
+    env.push(("OUTBOX_MAX_ENTRIES", "20"));
+    let server = TestServer::start_with(&env).await;
+    converged(&server).await;
+    mongo.stop();
+    wait_disconnected(&server).await;
+    for i in 0..12 {
+        node_with_credit(&server, &format!("n-{i}"), "1").await;
+    }
+    let h = health(&server).await;
+    assert_eq!(h["mirror"]["outbox_overflowed"], true, "{h}");
+    assert_eq!(h["mirror"]["outbox"], 20, "{h}");
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("lucid_mirror_outbox_near_full 1"), "{text}");
+    mongo.boot();
+    let h = converged(&server).await;
+    assert_eq!(h["mirror"]["outbox_overflowed"], false, "{h}");
+    let db = mongo.db("fleet").await;
+    assert_mirror_equals(&server, &db, "f1").await;
+}
