@@ -158,22 +158,6 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Heartbeats received in `[from, to)`, in receive order.
-    pub fn heartbeats_between(
-        &self,
-        from: Micros,
-        to: Micros,
-    ) -> ApiResult<Vec<(Micros, String, StoredHeartbeat)>> {
-        let t = self.txn.open_table(HEARTBEATS)?;
-        let mut out = Vec::new();
-        for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
-            let (k, v) = entry?;
-            let (at, node) = k.value();
-            out.push((at, node.to_string(), decode(v.value())?));
-        }
-        Ok(out)
-    }
-
     /// Calls `f` for every heartbeat received in `[from, to)`, in receive order, without
     /// holding them all in memory.
     pub fn for_each_heartbeat_between(
