@@ -142,12 +142,65 @@ fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
     Ok(count.1)
 }
 
-/// Copies each table from the snapshot into the new file's write transaction.
+/// Key and value bytes written to the copy before an intermediate commit. One write
+/// transaction for the whole copy would hold every page it writes in memory (a 544 MiB
+/// database took 940 MiB); committing every few MiB keeps a backup inside the service's
+/// `MemoryMax` on a small board.
+const COMMIT_EVERY_BYTES: u64 = 8 << 20;
+
+/// Page cache of the databases a backup or restore opens (redb's default is 1 GiB).
+pub const CACHE_BYTES: usize = 16 << 20;
+
+/// Copies each table from the snapshot into the new file. Intermediate commits are not
+/// durable (`Durability::None`): the file's durable state goes straight from "empty" to
+/// "complete" with the final commit, so a copy cut short can never pass for a smaller
+/// database (its schema version would be missing too: META is copied first).
 struct Copier<'a> {
     src: &'a ReadTransaction,
-    dst: &'a WriteTransaction,
+    db: &'a Database,
+    txn: Option<WriteTransaction>,
     progress: &'a mut Progress,
     tables: usize,
+    pending: u64,
+}
+
+impl Copier<'_> {
+    fn begin(&mut self) -> Result<(), String> {
+        if self.txn.is_none() {
+            let txn = self
+                .db
+                .begin_write()
+                .map_err(|e| format!("cannot write the copy: {e}"))?;
+            self.txn = Some(txn);
+        }
+        Ok(())
+    }
+
+    /// Commits what was copied so far without fsync, freeing its memory.
+    fn commit_chunk(&mut self) -> Result<(), String> {
+        if let Some(mut txn) = self.txn.take() {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| format!("cannot commit the copy: {e}"))?;
+            txn.commit()
+                .map_err(|e| format!("cannot commit the copy: {e}"))?;
+        }
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// The final, durable commit.
+    fn finish(mut self) -> Result<usize, String> {
+        let txn = match self.txn.take() {
+            Some(txn) => txn,
+            None => self
+                .db
+                .begin_write()
+                .map_err(|e| format!("cannot write the copy: {e}"))?,
+        };
+        txn.commit()
+            .map_err(|e| format!("cannot commit the copy: {e}"))?;
+        Ok(self.tables)
+    }
 }
 
 impl TableVisitor for Copier<'_> {
@@ -161,18 +214,36 @@ impl TableVisitor for Copier<'_> {
             Err(TableError::TableDoesNotExist(_)) => return Ok(()),
             Err(e) => return Err(format!("cannot read table {name}: {e}")),
         };
-        let mut dst = self
-            .dst
-            .open_table(table)
-            .map_err(|e| format!("cannot create table {name} in the copy: {e}"))?;
-        let entries = src
+        let mut entries = src
             .iter()
             .map_err(|e| format!("cannot read table {name}: {e}"))?;
-        for entry in entries {
-            let (k, v) = entry.map_err(|e| format!("cannot read table {name}: {e}"))?;
-            dst.insert(k.value(), v.value())
-                .map_err(|e| format!("cannot write table {name} in the copy: {e}"))?;
-            self.progress.advance(1)?;
+        loop {
+            self.begin()?;
+            let txn = self.txn.as_ref().expect("begun");
+            let mut dst = txn
+                .open_table(table)
+                .map_err(|e| format!("cannot create table {name} in the copy: {e}"))?;
+            let mut written = 0u64;
+            let mut chunk_full = false;
+            for entry in entries.by_ref() {
+                let (k, v) = entry.map_err(|e| format!("cannot read table {name}: {e}"))?;
+                let (k, v) = (k.value(), v.value());
+                written +=
+                    (K::as_bytes(&k).as_ref().len() + V::as_bytes(&v).as_ref().len()) as u64 + 16;
+                dst.insert(k, v)
+                    .map_err(|e| format!("cannot write table {name} in the copy: {e}"))?;
+                self.progress.advance(1)?;
+                if self.pending + written >= COMMIT_EVERY_BYTES {
+                    chunk_full = true;
+                    break;
+                }
+            }
+            drop(dst);
+            self.pending += written;
+            if !chunk_full {
+                break;
+            }
+            self.commit_chunk()?;
         }
         self.tables += 1;
         Ok(())
@@ -510,23 +581,24 @@ pub fn write_backup(
     let total = count_entries(src)?;
     let (partial, file) = Partial::beside(out)?;
     let db = redb::backends::FileBackend::new(file)
-        .and_then(|backend| Database::builder().create_with_backend(backend))
+        .and_then(|backend| {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create_with_backend(backend)
+        })
         .map_err(|e| format!("cannot create the copy: {e}"))?;
-    let txn = db
-        .begin_write()
-        .map_err(|e| format!("cannot write the copy: {e}"))?;
     progress.start("backup: copying", "entries", total);
     let mut copier = Copier {
         src,
-        dst: &txn,
+        db: &db,
+        txn: None,
         progress,
         tables: 0,
+        pending: 0,
     };
     visit_tables(&mut copier)?;
-    let tables = copier.tables;
-    progress.check()?;
-    txn.commit()
-        .map_err(|e| format!("cannot commit the copy: {e}"))?;
+    copier.progress.check()?;
+    let tables = copier.finish()?;
     db.close()
         .map_err(|e| format!("cannot close the copy: {e}"))?;
     partial.persist(out)?;
@@ -679,6 +751,7 @@ pub fn restore(
     let bad = |why: String| format!("{} is not a usable backup: {why}", from.display());
     progress.note("restore: checking page checksums");
     let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
         .set_check_integrity_on_open(true)
         .open(&staged.path)
         .map_err(|e| bad(format!("{e}")))?;
@@ -855,10 +928,12 @@ struct Snapshot {
 fn open_for_backup(path: &Path) -> Result<Option<Snapshot>, String> {
     // Read-only first: it needs no write access and changes nothing. A database left by a
     // crash needs recovery, which only a writable open performs.
-    let db: Box<dyn ReadableDatabase> = match ReadOnlyDatabase::open(path) {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    let db: Box<dyn ReadableDatabase> = match builder.open_read_only(path) {
         Ok(db) => Box::new(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
-        Err(_) => match Database::open(path) {
+        Err(_) => match builder.open(path) {
             Ok(db) => Box::new(db),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
             Err(e) => return Err(open_error(path, e)),

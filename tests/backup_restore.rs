@@ -452,6 +452,9 @@ async fn the_backup_route_is_for_admins_only() {
     assert!(!listing(server.data_dir())
         .iter()
         .any(|n| n.contains("backup-download")));
+    // The route is documented.
+    let (_, doc) = server.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert!(doc["paths"]["/api/v1/backup"]["post"].is_object());
     // The backup is in the audit log.
     let (_, audit) = server
         .call("GET", "/api/v1/audit?limit=500", Some(&server.admin), None)
@@ -461,4 +464,55 @@ async fn the_backup_route_is_for_admins_only() {
         .unwrap()
         .iter()
         .any(|e| e["action"] == "backup.create"));
+}
+
+#[test]
+fn ctrl_c_during_a_backup_leaves_no_file() {
+    use lucid_node_management::clock::Clock;
+    use lucid_node_management::store::tables::HEARTBEATS;
+    // A database large enough that copying it takes a while: raw rows, copied as bytes.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = lucid_node_management::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(HEARTBEATS).unwrap();
+            let value = [7u8; 200];
+            for i in 0..150_000u64 {
+                t.insert((i, "node_big"), value.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("big.redb");
+    let mut child = command(dir.path(), &[])
+        .args(["backup", "--out", out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the copy is under way (its temporary file exists).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while listing(out_dir.path()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        !status.success(),
+        "the backup finished before the interrupt: {stderr}"
+    );
+    assert!(stderr.contains("error: interrupted"), "{stderr}");
+    assert!(
+        listing(out_dir.path()).is_empty(),
+        "left behind: {:?}",
+        listing(out_dir.path())
+    );
 }

@@ -24,6 +24,12 @@ pub const OLDEST_SCHEMA_VERSION: u32 = 1;
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "lucid.redb";
 
+/// redb's page cache. Its default (1 GiB) lets one full read of a large database (a
+/// backup, a verify) grow the service far past the unit's `MemoryMax=256M` on a small
+/// board (measured: 505 MiB resident after backing up a 544 MiB database); 64 MiB keeps
+/// the hot pages cached and the process inside its limit.
+pub const CACHE_BYTES: usize = 64 << 20;
+
 /// The open database.
 #[derive(Clone)]
 pub struct Store {
@@ -90,13 +96,16 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create state directory {}: {e}", data_dir.display()))?;
     let path = data_dir.join(DB_FILE);
-    let db = Database::create(&path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => format!(
-            "database {} is in use by another process (is the service running?)",
-            path.display()
-        ),
-        other => format!("cannot open database {}: {other}", path.display()),
-    })?;
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(&path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => format!(
+                "database {} is in use by another process (is the service running?)",
+                path.display()
+            ),
+            other => format!("cannot open database {}: {other}", path.display()),
+        })?;
     let version = stored_version(&db)?;
     if let Some(v) = version {
         if v > SCHEMA_VERSION {
