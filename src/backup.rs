@@ -772,6 +772,19 @@ pub fn restore(
         })?;
         (v, entries)
     };
+    // MongoDB may hold changes made after this backup was taken: have the mirror copy
+    // everything again on the next start (upserts are idempotent).
+    {
+        let txn = db.begin_write().map_err(|e| bad(e.to_string()))?;
+        txn.open_table(crate::store::tables::META)
+            .and_then(|mut meta| {
+                meta.remove(crate::store::outbox::MIRROR_INITIALIZED_KEY)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            })
+            .map_err(|e| bad(e.to_string()))?;
+        txn.commit().map_err(|e| bad(e.to_string()))?;
+    }
     db.close().map_err(|e| bad(e.to_string()))?;
     progress.check()?;
     match_owner(&staged.path, data_dir);
