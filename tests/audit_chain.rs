@@ -130,15 +130,6 @@ async fn the_chain_verifies_after_a_mixed_workload() {
 
     // The same chain verifies offline on the database file.
     assert_eq!(server.terminate().await, Some(0));
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = server.verify_offline();
     assert!(stdout.contains("9 events, intact"), "{stdout}");
 }

@@ -83,15 +83,7 @@ async fn plain_http_when_asked() {
 async fn metrics_expose_the_documented_families() {
     let server = TestServer::start().await;
     server.register_node(&server.admin, "pi").await;
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     for family in [
         "lucid_build_info",
         "lucid_nodes",

@@ -487,15 +487,7 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
         h["mirror"]
     );
     // Metrics.
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     for m in [
         "lucid_mirror_outbox_entries 0",
         "lucid_mirror_documents_total",
@@ -539,15 +531,7 @@ async fn mongodb_down_mid_workload_then_back_converges() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert!(
         !text.contains("lucid_mirror_sync_errors_total 0\n"),
         "errors counted"
@@ -727,15 +711,7 @@ async fn at_the_outbox_bound_writes_go_on_and_a_full_resync_follows() {
     let h = health(&server).await;
     assert_eq!(h["mirror"]["outbox_overflowed"], true, "{h}");
     assert_eq!(h["mirror"]["outbox"], 20, "{h}");
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert!(text.contains("lucid_mirror_outbox_near_full 1"), "{text}");
     mongo.boot();
     let h = converged(&server).await;

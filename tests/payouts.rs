@@ -283,15 +283,7 @@ async fn threshold_boundaries_state_machine_and_export() {
     assert_problem(s, &body, 422, "negative-balance");
 
     // Metrics.
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert!(
         text.contains("lucid_payouts{state=\"confirmed\"} 1"),
         "{text}"
@@ -302,15 +294,7 @@ async fn threshold_boundaries_state_machine_and_export() {
 
     // The money invariants hold on disk.
     server.kill();
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.verify_offline();
 }
 
 #[tokio::test]

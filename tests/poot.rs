@@ -465,15 +465,7 @@ async fn replays_forgeries_and_other_nodes_are_refused() {
     let (status, _) = send(&server, &token_a, a_id, &key_a, 11).await;
     assert_eq!(status, 401);
 
-    let text = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     assert!(
         text.contains("lucid_heartbeats_total{outcome=\"replayed-heartbeat\"} 2"),
         "{text}"
@@ -606,15 +598,7 @@ async fn old_heartbeats_are_pruned_once_proven_and_the_database_still_verifies()
         .await;
     assert_eq!(status, 200);
     assert_eq!(server.terminate().await, Some(0));
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.verify_offline();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

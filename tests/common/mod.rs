@@ -225,6 +225,33 @@ impl TestServer {
         (status, headers, value)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        resp.text().await.expect("metrics body")
+    }
+
+    /// Runs `verify` on the state directory (the server must be stopped); asserts it
+    /// passes and returns what it printed.
+    pub fn verify_offline(&self) -> String {
+        let out = command(self.dir.path(), &self.env)
+            .arg("verify")
+            .output()
+            .expect("run verify");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "verify failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Registers a node for `token`'s holder; returns (node json, its signing key).
     pub async fn register_node(&self, token: &str, name: &str) -> (Value, SigningKey) {
         let key = node_key();
