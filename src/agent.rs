@@ -14,8 +14,7 @@
 //!   deregistered node: exit non-zero with a one-line reason, since nothing will fix them;
 //! - any other 4xx: log it and try again next tick.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -302,37 +301,12 @@ pub fn load_state(path: &Path) -> Result<Option<u64>, String> {
 
 /// Writes the last accepted seq atomically: a temporary file, fsync, rename.
 pub fn save_state(path: &Path, node_id: &str, last_seq: u64) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let text = serde_json::to_string(&StateFile {
         node_id: node_id.to_string(),
         last_seq,
     })
     .expect("the state always serializes");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::crypto::write_secret_file(path, format!("{text}\n").as_bytes())
 }
 
 fn now_us() -> u64 {
@@ -841,22 +815,6 @@ impl Agent {
     }
 }
 
-/// Resolves when Ctrl-C or SIGTERM arrives.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// `lucid-node-management agent`: runs until stopped (exit 0), until `--max-heartbeats`
 /// are accepted (exit 0), or until a failure nothing will fix (Err: exit non-zero).
 pub fn run(args: AgentArgs) -> Result<(), String> {
@@ -925,7 +883,7 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
     runtime.block_on(async {
         tokio::select! {
             r = agent.run(args.interval, args.max_heartbeats) => r,
-            _ = shutdown_signal() => {
+            _ = crate::server::shutdown_signal() => {
                 tracing::info!("stopping");
                 Ok(())
             }

@@ -28,7 +28,9 @@ pub const PROOF_KEY_FILE: &str = "proof_ed25519.key";
 /// Writes `contents` to `path` with mode 0600, atomically (temp file, fsync, rename), so a
 /// crash never leaves a half-written key.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -40,10 +42,12 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
     Ok(())
 }

@@ -106,9 +106,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_on_signal(handle: Handle) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
+/// Resolves when Ctrl-C or SIGTERM arrives.
+pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -118,9 +117,13 @@ async fn shutdown_on_signal(handle: Handle) {
         }
     };
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
+}
+
+async fn shutdown_on_signal(handle: Handle) {
+    shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     handle.graceful_shutdown(Some(GRACE));

@@ -162,19 +162,7 @@ pub async fn calculate(
         }
         None => {
             let node_ids: Vec<String> = match caller.role {
-                Role::Admin => {
-                    let mut ids = Vec::new();
-                    let mut after: Option<String> = None;
-                    loop {
-                        let page = reader.nodes(after.as_deref(), 10_000, |_| true)?;
-                        ids.extend(page.items.into_iter().map(|n| n.node_id));
-                        match page.next {
-                            Some(n) => after = Some(n),
-                            None => break,
-                        }
-                    }
-                    ids
-                }
+                Role::Admin => reader.node_ids_where(|_| true)?,
                 _ => reader.operator_node_ids(&caller.subject)?,
             };
             'outer: for e in &epochs {

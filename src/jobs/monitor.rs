@@ -53,19 +53,7 @@ pub async fn mark_silent_nodes_offline(app: &AppState) -> ApiResult<usize> {
         n.status == NodeStatus::Online
             && n.last_heartbeat_at_us.is_none_or(|t| t + timeout_us <= now)
     };
-    let mut candidates = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = app
-            .store
-            .reader()?
-            .nodes(after.as_deref(), 10_000, |n| is_silent(n, now))?;
-        candidates.extend(page.items.into_iter().map(|n| n.node_id));
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let candidates = app.store.reader()?.node_ids_where(|n| is_silent(n, now))?;
     if candidates.is_empty() {
         return Ok(0);
     }

@@ -44,19 +44,10 @@ pub async fn run_timer(app: AppState) {
 /// write transaction, where its balance is already zero if another run paid it.
 pub async fn process(app: &AppState, actor: &Actor) -> ApiResult<RunOutcome> {
     let threshold = app.config.payout_threshold_usdt;
-    let mut candidates = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = app
-            .store
-            .reader()?
-            .nodes(after.as_deref(), 10_000, |n| n.balance_usdt > Decimal::ZERO)?;
-        candidates.extend(page.items.into_iter().map(|n| n.node_id));
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+    let candidates = app
+        .store
+        .reader()?
+        .node_ids_where(|n| n.balance_usdt > Decimal::ZERO)?;
     let mut outcome = RunOutcome {
         created: Vec::new(),
         skipped: 0,

@@ -87,6 +87,20 @@ impl Reader {
         Ok(Page { items, next: None })
     }
 
+    /// Ids of every node `keep` accepts, in id order (a full scan, in pages).
+    pub fn node_ids_where(&self, keep: impl Fn(&Node) -> bool) -> ApiResult<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.nodes(after.as_deref(), 10_000, &keep)?;
+            ids.extend(page.items.into_iter().map(|n| n.node_id));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(ids),
+            }
+        }
+    }
+
     /// Ids of the entries of a `(group, id) -> ()` index, in id order after `after`.
     fn index_ids(
         &self,
