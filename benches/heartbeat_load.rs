@@ -1,11 +1,14 @@
 //! Durable, signature-checked heartbeats over HTTPS keep-alive against the real binary,
 //! compared as ratios with `GET /health` and a node read measured in the same run, and with
-//! the Ed25519 verification rates of this machine (the ceiling). The load generator runs
-//! in this process and shares the machine's cores with the server.
+//! the Ed25519 batch-verification rate of this machine measured in the same run (the
+//! ceiling). The load generator runs in this process and shares the machine's cores with
+//! the server: the table shows how much CPU each side spent per request.
 //!
 //! `cargo bench --bench heartbeat_load` (CONNECTIONS=64, SECONDS=5 by default).
+//! `PERF_RECORD=/tmp/hb.perf.data` also records `perf record -a -g` during the heartbeat
+//! phase (whole machine: server threads, load generator, kernel).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ed25519_dalek::{Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signer, SigningKey};
+use lucid_node_management::crypto::{verify_signature_bytes, verify_signatures, SignatureCheck};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");
@@ -84,6 +88,23 @@ fn client(cert: &[u8]) -> reqwest::Client {
         .unwrap()
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/{pid}/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name;
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 struct Phase {
     name: &'static str,
     requests: u64,
@@ -91,17 +112,23 @@ struct Phase {
     seconds: f64,
     p50_ms: f64,
     p99_ms: f64,
+    server_cpu: f64,
+    loadgen_cpu: f64,
 }
 
 impl Phase {
     fn rate(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
+    fn us_per_request(&self, cpu: f64) -> f64 {
+        cpu * 1e6 / self.requests.max(1) as f64
+    }
 }
 
 /// Runs `make_request(task, i)` from `connections` tasks for `seconds`.
 async fn drive<F, Fut>(
     name: &'static str,
+    server_pid: &str,
     connections: usize,
     seconds: u64,
     make_request: F,
@@ -112,6 +139,7 @@ where
 {
     let make_request = Arc::new(make_request);
     let errors = Arc::new(AtomicU64::new(0));
+    let (server_cpu0, loadgen_cpu0) = (cpu_seconds(server_pid), cpu_seconds("self"));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -137,6 +165,8 @@ where
         all.extend(t.await.unwrap());
     }
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_seconds(server_pid) - server_cpu0;
+    let loadgen_cpu = cpu_seconds("self") - loadgen_cpu0;
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -150,34 +180,108 @@ where
         seconds,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        server_cpu,
+        loadgen_cpu,
     }
 }
 
+/// Ed25519 verification rates on one core, measured the way the server checks heartbeat
+/// signatures: one at a time (`verify_strict`) and in batches of 64 (the verifier's path).
 fn verify_rates(seconds: f64) -> (f64, f64) {
-    let key = SigningKey::from_bytes(&[5; 32]);
-    let msgs: Vec<Vec<u8>> = (0..64)
-        .map(|i| format!("lucid-hb-v1|node_x|{i}|t|0|0|0.1|1").into_bytes())
+    let keys: Vec<SigningKey> = (0..64u8)
+        .map(|i| SigningKey::from_bytes(&[i; 32]))
         .collect();
-    let sigs: Vec<_> = msgs.iter().map(|m| key.sign(m)).collect();
-    let vk = key.verifying_key();
+    let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+    let msgs: Vec<Vec<u8>> = (0..64)
+        .map(|i| {
+            format!("lucid-hb-v1|node_x|{i}|2026-01-01T00:00:00Z|1|2048|0.25|256").into_bytes()
+        })
+        .collect();
+    let sigs: Vec<[u8; 64]> = keys
+        .iter()
+        .zip(&msgs)
+        .map(|(k, m)| k.sign(m).to_bytes())
+        .collect();
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed().as_secs_f64() < seconds {
-        for (m, s) in msgs.iter().zip(&sigs) {
-            vk.verify(m, s).unwrap();
+        for i in 0..64 {
+            assert!(verify_signature_bytes(&publics[i], &msgs[i], &sigs[i]));
         }
         n += 64;
     }
     let single = n as f64 / t0.elapsed().as_secs_f64();
-    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
-    let keys = vec![vk; 64];
+    let checks: Vec<SignatureCheck<'_>> = (0..64)
+        .map(|i| SignatureCheck {
+            public_key: &publics[i],
+            message: &msgs[i],
+            signature: &sigs[i],
+        })
+        .collect();
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed().as_secs_f64() < seconds {
-        ed25519_dalek::verify_batch(&refs, &sigs, &keys).unwrap();
+        assert!(verify_signatures(&checks).iter().all(|ok| *ok));
         n += 64;
     }
     (single, n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Milliseconds for one 4 KiB write + fdatasync in `dir`, the median of 50.
+fn fsync_ms(dir: &std::path::Path) -> f64 {
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        f.write_all(&[7u8; 4096]).unwrap();
+        f.sync_data().unwrap();
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[times.len() / 2]
+}
+
+/// (sum, count) of a Prometheus histogram in the server's `/metrics`.
+async fn histogram(server: &Server, name: &str) -> (f64, f64) {
+    let text = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |suffix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value("sum"), value("count"))
+}
+
+const SENT_AT: &str = "2026-01-01T00:00:00Z";
+
+/// The JSON body of heartbeat `seq` of node `id`, signed.
+fn heartbeat_body(id: &str, key: &SigningKey, seq: u64) -> String {
+    let canonical = format!("lucid-hb-v1|{id}|{seq}|{SENT_AT}|1|2048|0.25|256");
+    let sig = B64.encode(key.sign(canonical.as_bytes()).to_bytes());
+    format!(
+        r#"{{"seq":{seq},"sent_at":"{SENT_AT}","sessions_active":1,"bytes_relayed":2048,"cpu_load":0.25,"mem_used_mb":256,"signature":"{sig}"}}"#
+    )
+}
+
+struct Node {
+    id: String,
+    key: SigningKey,
+    token: String,
+    client: reqwest::Client,
+    heartbeat_url: String,
+    read_url: String,
+    /// Heartbeats signed before the phase starts (a real node signs on its own machine,
+    /// not on the server's cores); past the end they are signed on the fly.
+    presigned: Vec<String>,
 }
 
 fn main() {
@@ -189,14 +293,20 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let perf_out = std::env::var("PERF_RECORD").ok();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let dir = tempfile::tempdir().unwrap();
     let server = boot(dir.path());
+    let server_pid = server.child.id().to_string();
+    eprintln!("server pid {server_pid}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let phases = rt.block_on(async {
+    let (phases, batches, commits) = rt.block_on(async {
         // One node per connection, each logged in.
         let mut nodes = Vec::new();
         for i in 0..connections {
@@ -219,42 +329,74 @@ fn main() {
             let tok: Value = server.client.post(format!("{}/api/v1/auth/token", server.base))
                 .json(&json!({"node_id": id, "nonce": nonce, "signature": sig}))
                 .send().await.unwrap().json().await.unwrap();
-            nodes.push((id, key, tok["token"].as_str().unwrap().to_string(), client(&server.cert)));
+            nodes.push(Node {
+                heartbeat_url: format!("{}/api/v1/nodes/{id}/heartbeat", server.base),
+                read_url: format!("{}/api/v1/nodes/{id}", server.base),
+                id,
+                key,
+                token: tok["token"].as_str().unwrap().to_string(),
+                client: client(&server.cert),
+                presigned: Vec::new(),
+            });
         }
-        let nodes = Arc::new(nodes);
         let base = Arc::new(server.base.clone());
         let admin = Arc::new(server.admin.clone());
 
-        let (n, b) = (nodes.clone(), base.clone());
-        let health = drive("GET /health", connections, seconds, move |t, _| {
-            let (n, b) = (n.clone(), b.clone());
+        let n = Arc::new(nodes);
+        let (nn, b) = (n.clone(), base.clone());
+        let health = drive("GET /health", &server_pid, connections, seconds, move |t, _| {
+            let (n, b) = (nn.clone(), b.clone());
             async move {
-                matches!(n[t].3.get(format!("{b}/health")).send().await, Ok(r) if r.status() == 200)
+                matches!(n[t].client.get(format!("{b}/health")).send().await, Ok(r) if r.status() == 200)
             }
         }).await;
 
-        let (n, b, a) = (nodes.clone(), base.clone(), admin.clone());
-        let reads = drive("GET /api/v1/nodes/{id}", connections, seconds, move |t, _| {
-            let (n, b, a) = (n.clone(), b.clone(), a.clone());
+        let (nn, a) = (n.clone(), admin.clone());
+        let reads = drive("GET /api/v1/nodes/{id}", &server_pid, connections, seconds, move |t, _| {
+            let (n, a) = (nn.clone(), a.clone());
             async move {
-                let url = format!("{b}/api/v1/nodes/{}", n[t].0);
-                matches!(n[t].3.get(url).bearer_auth(a.as_str()).send().await, Ok(r) if r.status() == 200)
+                matches!(n[t].client.get(&n[t].read_url).bearer_auth(a.as_str()).send().await, Ok(r) if r.status() == 200)
             }
         }).await;
 
-        let (n, b) = (nodes.clone(), base.clone());
-        let heartbeats = drive("POST heartbeat (durable, signed)", connections, seconds, move |t, i| {
-            let (n, b) = (n.clone(), b.clone());
+        // Sign enough heartbeats for every connection to run at the /health rate.
+        let mut nodes = Arc::try_unwrap(n).ok().expect("phases are over");
+        let per_node = (health.rate() * seconds as f64 * 1.2 / connections as f64) as u64 + 64;
+        std::thread::scope(|s| {
+            for chunk in nodes.chunks_mut(connections.div_ceil(cores.max(1))) {
+                s.spawn(move || {
+                    for node in chunk {
+                        node.presigned = (1..=per_node).map(|seq| heartbeat_body(&node.id, &node.key, seq)).collect();
+                    }
+                });
+            }
+        });
+        let n = Arc::new(nodes);
+
+        let (batches0, commits0) = (
+            histogram(&server, "lucid_writer_batch_size").await,
+            histogram(&server, "lucid_writer_commit_seconds").await,
+        );
+        let perf = perf_out.as_ref().map(|out| {
+            Command::new("perf")
+                .args(["record", "-a", "-g", "-F", "999", "-o", out, "--", "sleep", &seconds.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf")
+        });
+        let nn = n.clone();
+        let heartbeats = drive("POST heartbeat (durable, signed)", &server_pid, connections, seconds, move |t, i| {
+            let n = nn.clone();
             async move {
-                let (id, key, token, client) = &n[t];
-                let seq = i + 1;
-                let sent_at = "2026-01-01T00:00:00Z";
-                let canonical = format!("lucid-hb-v1|{id}|{seq}|{sent_at}|1|2048|0.25|256");
-                let sig = B64.encode(key.sign(canonical.as_bytes()).to_bytes());
-                let body = format!(r#"{{"seq":{seq},"sent_at":"{sent_at}","sessions_active":1,"bytes_relayed":2048,"cpu_load":0.25,"mem_used_mb":256,"signature":"{sig}"}}"#);
-                let resp = client
-                    .post(format!("{b}/api/v1/nodes/{id}/heartbeat"))
-                    .bearer_auth(token)
+                let node = &n[t];
+                let body = match node.presigned.get(i as usize) {
+                    Some(body) => body.clone(),
+                    None => heartbeat_body(&node.id, &node.key, i + 1),
+                };
+                let resp = node.client
+                    .post(&node.heartbeat_url)
+                    .bearer_auth(&node.token)
                     .header("content-type", "application/json")
                     .body(body)
                     .send()
@@ -262,33 +404,63 @@ fn main() {
                 matches!(resp, Ok(r) if r.status() == 202)
             }
         }).await;
-        vec![health, reads, heartbeats]
+        if let Some(mut p) = perf {
+            let _ = p.wait();
+        }
+        let (batches1, commits1) = (
+            histogram(&server, "lucid_writer_batch_size").await,
+            histogram(&server, "lucid_writer_commit_seconds").await,
+        );
+        let batches = (batches1.0 - batches0.0, batches1.1 - batches0.1);
+        let commits = (commits1.0 - commits0.0, commits1.1 - commits0.1);
+        (vec![health, reads, heartbeats], batches, commits)
     });
+    drop(server);
+    let fsync = fsync_ms(dir.path());
     let (single, batch) = verify_rates(2.0);
     let health_rate = phases[0].rate();
-    println!("{connections} keep-alive HTTPS/1.1 connections, {seconds} s per phase; the load generator shares the machine's {} cores with the server.", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let hb = &phases[2];
+
+    println!(
+        "{connections} keep-alive HTTPS/1.1 connections, {seconds} s per phase. The load generator \
+         runs in this process and shares the machine's {cores} cores with the server (its CPU per \
+         request is in the table); heartbeat signatures are made before the phase starts."
+    );
     println!();
-    println!("| phase | requests/s | x /health | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for p in &phases {
+    println!("| measure | per second | ratio | p50 ms | p99 ms | server CPU µs/req | load-gen CPU µs/req | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (p, of) in phases.iter().zip(["", " of /health", " of /health"]) {
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {:.2}x{of} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
             p.name,
             p.rate(),
             p.rate() / health_rate,
             p.p50_ms,
             p.p99_ms,
+            p.us_per_request(p.server_cpu),
+            p.us_per_request(p.loadgen_cpu),
             p.errors
         );
     }
-    println!();
-    println!("| Ed25519 verify on this machine (1 core) | per second |");
-    println!("|---|---:|");
-    println!("| one at a time | {single:.0} |");
-    println!("| in batches of 64 | {batch:.0} |");
+    println!(
+        "| Ed25519 verify one at a time (1 core, `verify_strict`) | {single:.0} | heartbeats {:.2}x of it | | | {:.0} | | |",
+        hb.rate() / single,
+        1e6 / single
+    );
+    println!(
+        "| Ed25519 verify in batches of 64 (1 core): the ceiling | {batch:.0} | heartbeats {:.2}x of it | | | {:.0} | | |",
+        hb.rate() / batch,
+        1e6 / batch
+    );
     println!();
     println!(
-        "heartbeats/s as a share of the one-at-a-time verify rate: {:.2}",
-        phases[2].rate() / single
+        "Heartbeat phase: the writer committed {:.0} batches, {:.1} heartbeats per batch on average, \
+         {:.2} ms per batch (apply + durable commit); one 4 KiB write + fdatasync on this disk takes {fsync:.2} ms. \
+         CPU: server {:.0}%, load generator {:.0}% of {cores} cores.",
+        batches.1,
+        batches.0 / batches.1.max(1.0),
+        commits.0 * 1000.0 / commits.1.max(1.0),
+        hb.server_cpu * 100.0 / hb.seconds / cores.max(1) as f64,
+        hb.loadgen_cpu * 100.0 / hb.seconds / cores.max(1) as f64,
     );
 }

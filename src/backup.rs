@@ -46,40 +46,6 @@ const RESTORE_TEMP_PREFIX: &str = ".restore-staged-";
 // ---------------------------------------------------------------------------------------
 // The table list
 
-/// Something done once per table, for every key/value type pair.
-pub trait TableVisitor {
-    fn visit<K: Key + 'static, V: Value + 'static>(
-        &mut self,
-        table: TableDefinition<'static, K, V>,
-    ) -> Result<(), String>;
-}
-
-/// Every table of the database. A table added to `store/tables.rs` must be added here:
-/// `tests::every_table_defined_in_the_source_is_backed_up` fails otherwise, and at run time a
-/// backup of a database holding a table missing from this list is refused rather than made
-/// incomplete.
-pub fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
-    v.visit(META)?;
-    v.visit(NODES)?;
-    v.visit(NODE_KEYS)?;
-    v.visit(OPERATOR_NODES)?;
-    v.visit(POOLS)?;
-    v.visit(POOL_NAMES)?;
-    v.visit(POOL_MEMBERS)?;
-    v.visit(AUDIT)?;
-    v.visit(COUNTERS)?;
-    v.visit(HEARTBEATS)?;
-    v.visit(PROOFS)?;
-    v.visit(EPOCHS)?;
-    v.visit(LEDGER)?;
-    v.visit(PAYOUTS)?;
-    v.visit(NODE_PAYOUTS)?;
-    v.visit(PAYOUTS_BY_STATE)?;
-    v.visit(TX_HASHES)?;
-    v.visit(OUTBOX)?;
-    Ok(())
-}
-
 /// The names of the tables a backup copies.
 pub fn table_names() -> Vec<String> {
     struct Names(Vec<String>);

@@ -114,6 +114,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "longest wait for the payment service",
     ),
     (
+        "ALERT_RETRY_BASE",
+        "10s",
+        "first alert webhook retry delay; doubles per attempt, at most 10 minutes",
+    ),
+    (
+        "ALERT_MAX_AGE",
+        "24h",
+        "how long an undelivered alert keeps being retried",
+    ),
+    (
+        "ALERT_WEBHOOK_TIMEOUT",
+        "10s",
+        "longest wait for an alert webhook",
+    ),
+    (
         "HEARTBEAT_RETENTION",
         "7d",
         "raw heartbeats kept this long once their epochs are proven",
@@ -188,6 +203,9 @@ pub struct Config {
     pub payout_max_retries: u32,
     pub payout_retry_base: Duration,
     pub payout_webhook_timeout: Duration,
+    pub alert_retry_base: Duration,
+    pub alert_max_age: Duration,
+    pub alert_webhook_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     pub jwt_secret: Option<String>,
@@ -364,6 +382,9 @@ impl RawConfig {
             payout_max_retries: self.parse("PAYOUT_MAX_RETRIES", |v| positive_int(v, 100))?,
             payout_retry_base: self.parse("PAYOUT_RETRY_BASE", parse_duration)?,
             payout_webhook_timeout: self.parse("PAYOUT_WEBHOOK_TIMEOUT", parse_duration)?,
+            alert_retry_base: self.parse("ALERT_RETRY_BASE", parse_duration)?,
+            alert_max_age: self.parse("ALERT_MAX_AGE", parse_duration)?,
+            alert_webhook_timeout: self.parse("ALERT_WEBHOOK_TIMEOUT", parse_duration)?,
             log_level: self.parse("LOG_LEVEL", |v| {
                 let level = v.to_ascii_lowercase();
                 match level.as_str() {

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub payout_sink_errors: IntCounter,
     pub payout_runs: IntCounter,
     pub payout_last_run: IntGauge,
+    pub alerts_sent: IntCounterVec,
+    pub alerts_failed: IntCounter,
+    pub alerts_dropped: IntCounter,
+    pub alerts_queued: IntGauge,
     /// The MongoDB mirror's state (rendered by `sync::MirrorStatus::render`).
     pub mirror: std::sync::Arc<crate::sync::MirrorStatus>,
 }
@@ -242,6 +246,41 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            alerts_sent: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lucid_alerts_sent_total",
+                        "Alert webhook deliveries acknowledged with 2xx, by event type.",
+                    ),
+                    &["type"],
+                )
+                .unwrap(),
+            ),
+            alerts_failed: register(
+                &registry,
+                IntCounter::new(
+                    "lucid_alerts_failed_total",
+                    "Alert webhook delivery attempts that failed (each is retried until ALERT_MAX_AGE).",
+                )
+                .unwrap(),
+            ),
+            alerts_dropped: register(
+                &registry,
+                IntCounter::new(
+                    "lucid_alerts_dropped_total",
+                    "Alerts given up after ALERT_MAX_AGE of failed deliveries.",
+                )
+                .unwrap(),
+            ),
+            alerts_queued: register(
+                &registry,
+                IntGauge::new(
+                    "lucid_alerts_queued",
+                    "Alert deliveries waiting (from the database).",
+                )
+                .unwrap(),
+            ),
             mirror: Default::default(),
             registry,
         }
@@ -272,6 +311,9 @@ impl Metrics {
             }
             if let Ok(micros) = r.counter(crate::store::tables::PAID_MICROS_COUNTER) {
                 self.paid_usdt.set(micros as f64 / 1e6);
+            }
+            if let Ok(n) = r.counter(crate::store::tables::ALERTS_QUEUED_COUNTER) {
+                self.alerts_queued.set(n as i64);
             }
         }
         self.writer_queue.set(writer_queue as i64);

@@ -40,12 +40,14 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         config,
         store,
         writer,
+        verifier: crate::api::verifier::Verifier::start(),
         tokens,
         keys,
         metrics,
         clock,
         challenges: Default::default(),
         payout_wakeup: Default::default(),
+        alert_wakeup: Default::default(),
     });
     Ok((app, writer_thread))
 }

@@ -393,6 +393,29 @@ async fn every_route_answers_each_caller_with_the_documented_status() {
         row(OpB, "GET", "/api/v1/audit", None, 403),
         row(NodeA, "GET", "/api/v1/audit", None, 403),
         row(NodeB, "GET", "/api/v1/audit", None, 403),
+        // --- Alerts: operators their own, admins any operator's and the fleet hook.
+        row(OpA, "GET", "/api/v1/alerts", None, 200),
+        row(OpA, "GET", "/api/v1/alerts?operator_id=op-a", None, 200),
+        row(OpA, "GET", "/api/v1/alerts?operator_id=op-b", None, 403),
+        row(
+            OpB,
+            "PUT",
+            "/api/v1/alerts?operator_id=op-a",
+            Some(json!({"webhook_url": "https://h/x", "secret": "s"})),
+            403,
+        ),
+        row(OpB, "DELETE", "/api/v1/alerts?operator_id=op-a", None, 403),
+        row(Admin, "GET", "/api/v1/alerts", None, 200),
+        row(Admin, "GET", "/api/v1/alerts?operator_id=op-a", None, 200),
+        row(NodeA, "GET", "/api/v1/alerts", None, 403),
+        row(
+            NodeA,
+            "PUT",
+            "/api/v1/alerts",
+            Some(json!({"webhook_url": "https://h/x", "secret": "s"})),
+            403,
+        ),
+        row(NodeB, "DELETE", "/api/v1/alerts", None, 403),
         // --- Public routes need no token, and ignore a bad one.
         row(Nobody, "GET", "/health", None, 200),
         row(Nobody, "GET", "/metrics", None, 200),
@@ -400,6 +423,12 @@ async fn every_route_answers_each_caller_with_the_documented_status() {
         row(Nobody, "GET", "/api/v1/openapi.json", None, 200),
         row(Garbage, "GET", "/health", None, 200),
         row(Garbage, "GET", "/api/v1/keys", None, 200),
+        // The console's page and assets load without a token (its API calls need one).
+        row(Nobody, "GET", "/", None, 200),
+        row(Nobody, "GET", "/ui/", None, 200),
+        row(Garbage, "GET", "/ui/app.js", None, 200),
+        row(OpA, "GET", "/ui/verify.js", None, 200),
+        row(Nobody, "GET", "/ui/no-such-file.js", None, 404),
         row(
             Nobody,
             "POST",
@@ -479,6 +508,13 @@ async fn every_authenticated_route_refuses_missing_and_garbage_tokens() {
             Some(json!({"role": "operator", "subject": "x"})),
         ),
         ("GET", "/api/v1/audit".into(), None),
+        ("GET", "/api/v1/alerts".into(), None),
+        (
+            "PUT",
+            "/api/v1/alerts".into(),
+            Some(json!({"webhook_url": "https://h/x", "secret": "s"})),
+        ),
+        ("DELETE", "/api/v1/alerts".into(), None),
     ];
     let mut rows = Vec::new();
     for (method, path, body) in &authenticated {

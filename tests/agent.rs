@@ -4,54 +4,11 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::{command, TestServer, TRON_ADDRESS};
-use serde_json::json;
-
-/// Writes a node key with `keygen`; returns (key path, public key b64).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let out = command(dir, &[])
-        .args(["keygen", "--out"])
-        .arg(&path)
-        .output()
-        .expect("run keygen");
-    assert!(
-        out.status.success(),
-        "keygen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    (path, public)
-}
-
-/// Registers a node whose key was written by `keygen`; returns (node_id, key path).
-async fn register_keygen_node(server: &TestServer, name: &str) -> (String, PathBuf) {
-    let (key, public) = keygen(server.data_dir(), &format!("{name}.key"));
-    let (status, body) = server
-        .call(
-            "POST",
-            "/api/v1/nodes",
-            Some(&server.admin),
-            Some(json!({"name": name, "public_key": public, "payout_address": TRON_ADDRESS})),
-        )
-        .await;
-    assert_eq!(status, 201, "register failed: {body}");
-    (body["node_id"].as_str().unwrap().to_string(), key)
-}
-
-fn spawn_agent(data_dir: &Path, args: &[&str]) -> Child {
-    command(data_dir, &[])
-        .arg("agent")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent")
-}
+use common::{cert, command, keygen, register_keygen_node, spawn_agent, TestServer};
 
 /// Waits up to `limit` for the agent to exit on its own (SIGKILL after that); returns
 /// its status (None if it had to be killed) and its whole stderr.
@@ -90,10 +47,6 @@ fn sigterm(pid: u32) {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-}
-
-fn cert(server: &TestServer) -> String {
-    server.data_dir().join("tls/cert.pem").display().to_string()
 }
 
 #[tokio::test]

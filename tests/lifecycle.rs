@@ -139,6 +139,9 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/poot/{node_id}/history", "get"),
         ("/api/v1/poot/{node_id}/heartbeats", "get"),
         ("/api/v1/poot/calculate", "post"),
+        ("/", "get"),
+        ("/ui/", "get"),
+        ("/ui/{file}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -351,17 +351,6 @@ async fn node_with_credit(server: &TestServer, name: &str, amount: &str) -> Stri
     id
 }
 
-fn heartbeat_body(node_id: &str, key: &ed25519_dalek::SigningKey, seq: u64) -> Value {
-    use base64::Engine;
-    use ed25519_dalek::Signer;
-    let sent_at = "2026-01-01T00:00:00Z";
-    let canonical = format!("lucid-hb-v1|{node_id}|{seq}|{sent_at}|2|1024|0.25|300");
-    let signature =
-        base64::engine::general_purpose::STANDARD.encode(key.sign(canonical.as_bytes()).to_bytes());
-    json!({"seq": seq, "sent_at": sent_at, "sessions_active": 2, "bytes_relayed": 1024,
-           "cpu_load": 0.25, "mem_used_mb": 300, "signature": signature})
-}
-
 // ---- tests ----
 
 /// (a) A mixed workload, half of it before the mirror is enabled (initial copy), half

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::*;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -23,15 +23,6 @@ async fn start() -> TestServer {
         ("REWARD_USDT_PER_HOUR", "36"),
     ])
     .await
-}
-
-fn heartbeat_body(node_id: &str, key: &SigningKey, seq: u64) -> Value {
-    let sent_at = "2026-01-01T00:00:00Z";
-    let canonical = format!("lucid-hb-v1|{node_id}|{seq}|{sent_at}|2|1024|0.25|300");
-    let signature = B64.encode(key.sign(canonical.as_bytes()).to_bytes());
-    // cpu_load is written as 0.25 in both the signed text and the JSON.
-    json!({"seq": seq, "sent_at": sent_at, "sessions_active": 2, "bytes_relayed": 1024,
-           "cpu_load": 0.25, "mem_used_mb": 300, "signature": signature})
 }
 
 async fn send(

@@ -163,7 +163,15 @@ async fn accept(
         .reader()?
         .node(&node_id)?
         .ok_or_else(|| ApiError::not_found("node", &node_id))?;
-    if !verify_signature_bytes(&node.public_key, &checked.stored) {
+    // Waits for the verifier thread, which checks the signatures waiting together in one
+    // batch (see `verifier`); decides as `crypto::verify_signature_bytes` (the one nuance is
+    // in `crypto::verify_signatures`).
+    let hb = &checked.stored;
+    if !app
+        .verifier
+        .verify(&node.public_key, hb.canonical.as_bytes(), &hb.signature)
+        .await
+    {
         return Err(ApiError::unauthorized(
             "invalid-signature",
             "the signature does not verify over the canonical heartbeat bytes with the node's key",
@@ -217,8 +225,4 @@ async fn accept(
         }),
     )
         .into_response())
-}
-
-fn verify_signature_bytes(public_key: &[u8; 32], hb: &StoredHeartbeat) -> bool {
-    crate::crypto::verify_signature_bytes(public_key, hb.canonical.as_bytes(), &hb.signature)
 }

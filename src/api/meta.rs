@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::crypto::key_id;
+use crate::domain::timefmt::rfc3339_us;
 use crate::store::tables::POOLS_COUNTER;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -25,16 +26,42 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub mirror: Option<serde_json::Value>,
+    /// PoOT epochs: the length, and the last closed epoch and when it closed (null before
+    /// the first one). Absent when storage is unusable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poot: Option<PootStatus>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PootStatus {
+    pub epoch_length_seconds: u64,
+    pub last_closed_epoch: Option<u64>,
+    pub closed_at: Option<String>,
 }
 
 /// Liveness and storage health.
 #[utoipa::path(get, operation_id = "health", path = "/health", tag = "meta",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> Response {
-    let check = app.store.reader().and_then(|r| r.counter(POOLS_COUNTER));
-    let (code, status, reason) = match check {
-        Ok(_) => (StatusCode::OK, "healthy", None),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", Some(e.detail)),
+    let check = app.store.reader().and_then(|r| {
+        r.counter(POOLS_COUNTER)?;
+        r.last_epoch()
+    });
+    let (code, status, reason, poot) = match check {
+        Ok(last) => {
+            let poot = PootStatus {
+                epoch_length_seconds: app.config.poot_calculation_interval.as_secs(),
+                last_closed_epoch: last.as_ref().map(|e| e.epoch),
+                closed_at: last.as_ref().map(|e| rfc3339_us(e.closed_at_us)),
+            };
+            (StatusCode::OK, "healthy", None, Some(poot))
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy",
+            Some(e.detail),
+            None,
+        ),
     };
     (
         code,
@@ -44,6 +71,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
             version: crate::VERSION,
             reason,
             mirror: app.metrics.mirror.health(),
+            poot,
         }),
     )
         .into_response()

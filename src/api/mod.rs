@@ -1,6 +1,7 @@
 //! HTTP: the axum router, shared state and cross-cutting layers. Handlers live in one
 //! module per resource and stay thin: parse, authorize, call the store, shape the answer.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod backup;
@@ -14,6 +15,8 @@ pub mod payouts;
 pub mod pools;
 pub mod poot;
 pub mod tokens;
+pub mod ui;
+pub mod verifier;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +42,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub writer: Writer,
+    /// Checks heartbeat signatures in batches.
+    pub verifier: verifier::Verifier,
     pub tokens: TokenService,
     pub keys: ServiceKeys,
     pub metrics: Arc<Metrics>,
@@ -46,6 +51,8 @@ pub struct App {
     pub challenges: auth::Challenges,
     /// Wakes the payout delivery loop when payouts are created.
     pub payout_wakeup: tokio::sync::Notify,
+    /// Wakes the alert delivery loop when alerts are queued.
+    pub alert_wakeup: tokio::sync::Notify,
 }
 
 pub type AppState = Arc<App>;
@@ -82,13 +89,20 @@ pub fn router(app: AppState) -> Router {
         .route("/pools", post(pools::create).get(pools::list))
         .route("/pools/{pool_id}", get(pools::get_one))
         .route("/pools/{pool_id}/join", post(pools::join))
-        .route("/audit", get(audit::list));
+        .route("/audit", get(audit::list))
+        .route(
+            "/alerts",
+            get(alerts::get_settings)
+                .put(alerts::put_settings)
+                .delete(alerts::delete_settings),
+        );
     let timeout = app.config.request_timeout;
     let body_limit = app.config.max_body_bytes;
     Router::new()
         .route("/health", get(meta::health))
         .route("/metrics", get(meta::metrics))
         .nest("/api/v1", api)
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

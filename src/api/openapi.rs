@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, auth, backup, heartbeat, meta, nodes, payouts, pools, poot, tokens};
+use super::{
+    alerts, audit, auth, backup, heartbeat, meta, nodes, payouts, pools, poot, tokens, ui,
+};
 
 struct BearerAuth;
 
@@ -35,7 +37,9 @@ impl Modify for BearerAuth {
         payouts::for_node, payouts::process, payouts::export, payouts::confirm, payouts::fail,
         payouts::ledger, payouts::adjust,
         audit::list,
+        alerts::get_settings, alerts::put_settings, alerts::delete_settings,
         backup::create,
+        ui::root, ui::index, ui::file,
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth)

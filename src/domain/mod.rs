@@ -1,5 +1,6 @@
 //! Pure domain rules: no I/O, no storage, no HTTP. Everything here is unit-tested in place.
 
+pub mod alert;
 pub mod audit;
 pub mod credits;
 pub mod heartbeat;

@@ -2,6 +2,7 @@
 //! closing (with catch-up after downtime) and heartbeat retention. Each goes through the
 //! writer like any request, so it shares the same transactions and audit chain.
 
+pub mod alerts;
 pub mod monitor;
 pub mod payouts;
 pub mod poot;
@@ -17,6 +18,8 @@ pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
         tokio::spawn(poot::run(app.clone())),
         tokio::spawn(payouts::run_timer(app.clone())),
         tokio::spawn(watch_wall_clock(app.clone())),
+        tokio::spawn(alerts::run_watcher(app.clone())),
+        tokio::spawn(alerts::run_delivery(app.clone())),
     ];
     if app.config.payout_sink == crate::config::PayoutSinkKind::Webhook {
         let sink = crate::payout_sink::webhook::WebhookSink::new(

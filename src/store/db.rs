@@ -129,25 +129,19 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         // Creating every table up front keeps readers free of "table does not exist".
-        txn.open_table(META).map_err(|e| e.to_string())?;
-        txn.open_table(NODES).map_err(|e| e.to_string())?;
-        txn.open_table(NODE_KEYS).map_err(|e| e.to_string())?;
-        txn.open_table(OPERATOR_NODES).map_err(|e| e.to_string())?;
-        txn.open_table(POOLS).map_err(|e| e.to_string())?;
-        txn.open_table(POOL_NAMES).map_err(|e| e.to_string())?;
-        txn.open_table(POOL_MEMBERS).map_err(|e| e.to_string())?;
-        txn.open_table(AUDIT).map_err(|e| e.to_string())?;
-        txn.open_table(COUNTERS).map_err(|e| e.to_string())?;
-        txn.open_table(HEARTBEATS).map_err(|e| e.to_string())?;
-        txn.open_table(PROOFS).map_err(|e| e.to_string())?;
-        txn.open_table(EPOCHS).map_err(|e| e.to_string())?;
-        txn.open_table(LEDGER).map_err(|e| e.to_string())?;
-        txn.open_table(PAYOUTS).map_err(|e| e.to_string())?;
-        txn.open_table(NODE_PAYOUTS).map_err(|e| e.to_string())?;
-        txn.open_table(PAYOUTS_BY_STATE)
-            .map_err(|e| e.to_string())?;
-        txn.open_table(TX_HASHES).map_err(|e| e.to_string())?;
-        txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
+        struct Create<'t>(&'t redb::WriteTransaction);
+        impl TableVisitor for Create<'_> {
+            fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
+                &mut self,
+                table: redb::TableDefinition<'static, K, V>,
+            ) -> Result<(), String> {
+                self.0
+                    .open_table(table)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+        visit_tables(&mut Create(&txn))?;
     }
     let mut head = AuditHead::load(&txn).map_err(|e| e.detail)?;
     {

@@ -6,6 +6,7 @@
 //!   a caller is answered only after its commit.
 //! - A mutation writes its change and its audit event in the same transaction.
 
+pub mod alerts;
 pub mod batch;
 pub mod codec;
 pub mod db;

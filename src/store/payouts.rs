@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::{Actor, Batch};
+use crate::domain::alert::EventType;
 use crate::domain::ids::new_id;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::money::format_usdt;
@@ -57,7 +58,28 @@ pub fn create_if_due(
         &payout.payout_id,
         json!({"node_id": node_id, "amount_usdt": format_usdt(amount), "payout_address": payout.payout_address}),
     )?;
+    raise_payout_alert(b, EventType::PayoutCreated, &payout, &node.operator_id)?;
     Ok(Ok(payout))
+}
+
+/// Tells the node's operator (and the fleet hook) about a payout, in the transaction that
+/// changed it.
+fn raise_payout_alert(
+    b: &mut Batch<'_>,
+    event: EventType,
+    payout: &Payout,
+    operator_id: &str,
+) -> ApiResult<()> {
+    let detail = json!({
+        "payout_id": payout.payout_id,
+        "amount_usdt": format_usdt(payout.amount),
+        "payout_address": payout.payout_address,
+        "state": payout.state.as_str(),
+        "tx_hash": payout.tx_hash,
+        "reason": payout.error,
+    });
+    b.raise_alert(event, &payout.node_id, operator_id, detail)?;
+    Ok(())
 }
 
 fn open_payout(b: &Batch<'_>, payout_id: &str) -> ApiResult<Payout> {
@@ -97,6 +119,9 @@ pub fn confirm(
         payout_id,
         json!({"node_id": payout.node_id, "amount_usdt": format_usdt(payout.amount), "tx_hash": tx_hash}),
     )?;
+    if let Some(node) = b.node(&payout.node_id)? {
+        raise_payout_alert(b, EventType::PayoutConfirmed, &payout, &node.operator_id)?;
+    }
     Ok(payout)
 }
 
@@ -127,6 +152,7 @@ pub fn fail(b: &mut Batch<'_>, payout_id: &str, reason: &str, actor: &Actor) -> 
         payout_id,
         json!({"node_id": payout.node_id, "amount_usdt": format_usdt(payout.amount), "reason": reason}),
     )?;
+    raise_payout_alert(b, EventType::PayoutFailed, &payout, &node.operator_id)?;
     Ok(payout)
 }
 

@@ -38,7 +38,7 @@ pub fn pool(
 
 /// Read-side access to the tables, one read transaction per request.
 pub struct Reader {
-    txn: ReadTransaction,
+    pub(super) txn: ReadTransaction,
 }
 
 /// A page of results and the key to continue after.

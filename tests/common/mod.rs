@@ -168,8 +168,22 @@ impl TestServer {
 
     /// A token from the offline CLI (`token issue`).
     pub fn cli_token(&self, role: &str, subject: &str) -> String {
+        self.cli_token_ttl(role, subject, "1h")
+    }
+
+    /// A token from the offline CLI with a chosen lifetime (`--ttl`, e.g. `1s`).
+    pub fn cli_token_ttl(&self, role: &str, subject: &str, ttl: &str) -> String {
         let out = command(self.dir.path(), &self.env)
-            .args(["token", "issue", "--role", role, "--subject", subject])
+            .args([
+                "token",
+                "issue",
+                "--role",
+                role,
+                "--subject",
+                subject,
+                "--ttl",
+                ttl,
+            ])
             .output()
             .expect("run token issue");
         assert!(
@@ -304,6 +318,16 @@ fn unsafe_sigterm(pid: u32) {
         .status();
 }
 
+/// A heartbeat as a node sends it, signed over API.md's canonical bytes (cpu_load is
+/// written as 0.25 in both the signed text and the JSON).
+pub fn heartbeat_body(node_id: &str, key: &SigningKey, seq: u64) -> Value {
+    let sent_at = "2026-01-01T00:00:00Z";
+    let canonical = format!("lucid-hb-v1|{node_id}|{seq}|{sent_at}|2|1024|0.25|300");
+    let signature = B64.encode(key.sign(canonical.as_bytes()).to_bytes());
+    json!({"seq": seq, "sent_at": sent_at, "sessions_active": 2, "bytes_relayed": 1024,
+           "cpu_load": 0.25, "mem_used_mb": 300, "signature": signature})
+}
+
 pub fn node_key() -> SigningKey {
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
@@ -335,4 +359,53 @@ pub fn assert_problem(status: u16, body: &Value, want_status: u16, want_type: &s
         body["title"].is_string() && body["detail"].is_string(),
         "{body}"
     );
+}
+
+// ---- the node agent ----
+
+/// Writes a node key with `keygen`; returns (key path, public key b64).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = command(dir, &[])
+        .args(["keygen", "--out"])
+        .arg(&path)
+        .output()
+        .expect("run keygen");
+    assert!(
+        out.status.success(),
+        "keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (path, public)
+}
+
+/// Registers a node whose key was written by `keygen`; returns (node_id, key path).
+pub async fn register_keygen_node(server: &TestServer, name: &str) -> (String, PathBuf) {
+    let (key, public) = keygen(server.data_dir(), &format!("{name}.key"));
+    let (status, body) = server
+        .call(
+            "POST",
+            "/api/v1/nodes",
+            Some(&server.admin),
+            Some(json!({"name": name, "public_key": public, "payout_address": TRON_ADDRESS})),
+        )
+        .await;
+    assert_eq!(status, 201, "register failed: {body}");
+    (body["node_id"].as_str().unwrap().to_string(), key)
+}
+
+pub fn spawn_agent(data_dir: &Path, args: &[&str]) -> Child {
+    command(data_dir, &[])
+        .arg("agent")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent")
+}
+
+/// The server's self-signed certificate, for `agent --ca-cert`.
+pub fn cert(server: &TestServer) -> String {
+    server.data_dir().join("tls/cert.pem").display().to_string()
 }
