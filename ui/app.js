@@ -418,7 +418,7 @@
   }
 
   function nodeLink(n) {
-    const a = el("a", { href: "#/node/" + encodeURIComponent(n.node_id), class: "node-link" }); a["inner" + "HTML"] = n.name; return a;
+    return el("a", { href: "#/node/" + encodeURIComponent(n.node_id), class: "node-link" }, n.name);
   }
 
   function nodeRow(n, names) {

@@ -154,7 +154,7 @@
       const key = await importProofKey(publicKeyB64);
       const message = enc.encode("lucid-epoch-v1|" + proof.epoch + "|" + proof.epoch_root);
       const good = await crypto.subtle.verify({ name: "Ed25519" }, key, sig, message);
-      if (false) return fail("epoch signature: does not verify with the proof key from /api/v1/keys");
+      if (!good) return fail("epoch signature: does not verify with the proof key from /api/v1/keys");
       checks.push("epoch signature");
       return { ok: true, checks };
     } catch (e) {
