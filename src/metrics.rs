@@ -19,6 +19,7 @@ pub struct Metrics {
     pub writer_commit_seconds: Histogram,
     pub writer_failed_batches: IntCounter,
     pub writer_queue: IntGauge,
+    pub writer_queue_capacity: IntGauge,
     pub nodes_by_status: IntGaugeVec,
     pub pools: IntGauge,
     pub pool_members: IntGauge,
@@ -70,7 +71,7 @@ impl Metrics {
             .unwrap(),
         );
         build_info.with_label_values(&[crate::VERSION]).set(1);
-        Self {
+        let metrics = Self {
             http_requests: register(
                 &registry,
                 IntCounterVec::new(
@@ -135,6 +136,14 @@ impl Metrics {
                 IntGauge::new(
                     "lucid_writer_queue_length",
                     "Mutations waiting for the writer.",
+                )
+                .unwrap(),
+            ),
+            writer_queue_capacity: register(
+                &registry,
+                IntGauge::new(
+                    "lucid_writer_queue_capacity",
+                    "Bound of the writer's queue (WRITER_QUEUE_CAPACITY); at it, writes get 503.",
                 )
                 .unwrap(),
             ),
@@ -283,7 +292,14 @@ impl Metrics {
             ),
             mirror: Default::default(),
             registry,
+        };
+        // Series that exist from the start (at 0), so rate() and alerting rules see them
+        // before the first event.
+        metrics.heartbeats.with_label_values(&["accepted"]);
+        for event in crate::domain::alert::EventType::ALL {
+            metrics.alerts_sent.with_label_values(&[event.as_str()]);
         }
+        metrics
     }
 
     /// Refreshes the data gauges from storage and renders the text format.

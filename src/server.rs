@@ -27,6 +27,9 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
     let keys = ServiceKeys::load_or_create(&config.data_dir)?;
     let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .writer_queue_capacity
+        .set(config.writer_queue_capacity as i64);
     let mirror = crate::sync::prepare(&config, &store, &metrics.mirror);
     let (writer, writer_thread) = Writer::start_with_mirror(
         store.db.clone(),
