@@ -992,6 +992,356 @@ async fn an_admin_creates_pools_issues_tokens_and_closes_payouts_from_the_admin_
     c.close().await.unwrap();
 }
 
+/// `GET /api/v1/alerts{query}` with `token`, as the API answers it.
+async fn alerts_of(server: &TestServer, token: &str, query: &str) -> Value {
+    let (status, body) = server
+        .call("GET", &format!("/api/v1/alerts{query}"), Some(token), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls `script` until it returns `want`.
+async fn wait_js(c: &Client, script: &str, want: Value) {
+    let mut got = Value::Null;
+    for _ in 0..(PATIENCE.as_millis() / 100) {
+        got = js(c, script).await;
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{script} returned {got}, not {want}");
+}
+
+async fn click(c: &Client, css: &str) {
+    wait_css(c, css).await.click().await.unwrap();
+}
+
+async fn value_of(c: &Client, css: &str) -> String {
+    wait_css(c, css)
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// The events whose boxes are ticked on the Alerts page, in page order.
+async fn ticked_events(c: &Client) -> Value {
+    js(
+        c,
+        "return Array.from(document.querySelectorAll('#alert-events input[type=checkbox]:checked'), b => b.value);",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_saves_and_removes_their_alert_webhook_on_the_alerts_page() {
+    let server = TestServer::start().await;
+    let op = server.cli_token("operator", "op-alert");
+    let url = "https://hooks.example/lucid?from=console";
+
+    let driver = Driver::start();
+    let c = browser(&driver, None).await;
+    sign_in(&c, &server, &op).await;
+    wait_view(&c, "overview").await;
+    js(
+        &c,
+        "window.cspViolations = []; document.addEventListener('securitypolicyviolation', (e) => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI)); return null;",
+    )
+    .await;
+    let link = c.find(Locator::Id("nav-alerts")).await.unwrap();
+    assert!(link.is_displayed().await.unwrap(), "no Alerts link");
+    link.click().await.unwrap();
+    wait_view(&c, "alerts").await;
+
+    // Nothing set yet: the defaults, and nothing to remove.
+    assert_eq!(
+        text_of(&c, "#alert-status").await,
+        "No webhook set: nothing is sent."
+    );
+    assert_eq!(value_of(&c, "#alert-grace").await, "300");
+    assert_eq!(
+        ticked_events(&c).await,
+        json!([
+            "node.offline",
+            "node.online",
+            "payout.created",
+            "payout.confirmed",
+            "payout.failed"
+        ])
+    );
+    assert!(!wait_css(&c, "#alert-remove")
+        .await
+        .is_displayed()
+        .await
+        .unwrap());
+    assert!(
+        c.find(Locator::Id("alert-scope")).await.is_err(),
+        "operators choose no scope"
+    );
+
+    // Save: URL, secret, 60 s of grace, two events.
+    wait_css(&c, "#alert-url")
+        .await
+        .send_keys(url)
+        .await
+        .unwrap();
+    wait_css(&c, "#alert-secret")
+        .await
+        .send_keys("a shared secret")
+        .await
+        .unwrap();
+    let grace = wait_css(&c, "#alert-grace").await;
+    grace.clear().await.unwrap();
+    grace.send_keys("60").await.unwrap();
+    for off in ["node-online", "payout-created", "payout-confirmed"] {
+        click(&c, &format!("#alert-event-{off}")).await;
+    }
+    click(&c, "#alert-save").await;
+    let said = text_of(&c, "#alert-result.ok").await;
+    assert!(said.starts_with("Saved"), "{said}");
+    assert!(said.contains(url), "{said}");
+    assert!(text_of(&c, "#alert-status").await.starts_with("Configured"));
+    let secret = wait_css(&c, "#alert-secret").await;
+    assert_eq!(
+        secret.attr("placeholder").await.unwrap().unwrap(),
+        "unchanged"
+    );
+    assert_eq!(secret.prop("value").await.unwrap().unwrap(), "");
+    assert!(wait_css(&c, "#alert-remove")
+        .await
+        .is_displayed()
+        .await
+        .unwrap());
+
+    // The API has exactly that.
+    let saved = alerts_of(&server, &op, "").await;
+    assert_eq!(saved["scope"], "operator");
+    assert_eq!(saved["operator_id"], "op-alert");
+    assert_eq!(saved["configured"], true);
+    assert_eq!(saved["webhook_url"], url);
+    assert_eq!(saved["secret_set"], true);
+    assert_eq!(saved["offline_after_seconds"], 60);
+    assert_eq!(saved["events"], json!(["node.offline", "payout.failed"]));
+    assert!(saved["updated_at"].is_string(), "{saved}");
+    assert!(saved.get("secret").is_none(), "{saved}");
+
+    // A bad URL: the page shows what the API says, and nothing changes.
+    let (status, problem) = server
+        .call(
+            "PUT",
+            "/api/v1/alerts",
+            Some(&op),
+            Some(json!({"webhook_url": "ftp://x"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    let detail = problem["detail"].as_str().unwrap().to_string();
+    assert!(!detail.is_empty());
+    let field = wait_css(&c, "#alert-url").await;
+    field.clear().await.unwrap();
+    field.send_keys("ftp://x").await.unwrap();
+    click(&c, "#alert-save").await;
+    let said = text_of(&c, "#alert-result.error").await;
+    assert_eq!(said, format!("Not saved: {detail}"));
+    assert_eq!(
+        alerts_of(&server, &op, "").await,
+        saved,
+        "a refused save changed something"
+    );
+    let violations = js(&c, "return window.cspViolations;").await;
+    assert_eq!(violations, json!([]), "the Alerts page broke the CSP");
+
+    // Reloaded, the page shows what is stored; on a phone it does not scroll sideways.
+    c.refresh().await.unwrap();
+    wait_view(&c, "alerts").await;
+    assert_eq!(value_of(&c, "#alert-url").await, url);
+    assert_eq!(value_of(&c, "#alert-grace").await, "60");
+    assert_eq!(
+        ticked_events(&c).await,
+        json!(["node.offline", "payout.failed"])
+    );
+    c.set_window_size(390, 844).await.unwrap();
+    let overflow = js(
+        &c,
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    )
+    .await;
+    assert!(
+        overflow.as_f64().unwrap() <= 0.0,
+        "Alerts page wider than a phone by {overflow} px"
+    );
+    js(
+        &c,
+        "document.getElementById('alert-events').scrollIntoView(); return null;",
+    )
+    .await;
+    std::fs::create_dir_all(target_dir()).unwrap();
+    std::fs::write(
+        target_dir().join("console-alerts-phone.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // Remove takes a second click; Cancel backs out.
+    click(&c, "#alert-remove").await;
+    assert_eq!(text_of(&c, "#alert-remove").await, "Really remove?");
+    click(&c, "#alert-remove-cancel").await;
+    assert_eq!(text_of(&c, "#alert-remove").await, "Remove");
+    assert_eq!(
+        alerts_of(&server, &op, "").await,
+        saved,
+        "removed without confirmation"
+    );
+    click(&c, "#alert-remove").await;
+    assert_eq!(
+        alerts_of(&server, &op, "").await,
+        saved,
+        "removed on the first click"
+    );
+    click(&c, "#alert-remove").await;
+    let said = text_of(&c, "#alert-result.ok").await;
+    assert!(said.starts_with("Removed"), "{said}");
+    let gone = alerts_of(&server, &op, "").await;
+    assert_eq!(gone["configured"], false, "{gone}");
+    assert_eq!(gone["secret_set"], false, "{gone}");
+    assert!(gone["webhook_url"].is_null(), "{gone}");
+    assert_eq!(
+        text_of(&c, "#alert-status").await,
+        "No webhook set: nothing is sent."
+    );
+    assert_eq!(value_of(&c, "#alert-url").await, "");
+    assert!(c.get_alert_text().await.is_err(), "a native dialog is open");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sets_the_fleet_hook_on_the_alerts_page_and_leaves_operators_alone() {
+    let server = TestServer::start().await;
+    let op = server.cli_token("operator", "op-own");
+    let (status, body) = server
+        .call(
+            "PUT",
+            "/api/v1/alerts",
+            Some(&op),
+            Some(
+                json!({"webhook_url": "http://192.168.1.10:9000/op", "secret": "op secret",
+                        "offline_after_seconds": 120, "events": ["payout.created"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let before = alerts_of(&server, &op, "").await;
+
+    let driver = Driver::start();
+    let c = browser(&driver, None).await;
+    sign_in(&c, &server, &server.admin).await;
+    wait_view(&c, "overview").await;
+    assert!(c
+        .find(Locator::Id("nav-alerts"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap());
+    go(&c, &server, "alerts").await;
+    wait_view(&c, "alerts").await;
+
+    // The fleet-wide hook is the default.
+    assert_eq!(value_of(&c, "#alert-scope").await, "fleet");
+    assert!(!wait_css(&c, "#alert-operator")
+        .await
+        .is_displayed()
+        .await
+        .unwrap());
+    assert!(text_of(&c, "#alert-whom").await.contains("fleet-wide"));
+    wait_css(&c, "#alert-url")
+        .await
+        .send_keys("https://fleet.example/hook")
+        .await
+        .unwrap();
+    wait_css(&c, "#alert-secret")
+        .await
+        .send_keys("fleet secret")
+        .await
+        .unwrap();
+    click(&c, "#alert-save").await;
+    let said = text_of(&c, "#alert-result.ok").await;
+    assert!(said.starts_with("Saved"), "{said}");
+
+    let fleet = alerts_of(&server, &server.admin, "").await;
+    assert_eq!(fleet["scope"], "fleet");
+    assert_eq!(fleet["configured"], true);
+    assert_eq!(fleet["webhook_url"], "https://fleet.example/hook");
+    assert_eq!(fleet["secret_set"], true);
+    assert_eq!(fleet["offline_after_seconds"], 300);
+    assert_eq!(fleet["events"].as_array().unwrap().len(), 5, "{fleet}");
+    // The operator's own settings are untouched.
+    assert_eq!(alerts_of(&server, &op, "").await, before);
+    assert_eq!(
+        alerts_of(&server, &server.admin, "?operator_id=op-own").await,
+        before
+    );
+
+    // An operator's settings, by the id typed in the field.
+    click(&c, "#alert-scope option[value=\"operator\"]").await;
+    let id_field = wait_css(&c, "#alert-operator").await;
+    assert!(id_field.is_displayed().await.unwrap());
+    id_field.send_keys("op-own").await.unwrap();
+    click(&c, "#alert-scope-show").await;
+    wait_js(
+        &c,
+        "const u = document.getElementById('alert-url'); return u && u.value;",
+        json!("http://192.168.1.10:9000/op"),
+    )
+    .await;
+    wait_view(&c, "alerts").await;
+    assert!(text_of(&c, "#alert-whom").await.contains("op-own"));
+    assert_eq!(value_of(&c, "#alert-grace").await, "120");
+    assert_eq!(ticked_events(&c).await, json!(["payout.created"]));
+    std::fs::create_dir_all(target_dir()).unwrap();
+    std::fs::write(
+        target_dir().join("console-alerts-admin.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        wait_css(&c, "#alert-secret")
+            .await
+            .attr("placeholder")
+            .await
+            .unwrap()
+            .unwrap(),
+        "unchanged"
+    );
+
+    // A malformed id: the API's reason, and the chooser stays to fix it.
+    let id_field = wait_css(&c, "#alert-operator").await;
+    id_field.clear().await.unwrap();
+    id_field.send_keys("no such op!").await.unwrap();
+    click(&c, "#alert-scope-show").await;
+    let said = text_of(&c, "#alert-load-error").await;
+    assert!(
+        said.starts_with("Could not load the settings: operator_id must be"),
+        "{said}"
+    );
+    assert!(c.find(Locator::Id("alert-url")).await.is_err());
+
+    // Back to the fleet hook.
+    click(&c, "#alert-scope option[value=\"fleet\"]").await;
+    click(&c, "#alert-scope-show").await;
+    wait_js(
+        &c,
+        "const u = document.getElementById('alert-url'); return u && u.value;",
+        json!("https://fleet.example/hook"),
+    )
+    .await;
+    assert_eq!(alerts_of(&server, &op, "").await, before);
+    c.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_console_is_served_with_strict_security_headers_and_slash_redirects() {
     let server = TestServer::start().await;

@@ -1,5 +1,5 @@
 // The operator console: a single page with hash routes (#/overview, #/nodes,
-// #/node/{id}, #/admin). Plain DOM, no framework. Everything that comes from the API is
+// #/node/{id}, #/alerts, #/alerts/{operator id} (admins), #/admin). Plain DOM, no framework. Everything that comes from the API is
 // inserted as text (textContent / text nodes), never parsed as HTML.
 "use strict";
 
@@ -275,6 +275,7 @@
     $("nav").hidden = false;
     $("who").hidden = false;
     $("nav-admin").hidden = state.claims.role !== "admin";
+    $("nav-alerts").hidden = !["admin", "operator"].includes(state.claims.role);
     const who = [state.claims.sub || "unknown", " (", state.claims.role || "?", ")"].join("");
     const exp = state.claims.exp ? " · token valid until " + new Date(state.claims.exp * 1000).toLocaleString() : "";
     $("who-text").textContent = who + exp;
@@ -286,6 +287,7 @@
     const h = location.hash.replace(/^#\/?/, "");
     const parts = h.split("/").filter(Boolean).map(decodeURIComponent);
     if (parts[0] === "node" && parts[1]) return { name: "node", id: parts[1] };
+    if (parts[0] === "alerts") return { name: "alerts", id: parts[1] || null };
     if (["overview", "nodes", "admin"].includes(parts[0])) return { name: parts[0] };
     return { name: "overview" };
   }
@@ -304,7 +306,7 @@
     const view = $("view");
     delete view.dataset.ready;
     clear(view).appendChild(message("info", "Loading…"));
-    const views = { overview: viewOverview, nodes: viewNodes, node: viewNode, admin: viewAdmin };
+    const views = { overview: viewOverview, nodes: viewNodes, node: viewNode, alerts: viewAlerts, admin: viewAdmin };
     const current = () => seq === renderSeq;
     try {
       const content = await views[r.name](r, current);
@@ -856,6 +858,209 @@
           : el("p", { class: "muted" }, "Nothing pending.")),
       el("section", { class: "card" }, el("h2", null, "Pools"),
         tableWrap(el("table", null, el("thead", null, el("tr", null, el("th", null, "Name"), el("th", null, "Region"), el("th", null, "Fill"), el("th", null, "Id"))), el("tbody", null, poolRows)))));
+  }
+
+  // ---------- alerts ------------------------------------------------------------------
+
+  const ALERT_EVENTS = [
+    ["node.offline", "a node is offline (after the grace time)"],
+    ["node.online", "a node is back (after an offline alert)"],
+    ["payout.created", "a payout was created"],
+    ["payout.confirmed", "a payout was confirmed"],
+    ["payout.failed", "a payout failed"],
+  ];
+
+  // Operators: their own webhook. Admins: the fleet-wide hook (#/alerts) or one
+  // operator's (#/alerts/{operator id}).
+  async function viewAlerts(r, current) {
+    const role = state.claims.role;
+    if (role !== "admin" && role !== "operator") {
+      return el("div", null, el("h1", null, "Alerts"),
+        message("error", "Alerts are set by operators and admins; your token's role is " + (role || "unknown") + "."));
+    }
+    const admin = role === "admin";
+    const operatorId = admin ? r.id : null;
+    const path = "/api/v1/alerts" + (operatorId ? "?operator_id=" + encodeURIComponent(operatorId) : "");
+    const whom = !admin
+      ? "Your webhook: alerts about your nodes."
+      : operatorId
+        ? "Operator " + operatorId + "'s webhook: alerts about their nodes."
+        : "The fleet-wide hook: alerts about every node.";
+
+    let settings = null;
+    let loadError = null;
+    try {
+      settings = await api(path);
+    } catch (e) {
+      // An admin who typed a wrong operator id keeps the chooser to fix it.
+      if (!admin || !operatorId || !(e instanceof ApiError)) throw e;
+      loadError = e;
+    }
+    if (!current()) return null;
+
+    const page = el("div", null, el("h1", null, "Alerts"));
+    if (admin) {
+      page.appendChild(el("section", { class: "card alerts-card" },
+        el("h2", null, "Whose alerts"), alertScopeChooser(operatorId)));
+    }
+    if (loadError) {
+      const m = message("error", "Could not load the settings: " + loadError.message);
+      m.id = "alert-load-error";
+      page.appendChild(m);
+      return page;
+    }
+
+    const url = el("input", {
+      id: "alert-url", type: "url", maxlength: 2048, autocomplete: "off", spellcheck: "false",
+      placeholder: "https://receiver.example/lucid",
+    });
+    const secret = el("input", { id: "alert-secret", type: "password", maxlength: 256, autocomplete: "new-password" });
+    const grace = el("input", { id: "alert-grace", type: "number", min: 1, max: 604800, step: 1 });
+    const boxes = ALERT_EVENTS.map(([name]) =>
+      el("input", { type: "checkbox", name: "event", value: name, id: "alert-event-" + name.replace(".", "-") }));
+    const status = el("p", { id: "alert-status", class: "muted" });
+    const result = formResult();
+    result.id = "alert-result";
+    const save = el("button", { type: "submit", id: "alert-save" }, "Save");
+    const remove = el("button", { type: "button", id: "alert-remove", class: "secondary" }, "Remove");
+    const cancel = el("button", { type: "button", id: "alert-remove-cancel", class: "secondary", hidden: true }, "Cancel");
+    let armed = false;
+
+    function disarm() {
+      armed = false;
+      remove.textContent = "Remove";
+      remove.className = "secondary";
+      cancel.hidden = true;
+    }
+
+    function busy(on) {
+      for (const b of [save, remove, cancel]) b.disabled = on;
+    }
+
+    function fill(s) {
+      settings = s;
+      url.value = s.webhook_url || "";
+      secret.value = "";
+      secret.placeholder = s.secret_set ? "unchanged" : "required";
+      grace.value = String(s.offline_after_seconds);
+      for (const b of boxes) b.checked = s.events.includes(b.value);
+      clear(status);
+      if (s.configured) {
+        status.className = "ok-text";
+        append(status, ["Configured", s.updated_at ? ", last changed " + fmtTime(s.updated_at) : "", "."]);
+      } else {
+        status.className = "muted";
+        status.textContent = "No webhook set: nothing is sent.";
+      }
+      remove.hidden = !s.configured;
+      disarm();
+    }
+
+    const form = el("form", { id: "alerts-form", class: "stack", novalidate: true },
+      el("label", null, "Webhook URL", url,
+        el("span", { class: "hint" }, "https:// or http:// (a receiver on the local network). Events are POSTed as JSON.")),
+      el("label", null, "Secret", secret,
+        el("span", { class: "hint" }, "Signs every delivery (X-Lucid-Signature: HMAC-SHA256). It is never shown again; leave empty to keep it.")),
+      el("label", null, "Offline grace (seconds)", grace,
+        el("span", { class: "hint" }, "node.offline is sent only once a node has been silent this long (default 300).")),
+      el("fieldset", { id: "alert-events" }, el("legend", null, "Events"),
+        ALERT_EVENTS.map(([name, what], i) =>
+          el("label", { class: "check", for: boxes[i].id }, boxes[i], el("span", null, el("code", null, name), " – " + what)))),
+      el("div", { class: "actions" }, save, remove, cancel),
+      result);
+
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      disarm();
+      const body = { webhook_url: url.value.trim(), events: boxes.filter((b) => b.checked).map((b) => b.value) };
+      if (secret.value) body.secret = secret.value;
+      if (grace.value.trim() !== "") body.offline_after_seconds = Number(grace.value);
+      busy(true);
+      try {
+        const saved = await api(path, { method: "PUT", body });
+        fill(saved);
+        showResult(result, "ok", "Saved: events go to " + saved.webhook_url + " (" +
+          (saved.events.length ? saved.events.join(", ") : "no events selected") + ").");
+      } catch (err) {
+        if (!(err instanceof SignedOut)) showResult(result, "error", "Not saved: " + err.message);
+      } finally {
+        busy(false);
+      }
+    });
+
+    // Two clicks: "Remove", then "Really remove?" (no native dialog).
+    remove.addEventListener("click", async () => {
+      if (!armed) {
+        armed = true;
+        remove.textContent = "Really remove?";
+        remove.className = "danger";
+        cancel.hidden = false;
+        showResult(result, "info", "Removing the webhook also drops the alerts still queued for it. Click “Really remove?” to go on.");
+        return;
+      }
+      busy(true);
+      try {
+        await api(path, { method: "DELETE" });
+        showResult(result, "ok", "Removed: no more alerts are sent to this webhook.");
+        try {
+          fill(await api(path));
+        } catch (err) {
+          if (err instanceof SignedOut) return;
+          fill(Object.assign({}, settings, { configured: false, webhook_url: null, secret_set: false, updated_at: null }));
+        }
+      } catch (err) {
+        if (!(err instanceof SignedOut)) showResult(result, "error", "Not removed: " + err.message);
+      } finally {
+        busy(false);
+      }
+    });
+    cancel.addEventListener("click", () => {
+      disarm();
+      result.hidden = true;
+    });
+
+    fill(settings);
+    page.appendChild(el("section", { class: "card alerts-card" },
+      el("h2", { id: "alert-whom" }, whom), status, form));
+    return page;
+  }
+
+  // Admins choose whose settings: the fleet-wide hook or one operator's.
+  function alertScopeChooser(operatorId) {
+    const scope = el("select", { id: "alert-scope" },
+      el("option", { value: "fleet" }, "the fleet-wide hook (all nodes)"),
+      el("option", { value: "operator" }, "one operator's webhook"));
+    scope.value = operatorId ? "operator" : "fleet";
+    const opInput = el("input", {
+      id: "alert-operator", maxlength: 128, autocomplete: "off", spellcheck: "false",
+      placeholder: "op-1",
+    });
+    opInput.value = operatorId || "";
+    const opLabel = el("label", null, "Operator id ", opInput);
+    const note = el("p", { class: "message error", role: "alert", hidden: true });
+    const sync = () => { opLabel.hidden = scope.value !== "operator"; };
+    scope.addEventListener("change", () => {
+      sync();
+      if (scope.value === "operator") opInput.focus();
+    });
+    sync();
+    const form = el("form", { id: "alert-scope-form", class: "filters" },
+      el("label", null, "Settings of ", scope), opLabel,
+      el("button", { type: "submit", id: "alert-scope-show" }, "Show"), note);
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const id = opInput.value.trim();
+      if (scope.value === "operator" && !id) {
+        note.textContent = "Type the operator id (the subject of their token).";
+        note.hidden = false;
+        opInput.focus();
+        return;
+      }
+      const hash = scope.value === "operator" ? "#/alerts/" + encodeURIComponent(id) : "#/alerts";
+      if (location.hash === hash) route();
+      else location.hash = hash;
+    });
+    return form;
   }
 
   // ---------- start -------------------------------------------------------------------
