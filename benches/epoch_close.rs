@@ -1,24 +1,157 @@
-//! How long closing one PoOT epoch takes: N nodes with 10 signed-size heartbeats each in
-//! the window, closed in one write transaction on a real redb file (durable commit
-//! included). Prints a table; no assertions (the machine is shared and noisy).
+//! How long closing one PoOT epoch and one payout run take, and how long each blocks the
+//! writer (and so heartbeat ingestion), on a real redb file with durable commits.
+//!
+//! Per N: N nodes with 10 signed-size heartbeats each in the window; the epoch is closed
+//! as the service closes it (proofs computed outside the writer, stored in chunks), then
+//! a payout run pays every node's credits. Meanwhile a probe sends a trivial write every
+//! millisecond and times it: its worst latency is how long a heartbeat would have waited.
+//! Prints tables; no assertions (the machine is shared and noisy). `verify` runs on the
+//! result unless EPOCH_BENCH_VERIFY=0.
 //!
 //! `cargo bench --bench epoch_close` (N defaults to 10k and 100k; set EPOCH_BENCH_NODES to
 //! a comma list to change).
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lucid_node_management::clock::Clock;
 use lucid_node_management::crypto::generate_signing_key;
 use lucid_node_management::domain::heartbeat::StoredHeartbeat;
 use lucid_node_management::domain::node::{Node, NodeStatus};
-use lucid_node_management::jobs::poot::{close_next_epoch, CloseParams};
+use lucid_node_management::jobs::payouts::process_with;
+use lucid_node_management::jobs::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
+use lucid_node_management::metrics::Metrics;
 use lucid_node_management::store::batch::AuditHead;
-use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
-use lucid_node_management::store::{self, Batch};
+use lucid_node_management::store::codec::encode;
+use lucid_node_management::store::tables::{HEARTBEATS, POOT_CLOSED_UNTIL_KEY};
+use lucid_node_management::store::{self, Actor, Batch, Store, Writer};
 use rust_decimal::Decimal;
 
 const S: u64 = 1_000_000;
 const EPOCH: u64 = 300 * S;
+/// A valid TRON address (the USDT contract).
+const TRON_ADDRESS: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+
+/// Writes N nodes and their heartbeats; returns the store and its clock.
+fn prepare(dir: &std::path::Path, n: usize) -> (Store, Clock) {
+    let (store, clock) = store::db::open_with_clock(dir, 100).unwrap();
+    // The window being closed is two epochs back from now.
+    let now = clock.now_us();
+    let epoch = now / EPOCH - 2;
+    let start = epoch * EPOCH;
+    let txn = store.db.begin_write().unwrap();
+    {
+        let mut head = AuditHead::load(&txn).unwrap();
+        let mut b = Batch::new(&txn, &mut head, &clock);
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
+        for i in 0..n {
+            let id = format!("node_bench{i:07}");
+            let mut pk = [0u8; 32];
+            pk[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let node = Node {
+                node_id: id.clone(),
+                name: id.clone(),
+                operator_id: "op".into(),
+                public_key: pk,
+                payout_address: Some(TRON_ADDRESS.into()),
+                region: None,
+                pool_id: None,
+                status: NodeStatus::Online,
+                registered_at_us: start,
+                last_heartbeat_at_us: None,
+                balance_usdt: Decimal::ZERO,
+                operational_seconds_total: 0,
+                token_generation: 0,
+                last_seq: None,
+                credit_carry: Decimal::ZERO,
+                last_proof: None,
+            };
+            b.put_node(&node, None).unwrap();
+        }
+    }
+    {
+        let mut t = txn.open_table(HEARTBEATS).unwrap();
+        for i in 0..n {
+            let id = format!("node_bench{i:07}");
+            for h in 0..10u64 {
+                let at = start + h * 30 * S + i as u64; // unique per node
+                let hb = StoredHeartbeat {
+                    seq: h,
+                    canonical: format!("lucid-hb-v1|{id}|{h}|2026-01-01T00:00:00Z|0|0|0.10|100"),
+                    signature: vec![7; 64],
+                    sessions_active: 0,
+                    bytes_relayed: 0,
+                    cpu_load: 0.1,
+                    mem_used_mb: 100,
+                };
+                t.insert((at, id.as_str()), encode(&hb).as_slice()).unwrap();
+            }
+        }
+    }
+    txn.commit().unwrap();
+    (store, clock)
+}
+
+/// Resets this process's peak RSS (VmHWM), so a later [`peak_rss_mib`] covers what ran
+/// in between.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// VmHWM of this process in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Sends a trivial durable write every millisecond until stopped; collects latencies.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    fn start(writer: &Writer) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let (w, s, l) = (writer.clone(), stop.clone(), latencies.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                if w.write(|_| Ok(())).await.is_ok() {
+                    l.lock().unwrap().push(sent.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        Self {
+            stop,
+            latencies,
+            task,
+        }
+    }
+
+    /// (count, median, p99, max) in milliseconds.
+    async fn finish(self) -> (usize, f64, f64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let mut l = self.latencies.lock().unwrap().clone();
+        l.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if l.is_empty() {
+            return (0, 0.0, 0.0, 0.0);
+        }
+        let at = |q: f64| ms(l[((l.len() - 1) as f64 * q) as usize]);
+        (l.len(), at(0.5), at(0.99), ms(*l.last().unwrap()))
+    }
+}
 
 fn main() {
     let sizes: Vec<usize> = std::env::var("EPOCH_BENCH_NODES")
@@ -26,83 +159,112 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("| nodes | heartbeats | close epoch (s) | proofs/s |");
-    println!("|---:|---:|---:|---:|");
+    let verify = std::env::var("EPOCH_BENCH_VERIFY").map_or(true, |v| v != "0");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows_close = Vec::new();
+    let mut rows_payout = Vec::new();
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
-        let (store, clock) = store::db::open_with_clock(dir.path(), 100).unwrap();
-        // The window being closed is two epochs back from now.
-        let now = clock.now_us();
-        let epoch = now / EPOCH - 2;
-        let start = epoch * EPOCH;
-        let txn = store.db.begin_write().unwrap();
-        {
-            let mut head = AuditHead::load(&txn).unwrap();
-            let mut b = Batch::new(&txn, &mut head, &clock);
-            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
-            for i in 0..n {
-                let id = format!("node_bench{i:07}");
-                let mut pk = [0u8; 32];
-                pk[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                let node = Node {
-                    node_id: id.clone(),
-                    name: id.clone(),
-                    operator_id: "op".into(),
-                    public_key: pk,
-                    payout_address: None,
-                    region: None,
-                    pool_id: None,
-                    status: NodeStatus::Online,
-                    registered_at_us: start,
-                    last_heartbeat_at_us: None,
-                    balance_usdt: Decimal::ZERO,
-                    operational_seconds_total: 0,
-                    token_generation: 0,
-                    last_seq: None,
-                    credit_carry: Decimal::ZERO,
-                    last_proof: None,
-                };
-                b.put_node(&node, None).unwrap();
-                for h in 0..10u64 {
-                    let at = start + h * 30 * S + i as u64; // unique per node
-                    let hb = StoredHeartbeat {
-                        seq: h,
-                        canonical: format!(
-                            "lucid-hb-v1|{id}|{h}|2026-01-01T00:00:00Z|0|0|0.10|100"
-                        ),
-                        signature: vec![7; 64],
-                        sessions_active: 0,
-                        bytes_relayed: 0,
-                        cpu_load: 0.1,
-                        mem_used_mb: 100,
-                    };
-                    b.insert_heartbeat(at, &id, &hb).unwrap();
-                }
-            }
-        }
-        txn.commit().unwrap();
-
+        let (store, clock) = prepare(dir.path(), n);
+        let metrics = Arc::new(Metrics::new());
+        let (writer, thread) =
+            Writer::start(store.db.clone(), clock.clone(), metrics, 10_000).unwrap();
         let params = CloseParams {
             length_us: EPOCH,
             timeout_us: 90 * S,
             reward_per_hour: Decimal::new(5, 2),
             proof_key: generate_signing_key(),
         };
-        let started = Instant::now();
-        let txn = store.db.begin_write().unwrap();
-        let closed = {
-            let mut head = AuditHead::load(&txn).unwrap();
-            let bench_clock = Clock::new();
-            let mut b = Batch::new(&txn, &mut head, &bench_clock);
-            close_next_epoch(&mut b, &params).unwrap()
-        };
-        txn.commit().unwrap();
-        let secs = started.elapsed().as_secs_f64();
-        let (_, proofs) = closed.expect("an epoch was due");
-        println!(
-            "| {n} | {} | {secs:.3} | {:.0} |",
-            n * 10,
-            proofs as f64 / secs
-        );
+        rt.block_on(async {
+            // The probe alone first: what a write costs when nothing else runs.
+            let idle = Probe::start(&writer);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (_, idle_median, _, _) = idle.finish().await;
+
+            let probe = Probe::start(&writer);
+            reset_peak_rss();
+            let rss_before = peak_rss_mib();
+            let started = Instant::now();
+            let p = params.clone();
+            let due = writer
+                .write(move |b| next_due_epoch(b, &p))
+                .await
+                .unwrap()
+                .expect("an epoch was due");
+            let report = close_epoch_in_chunks(&writer, &store, &params, due)
+                .await
+                .unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            let rss_peak = peak_rss_mib();
+            let (count, median, p99, max) = probe.finish().await;
+            rows_close.push(format!(
+                "| {n} | {} | {} | {:.3} | {secs:.3} | {:.0} | {} | {:.1} | {:.1} | {count} | {idle_median:.1} / {median:.1} / {p99:.1} / {max:.1} | {rss_before:.0} / {rss_peak:.0} |",
+                n * 10,
+                report.proofs_written,
+                report.compute.as_secs_f64(),
+                report.proofs_written as f64 / secs,
+                report.writer_jobs,
+                report.longest_job.as_secs_f64() * 1000.0,
+                report.longest_job_committed.as_secs_f64() * 1000.0,
+            ));
+
+            let probe = Probe::start(&writer);
+            let started = Instant::now();
+            let (outcome, timing) = process_with(
+                &store,
+                &writer,
+                Decimal::new(1, 3),
+                &Actor::system(),
+            )
+            .await
+            .unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            let (count, median, p99, max) = probe.finish().await;
+            rows_payout.push(format!(
+                "| {n} | {} | {:.3} | {secs:.3} | {:.0} | {} | {:.1} | {:.1} | {count} | {idle_median:.1} / {median:.1} / {p99:.1} / {max:.1} |",
+                outcome.created.len(),
+                timing.scan.as_secs_f64(),
+                outcome.created.len() as f64 / secs,
+                timing.writer_jobs,
+                timing.longest_job.as_secs_f64() * 1000.0,
+                timing.longest_job_committed.as_secs_f64() * 1000.0,
+            ));
+        });
+        drop(writer);
+        thread.join().unwrap();
+        if verify {
+            let started = Instant::now();
+            let report = lucid_node_management::verify::verify_database(
+                &store.reader().unwrap(),
+                &params.proof_key.verifying_key(),
+                |_| {},
+            )
+            .unwrap_or_else(|e| panic!("verify failed at {n} nodes: {e}"));
+            eprintln!(
+                "verify at {n} nodes: {} proofs, {} payouts, ok ({:.1} s)",
+                report.proofs,
+                report.payouts,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!("Closing one PoOT epoch (10 heartbeats per node; probe = a trivial durable write every 1 ms, idle median / median / p99 / max latency during the close, ms)");
+    println!();
+    println!("| nodes | heartbeats | proofs | compute, outside the writer (s) | close total (s) | proofs/s | writer jobs | longest job in writer (ms) | longest job until durable (ms) | probe writes | probe latency (ms) | bench process RSS before / peak during (MiB) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    for r in rows_close {
+        println!("{r}");
+    }
+    println!();
+    println!("One payout run over every node's balance");
+    println!();
+    println!("| nodes | payouts | candidate scan (s) | run total (s) | payouts/s | writer jobs | longest job in writer (ms) | longest job until durable (ms) | probe writes | probe latency (ms) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows_payout {
+        println!("{r}");
     }
 }

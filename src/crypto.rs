@@ -543,7 +543,10 @@ mod tests {
         assert!(!verify_signature(&pk, &login_message("abc"), "!!"));
     }
 
-    fn signed(n: usize) -> (Vec<[u8; 32]>, Vec<Vec<u8>>, Vec<[u8; 64]>) {
+    /// Public keys, messages and signatures of `n` honest signers.
+    type Signed = (Vec<[u8; 32]>, Vec<Vec<u8>>, Vec<[u8; 64]>);
+
+    fn signed(n: usize) -> Signed {
         let mut keys = Vec::new();
         let mut messages = Vec::new();
         let mut signatures = Vec::new();

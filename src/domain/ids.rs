@@ -19,6 +19,32 @@ pub fn new_id(kind: &str) -> String {
     id
 }
 
+/// Digits of the time prefix of [`new_time_ordered_id`], in ASCII order so that ids
+/// sort by time.
+const ORDERED_DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// A fresh id that sorts after every id made with an earlier `stamp_us`: 13 base-36
+/// digits of the stamp, then 12 random characters (unique across appliances still).
+/// Payouts use it: a run's payouts then append to their tables' B-trees instead of
+/// landing on a different page each, which made a large run several times slower.
+pub fn new_time_ordered_id(kind: &str, stamp_us: u64) -> String {
+    let mut digits = [b'0'; 13];
+    let mut t = stamp_us;
+    for d in digits.iter_mut().rev() {
+        *d = ORDERED_DIGITS[(t % 36) as usize];
+        t /= 36;
+    }
+    let mut rng = rand::thread_rng();
+    let mut id = String::with_capacity(kind.len() + 1 + 13 + 12);
+    id.push_str(kind);
+    id.push('_');
+    id.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+    for _ in 0..12 {
+        id.push(ALPHABET[rng.gen_range(0..ALPHABET.len())] as char);
+    }
+    id
+}
+
 /// True when `id` matches `^{kind}_[a-zA-Z0-9_-]+$` and is of a sane length.
 pub fn is_valid_id(kind: &str, id: &str) -> bool {
     let Some(rest) = id.strip_prefix(kind).and_then(|r| r.strip_prefix('_')) else {
@@ -51,6 +77,31 @@ mod tests {
             assert!(is_valid_id(kind, &id), "{id}");
             assert!(!is_valid_id("other", &id));
         }
+    }
+
+    #[test]
+    fn time_ordered_ids_match_their_pattern_and_sort_by_time() {
+        let stamps = [
+            0u64,
+            1,
+            35,
+            36,
+            1_700_000_000_000_000,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let ids: Vec<String> = stamps
+            .iter()
+            .map(|t| new_time_ordered_id("payout", *t))
+            .collect();
+        for id in &ids {
+            assert!(is_valid_id("payout", id), "{id}");
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_ne!(
+            new_time_ordered_id("payout", 7),
+            new_time_ordered_id("payout", 7)
+        );
     }
 
     #[test]

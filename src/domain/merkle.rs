@@ -13,6 +13,16 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
     h.finalize().into()
 }
 
+/// `leaf_hash` of the concatenation of `parts`, without building it.
+pub fn leaf_hash_parts(parts: &[&[u8]]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
 pub fn inner_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = Sha256::new();
     h.update([1u8]);
@@ -82,6 +92,47 @@ pub fn root_and_paths(leaves: &[Hash]) -> (Hash, Vec<Vec<(Side, Hash)>>) {
     (level[0], paths)
 }
 
+/// Every level of the tree, leaves first and the root last (`2n` hashes in all): any
+/// leaf's path can then be read off with [`path_at`] when it is needed, instead of
+/// holding `n log n` path entries at once.
+pub fn levels(leaves: &[Hash]) -> Vec<Vec<Hash>> {
+    if leaves.is_empty() {
+        return vec![vec![empty_root()]];
+    }
+    let mut out = vec![leaves.to_vec()];
+    while out.last().map_or(0, Vec::len) > 1 {
+        let next = next_level(out.last().expect("at least the leaves"));
+        out.push(next);
+    }
+    out
+}
+
+/// The root of a tree built by [`levels`].
+pub fn levels_root(levels: &[Vec<Hash>]) -> Hash {
+    levels
+        .last()
+        .and_then(|l| l.first())
+        .copied()
+        .unwrap_or_else(empty_root)
+}
+
+/// Leaf `index`'s inclusion path (as [`root_and_paths`] gives it) from [`levels`].
+pub fn path_at(levels: &[Vec<Hash>], index: usize) -> Vec<(Side, Hash)> {
+    let mut path = Vec::with_capacity(levels.len().saturating_sub(1));
+    let mut p = index;
+    for level in &levels[..levels.len().saturating_sub(1)] {
+        if p.is_multiple_of(2) {
+            if p + 1 < level.len() {
+                path.push((Side::Right, level[p + 1]));
+            }
+        } else {
+            path.push((Side::Left, level[p - 1]));
+        }
+        p /= 2;
+    }
+    path
+}
+
 /// Recomputes a root from a leaf hash and its path.
 pub fn root_from_path(leaf: Hash, path: &[(Side, Hash)]) -> Hash {
     path.iter().fold(leaf, |acc, (side, sibling)| match side {
@@ -145,6 +196,11 @@ mod tests {
     }
 
     #[test]
+    fn a_leaf_of_parts_equals_the_leaf_of_their_concatenation() {
+        assert_eq!(leaf_hash_parts(&[b"ab", b"", b"cde"]), leaf_hash(b"abcde"));
+    }
+
+    #[test]
     fn a_changed_leaf_changes_the_root() {
         let mut l = leaves(5);
         let before = root(&l);
@@ -162,6 +218,17 @@ mod tests {
                 prop_assert_eq!(root_from_path(*leaf, path), r);
                 let text = format_path(path);
                 prop_assert_eq!(&parse_path(&text).unwrap(), path);
+            }
+        }
+
+        #[test]
+        fn paths_read_off_the_levels_equal_the_computed_paths(n in 0usize..70) {
+            let l = leaves(n);
+            let (r, paths) = root_and_paths(&l);
+            let lv = levels(&l);
+            prop_assert_eq!(levels_root(&lv), r);
+            for (i, path) in paths.iter().enumerate() {
+                prop_assert_eq!(&path_at(&lv, i), path);
             }
         }
 

@@ -4,7 +4,7 @@
 use rust_decimal::Decimal;
 
 use super::credits::credit_epoch;
-use super::merkle::{leaf_hash, root, root_and_paths, Hash, Side};
+use super::merkle::{empty_root, inner_hash, leaf_hash, root, root_and_paths, Hash, Side};
 use super::proof::Proof;
 use super::uptime::operational_seconds;
 use crate::clock::Micros;
@@ -51,6 +51,173 @@ pub struct EpochParams {
     pub reward_per_hour: Decimal,
 }
 
+/// A node's window as [`prove_node`] measures it, built one receipt at a time (in receive
+/// order) without keeping the receipts: operational time as `uptime::operational_seconds`
+/// computes it, heartbeats in the window and their Merkle root as `merkle::root` does.
+/// Closing an epoch of 100k nodes streams a million heartbeats through these.
+#[derive(Debug, Clone, Default)]
+pub struct WindowAccumulator {
+    last: Option<Micros>,
+    micros: Micros,
+    count: u64,
+    /// Roots of complete subtrees, left to right, with their heights.
+    stack: Vec<(u32, Hash)>,
+}
+
+/// What [`WindowAccumulator`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSummary {
+    pub operational_seconds: u64,
+    pub heartbeat_count: u64,
+    pub heartbeats_root: Hash,
+}
+
+impl WindowAccumulator {
+    /// The interval from `start` until `next` or the timeout, clipped to the window.
+    fn clipped(start: Micros, until: Micros, window: (Micros, Micros)) -> Micros {
+        let s = start.max(window.0);
+        let e = until.min(window.1);
+        e.saturating_sub(s)
+    }
+
+    /// Adds the next receipt (receive times must not decrease).
+    pub fn push(&mut self, params: &EpochParams, received_at_us: Micros, leaf: Hash) {
+        let window = epoch_window(params.epoch, params.length_us);
+        if let Some(prev) = self.last {
+            let until = prev.saturating_add(params.timeout_us).min(received_at_us);
+            self.micros += Self::clipped(prev, until, window);
+        }
+        self.last = Some(received_at_us);
+        if received_at_us >= window.0 && received_at_us < window.1 {
+            self.count += 1;
+            let mut node = (0u32, leaf);
+            while let Some(&(height, left)) = self.stack.last() {
+                if height != node.0 {
+                    break;
+                }
+                self.stack.pop();
+                node = (height + 1, inner_hash(&left, &node.1));
+            }
+            self.stack.push(node);
+        }
+    }
+
+    pub fn finish(self, params: &EpochParams) -> WindowSummary {
+        let window = epoch_window(params.epoch, params.length_us);
+        let mut micros = self.micros;
+        if let Some(last) = self.last {
+            micros += Self::clipped(last, last.saturating_add(params.timeout_us), window);
+        }
+        let heartbeats_root = match self.stack.split_last() {
+            None => empty_root(),
+            Some((&(_, top), rest)) => rest
+                .iter()
+                .rev()
+                .fold(top, |right, (_, left)| inner_hash(left, &right)),
+        };
+        WindowSummary {
+            operational_seconds: micros / 1_000_000,
+            heartbeat_count: self.count,
+            heartbeats_root,
+        }
+    }
+}
+
+/// [`prove_node`] from a node's [`WindowSummary`] (see [`WindowAccumulator`]).
+pub fn prove_summary(
+    params: &EpochParams,
+    node_id: String,
+    summary: WindowSummary,
+    credit_carry: Decimal,
+    prev_proof_hash: Option<Hash>,
+) -> Option<NodeEpochOutput> {
+    let (start, end) = epoch_window(params.epoch, params.length_us);
+    let seconds = summary.operational_seconds;
+    if seconds == 0 && summary.heartbeat_count == 0 {
+        return None;
+    }
+    let credit = credit_epoch(seconds, params.reward_per_hour, credit_carry);
+    let proof_hash = Proof::compute_hash(
+        &node_id,
+        params.epoch,
+        start,
+        end,
+        seconds,
+        summary.heartbeat_count,
+        &summary.heartbeats_root,
+        credit.credited,
+        prev_proof_hash.as_ref(),
+    );
+    Some(NodeEpochOutput {
+        proof: Proof {
+            node_id,
+            epoch: params.epoch,
+            window_start_us: start,
+            window_end_us: end,
+            operational_seconds: seconds,
+            heartbeat_count: summary.heartbeat_count,
+            heartbeats_root: summary.heartbeats_root,
+            credits_usdt: credit.credited,
+            prev_proof_hash,
+            proof_hash,
+            inclusion_path: Vec::new(),
+        },
+        credit_carry: credit.carry,
+    })
+}
+
+/// One node's proof for the epoch, without its inclusion path (that needs every proof of
+/// the epoch); `None` when the node has neither operational time nor heartbeats in the
+/// window (nothing to prove, nothing to credit).
+pub fn prove_node(params: &EpochParams, node: NodeEpochInput) -> Option<NodeEpochOutput> {
+    let (start, end) = epoch_window(params.epoch, params.length_us);
+    let times: Vec<Micros> = node.receipts.iter().map(|r| r.received_at_us).collect();
+    let seconds = operational_seconds(&times, params.timeout_us, start, end);
+    let in_window: Vec<Hash> = node
+        .receipts
+        .iter()
+        .filter(|r| r.received_at_us >= start && r.received_at_us < end)
+        .map(|r| r.leaf)
+        .collect();
+    if seconds == 0 && in_window.is_empty() {
+        return None;
+    }
+    let credit = credit_epoch(seconds, params.reward_per_hour, node.credit_carry);
+    let heartbeats_root = root(&in_window);
+    let proof_hash = Proof::compute_hash(
+        &node.node_id,
+        params.epoch,
+        start,
+        end,
+        seconds,
+        in_window.len() as u64,
+        &heartbeats_root,
+        credit.credited,
+        node.prev_proof_hash.as_ref(),
+    );
+    Some(NodeEpochOutput {
+        proof: Proof {
+            node_id: node.node_id,
+            epoch: params.epoch,
+            window_start_us: start,
+            window_end_us: end,
+            operational_seconds: seconds,
+            heartbeat_count: in_window.len() as u64,
+            heartbeats_root,
+            credits_usdt: credit.credited,
+            prev_proof_hash: node.prev_proof_hash,
+            proof_hash,
+            inclusion_path: Vec::new(),
+        },
+        credit_carry: credit.carry,
+    })
+}
+
+/// The epoch tree's leaf for a proof.
+pub fn proof_leaf(proof: &Proof) -> Hash {
+    leaf_hash(&proof.proof_hash)
+}
+
 /// Builds every node's proof and the epoch root. Nodes with neither operational time nor
 /// heartbeats in the window get no proof (nothing to prove, nothing to credit).
 /// Inputs may come in any order; proofs are sorted by `node_id`.
@@ -58,63 +225,24 @@ pub fn close_epoch(
     params: &EpochParams,
     mut nodes: Vec<NodeEpochInput>,
 ) -> (Hash, Vec<NodeEpochOutput>) {
-    let (start, end) = epoch_window(params.epoch, params.length_us);
     nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-    let mut outputs: Vec<NodeEpochOutput> = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        let times: Vec<Micros> = node.receipts.iter().map(|r| r.received_at_us).collect();
-        let seconds = operational_seconds(&times, params.timeout_us, start, end);
-        let in_window: Vec<Hash> = node
-            .receipts
-            .iter()
-            .filter(|r| r.received_at_us >= start && r.received_at_us < end)
-            .map(|r| r.leaf)
-            .collect();
-        if seconds == 0 && in_window.is_empty() {
-            continue;
-        }
-        let credit = credit_epoch(seconds, params.reward_per_hour, node.credit_carry);
-        let heartbeats_root = root(&in_window);
-        let proof_hash = Proof::compute_hash(
-            &node.node_id,
-            params.epoch,
-            start,
-            end,
-            seconds,
-            in_window.len() as u64,
-            &heartbeats_root,
-            credit.credited,
-            node.prev_proof_hash.as_ref(),
-        );
-        outputs.push(NodeEpochOutput {
-            proof: Proof {
-                node_id: node.node_id,
-                epoch: params.epoch,
-                window_start_us: start,
-                window_end_us: end,
-                operational_seconds: seconds,
-                heartbeat_count: in_window.len() as u64,
-                heartbeats_root,
-                credits_usdt: credit.credited,
-                prev_proof_hash: node.prev_proof_hash,
-                proof_hash,
-                inclusion_path: Vec::new(),
-            },
-            credit_carry: credit.carry,
-        });
-    }
-    let leaves: Vec<Hash> = outputs
-        .iter()
-        .map(|o| leaf_hash(&o.proof.proof_hash))
+    let mut outputs: Vec<NodeEpochOutput> = nodes
+        .into_iter()
+        .filter_map(|node| prove_node(params, node))
         .collect();
+    let leaves: Vec<Hash> = outputs.iter().map(|o| proof_leaf(&o.proof)).collect();
     let (epoch_root, paths) = root_and_paths(&leaves);
     for (output, path) in outputs.iter_mut().zip(paths) {
-        output.proof.inclusion_path = path
-            .into_iter()
-            .map(|(s, h)| (s == Side::Left, h))
-            .collect();
+        output.proof.inclusion_path = path_entries(path);
     }
     (epoch_root, outputs)
+}
+
+/// A path as stored in a proof: `true` = the sibling is on the left.
+pub fn path_entries(path: Vec<(Side, Hash)>) -> Vec<(bool, Hash)> {
+    path.into_iter()
+        .map(|(s, h)| (s == Side::Left, h))
+        .collect()
 }
 
 #[cfg(test)]
@@ -176,6 +304,35 @@ mod tests {
                 ),
                 first.0
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_streamed_window_equals_the_proof_from_all_receipts(
+            gaps in proptest::collection::vec(0u64..200, 0..40),
+            first in 2700u64..3100,
+            carry in 0i64..3600,
+        ) {
+            let p = params();
+            let mut t = first * S;
+            let times: Vec<u64> = gaps.iter().map(|g| { t += g * S / 2; t }).collect();
+            let input = NodeEpochInput {
+                credit_carry: Decimal::new(carry, 6),
+                ..node("node_s", &times)
+            };
+            let mut acc = WindowAccumulator::default();
+            for r in &input.receipts {
+                acc.push(&p, r.received_at_us, r.leaf);
+            }
+            let streamed = prove_summary(
+                &p,
+                input.node_id.clone(),
+                acc.finish(&p),
+                input.credit_carry,
+                input.prev_proof_hash,
+            );
+            proptest::prop_assert_eq!(streamed, prove_node(&p, input));
         }
     }
 

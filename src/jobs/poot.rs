@@ -1,8 +1,9 @@
-//! PoOT: closes every finished epoch (catching up after downtime), one epoch per write
-//! transaction, then prunes raw heartbeats past retention whose epochs are proven.
+//! PoOT: closes every finished epoch (catching up after downtime), computing its proofs
+//! outside the writer and storing them in short chunks, then prunes raw heartbeats past
+//! retention whose epochs are proven.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use rust_decimal::Decimal;
@@ -11,17 +12,15 @@ use serde_json::json;
 use crate::api::AppState;
 use crate::clock::Micros;
 use crate::crypto::key_id;
-use crate::domain::ledger::EntryKind;
-use crate::domain::merkle::leaf_hash;
+use crate::domain::merkle::{levels as merkle_levels, levels_root, path_at, Hash};
 use crate::domain::poot::{
-    close_epoch, epoch_window, first_epoch_at_or_after, EpochParams, NodeEpochInput, Receipt,
+    epoch_window, first_epoch_at_or_after, path_entries, proof_leaf, EpochParams, NodeEpochOutput,
 };
 use crate::domain::proof::{sign_epoch, Epoch};
 use crate::error::{ApiError, ApiResult};
-use crate::store::tables::{
-    HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY, PROOFS_COUNTER,
-};
-use crate::store::{Actor, Batch};
+use crate::store::poot::{epoch_proofs, ProofWrite};
+use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
+use crate::store::{Actor, Batch, Store, Writer};
 
 /// Heartbeats removed per write transaction while pruning (keeps each batch short).
 const PRUNE_CHUNK: usize = 10_000;
@@ -81,43 +80,117 @@ pub fn check_epoch_length(
     }
 }
 
+/// Proofs sent per writer job while closing an epoch; a job stops early once it has run
+/// for [`JOB_BUDGET`]. Each job holds the writer (and so heartbeat ingestion) for a few
+/// milliseconds; the epoch's proofs are computed before, outside the writer.
+pub const PROOF_CHUNK: usize = 2000;
+
+/// How long one chunk job may run inside the writer before it stops (its commit follows).
+pub const JOB_BUDGET: Duration = Duration::from_millis(20);
+
+/// Debug builds only: `LUCID_DEBUG_POOT_CHUNK` (proofs per job) and
+/// `LUCID_DEBUG_POOT_CHUNK_PAUSE_MS` (a pause after each job) let a test kill the server
+/// in the middle of a close.
+fn debug_knob(name: &str) -> Option<u64> {
+    if cfg!(debug_assertions) {
+        std::env::var(name).ok().and_then(|v| v.parse().ok())
+    } else {
+        None
+    }
+}
+
+/// One serialised closer per process: the timer and `calculate` share it.
+static CLOSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The next epoch to close, as the writer found it.
+#[derive(Debug, Clone)]
+pub struct DueEpoch {
+    pub epoch: u64,
+    /// The stamp that showed the epoch finished (its `closed_at`).
+    pub now: Micros,
+    /// Set when a close of this epoch was interrupted: its record is already stored and
+    /// the close resumes with the record's parameters.
+    pub record: Option<Epoch>,
+}
+
+/// What closing one epoch did and how long it held the writer.
+#[derive(Debug, Clone, Default)]
+pub struct CloseReport {
+    pub epoch: u64,
+    /// Proofs written now (fewer than the epoch's when a close resumed).
+    pub proofs_written: usize,
+    pub proof_count: u64,
+    pub resumed: bool,
+    /// Reading heartbeats and computing proofs (outside the writer).
+    pub compute: Duration,
+    pub writer_jobs: usize,
+    /// The longest a single job ran inside the writer.
+    pub longest_job: Duration,
+    /// The longest a single job took from sending to its durable commit.
+    pub longest_job_committed: Duration,
+    pub total: Duration,
+}
+
 /// Closes every finished epoch not yet closed; returns their numbers. Idempotent: an
 /// epoch is closed once, and an open epoch never.
 pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
     let params = CloseParams::from_app(app);
-    let mut closed = Vec::new();
-    loop {
-        let p = params.clone();
-        let metrics = app.metrics.clone();
-        let started = std::time::Instant::now();
-        let next = app
-            .writer
-            .write(move |b| {
-                let result = close_next_epoch(b, &p)?;
-                if let Some((_, proofs)) = result {
-                    metrics.proofs.inc_by(proofs as u64);
-                }
-                Ok(result)
-            })
-            .await?;
-        let Some((epoch, proofs)) = next else { break };
+    let reports = close_due_epochs_with(&app.writer, &app.store, &params, |r| {
+        app.metrics.proofs.inc_by(r.proofs_written as u64);
         app.metrics.epochs_closed.inc();
         app.metrics
             .epoch_close_seconds
-            .observe(started.elapsed().as_secs_f64());
-        closed.push(epoch);
-        tracing::info!(epoch, proofs, "closed PoOT epoch");
-        if closed.len() % 100 == 0 {
-            tracing::info!(closed = closed.len(), "catching up on PoOT epochs");
-        }
-    }
-    Ok(closed)
+            .observe(r.total.as_secs_f64());
+    })
+    .await?;
+    Ok(reports.into_iter().map(|r| r.epoch).collect())
 }
 
-/// Closes the oldest finished epoch, if there is one: `Some((epoch, proofs written))`.
-pub fn close_next_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<(u64, usize)>> {
-    // A stamp is strictly after every heartbeat stamped before, so "finished" means no
-    // heartbeat for the window can still arrive.
+/// [`close_due_epochs`] on a writer and store; `closed` sees each epoch as it closes.
+///
+/// Each epoch: (1) a short writer job finds the next finished epoch; (2) its proofs are
+/// computed from a read snapshot, outside the writer; (3) a writer job stores the signed
+/// epoch record; (4) jobs of [`PROOF_CHUNK`] proofs store proofs, credits and node
+/// updates; (5) a last job moves `closed_until` past the epoch and audits it. A crash
+/// anywhere resumes at (2) with the stored record: proofs are recomputed identically,
+/// stored ones are skipped, the root must match the record.
+pub async fn close_due_epochs_with(
+    writer: &Writer,
+    store: &Store,
+    params: &CloseParams,
+    mut closed: impl FnMut(&CloseReport),
+) -> ApiResult<Vec<CloseReport>> {
+    let _one_closer = CLOSING.lock().await;
+    let mut reports = Vec::new();
+    loop {
+        let p = params.clone();
+        let Some(due) = writer.write(move |b| next_due_epoch(b, &p)).await? else {
+            break;
+        };
+        let report = close_epoch_in_chunks(writer, store, params, due).await?;
+        tracing::info!(
+            epoch = report.epoch,
+            proofs = report.proof_count,
+            written = report.proofs_written,
+            resumed = report.resumed,
+            seconds = report.total.as_secs_f64(),
+            longest_writer_job_ms = report.longest_job.as_secs_f64() * 1000.0,
+            "closed PoOT epoch"
+        );
+        closed(&report);
+        reports.push(report);
+        if reports.len() % 100 == 0 {
+            tracing::info!(closed = reports.len(), "catching up on PoOT epochs");
+        }
+    }
+    Ok(reports)
+}
+
+/// Finds the oldest finished epoch not closed yet, if there is one.
+pub fn next_due_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<DueEpoch>> {
+    // A stamp is strictly after every heartbeat stamped before, and heartbeats are stamped
+    // only here in the writer: once `now` is past an epoch's end, no heartbeat for its
+    // window can still arrive, and every one stamped before is committed with this job.
     let now = b.stamp_us();
     let current_start = now - now % p.length_us;
     let Some(mut closed_until) = b.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
@@ -126,6 +199,21 @@ pub fn close_next_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<
         b.set_meta_u64(POOT_LENGTH_KEY, p.length_us)?;
         return Ok(None);
     };
+    let epoch = first_epoch_at_or_after(closed_until, p.length_us);
+    if let Some(record) = b.epoch(epoch)? {
+        // Its record is stored but `closed_until` did not move past it: a close that was
+        // interrupted. Finish it with the parameters it was signed with.
+        if record.length_us != p.length_us {
+            return Err(ApiError::unavailable(format!(
+                "epoch {epoch} is already closed with another length; refusing to rewrite it"
+            )));
+        }
+        return Ok(Some(DueEpoch {
+            epoch,
+            now,
+            record: Some(record),
+        }));
+    }
     // Skip, in one step, epochs in which no node can have been up: a long outage or a
     // clock that was far behind must not cost one transaction per empty epoch.
     let first = b.first_heartbeat_at_or_after(closed_until.saturating_sub(p.timeout_us))?;
@@ -135,7 +223,7 @@ pub fn close_next_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<
         closed_until = busy_from;
     }
     let epoch = first_epoch_at_or_after(closed_until, p.length_us);
-    let (start, end) = epoch_window(epoch, p.length_us);
+    let (_, end) = epoch_window(epoch, p.length_us);
     if end > now {
         return Ok(None);
     }
@@ -145,86 +233,225 @@ pub fn close_next_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<
             "epoch {epoch} is already closed; refusing to rewrite it"
         )));
     }
-    let mut by_node: BTreeMap<String, Vec<Receipt>> = BTreeMap::new();
-    b.for_each_heartbeat_between(
-        start.saturating_sub(p.timeout_us),
-        end,
-        |at, node_id, hb| {
-            let receipt = Receipt {
-                received_at_us: at,
-                leaf: leaf_hash(&hb.leaf_data()),
-            };
-            match by_node.get_mut(node_id) {
-                Some(list) => list.push(receipt),
-                None => {
-                    by_node.insert(node_id.to_string(), vec![receipt]);
-                }
-            }
-        },
-    )?;
-    let mut inputs = Vec::with_capacity(by_node.len());
-    for (node_id, receipts) in by_node {
-        let Some(node) = b.node(&node_id)? else {
-            continue;
-        };
-        inputs.push(NodeEpochInput {
-            node_id,
-            receipts,
-            credit_carry: node.credit_carry,
-            prev_proof_hash: node.last_proof.map(|(_, h)| h),
-        });
-    }
-    let params = EpochParams {
+    Ok(Some(DueEpoch {
         epoch,
-        length_us: p.length_us,
-        timeout_us: p.timeout_us,
-        reward_per_hour: p.reward_per_hour,
+        now,
+        record: None,
+    }))
+}
+
+/// An epoch's proofs and signed record, computed outside the writer.
+pub struct EpochPlan {
+    pub record: Epoch,
+    /// Proofs still to store, in `node_id` order, without their inclusion paths yet.
+    pub outputs: Vec<NodeEpochOutput>,
+    /// Each output's position among all the epoch's proofs (its Merkle leaf index).
+    pub positions: Vec<usize>,
+    /// The epoch tree's levels, to read the inclusion paths off.
+    pub levels: Vec<Vec<Hash>>,
+}
+
+impl EpochPlan {
+    /// The proofs `range` of `outputs`, with their inclusion paths, ready to store.
+    pub fn writes(&self, range: std::ops::Range<usize>) -> Vec<ProofWrite> {
+        self.outputs[range.clone()]
+            .iter()
+            .zip(&self.positions[range])
+            .map(|(o, &pos)| {
+                let mut proof = o.proof.clone();
+                proof.inclusion_path = path_entries(path_at(&self.levels, pos));
+                ProofWrite {
+                    proof,
+                    credit_carry: o.credit_carry,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Computes an epoch's proofs and record from a read snapshot. Deterministic: the same
+/// stored data gives the same proofs and root, so an interrupted close resumes exactly.
+pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<EpochPlan> {
+    let (length_us, timeout_us, reward_per_hour) = match &due.record {
+        Some(r) => (r.length_us, r.timeout_us, r.reward_per_hour),
+        None => (p.length_us, p.timeout_us, p.reward_per_hour),
     };
-    let (root, outputs) = close_epoch(&params, inputs);
-    for out in &outputs {
-        let Some(before) = b.node(&out.proof.node_id)? else {
-            continue;
-        };
-        let mut node = before.clone();
-        node.credit_carry = out.credit_carry;
-        node.last_proof = Some((epoch, out.proof.proof_hash));
-        node.operational_seconds_total += out.proof.operational_seconds;
-        if out.proof.credits_usdt > Decimal::ZERO {
-            b.append_ledger(
-                &mut node,
-                EntryKind::Credit,
-                out.proof.credits_usdt,
-                format!("epoch:{epoch}"),
+    let (start, end) = epoch_window(due.epoch, length_us);
+    let params = EpochParams {
+        epoch: due.epoch,
+        length_us,
+        timeout_us,
+        reward_per_hour,
+    };
+    let (stored, outputs) = epoch_proofs(
+        &store.db,
+        &params,
+        start.saturating_sub(timeout_us),
+        end,
+        due.record.is_some(),
+    )?;
+    // Every proof of the epoch in node_id order: the ones stored before an interruption
+    // and the ones to store now.
+    let mut leaves: Vec<(&str, Hash, Option<usize>)> =
+        Vec::with_capacity(outputs.len() + stored.len());
+    leaves.extend(
+        stored
+            .iter()
+            .map(|s| (s.node_id.as_str(), proof_leaf(s), None)),
+    );
+    leaves.extend(
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.proof.node_id.as_str(), proof_leaf(&o.proof), Some(i))),
+    );
+    if !stored.is_empty() {
+        leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+    let mut positions = vec![0; outputs.len()];
+    for (pos, (_, _, out)) in leaves.iter().enumerate() {
+        if let Some(i) = out {
+            positions[*i] = pos;
+        }
+    }
+    let hashes: Vec<Hash> = leaves.iter().map(|l| l.1).collect();
+    let proof_count = hashes.len() as u64;
+    drop(leaves);
+    let levels = merkle_levels(&hashes);
+    drop(hashes);
+    let root = levels_root(&levels);
+    let record = match &due.record {
+        Some(r) => {
+            if r.root != root || r.proof_count != proof_count {
+                return Err(ApiError::unavailable(format!(
+                    "resuming the close of epoch {}: recomputed {proof_count} proofs with another root than its record ({} proofs); refusing to continue",
+                    due.epoch, r.proof_count
+                )));
+            }
+            r.clone()
+        }
+        None => Epoch {
+            epoch: due.epoch,
+            root,
+            signature: sign_epoch(&p.proof_key, due.epoch, &root),
+            key_id: key_id(&p.proof_key.verifying_key()),
+            proof_count,
+            closed_at_us: due.now,
+            length_us,
+            timeout_us,
+            reward_per_hour,
+        },
+    };
+    Ok(EpochPlan {
+        record,
+        outputs,
+        positions,
+        levels,
+    })
+}
+
+/// Runs one writer job, timing how long it held the writer and how long until durable.
+async fn timed_write<T, F>(writer: &Writer, report: &mut CloseReport, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,
+{
+    let sent = Instant::now();
+    let (value, ran) = writer
+        .write(move |b| {
+            let started = Instant::now();
+            let value = f(b)?;
+            Ok((value, started.elapsed()))
+        })
+        .await?;
+    report.writer_jobs += 1;
+    report.longest_job = report.longest_job.max(ran);
+    report.longest_job_committed = report.longest_job_committed.max(sent.elapsed());
+    Ok(value)
+}
+
+/// Steps (2) to (5) of [`close_due_epochs_with`] for one epoch.
+pub async fn close_epoch_in_chunks(
+    writer: &Writer,
+    store: &Store,
+    p: &CloseParams,
+    due: DueEpoch,
+) -> ApiResult<CloseReport> {
+    let started = Instant::now();
+    let epoch = due.epoch;
+    let mut report = CloseReport {
+        epoch,
+        resumed: due.record.is_some(),
+        ..Default::default()
+    };
+    if report.resumed {
+        tracing::warn!(epoch, "resuming an interrupted PoOT epoch close");
+    }
+    let plan = {
+        let (store, p) = (store.clone(), p.clone());
+        tokio::task::spawn_blocking(move || plan_epoch(&store, &p, &due))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("computing epoch proofs failed: {e}")))??
+    };
+    report.compute = started.elapsed();
+    report.proof_count = plan.record.proof_count;
+    let plan = Arc::new(plan);
+
+    // The signed record first: a proof is never stored without its epoch's root and
+    // signature (the API and the mirror publish proofs with them).
+    let record = plan.record.clone();
+    timed_write(writer, &mut report, move |b| {
+        match b.epoch(record.epoch)? {
+            Some(stored) if stored == record => Ok(()),
+            Some(_) => Err(ApiError::unavailable(format!(
+                "epoch {} has a different record stored; refusing to rewrite it",
+                record.epoch
+            ))),
+            None => b.put_epoch(&record),
+        }
+    })
+    .await?;
+
+    let chunk = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(PROOF_CHUNK, |c| c.max(1) as usize);
+    let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
+    let mut from = 0;
+    while from < plan.outputs.len() {
+        let to = (from + chunk).min(plan.outputs.len());
+        // Paths are read off the tree while the writer is busy with other jobs.
+        let writes = plan.writes(from..to);
+        let (consumed, written) = timed_write(writer, &mut report, move |b| {
+            b.write_epoch_proofs(epoch, &writes, JOB_BUDGET)
+        })
+        .await?;
+        report.proofs_written += written;
+        from += consumed.max(1);
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    let (_, end) = epoch_window(epoch, plan.record.length_us);
+    let (proof_count, root) = (plan.record.proof_count, plan.record.root);
+    timed_write(writer, &mut report, move |b| {
+        if b.meta_u64(POOT_CLOSED_UNTIL_KEY)?.unwrap_or(0) >= end {
+            return Ok(());
+        }
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
+        if proof_count > 0 {
+            // An epoch without proofs changed nothing but the bookkeeping: no audit event,
+            // so an idle appliance does not grow its audit log every few minutes.
+            b.audit(
+                &Actor::system(),
+                "poot.epoch_close",
+                &format!("epoch:{epoch}"),
+                json!({"epoch": epoch, "proofs": proof_count, "epoch_root": hex::encode(root)}),
             )?;
         }
-        b.put_proof(&out.proof)?;
-        b.put_node(&node, Some(&before))?;
-    }
-    let record = Epoch {
-        epoch,
-        root,
-        signature: sign_epoch(&p.proof_key, epoch, &root),
-        key_id: key_id(&p.proof_key.verifying_key()),
-        proof_count: outputs.len() as u64,
-        closed_at_us: now,
-        length_us: p.length_us,
-        timeout_us: p.timeout_us,
-        reward_per_hour: p.reward_per_hour,
-    };
-    b.put_epoch(&record)?;
-    b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
-    if !outputs.is_empty() {
-        // An epoch without proofs changed nothing but the bookkeeping: no audit event, so
-        // an idle appliance does not grow its audit log every few minutes.
-        b.add_counter(PROOFS_COUNTER, outputs.len() as i64)?;
-        b.audit(
-            &Actor::system(),
-            "poot.epoch_close",
-            &format!("epoch:{epoch}"),
-            json!({"epoch": epoch, "proofs": outputs.len(), "epoch_root": hex::encode(root)}),
-        )?;
-    }
-    Ok(Some((epoch, outputs.len())))
+        Ok(())
+    })
+    .await?;
+    report.total = started.elapsed();
+    Ok(report)
 }
 
 /// Removes raw heartbeats older than the retention whose epochs are closed (a heartbeat
@@ -282,31 +509,31 @@ mod tests {
         }
     }
 
-    /// Runs `close_next_epoch` until it has nothing to do; returns the epochs closed.
-    fn close_all(
+    /// Closes every due epoch through a writer, as the service does; returns them.
+    async fn close_all(
         store: &crate::store::Store,
         clock: &crate::clock::Clock,
         p: &CloseParams,
-    ) -> Vec<u64> {
-        let mut closed = Vec::new();
-        for _ in 0..100 {
-            let txn = store.db.begin_write().unwrap();
-            let mut head = AuditHead::load(&txn).unwrap();
-            let next = {
-                let mut b = Batch::new(&txn, &mut head, clock);
-                close_next_epoch(&mut b, p).unwrap()
-            };
-            txn.commit().unwrap();
-            match next {
-                Some((e, _)) => closed.push(e),
-                None => return closed,
-            }
+    ) -> Vec<CloseReport> {
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        let (writer, thread) =
+            Writer::start(store.db.clone(), clock.clone(), metrics, 1000).unwrap();
+        let mut reports = Vec::new();
+        // The first call on a fresh database only records where closing starts.
+        for _ in 0..2 {
+            reports.extend(
+                close_due_epochs_with(&writer, store, p, |_| {})
+                    .await
+                    .unwrap(),
+            );
         }
-        panic!("catch-up did not finish in 100 transactions");
+        drop(writer);
+        thread.join().unwrap();
+        reports
     }
 
-    #[test]
-    fn a_long_silent_outage_is_skipped_in_one_step_not_one_epoch_at_a_time() {
+    #[tokio::test]
+    async fn a_long_silent_outage_is_skipped_in_one_step_not_one_epoch_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
         let p = params();
@@ -332,7 +559,11 @@ mod tests {
 
             txn.commit().unwrap();
         }
-        let closed = close_all(&store, &clock, &p);
+        let closed: Vec<u64> = close_all(&store, &clock, &p)
+            .await
+            .iter()
+            .map(|r| r.epoch)
+            .collect();
         // 10,000 silent epochs cost nothing; only the epochs around the heartbeat close.
         assert!(
             closed.len() <= 3,
@@ -342,12 +573,189 @@ mod tests {
         assert!(closed.contains(&(recent / p.length_us)));
     }
 
-    #[test]
-    fn a_different_epoch_length_is_refused_for_existing_data() {
+    /// `n` nodes with five heartbeats each in the epoch starting at `start`, and
+    /// `closed_until` at `start`: the same data every call.
+    fn prepare(store: &crate::store::Store, clock: &crate::clock::Clock, n: usize, start: u64) {
+        use crate::domain::node::{Node, NodeStatus};
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut head = AuditHead::load(&txn).unwrap();
+            let mut b = Batch::new(&txn, &mut head, clock);
+            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
+            b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
+            for i in 0..n {
+                let id = format!("node_{i:03}");
+                let mut public_key = [0u8; 32];
+                public_key[0] = i as u8;
+                let node = Node {
+                    node_id: id.clone(),
+                    name: id.clone(),
+                    operator_id: "op".into(),
+                    public_key,
+                    payout_address: None,
+                    region: None,
+                    pool_id: None,
+                    status: NodeStatus::Online,
+                    registered_at_us: start,
+                    last_heartbeat_at_us: None,
+                    balance_usdt: Decimal::ZERO,
+                    operational_seconds_total: 0,
+                    token_generation: 0,
+                    last_seq: None,
+                    credit_carry: Decimal::ZERO,
+                    last_proof: None,
+                };
+                b.put_node(&node, None).unwrap();
+                for h in 0..5u64 {
+                    let hb = StoredHeartbeat {
+                        seq: h,
+                        canonical: format!("lucid-hb-v1|{id}|{h}|t|0|0|0|0"),
+                        signature: vec![h as u8; 64],
+                        sessions_active: 0,
+                        bytes_relayed: 0,
+                        cpu_load: 0.0,
+                        mem_used_mb: 0,
+                    };
+                    let at = start + h * 40 * S + (i as u64) * 7 * S;
+                    b.insert_heartbeat(at, &id, &hb).unwrap();
+                }
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn all_proofs(store: &crate::store::Store) -> Vec<crate::domain::proof::Proof> {
+        let mut out = Vec::new();
+        store
+            .reader()
+            .unwrap()
+            .for_each_proof(|p| {
+                out.push(p);
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_close_resumes_with_identical_proofs_and_credits_once() {
+        let p = params();
+        let n = 25;
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
+        let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
+        let start = (clock_a.now_us() / p.length_us - 3) * p.length_us;
+        prepare(&a, &clock_a, n, start);
+        prepare(&b, &clock_b, n, start);
+
+        // A closes without interruption.
+        let reports_a = close_all(&a, &clock_a, &p).await;
+        assert!(reports_a.iter().all(|r| !r.resumed));
+
+        // B stores the record and one chunk of ten, twice (a retried chunk), then
+        // "crashes": the writer goes away mid-close.
+        {
+            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+            let (writer, thread) =
+                Writer::start(b.db.clone(), clock_b.clone(), metrics, 100).unwrap();
+            let q = p.clone();
+            let due = writer
+                .write(move |w| next_due_epoch(w, &q))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(due.epoch, start / p.length_us);
+            let plan = plan_epoch(&b, &p, &due).unwrap();
+            assert_eq!(plan.outputs.len(), n);
+            let record = plan.record.clone();
+            writer.write(move |w| w.put_epoch(&record)).await.unwrap();
+            for expected in [10, 0] {
+                let writes = plan.writes(0..10);
+                let epoch = due.epoch;
+                let (consumed, written) = writer
+                    .write(move |w| w.write_epoch_proofs(epoch, &writes, Duration::MAX))
+                    .await
+                    .unwrap();
+                assert_eq!(consumed, 10);
+                assert_eq!(written, expected, "a stored proof is never written again");
+            }
+            // Out of time budget: one proof is written, the caller resends the rest.
+            let (writes, epoch) = (plan.writes(10..12), due.epoch);
+            let cut = writer
+                .write(move |w| w.write_epoch_proofs(epoch, &writes, Duration::ZERO))
+                .await
+                .unwrap();
+            assert_eq!(cut, (1, 1));
+            drop(writer);
+            thread.join().unwrap();
+        }
+        // The half-closed database verifies (the close is reported as under way).
+        let key = p.proof_key.verifying_key();
+        let half = crate::verify::verify_database(&b.reader().unwrap(), &key, |_| {}).unwrap();
+        assert_eq!((half.epochs_being_closed, half.proofs), (1, 11));
+
+        // The restart resumes: 14 proofs left in the first epoch, then the next epochs.
+        let reports_b = close_all(&b, &clock_b, &p).await;
+        assert!(reports_b[0].resumed);
+        assert_eq!(reports_b[0].proofs_written, n - 11);
+        assert_eq!(reports_b[0].proof_count, n as u64);
+
+        // Identical content: proofs, roots and signatures, balances; one credit per proof.
+        assert_eq!(all_proofs(&a), all_proofs(&b));
+        let (ra, rb) = (a.reader().unwrap(), b.reader().unwrap());
+        let epochs_a = ra.all_epochs().unwrap();
+        let epochs_b = rb.all_epochs().unwrap();
+        assert_eq!(epochs_a.len(), epochs_b.len());
+        for (ea, eb) in epochs_a.values().zip(epochs_b.values()) {
+            assert_eq!(
+                (ea.epoch, ea.root, &ea.signature, ea.proof_count),
+                (eb.epoch, eb.root, &eb.signature, eb.proof_count)
+            );
+        }
+        for i in 0..n {
+            let id = format!("node_{i:03}");
+            let (na, nb) = (
+                ra.node(&id).unwrap().unwrap(),
+                rb.node(&id).unwrap().unwrap(),
+            );
+            assert_eq!(
+                (
+                    na.balance_usdt,
+                    na.credit_carry,
+                    na.last_proof,
+                    na.operational_seconds_total
+                ),
+                (
+                    nb.balance_usdt,
+                    nb.credit_carry,
+                    nb.last_proof,
+                    nb.operational_seconds_total
+                )
+            );
+            let mut refs: Vec<String> = rb
+                .ledger(&id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.reference)
+                .collect();
+            let before = refs.len();
+            refs.dedup();
+            assert_eq!(refs.len(), before, "{id} was credited twice for an epoch");
+        }
+        for (store, name) in [(&a, "a"), (&b, "b")] {
+            let r = crate::verify::verify_database(&store.reader().unwrap(), &key, |_| {})
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(r.epochs_being_closed, 0);
+            assert!(r.epochs_recomputed_from_heartbeats >= 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_different_epoch_length_is_refused_for_existing_data() {
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
         let p = params();
-        close_all(&store, &clock, &p); // first start records the length
+        close_all(&store, &clock, &p).await; // first start records the length
         let reader = store.reader().unwrap();
         assert!(check_epoch_length(&reader, p.length_us).is_ok());
         let err = check_epoch_length(&reader, 600 * S).unwrap_err();

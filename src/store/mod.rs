@@ -12,6 +12,7 @@ pub mod codec;
 pub mod db;
 pub mod outbox;
 pub mod payouts;
+pub mod poot;
 pub mod queries;
 pub mod tables;
 pub mod writer;

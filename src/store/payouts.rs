@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{Actor, Batch};
 use crate::domain::alert::EventType;
-use crate::domain::ids::new_id;
+use crate::domain::ids::new_time_ordered_id;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::money::format_usdt;
 use crate::domain::payout::{can_confirm, can_fail, due, Payout, PayoutState, Skip};
@@ -29,8 +29,11 @@ pub fn create_if_due(
         Err(skip) => return Ok(Err(skip)),
     };
     let now = b.now_us();
+    // Time-ordered (by the writer's unique stamp): a run's payouts append to the payout
+    // tables instead of each landing on another B-tree page.
+    let payout_id = new_time_ordered_id("payout", b.stamp_us());
     let payout = Payout {
-        payout_id: new_id("payout"),
+        payout_id,
         node_id: node_id.to_string(),
         amount,
         payout_address: before.payout_address.clone().unwrap_or_default(),

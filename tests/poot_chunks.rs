@@ -1,0 +1,152 @@
+//! An epoch is stored in chunks (its record first, then its proofs a few at a time): a
+//! server killed with SIGKILL between two chunks leaves a database that verifies, and
+//! after restart finishes the epoch with the same proofs, crediting every node once.
+//!
+//! The debug build's `LUCID_DEBUG_POOT_CHUNK` / `LUCID_DEBUG_POOT_CHUNK_PAUSE_MS` make the
+//! chunks one proof each with a pause after each, so the kill lands mid-close.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const NODES: usize = 6;
+
+async fn history(server: &TestServer, node_id: &str) -> Vec<Value> {
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/api/v1/poot/{node_id}/history?limit=500"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
+/// Each node's proof of `epoch`, if stored.
+async fn proofs_of(server: &TestServer, ids: &[String], epoch: u64) -> HashMap<String, Value> {
+    let mut out = HashMap::new();
+    for id in ids {
+        if let Some(p) = history(server, id)
+            .await
+            .into_iter()
+            .find(|p| p["epoch"].as_u64() == Some(epoch))
+        {
+            out.insert(id.clone(), p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once() {
+    let mut server = TestServer::start_with(&[
+        ("POOT_CALCULATION_INTERVAL", "2"),
+        ("HEARTBEAT_TIMEOUT", "2"),
+        ("REWARD_USDT_PER_HOUR", "36"),
+        ("LUCID_DEBUG_POOT_CHUNK", "1"),
+        ("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS", "500"),
+    ])
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..NODES {
+        let (node, key) = server.register_node(&server.admin, &format!("n{i}")).await;
+        let id = node["node_id"].as_str().unwrap().to_string();
+        let token = server.login_node(&id, &key).await;
+        let (status, body) = server
+            .call(
+                "POST",
+                &format!("/api/v1/nodes/{id}/heartbeat"),
+                Some(&token),
+                Some(heartbeat_body(&id, &key, 1)),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(id);
+    }
+
+    // Wait until the first epoch with proofs is part-way stored, then pull the plug. (Its
+    // proofs are fewer than the nodes when their heartbeats straddle an epoch boundary.)
+    let mut before: HashMap<String, Value> = HashMap::new();
+    let mut epoch = None;
+    for _ in 0..300 {
+        let e = match epoch {
+            Some(e) => Some(e),
+            None => {
+                // The earliest epoch any node has a proof for.
+                let mut first = None;
+                for id in &ids {
+                    if let Some(p) = history(&server, id).await.last() {
+                        let k = p["epoch"].as_u64().unwrap();
+                        first = Some(first.map_or(k, |f: u64| f.min(k)));
+                    }
+                }
+                first
+            }
+        };
+        if let Some(e) = e {
+            epoch = Some(e);
+            before = proofs_of(&server, &ids, e).await;
+            if !before.is_empty() && before.len() < NODES {
+                break;
+            }
+            assert!(
+                before.len() < NODES,
+                "epoch {e} closed completely before the test could interrupt it"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let epoch = epoch.expect("no epoch was closed");
+    assert!(!before.is_empty() && before.len() < NODES);
+    server.kill();
+
+    // The half-closed database verifies: what is stored is consistent and signed.
+    let report = server.verify_offline();
+    assert!(report.contains("being closed"), "{report}");
+
+    server.restart();
+    // `calculate` waits for the close under way (the resumed one) and closes the rest.
+    let (status, calc) = server
+        .call("POST", "/api/v1/poot/calculate", Some(&server.admin), None)
+        .await;
+    assert_eq!(status, 200, "{calc}");
+    let after = proofs_of(&server, &ids, epoch).await;
+    assert!(
+        after.len() >= before.len(),
+        "the restart finished epoch {epoch}: {} proofs before the kill, {} after",
+        before.len(),
+        after.len()
+    );
+    for (id, proof) in &before {
+        assert_eq!(&after[id], proof, "{id}'s proof changed across the restart");
+    }
+    // One credit per node for the epoch, and the balance is the ledger's sum.
+    let reference = format!("epoch:{epoch}");
+    for id in after.keys() {
+        let (status, ledger) = server
+            .call(
+                "GET",
+                &format!("/api/v1/nodes/{id}/ledger"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{ledger}");
+        let credits = ledger["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reference"] == reference.as_str())
+            .count();
+        let credited = after[id]["credits_usdt"].as_str().unwrap() != "0.000000";
+        assert_eq!(credits, usize::from(credited), "{id}: {ledger}");
+    }
+    let _ = server.terminate().await;
+    server.verify_offline();
+}
