@@ -107,7 +107,9 @@ fn command(dir: &Path) -> Command {
         .env("DATA_DIR", dir)
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "info")
-        .env("POOT_CALCULATION_INTERVAL", "300");
+        .env("POOT_CALCULATION_INTERVAL", "300")
+        // As the packaged systemd unit runs it (see systemd/lucid-node-management.service).
+        .env("MALLOC_ARENA_MAX", "2");
     cmd
 }
 

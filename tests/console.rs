@@ -219,19 +219,6 @@ async fn short_epoch_server() -> TestServer {
     .await
 }
 
-async fn history(server: &TestServer, node_id: &str) -> Vec<Value> {
-    let (status, page) = server
-        .call(
-            "GET",
-            &format!("/api/v1/poot/{node_id}/history?limit=500"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
-    page["items"].as_array().unwrap().clone()
-}
-
 /// Registers a node for `operator`, sends heartbeats every 250 ms until the node has at
 /// least `proofs` proofs; returns its id.
 async fn node_with_proofs(
@@ -247,7 +234,7 @@ async fn node_with_proofs(
     for _ in 0..240 {
         seq += 1;
         heartbeat(server, &token, &id, &key, seq).await;
-        if seq % 4 == 0 && history(server, &id).await.len() >= proofs {
+        if seq % 4 == 0 && proof_history(server, &id).await.len() >= proofs {
             return id;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -684,7 +671,7 @@ async fn a_valid_proof_verifies_in_the_browser_and_a_tampered_one_does_not() {
     let server = short_epoch_server().await;
     let op = server.cli_token("operator", "op-proof");
     let id = node_with_proofs(&server, &op, "prover", 3).await;
-    let proofs = history(&server, &id).await;
+    let proofs = proof_history(&server, &id).await;
     let epochs: Vec<u64> = proofs
         .iter()
         .take(3)

@@ -95,19 +95,6 @@ async fn proof_key(server: &TestServer) -> VerifyingKey {
     VerifyingKey::from_bytes(&bytes).unwrap()
 }
 
-async fn history(server: &TestServer, node_id: &str) -> Vec<Value> {
-    let (status, page) = server
-        .call(
-            "GET",
-            &format!("/api/v1/poot/{node_id}/history?limit=500"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
-    page["items"].as_array().unwrap().clone()
-}
-
 async fn wait_for<F: Fn(&Value) -> bool>(
     server: &TestServer,
     path: &str,
@@ -146,7 +133,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     let proofs = {
         let mut h = Vec::new();
         for _ in 0..50 {
-            h = history(&server, &id).await;
+            h = proof_history(&server, &id).await;
             if h.len() >= 2 {
                 break;
             }
@@ -247,7 +234,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
             None,
         )
         .await;
-    let all = history(&server, &id).await;
+    let all = proof_history(&server, &id).await;
     let total: f64 = all
         .iter()
         .map(|p| p["credits_usdt"].as_str().unwrap().parse::<f64>().unwrap())
@@ -284,9 +271,9 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     // The gap earns nothing: once the epoch holding the last heartbeat's timeout tail is
     // closed, silent epochs add no proof.
     tokio::time::sleep(Duration::from_secs(EPOCH_SECS + 1)).await;
-    let before = history(&server, &id).await.len();
+    let before = proof_history(&server, &id).await.len();
     tokio::time::sleep(Duration::from_secs(3 * EPOCH_SECS)).await;
-    let after = history(&server, &id).await;
+    let after = proof_history(&server, &id).await;
     assert_eq!(after.len(), before, "silent epochs get no proof");
     let (status, _) = send(&server, &token, &id, &key, 1000).await;
     assert_eq!(status, 202);
@@ -324,7 +311,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     let hist_file = dir.join("history.json");
     std::fs::write(
         &hist_file,
-        json!({"items": history(&server, &id).await}).to_string(),
+        json!({"items": proof_history(&server, &id).await}).to_string(),
     )
     .unwrap();
     let out = run_verify(&hist_file);
@@ -357,7 +344,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
         );
     }
     // A history with a proof removed from the middle breaks the chain.
-    let mut items = history(&server, &id).await;
+    let mut items = proof_history(&server, &id).await;
     assert!(items.len() >= 3);
     items.remove(1);
     std::fs::write(&hist_file, Value::Array(items).to_string()).unwrap();
@@ -493,7 +480,7 @@ async fn a_restarted_appliance_closes_the_epochs_it_missed() {
         )
         .await;
     assert_eq!(status, 200, "{calc}");
-    let hist = history(&server, &id).await;
+    let hist = proof_history(&server, &id).await;
     let last_epoch = hist[0]["epoch"].as_u64().unwrap();
     let (_, keys) = server.call("GET", "/api/v1/keys", None, None).await;
     assert!(keys["proof"]["public_key"].is_string());
@@ -513,7 +500,7 @@ async fn a_restarted_appliance_closes_the_epochs_it_missed() {
     // ~3 s of heartbeats plus the 2 s timeout after the last: never more than that.
     assert!(covered <= 3 + TIMEOUT_SECS + 1, "covered {covered}");
     // calculate is idempotent: asking again closes nothing new right away and the proofs match.
-    let again = history(&server, &id).await;
+    let again = proof_history(&server, &id).await;
     assert_eq!(
         again[..hist.len().min(again.len())].last(),
         hist[..hist.len().min(again.len())].last()
@@ -563,7 +550,7 @@ async fn old_heartbeats_are_pruned_once_proven_and_the_database_still_verifies()
     assert_eq!(calc["proofs"][0]["node_id"], id.as_str());
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let hist = history(&server, &id).await;
+    let hist = proof_history(&server, &id).await;
     let oldest = hist.last().unwrap()["epoch"].as_u64().unwrap();
     let (status, body) = server
         .call(
@@ -619,7 +606,7 @@ async fn the_node_agent_earns_verifiable_proofs_and_its_silence_earns_nothing() 
         .unwrap();
     let mut proofs = Vec::new();
     for _ in 0..60 {
-        proofs = history(&server, &id).await;
+        proofs = proof_history(&server, &id).await;
         if proofs
             .iter()
             .filter(|p| p["operational_seconds"] == EPOCH_SECS)
@@ -648,10 +635,10 @@ async fn the_node_agent_earns_verifiable_proofs_and_its_silence_earns_nothing() 
     let node_path = format!("/api/v1/nodes/{id}");
     wait_for(&server, &node_path, "offline", |n| n["status"] == "offline").await;
     tokio::time::sleep(Duration::from_secs(EPOCH_SECS + 1)).await;
-    let settled = history(&server, &id).await.len();
+    let settled = proof_history(&server, &id).await.len();
     tokio::time::sleep(Duration::from_secs(2 * EPOCH_SECS)).await;
     assert_eq!(
-        history(&server, &id).await.len(),
+        proof_history(&server, &id).await.len(),
         settled,
         "a stopped agent earns nothing"
     );

@@ -15,24 +15,11 @@ use serde_json::Value;
 
 const NODES: usize = 6;
 
-async fn history(server: &TestServer, node_id: &str) -> Vec<Value> {
-    let (status, page) = server
-        .call(
-            "GET",
-            &format!("/api/v1/poot/{node_id}/history?limit=500"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
-    page["items"].as_array().unwrap().clone()
-}
-
 /// Each node's proof of `epoch`, if stored.
 async fn proofs_of(server: &TestServer, ids: &[String], epoch: u64) -> HashMap<String, Value> {
     let mut out = HashMap::new();
     for id in ids {
-        if let Some(p) = history(server, id)
+        if let Some(p) = proof_history(server, id)
             .await
             .into_iter()
             .find(|p| p["epoch"].as_u64() == Some(epoch))
@@ -81,7 +68,7 @@ async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once
                 // The earliest epoch any node has a proof for.
                 let mut first = None;
                 for id in &ids {
-                    if let Some(p) = history(&server, id).await.last() {
+                    if let Some(p) = proof_history(&server, id).await.last() {
                         let k = p["epoch"].as_u64().unwrap();
                         first = Some(first.map_or(k, |f: u64| f.min(k)));
                     }

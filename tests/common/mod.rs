@@ -318,6 +318,20 @@ fn unsafe_sigterm(pid: u32) {
         .status();
 }
 
+/// A node's proofs (`GET /poot/{id}/history`, up to 500), as the admin sees them.
+pub async fn proof_history(server: &TestServer, node_id: &str) -> Vec<Value> {
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/api/v1/poot/{node_id}/history?limit=500"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
 /// A heartbeat as a node sends it, signed over API.md's canonical bytes (cpu_load is
 /// written as 0.25 in both the signed text and the JSON).
 pub fn heartbeat_body(node_id: &str, key: &SigningKey, seq: u64) -> Value {
