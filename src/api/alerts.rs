@@ -135,15 +135,12 @@ pub async fn put_settings(
         offline_after_seconds: req.offline_after_seconds,
         events: req.events,
     };
-    // Validated once without the stored secret for a quick answer, and again in the
-    // transaction against what is stored then.
     let key = subscriber.key();
-    let current = app.store.reader()?.alert_settings(&key)?;
-    validate_settings(request.clone(), current.as_ref(), 0).map_err(ApiError::validation)?;
     let actor = caller.actor();
     let saved = app
         .writer
         .write(move |b| {
+            // Validated against what is stored at this moment (a PUT may keep the secret).
             let current = b.alert_settings(&key)?;
             let settings = validate_settings(request, current.as_ref(), b.now_us())
                 .map_err(ApiError::validation)?;

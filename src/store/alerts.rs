@@ -15,11 +15,18 @@ use crate::domain::ids::new_id;
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::ApiResult;
 
+/// One subscriber's settings, from either kind of transaction.
+fn settings_in(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    subscriber_key: &str,
+) -> ApiResult<Option<AlertSettings>> {
+    let v = t.get(subscriber_key)?;
+    v.map(|v| decode(v.value())).transpose()
+}
+
 impl Batch<'_> {
     pub fn alert_settings(&self, subscriber_key: &str) -> ApiResult<Option<AlertSettings>> {
-        let t = self.txn.open_table(ALERT_SETTINGS)?;
-        let v = t.get(subscriber_key)?;
-        v.map(|v| decode(v.value())).transpose()
+        settings_in(&self.txn.open_table(ALERT_SETTINGS)?, subscriber_key)
     }
 
     pub fn put_alert_settings(
@@ -161,9 +168,7 @@ impl Batch<'_> {
 
 impl Reader {
     pub fn alert_settings(&self, subscriber_key: &str) -> ApiResult<Option<AlertSettings>> {
-        let t = self.txn.open_table(ALERT_SETTINGS)?;
-        let v = t.get(subscriber_key)?;
-        v.map(|v| decode(v.value())).transpose()
+        settings_in(&self.txn.open_table(ALERT_SETTINGS)?, subscriber_key)
     }
 
     /// Every subscriber's settings (a handful: one per operator who set a webhook).
