@@ -162,12 +162,7 @@ async fn sign_in(c: &Client, server: &TestServer, token: &str) {
     c.goto(&server.url("/ui/")).await.unwrap();
     let input = wait_css(c, "#token-input").await;
     input.send_keys(token).await.unwrap();
-    c.find(Locator::Id("sign-in-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#sign-in-button").await;
 }
 
 async fn go(c: &Client, server: &TestServer, route: &str) {
@@ -340,30 +335,15 @@ async fn an_operator_sees_exactly_their_own_nodes_and_counts() {
         .clear()
         .await
         .unwrap();
-    c.find(Locator::Css("#filter-status option[value=\"online\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#filter-status option[value=\"online\"]").await;
     let rows = c
         .find_all(Locator::Css("#nodes-table tbody tr"))
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].text().await.unwrap().contains("alpha-one"));
-    c.find(Locator::Css("#filter-status option[value=\"\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("#sort option[value=\"balance-desc\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#filter-status option[value=\"\"]").await;
+    click(&c, "#sort option[value=\"balance-desc\"]").await;
     let first = text_of(&c, "#nodes-table tbody tr:first-child a.node-link").await;
     assert_eq!(first, "alpha-two", "highest balance first");
     c.find(Locator::Css(
@@ -379,12 +359,7 @@ async fn an_operator_sees_exactly_their_own_nodes_and_counts() {
     assert_eq!(text_of(&c, "#node-balance").await, "1.250000 USDT");
 
     // The admin, in the same browser after signing out, sees the whole fleet.
-    c.find(Locator::Id("sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#sign-out").await;
     wait_css(&c, "#sign-in-form").await;
     sign_in(&c, &server, &server.admin).await;
     go(&c, &server, "overview").await;
@@ -587,12 +562,7 @@ async fn the_payout_csv_download_equals_the_apis_payouts() {
             .len(),
         3
     );
-    c.find(Locator::Id("download-csv"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#download-csv").await;
     let file = downloads.path().join(format!("payouts-{id}.csv"));
     let mut csv = None;
     for _ in 0..(PATIENCE.as_millis() / 100) {
@@ -836,12 +806,7 @@ async fn an_admin_creates_pools_issues_tokens_and_closes_payouts_from_the_admin_
         .await
         .contains("This page is for admins"));
     assert!(c.find(Locator::Id("create-pool")).await.is_err());
-    c.find(Locator::Id("sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#sign-out").await;
 
     sign_in(&c, &server, &server.admin).await;
     wait_view(&c, "overview").await;
@@ -866,12 +831,7 @@ async fn an_admin_creates_pools_issues_tokens_and_closes_payouts_from_the_admin_
         .send_keys("7")
         .await
         .unwrap();
-    c.find(Locator::Css("#create-pool button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#create-pool button[type=submit]").await;
     let said = text_of(&c, "#create-pool .message.ok").await;
     assert!(said.starts_with("Created pool east-1"), "{said}");
     let (_, pools) = server
@@ -893,12 +853,7 @@ async fn an_admin_creates_pools_issues_tokens_and_closes_payouts_from_the_admin_
         .send_keys("op-new")
         .await
         .unwrap();
-    c.find(Locator::Css("#issue-token button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#issue-token button[type=submit]").await;
     let issued = wait_css(&c, "#issued-token")
         .await
         .prop("value")
