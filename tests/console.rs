@@ -162,7 +162,7 @@ async fn sign_in(c: &Client, server: &TestServer, token: &str) {
     c.goto(&server.url("/ui/")).await.unwrap();
     let input = wait_css(c, "#token-input").await;
     input.send_keys(token).await.unwrap();
-    click(&c, "#sign-in-button").await;
+    click(c, "#sign-in-button").await;
 }
 
 async fn go(c: &Client, server: &TestServer, route: &str) {
