@@ -662,40 +662,12 @@ async fn node_lists_show_admins_everything_operators_their_own_and_nodes_only_th
     assert_eq!(members(Who::NodeA).await, vec![fx.na.clone()]);
 }
 
-/// Issues a token with the offline CLI against `data_dir`.
-fn cli_token_in(data_dir: &std::path::Path, role: &str, subject: &str, ttl: &str) -> String {
-    let out = command(data_dir, &[])
-        .args([
-            "token",
-            "issue",
-            "--role",
-            role,
-            "--subject",
-            subject,
-            "--ttl",
-            ttl,
-        ])
-        .output()
-        .expect("run token issue");
-    assert!(
-        out.status.success(),
-        "token issue failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn a_token_signed_by_another_installation_is_refused() {
     let server = TestServer::start().await;
     let other = tempfile::tempdir().unwrap();
-    let foreign_admin = cli_token_in(other.path(), "admin", "root", "1h");
-    let foreign_op = cli_token_in(other.path(), "operator", "op-a", "1h");
+    let foreign_admin = cli_token_in(other.path(), &[], "admin", "root", "1h");
+    let foreign_op = cli_token_in(other.path(), &[], "operator", "op-a", "1h");
     for token in [&foreign_admin, &foreign_op] {
         for (method, path, body) in [
             ("GET", "/api/v1/nodes", None),
@@ -720,8 +692,8 @@ async fn a_token_signed_by_another_installation_is_refused() {
 #[tokio::test]
 async fn an_expired_token_is_refused_as_token_expired() {
     let server = TestServer::start().await;
-    let short = cli_token_in(server.data_dir(), "operator", "op-a", "1s");
-    let short_admin = cli_token_in(server.data_dir(), "admin", "root", "1s");
+    let short = cli_token_in(server.data_dir(), &[], "operator", "op-a", "1s");
+    let short_admin = cli_token_in(server.data_dir(), &[], "admin", "root", "1s");
     let (status, body) = server
         .call("GET", "/api/v1/nodes", Some(&short), None)
         .await;

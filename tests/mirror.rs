@@ -339,15 +339,7 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
 async fn node_with_credit(server: &TestServer, name: &str, amount: &str) -> String {
     let (node, _) = server.register_node(&server.admin, name).await;
     let id = node["node_id"].as_str().unwrap().to_string();
-    let (s, e) = server
-        .call(
-            "POST",
-            &format!("/api/v1/nodes/{id}/ledger"),
-            Some(&server.admin),
-            Some(json!({"amount_usdt": amount, "reason": "test credit"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{e}");
+    server.credit(&id, amount).await;
     id
 }
 

@@ -23,15 +23,7 @@ async fn node_with_balance(
         .await;
     assert_eq!(status, 201, "{node}");
     let id = node["node_id"].as_str().unwrap().to_string();
-    let (status, entry) = server
-        .call(
-            "POST",
-            &format!("/api/v1/nodes/{id}/ledger"),
-            Some(&server.admin),
-            Some(json!({"amount_usdt": amount, "reason": "test credit"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{entry}");
+    server.credit(&id, amount).await;
     id
 }
 

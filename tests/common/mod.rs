@@ -173,30 +173,20 @@ impl TestServer {
 
     /// A token from the offline CLI with a chosen lifetime (`--ttl`, e.g. `1s`).
     pub fn cli_token_ttl(&self, role: &str, subject: &str, ttl: &str) -> String {
-        let out = command(self.dir.path(), &self.env)
-            .args([
-                "token",
-                "issue",
-                "--role",
-                role,
-                "--subject",
-                subject,
-                "--ttl",
-                ttl,
-            ])
-            .output()
-            .expect("run token issue");
-        assert!(
-            out.status.success(),
-            "token issue failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .to_string()
+        cli_token_in(self.dir.path(), &self.env, role, subject, ttl)
+    }
+
+    /// Credits a node's balance by an admin ledger adjustment.
+    pub async fn credit(&self, node_id: &str, amount: &str) {
+        let (status, entry) = self
+            .call(
+                "POST",
+                &format!("/api/v1/nodes/{node_id}/ledger"),
+                Some(&self.admin),
+                Some(json!({"amount_usdt": amount, "reason": "test credit"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{entry}");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -330,6 +320,40 @@ pub async fn proof_history(server: &TestServer, node_id: &str) -> Vec<Value> {
         .await;
     assert_eq!(status, 200, "{page}");
     page["items"].as_array().unwrap().clone()
+}
+
+/// Issues a token with the offline CLI against `data_dir` (its last word on stdout).
+pub fn cli_token_in(
+    data_dir: &Path,
+    env: &[(String, String)],
+    role: &str,
+    subject: &str,
+    ttl: &str,
+) -> String {
+    let out = command(data_dir, env)
+        .args([
+            "token",
+            "issue",
+            "--role",
+            role,
+            "--subject",
+            subject,
+            "--ttl",
+            ttl,
+        ])
+        .output()
+        .expect("run token issue");
+    assert!(
+        out.status.success(),
+        "token issue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string()
 }
 
 /// A heartbeat as a node sends it, signed over API.md's canonical bytes (cpu_load is
