@@ -129,27 +129,20 @@ pub async fn process_with(
         let ids = candidates[from..(from + RUN_CHUNK).min(candidates.len())].to_vec();
         let actor = actor.clone();
         let sent = Instant::now();
-        let (created, skipped, consumed, ran) = writer
+        let (chunk, ran) = writer
             .write(move |b| {
                 let ran = Instant::now();
-                let mut created = Vec::new();
-                let mut skipped = 0u64;
-                let mut consumed = 0;
-                for id in ids {
-                    // Heartbeats wait while this runs: stop after the budget, the rest
-                    // goes in the next job.
-                    if consumed > 0 && ran.elapsed() >= JOB_BUDGET {
-                        break;
-                    }
-                    consumed += 1;
-                    match payouts::create_if_due(b, &id, threshold, &actor)? {
-                        Ok(p) => created.push(p),
-                        Err(_) => skipped += 1,
-                    }
-                }
-                Ok((created, skipped, consumed, ran.elapsed()))
+                // Heartbeats wait while this runs: it stops after the budget and the rest
+                // goes in the next job.
+                let chunk = payouts::create_due_chunk(b, &ids, threshold, &actor, JOB_BUDGET)?;
+                Ok((chunk, ran.elapsed()))
             })
             .await?;
+        let payouts::ChunkOutcome {
+            created,
+            skipped,
+            consumed,
+        } = chunk;
         from += consumed.max(1);
         timing.writer_jobs += 1;
         timing.longest_job = timing.longest_job.max(ran);

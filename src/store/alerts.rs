@@ -29,6 +29,12 @@ impl Batch<'_> {
         settings_in(&self.txn.open_table(ALERT_SETTINGS)?, subscriber_key)
     }
 
+    /// Whether any subscriber has set a webhook: bulk jobs skip the per-item lookups when
+    /// nobody listens.
+    pub fn any_alert_settings(&self) -> ApiResult<bool> {
+        Ok(!self.txn.open_table(ALERT_SETTINGS)?.is_empty()?)
+    }
+
     pub fn put_alert_settings(
         &mut self,
         subscriber_key: &str,

@@ -403,6 +403,22 @@ impl<'a> Batch<'a> {
         target: &str,
         detail: Value,
     ) -> ApiResult<()> {
+        let event = self.audit_event(actor, action, target, detail);
+        self.txn
+            .open_table(AUDIT)?
+            .insert(event.seq, encode(&event).as_slice())?;
+        self.mirror_audit(&event)
+    }
+
+    /// The next event of the hash chain; the caller stores it in this transaction (an
+    /// aborted batch reloads the chain's head, so an unstored event leaves no gap).
+    pub fn audit_event(
+        &mut self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> AuditEvent {
         let seq = self.audit_head.seq + 1;
         let at_us = self.now_us();
         let detail = detail.to_string();
@@ -428,11 +444,8 @@ impl<'a> Batch<'a> {
             prev_hash,
             hash,
         };
-        self.txn
-            .open_table(AUDIT)?
-            .insert(seq, encode(&event).as_slice())?;
         self.audit_head.seq = seq;
         self.audit_head.hash = Some(hash);
-        self.mirror_audit(&event)
+        event
     }
 }

@@ -1,68 +1,149 @@
 //! Money mutations, each one transaction: a payout with its ledger debit, a confirmation,
 //! a failure with its re-credit, an admin adjustment. Every one checks before it writes.
 
+use std::time::{Duration, Instant};
+
 use rust_decimal::Decimal;
 use serde_json::json;
 
+use super::codec::encode;
+use super::queries;
+use super::tables::{
+    payout_state_counter, AUDIT, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_PAYOUTS, PAYOUTS,
+    PAYOUTS_BY_STATE,
+};
 use super::{Actor, Batch};
 use crate::domain::alert::EventType;
 use crate::domain::ids::new_time_ordered_id;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::money::format_usdt;
-use crate::domain::payout::{can_confirm, can_fail, due, Payout, PayoutState, Skip};
+use crate::domain::payout::{can_confirm, can_fail, due, Payout, PayoutState};
 use crate::error::{ApiError, ApiResult};
 use crate::store::tables::PAID_MICROS_COUNTER;
 
-/// Creates a payout of the node's whole balance if it is due: the payout, the ledger
-/// debit and the audit event in one transaction. `Err(skip)` says why not.
-pub fn create_if_due(
+/// What one chunk of a payout run did.
+#[derive(Debug, Default)]
+pub struct ChunkOutcome {
+    pub created: Vec<Payout>,
+    /// Nodes looked at and not paid (not due any more, suspended, no address, gone).
+    pub skipped: u64,
+    /// How many of the given node ids were looked at: the caller sends the rest again.
+    pub consumed: usize,
+}
+
+/// Creates, for each of `node_ids` that is due, a payout of its whole balance: the payout,
+/// the ledger debit, the node's new balance, the audit event and the alerts, all in this
+/// transaction. Each node is checked before anything of its payout is written.
+///
+/// The run's hot loop: the tables are opened once for the chunk and the ledger sequence
+/// and the state counter are read and written once (per payout, opening eleven tables and
+/// updating two counters was most of its cost). Stops after `budget` has passed, after at
+/// least one node.
+pub fn create_due_chunk(
     b: &mut Batch<'_>,
-    node_id: &str,
+    node_ids: &[String],
     threshold: Decimal,
     actor: &Actor,
-) -> ApiResult<Result<Payout, Skip>> {
-    let Some(before) = b.node(node_id)? else {
-        return Ok(Err(Skip::BelowThreshold));
-    };
-    let amount = match due(&before, threshold) {
-        Ok(a) => a,
-        Err(skip) => return Ok(Err(skip)),
-    };
+    budget: Duration,
+) -> ApiResult<ChunkOutcome> {
+    let started = Instant::now();
+    let mut out = ChunkOutcome::default();
+    // (ledger entry, node after, audit event) of each payout, for the mirror afterwards.
+    let mut mirrored = Vec::new();
+    let mut operators = Vec::new();
+    let mut ledger_seq = b.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
     let now = b.now_us();
-    // Time-ordered (by the writer's unique stamp): a run's payouts append to the payout
-    // tables instead of each landing on another B-tree page.
-    let payout_id = new_time_ordered_id("payout", b.stamp_us());
-    let payout = Payout {
-        payout_id,
-        node_id: node_id.to_string(),
-        amount,
-        payout_address: before.payout_address.clone().unwrap_or_default(),
-        state: PayoutState::Pending,
-        created_at_us: now,
-        updated_at_us: now,
-        tx_hash: None,
-        attempts: 0,
-        error: None,
-        next_attempt_at_us: None,
-        needs_attention: false,
-    };
-    let mut node = before.clone();
-    b.append_ledger(
-        &mut node,
-        EntryKind::Debit,
-        -amount,
-        format!("payout:{}", payout.payout_id),
+    // Copied out of the batch: the tables borrow the transaction, not `b`, which hands out
+    // stamps and audit events meanwhile.
+    let txn = b.txn;
+    {
+        let mut nodes = txn.open_table(NODES)?;
+        let mut ledger = txn.open_table(LEDGER)?;
+        let mut payouts = txn.open_table(PAYOUTS)?;
+        let mut node_payouts = txn.open_table(NODE_PAYOUTS)?;
+        let mut by_state = txn.open_table(PAYOUTS_BY_STATE)?;
+        let mut audit = txn.open_table(AUDIT)?;
+        for node_id in node_ids {
+            if out.consumed > 0 && started.elapsed() >= budget {
+                break;
+            }
+            out.consumed += 1;
+            let Some(mut node) = queries::node(&nodes, node_id)? else {
+                out.skipped += 1;
+                continue;
+            };
+            let Ok(amount) = due(&node, threshold) else {
+                out.skipped += 1;
+                continue;
+            };
+            // Time-ordered (by the writer's unique stamp): a run's payouts append to the
+            // payout tables instead of each landing on another B-tree page.
+            let payout_id = new_time_ordered_id("payout", b.stamp_us());
+            let payout = Payout {
+                payout_id,
+                node_id: node_id.clone(),
+                amount,
+                payout_address: node.payout_address.clone().unwrap_or_default(),
+                state: PayoutState::Pending,
+                created_at_us: now,
+                updated_at_us: now,
+                tx_hash: None,
+                attempts: 0,
+                error: None,
+                next_attempt_at_us: None,
+                needs_attention: false,
+            };
+            ledger_seq += 1;
+            let entry = LedgerEntry {
+                seq: ledger_seq,
+                node_id: node_id.clone(),
+                at_us: now,
+                kind: EntryKind::Debit,
+                amount: -amount,
+                reference: format!("payout:{}", payout.payout_id),
+            };
+            ledger.insert((node_id.as_str(), ledger_seq), encode(&entry).as_slice())?;
+            node.balance_usdt -= amount;
+            nodes.insert(node_id.as_str(), encode(&node).as_slice())?;
+            let id = payout.payout_id.as_str();
+            payouts.insert(id, encode(&payout).as_slice())?;
+            node_payouts.insert((node_id.as_str(), id), ())?;
+            by_state.insert((PayoutState::Pending.as_str(), id), ())?;
+            let event = b.audit_event(
+                actor,
+                "payout.create",
+                id,
+                json!({"node_id": node_id, "amount_usdt": format_usdt(amount), "payout_address": payout.payout_address}),
+            );
+            audit.insert(event.seq, encode(&event).as_slice())?;
+            operators.push(node.operator_id.clone());
+            if b.mirror.is_some() {
+                mirrored.push((entry, node, event));
+            }
+            out.created.push(payout);
+        }
+    }
+    if out.created.is_empty() {
+        return Ok(out);
+    }
+    b.set_meta_u64(LEDGER_SEQ_KEY, ledger_seq)?;
+    b.add_counter(
+        &payout_state_counter(PayoutState::Pending),
+        out.created.len() as i64,
     )?;
-    b.put_node(&node, Some(&before))?;
-    b.put_payout(&payout, None)?;
-    b.audit(
-        actor,
-        "payout.create",
-        &payout.payout_id,
-        json!({"node_id": node_id, "amount_usdt": format_usdt(amount), "payout_address": payout.payout_address}),
-    )?;
-    raise_payout_alert(b, EventType::PayoutCreated, &payout, &node.operator_id)?;
-    Ok(Ok(payout))
+    // The mirror's outbox, in the order a payout-by-payout run wrote it.
+    for ((entry, node, event), payout) in mirrored.iter().zip(&out.created) {
+        b.mirror_ledger(entry)?;
+        b.mirror_node(node)?;
+        b.mirror_payout(payout)?;
+        b.mirror_audit(event)?;
+    }
+    if b.any_alert_settings()? {
+        for (payout, operator_id) in out.created.iter().zip(&operators) {
+            raise_payout_alert(b, EventType::PayoutCreated, payout, operator_id)?;
+        }
+    }
+    Ok(out)
 }
 
 /// Tells the node's operator (and the fleet hook) about a payout, in the transaction that
