@@ -17,19 +17,18 @@ use std::time::{Duration, Instant};
 
 use lucid_node_management::clock::Clock;
 use lucid_node_management::crypto::generate_signing_key;
-use lucid_node_management::domain::heartbeat::StoredHeartbeat;
-use lucid_node_management::domain::node::{Node, NodeStatus};
+use lucid_node_management::domain::node::Node;
 use lucid_node_management::jobs::payouts::process_with;
 use lucid_node_management::jobs::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
 use lucid_node_management::metrics::Metrics;
 use lucid_node_management::store::batch::AuditHead;
-use lucid_node_management::store::codec::encode;
-use lucid_node_management::store::tables::{HEARTBEATS, POOT_CLOSED_UNTIL_KEY};
-use lucid_node_management::store::{self, Actor, Batch, Store, Writer};
+use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
+use lucid_node_management::store::{self, seed, Actor, Batch, Store, Writer};
 use rust_decimal::Decimal;
 
 const S: u64 = 1_000_000;
 const EPOCH: u64 = 300 * S;
+const PREFIX: &str = "node_bench";
 /// A valid TRON address (the USDT contract).
 const TRON_ADDRESS: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
 
@@ -45,50 +44,14 @@ fn prepare(dir: &std::path::Path, n: usize) -> (Store, Clock) {
         let mut head = AuditHead::load(&txn).unwrap();
         let mut b = Batch::new(&txn, &mut head, &clock);
         b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
-        for i in 0..n {
-            let id = format!("node_bench{i:07}");
-            let mut pk = [0u8; 32];
-            pk[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            let node = Node {
-                node_id: id.clone(),
-                name: id.clone(),
-                operator_id: "op".into(),
-                public_key: pk,
-                payout_address: Some(TRON_ADDRESS.into()),
-                region: None,
-                pool_id: None,
-                status: NodeStatus::Online,
-                registered_at_us: start,
-                last_heartbeat_at_us: None,
-                balance_usdt: Decimal::ZERO,
-                operational_seconds_total: 0,
-                token_generation: 0,
-                last_seq: None,
-                credit_carry: Decimal::ZERO,
-                last_proof: None,
-            };
-            b.put_node(&node, None).unwrap();
-        }
+        let nodes = (0..n).map(|i| Node {
+            payout_address: Some(TRON_ADDRESS.into()),
+            ..seed::node(PREFIX, i, start)
+        });
+        seed::put_nodes(&mut b, nodes).unwrap();
     }
-    {
-        let mut t = txn.open_table(HEARTBEATS).unwrap();
-        for i in 0..n {
-            let id = format!("node_bench{i:07}");
-            for h in 0..10u64 {
-                let at = start + h * 30 * S + i as u64; // unique per node
-                let hb = StoredHeartbeat {
-                    seq: h,
-                    canonical: format!("lucid-hb-v1|{id}|{h}|2026-01-01T00:00:00Z|0|0|0.10|100"),
-                    signature: vec![7; 64],
-                    sessions_active: 0,
-                    bytes_relayed: 0,
-                    cpu_load: 0.1,
-                    mem_used_mb: 100,
-                };
-                t.insert((at, id.as_str()), encode(&hb).as_slice()).unwrap();
-            }
-        }
-    }
+    // Unique per node: the receive time is the key.
+    seed::put_heartbeats(&txn, PREFIX, n, 10, |i, h| start + h * 30 * S + i as u64).unwrap();
     txn.commit().unwrap();
     (store, clock)
 }

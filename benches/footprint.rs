@@ -18,15 +18,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lucid_node_management::domain::heartbeat::StoredHeartbeat;
 use lucid_node_management::domain::node::{Node, NodeStatus};
 use lucid_node_management::store::batch::AuditHead;
-use lucid_node_management::store::codec::encode;
-use lucid_node_management::store::tables::{HEARTBEATS, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
-use lucid_node_management::store::{self, Batch};
-use rust_decimal::Decimal;
+use lucid_node_management::store::tables::{POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
+use lucid_node_management::store::{self, seed, Batch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");
+const PREFIX: &str = "node_fp";
 
 fn prepare(dir: &Path, n: usize) {
     let (store, clock) = store::db::open_with_clock(dir, 100).unwrap();
@@ -35,30 +33,13 @@ fn prepare(dir: &Path, n: usize) {
         let mut head = AuditHead::load(&txn).unwrap();
         let mut b = Batch::new(&txn, &mut head, &clock);
         let now = clock.now_us();
-        for i in 0..n {
-            let id = format!("node_fp{i:07}");
-            let mut pk = [0u8; 32];
-            pk[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            let node = Node {
-                node_id: id.clone(),
-                name: format!("node {i}"),
-                operator_id: format!("op{}", i % 100),
-                public_key: pk,
-                payout_address: None,
-                region: None,
-                pool_id: None,
-                status: NodeStatus::Registered,
-                registered_at_us: now,
-                last_heartbeat_at_us: None,
-                balance_usdt: Decimal::ZERO,
-                operational_seconds_total: 0,
-                token_generation: 0,
-                last_seq: None,
-                credit_carry: Decimal::ZERO,
-                last_proof: None,
-            };
-            b.put_node(&node, None).unwrap();
-        }
+        let nodes = (0..n).map(|i| Node {
+            name: format!("node {i}"),
+            operator_id: format!("op{}", i % 100),
+            status: NodeStatus::Registered,
+            ..seed::node(PREFIX, i, now)
+        });
+        seed::put_nodes(&mut b, nodes).unwrap();
     }
     txn.commit().unwrap();
 }
@@ -78,25 +59,7 @@ fn add_heartbeats(dir: &Path, n: usize) {
         b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
         b.set_meta_u64(POOT_LENGTH_KEY, EPOCH).unwrap();
     }
-    {
-        let mut t = txn.open_table(HEARTBEATS).unwrap();
-        for i in 0..n {
-            let id = format!("node_fp{i:07}");
-            for h in 0..10u64 {
-                let hb = StoredHeartbeat {
-                    seq: h,
-                    canonical: format!("lucid-hb-v1|{id}|{h}|2026-01-01T00:00:00Z|0|0|0.10|100"),
-                    signature: vec![7; 64],
-                    sessions_active: 0,
-                    bytes_relayed: 0,
-                    cpu_load: 0.1,
-                    mem_used_mb: 100,
-                };
-                let at = start + h * 29 * S + i as u64;
-                t.insert((at, id.as_str()), encode(&hb).as_slice()).unwrap();
-            }
-        }
-    }
+    seed::put_heartbeats(&txn, PREFIX, n, 10, |i, h| start + h * 29 * S + i as u64).unwrap();
     txn.commit().unwrap();
 }
 

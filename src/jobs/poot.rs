@@ -495,7 +495,6 @@ pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::heartbeat::StoredHeartbeat;
     use crate::store::batch::AuditHead;
 
     const S: u64 = 1_000_000;
@@ -546,15 +545,7 @@ mod tests {
             let mut b = Batch::new(&txn, &mut head, &clock);
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, long_ago).unwrap();
             b.set_meta_u64(POOT_LENGTH_KEY, p.length_us).unwrap();
-            let hb = StoredHeartbeat {
-                seq: 1,
-                canonical: "lucid-hb-v1|node_x|1|t|0|0|0|0".into(),
-                signature: vec![0; 64],
-                sessions_active: 0,
-                bytes_relayed: 0,
-                cpu_load: 0.0,
-                mem_used_mb: 0,
-            };
+            let hb = crate::store::seed::heartbeat("node_x", 1);
             b.insert_heartbeat(recent, "node_x", &hb).unwrap();
 
             txn.commit().unwrap();
@@ -576,51 +567,19 @@ mod tests {
     /// `n` nodes with five heartbeats each in the epoch starting at `start`, and
     /// `closed_until` at `start`: the same data every call.
     fn prepare(store: &crate::store::Store, clock: &crate::clock::Clock, n: usize, start: u64) {
-        use crate::domain::node::{Node, NodeStatus};
+        use crate::store::seed;
         let txn = store.db.begin_write().unwrap();
         {
             let mut head = AuditHead::load(&txn).unwrap();
             let mut b = Batch::new(&txn, &mut head, clock);
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
             b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
-            for i in 0..n {
-                let id = format!("node_{i:03}");
-                let mut public_key = [0u8; 32];
-                public_key[0] = i as u8;
-                let node = Node {
-                    node_id: id.clone(),
-                    name: id.clone(),
-                    operator_id: "op".into(),
-                    public_key,
-                    payout_address: None,
-                    region: None,
-                    pool_id: None,
-                    status: NodeStatus::Online,
-                    registered_at_us: start,
-                    last_heartbeat_at_us: None,
-                    balance_usdt: Decimal::ZERO,
-                    operational_seconds_total: 0,
-                    token_generation: 0,
-                    last_seq: None,
-                    credit_carry: Decimal::ZERO,
-                    last_proof: None,
-                };
-                b.put_node(&node, None).unwrap();
-                for h in 0..5u64 {
-                    let hb = StoredHeartbeat {
-                        seq: h,
-                        canonical: format!("lucid-hb-v1|{id}|{h}|t|0|0|0|0"),
-                        signature: vec![h as u8; 64],
-                        sessions_active: 0,
-                        bytes_relayed: 0,
-                        cpu_load: 0.0,
-                        mem_used_mb: 0,
-                    };
-                    let at = start + h * 40 * S + (i as u64) * 7 * S;
-                    b.insert_heartbeat(at, &id, &hb).unwrap();
-                }
-            }
+            seed::put_nodes(&mut b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
         }
+        seed::put_heartbeats(&txn, "node_", n, 5, |i, h| {
+            start + h * 40 * S + (i as u64) * 7 * S
+        })
+        .unwrap();
         txn.commit().unwrap();
     }
 
@@ -713,7 +672,7 @@ mod tests {
             );
         }
         for i in 0..n {
-            let id = format!("node_{i:03}");
+            let id = crate::store::seed::node_id("node_", i);
             let (na, nb) = (
                 ra.node(&id).unwrap().unwrap(),
                 rb.node(&id).unwrap().unwrap(),

@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod payouts;
 pub mod poot;
 pub mod queries;
+pub mod seed;
 pub mod tables;
 pub mod writer;
 

@@ -1,0 +1,91 @@
+//! Large states written straight into the store, for benchmarks and tests: N nodes and
+//! their heartbeats in one transaction take seconds at 100k, where registering them
+//! through the API would take many minutes. The service never calls this.
+//!
+//! The heartbeats are not signed (a fixed 64-byte "signature"): signatures are checked at
+//! ingestion, and nothing after it reads them except as Merkle leaf data.
+
+use redb::WriteTransaction;
+use rust_decimal::Decimal;
+
+use super::codec::encode;
+use super::tables::HEARTBEATS;
+use super::Batch;
+use crate::clock::Micros;
+use crate::domain::heartbeat::StoredHeartbeat;
+use crate::domain::node::{Node, NodeStatus};
+use crate::error::ApiResult;
+
+/// The id of seeded node `i`: `{prefix}{i:07}`, so ids sort in `i` order.
+pub fn node_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:07}")
+}
+
+/// Seeded node `i`: online, owned by `op`, no payout address, a public key unique to `i`,
+/// registered at `at_us`. Callers change what their case needs.
+pub fn node(prefix: &str, i: usize, at_us: Micros) -> Node {
+    let id = node_id(prefix, i);
+    let mut public_key = [0u8; 32];
+    public_key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    Node {
+        node_id: id.clone(),
+        name: id,
+        operator_id: "op".into(),
+        public_key,
+        payout_address: None,
+        region: None,
+        pool_id: None,
+        status: NodeStatus::Online,
+        registered_at_us: at_us,
+        last_heartbeat_at_us: None,
+        balance_usdt: Decimal::ZERO,
+        operational_seconds_total: 0,
+        token_generation: 0,
+        last_seq: None,
+        credit_carry: Decimal::ZERO,
+        last_proof: None,
+    }
+}
+
+/// Stores nodes as new (with their key and operator indexes and the status counters).
+pub fn put_nodes(b: &mut Batch<'_>, nodes: impl IntoIterator<Item = Node>) -> ApiResult<()> {
+    for node in nodes {
+        b.put_node(&node, None)?;
+    }
+    Ok(())
+}
+
+/// Heartbeat `seq` of `node_id`, as ingestion stores it.
+pub fn heartbeat(node_id: &str, seq: u64) -> StoredHeartbeat {
+    StoredHeartbeat {
+        seq,
+        canonical: format!("lucid-hb-v1|{node_id}|{seq}|2026-01-01T00:00:00Z|0|0|0.10|100"),
+        signature: vec![7; 64],
+        sessions_active: 0,
+        bytes_relayed: 0,
+        cpu_load: 0.1,
+        mem_used_mb: 100,
+    }
+}
+
+/// `per_node` heartbeats for each of seeded nodes `0..n`, heartbeat `h` of node `i`
+/// received at `received_at(i, h)` (unique per heartbeat: it is the key).
+pub fn put_heartbeats(
+    txn: &WriteTransaction,
+    prefix: &str,
+    n: usize,
+    per_node: u64,
+    received_at: impl Fn(usize, u64) -> Micros,
+) -> ApiResult<()> {
+    let mut t = txn.open_table(HEARTBEATS)?;
+    for i in 0..n {
+        let id = node_id(prefix, i);
+        for h in 0..per_node {
+            t.insert(
+                (received_at(i, h), id.as_str()),
+                encode(&heartbeat(&id, h)).as_slice(),
+            )?;
+        }
+    }
+    Ok(())
+}
