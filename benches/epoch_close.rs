@@ -11,13 +11,16 @@
 //! `cargo bench --bench epoch_close` (N defaults to 10k and 100k; set EPOCH_BENCH_NODES to
 //! a comma list to change).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lucid_node_management::clock::Clock;
 use lucid_node_management::crypto::generate_signing_key;
-use lucid_node_management::domain::node::Node;
+use lucid_node_management::domain::alert::{AlertSettings, EventType};
+use lucid_node_management::domain::node::{Node, NodeStatus};
+use lucid_node_management::jobs::alerts::find_node_alerts;
 use lucid_node_management::jobs::payouts::process_with;
 use lucid_node_management::jobs::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
 use lucid_node_management::metrics::Metrics;
@@ -130,6 +133,7 @@ fn main() {
         .unwrap();
     let mut rows_close = Vec::new();
     let mut rows_payout = Vec::new();
+    let mut rows_watch = Vec::new();
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = prepare(dir.path(), n);
@@ -196,6 +200,45 @@ fn main() {
                 timing.longest_job.as_secs_f64() * 1000.0,
                 timing.longest_job_committed.as_secs_f64() * 1000.0,
             ));
+
+            // The alert watcher's pass with a fleet webhook and 1 % of the nodes offline:
+            // what it reads now (the status index) against the full node scan it did.
+            let offline: Vec<String> = (0..n).step_by(100).map(|i| seed::node_id(PREFIX, i)).collect();
+            let offline_count = offline.len();
+            writer
+                .write(move |b| {
+                    for id in &offline {
+                        let before = b.node(id)?.expect("seeded node");
+                        let after = Node { status: NodeStatus::Offline, ..before.clone() };
+                        b.put_node(&after, Some(&before))?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            let settings = HashMap::from([(
+                "fleet".to_string(),
+                AlertSettings {
+                    webhook_url: "https://receiver.example/lucid".into(),
+                    secret: "s".into(),
+                    offline_after_seconds: 1,
+                    events: vec![EventType::NodeOffline, EventType::NodeOnline],
+                    updated_at_us: 0,
+                },
+            )]);
+            let reader = store.reader().unwrap();
+            let now = clock.now_us() + 3_600 * S;
+            let started = Instant::now();
+            let found = find_node_alerts(&reader, &settings, now).unwrap();
+            let indexed = started.elapsed().as_secs_f64() * 1000.0;
+            let started = Instant::now();
+            let scanned = reader.nodes(None, usize::MAX, |node| node.status == NodeStatus::Offline).unwrap().items.len();
+            let full_scan = started.elapsed().as_secs_f64() * 1000.0;
+            assert_eq!((found.len(), scanned), (offline_count, offline_count));
+            rows_watch.push(format!(
+                "| {n} | {offline_count} | {full_scan:.1} | {indexed:.2} | {:.0}x |",
+                full_scan / indexed
+            ));
         });
         drop(writer);
         thread.join().unwrap();
@@ -228,6 +271,14 @@ fn main() {
     println!("| nodes | payouts | candidate scan (s) | run total (s) | payouts/s | writer jobs | longest job in writer (ms) | longest job until durable (ms) | probe writes | probe latency (ms) |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows_payout {
+        println!("{r}");
+    }
+    println!();
+    println!("One alert watcher pass (a fleet webhook, 1 % of the nodes offline): the offline nodes read through the status index, against a scan of every node");
+    println!();
+    println!("| nodes | offline | full scan (ms) | status index (ms) | ratio |");
+    println!("|---:|---:|---:|---:|---:|");
+    for r in rows_watch {
         println!("{r}");
     }
 }

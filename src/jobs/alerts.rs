@@ -7,7 +7,7 @@
 //! 2xx, so a crash between sending and recording sends it again with the same `event_id`
 //! (at least once; receivers drop duplicates).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::json;
@@ -17,10 +17,11 @@ use crate::domain::alert::{
     expired, offline_alert_due, online_alert_due, retry_delay_us, AlertSettings, EventType,
     QueuedAlert, Subscriber,
 };
-use crate::domain::node::Node;
+use crate::domain::node::{Node, NodeStatus};
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::ApiResult;
 use crate::payout_sink::webhook::signature;
+use crate::store::queries::Reader;
 
 /// Longest wait between two attempts of one delivery.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
@@ -29,10 +30,10 @@ const DELIVERIES_PER_PASS: usize = 256;
 
 /// What the watcher found for one subscriber and node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct NodeAlert {
-    subscriber_key: String,
-    node_id: String,
-    event: EventType,
+pub struct NodeAlert {
+    pub subscriber_key: String,
+    pub node_id: String,
+    pub event: EventType,
 }
 
 pub async fn run_watcher(app: AppState) {
@@ -62,17 +63,8 @@ pub async fn watch_nodes(app: &AppState) -> ApiResult<Duration> {
     };
     let pause = Duration::from_millis(shortest_grace * 250)
         .clamp(Duration::from_millis(250), Duration::from_secs(10));
-    let sent: HashSet<(String, String)> = reader.offline_alerts_sent()?.into_iter().collect();
-    let now = app.clock.now_us();
-    let found = std::cell::RefCell::new(Vec::new());
-    reader.nodes(None, usize::MAX, |node| {
-        found
-            .borrow_mut()
-            .extend(alerts_for(node, &settings, &sent, now));
-        false // nothing to collect: `found` holds the results
-    })?;
+    let found = find_node_alerts(&reader, &settings, app.clock.now_us())?;
     drop(reader);
-    let found = found.into_inner();
     if found.is_empty() {
         return Ok(pause);
     }
@@ -119,6 +111,31 @@ pub async fn watch_nodes(app: &AppState) -> ApiResult<Duration> {
         app.alert_wakeup.notify_one();
     }
     Ok(pause)
+}
+
+/// Every node alert owed now, from a read snapshot. Only two kinds of node can owe one:
+/// offline nodes (`node.offline`) and nodes a subscriber was told are offline
+/// (`node.online`). The status index and the "offline sent" marks name them, so a pass
+/// reads those nodes, not every node (at 100k nodes a full scan is ~0.25 s of CPU, and a
+/// short grace repeats the pass every 250 ms).
+pub fn find_node_alerts(
+    reader: &Reader,
+    settings: &HashMap<String, AlertSettings>,
+    now: u64,
+) -> ApiResult<Vec<NodeAlert>> {
+    let sent: HashSet<(String, String)> = reader.offline_alerts_sent()?.into_iter().collect();
+    let mut candidates: BTreeSet<String> = reader
+        .node_ids_in_status(NodeStatus::Offline)?
+        .into_iter()
+        .collect();
+    candidates.extend(sent.iter().map(|(_, node_id)| node_id.clone()));
+    let mut found = Vec::new();
+    for id in candidates {
+        if let Some(node) = reader.node(&id)? {
+            found.extend(alerts_for(&node, settings, &sent, now));
+        }
+    }
+    Ok(found)
 }
 
 /// The node alerts owed to each subscriber of `node`.

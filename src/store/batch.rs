@@ -280,12 +280,34 @@ impl<'a> Batch<'a> {
         }
         let old_status = previous.map(|p| p.status);
         if old_status != Some(node.status) {
+            let id = node.node_id.as_str();
+            let mut by_status = self.txn.open_table(NODES_BY_STATUS)?;
+            if let Some(old) = old_status {
+                by_status.remove((old.as_str(), id))?;
+            }
+            by_status.insert((node.status.as_str(), id), ())?;
+            drop(by_status);
             if let Some(old) = old_status {
                 self.add_counter(&status_counter(old), -1)?;
             }
             self.add_counter(&status_counter(node.status), 1)?;
         }
         self.mirror_node(node)
+    }
+
+    /// Rebuilds the nodes-by-status index from the nodes (the schema 1 -> 2 migration).
+    pub fn rebuild_status_index(&mut self) -> ApiResult<u64> {
+        let nodes = self.txn.open_table(NODES)?;
+        let mut by_status = self.txn.open_table(NODES_BY_STATUS)?;
+        by_status.retain(|_, _| false)?;
+        let mut indexed = 0;
+        for entry in nodes.iter()? {
+            let (k, v) = entry?;
+            let node: Node = decode(v.value())?;
+            by_status.insert((node.status.as_str(), k.value()), ())?;
+            indexed += 1;
+        }
+        Ok(indexed)
     }
 
     // ---- pools ----

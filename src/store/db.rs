@@ -14,7 +14,7 @@ use crate::domain::pool::{Pool, DEFAULT_POOL_ID, DEFAULT_POOL_NAME};
 use crate::error::ApiResult;
 
 /// The schema this build writes. Bump it with a migration in [`migrate`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The oldest schema [`migrate`] can upgrade from. Every release writes its version in the
 /// database's first transaction, so a database with data but no version (or version 0)
@@ -171,13 +171,25 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
 
 /// Upgrades a database from `from` to [`SCHEMA_VERSION`], one step at a time, inside the
 /// start-up transaction (all or nothing).
-fn migrate(_batch: &mut Batch<'_>, from: u32) -> ApiResult<()> {
+fn migrate(batch: &mut Batch<'_>, from: u32) -> ApiResult<()> {
     let mut version = from;
     while version < SCHEMA_VERSION {
-        // No migrations yet: version 1 is the first schema. Each future step goes here:
-        // `1 => migrate_1_to_2(batch)?`.
+        match version {
+            1 => migrate_1_to_2(batch)?,
+            _ => unreachable!("no migration from schema {version}"),
+        }
         version += 1;
     }
+    Ok(())
+}
+
+/// Schema 2 adds the nodes-by-status index (its table is created empty at open).
+fn migrate_1_to_2(batch: &mut Batch<'_>) -> ApiResult<()> {
+    let indexed = batch.rebuild_status_index()?;
+    tracing::info!(
+        nodes = indexed,
+        "database migrated to schema 2 (nodes by status)"
+    );
     Ok(())
 }
 
@@ -205,6 +217,8 @@ fn ensure_default_pool(batch: &mut Batch<'_>, max_nodes_per_pool: u32) -> ApiRes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::node::{Node, NodeStatus};
+    use crate::store::seed;
 
     #[test]
     fn a_fresh_database_gets_the_default_pool_once() {
@@ -315,6 +329,106 @@ mod tests {
         foreign_database(dir.path(), Some(0));
         let err = open(dir.path(), 100, &Clock::new()).err().unwrap();
         assert!(err.contains("schema version 0"), "{err}");
+    }
+
+    /// Every status and its nodes, read from the status index.
+    fn status_index(store: &Store) -> Vec<(NodeStatus, Vec<String>)> {
+        let r = store.reader().unwrap();
+        NodeStatus::ALL
+            .iter()
+            .map(|&s| (s, r.node_ids_in_status(s).unwrap()))
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect()
+    }
+
+    /// Runs `f` in one committed write transaction on `store`.
+    fn write(store: &Store, clock: &Clock, f: impl FnOnce(&mut Batch<'_>)) {
+        let txn = store.db.begin_write().unwrap();
+        let mut head = AuditHead::load(&txn).unwrap();
+        f(&mut Batch::new(&txn, &mut head, clock));
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn the_status_index_follows_every_status_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::new();
+        let store = open(dir.path(), 100, &clock).unwrap();
+        let mut node = seed::node("node_ix", 1, 0);
+        node.status = NodeStatus::Registered;
+        let other = seed::node("node_ix", 2, 0);
+        write(&store, &clock, |b| {
+            b.put_node(&node, None).unwrap();
+            b.put_node(&other, None).unwrap();
+        });
+        assert_eq!(
+            status_index(&store),
+            vec![
+                (NodeStatus::Registered, vec![node.node_id.clone()]),
+                (NodeStatus::Online, vec![other.node_id.clone()]),
+            ]
+        );
+        for next in [
+            NodeStatus::Online,
+            NodeStatus::Offline,
+            NodeStatus::Online,
+            NodeStatus::Suspended,
+            NodeStatus::Deregistered,
+        ] {
+            let before = node.clone();
+            node.status = next;
+            write(&store, &clock, |b| {
+                b.put_node(&node, Some(&before)).unwrap()
+            });
+            let mut expected = vec![
+                (next, vec![node.node_id.clone()]),
+                (NodeStatus::Online, vec![other.node_id.clone()]),
+            ];
+            if next == NodeStatus::Online {
+                expected = vec![(
+                    NodeStatus::Online,
+                    vec![node.node_id.clone(), other.node_id.clone()],
+                )];
+            }
+            expected.sort_by_key(|(s, _)| NodeStatus::ALL.iter().position(|a| a == s));
+            assert_eq!(status_index(&store), expected, "after {next:?}");
+        }
+    }
+
+    #[test]
+    fn a_schema_1_database_gets_its_status_index_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::new();
+        let store = open(dir.path(), 100, &clock).unwrap();
+        let statuses = [
+            NodeStatus::Online,
+            NodeStatus::Offline,
+            NodeStatus::Online,
+            NodeStatus::Suspended,
+        ];
+        write(&store, &clock, |b| {
+            let nodes = statuses.iter().enumerate().map(|(i, &status)| Node {
+                status,
+                ..seed::node("node_v1_", i, 0)
+            });
+            seed::put_nodes(b, nodes).unwrap();
+        });
+        let expected = status_index(&store);
+        assert_eq!(expected.len(), 3, "{expected:?}");
+        // What schema 1 looked like: no index table.
+        {
+            let txn = store.db.begin_write().unwrap();
+            assert!(txn.delete_table(NODES_BY_STATUS).unwrap());
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_VERSION_KEY, 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        drop(store);
+        let store = open(dir.path(), 100, &clock).unwrap();
+        assert_eq!(stored_version(&store.db).unwrap(), Some(2));
+        assert_eq!(status_index(&store), expected);
     }
 
     #[test]

@@ -56,6 +56,22 @@ impl Reader {
         node(&self.txn.open_table(NODES)?, id)
     }
 
+    /// Ids of the nodes in `status`, in id order, from the status index (no scan).
+    pub fn node_ids_in_status(&self, status: NodeStatus) -> ApiResult<Vec<String>> {
+        let t = self.txn.open_table(NODES_BY_STATUS)?;
+        let wanted = status.as_str();
+        let mut ids = Vec::new();
+        for entry in t.range::<(&str, &str)>((wanted, "")..)? {
+            let (k, _) = entry?;
+            let (s, id) = k.value();
+            if s != wanted {
+                break;
+            }
+            ids.push(id.to_string());
+        }
+        Ok(ids)
+    }
+
     pub fn pool(&self, id: &str) -> ApiResult<Option<Pool>> {
         pool(&self.txn.open_table(POOLS)?, id)
     }

@@ -11,6 +11,10 @@ pub const NODE_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("node_k
 /// (operator_id, node_id) -> () : an operator's nodes in id order
 pub const OPERATOR_NODES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("operator_nodes");
+/// (status, node_id) -> () : nodes by status, kept in step with NODES by `Batch::put_node`
+/// (schema 2). The alert watcher reads the offline nodes here instead of scanning all.
+pub const NODES_BY_STATUS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("nodes_by_status");
 /// pool_id -> Pool
 pub const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
 /// pool name -> pool_id (names are unique)
@@ -103,6 +107,7 @@ pub fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(NODES)?;
     v.visit(NODE_KEYS)?;
     v.visit(OPERATOR_NODES)?;
+    v.visit(NODES_BY_STATUS)?;
     v.visit(POOLS)?;
     v.visit(POOL_NAMES)?;
     v.visit(POOL_MEMBERS)?;
