@@ -1545,6 +1545,16 @@ async fn pagination_follows_next_cursor_through_every_node_exactly_once() {
     sorted.sort();
     assert_eq!(ids, sorted);
 
+    // The status index pages the same way (an admin's status filter reads it).
+    let (ids, pages) = walk_pages(&server, &server.admin, "&status=registered").await;
+    assert_eq!(
+        ids, sorted,
+        "admin, registered: every node once, in id order"
+    );
+    assert_eq!(pages, 4);
+    let (ids, _) = walk_pages(&server, &server.admin, "&status=online").await;
+    assert!(ids.is_empty(), "no node is online: {ids:?}");
+
     // The pool-member index pages the same way.
     for id in &mine {
         let (status, body) = server

@@ -21,6 +21,7 @@ use crate::domain::node::{admin_status_change, parse_public_key, validate_text, 
 use crate::domain::timefmt::rfc3339_us;
 use crate::domain::tron::validate_tron_address;
 use crate::error::{ApiError, ApiResult};
+use crate::store::queries::{NodeIndex, Page};
 
 /// A node as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -216,13 +217,26 @@ pub async fn list(
                 .into_iter()
                 .filter(|n| after.as_deref().is_none_or(|a| n.node_id.as_str() > a))
                 .collect();
-            crate::store::queries::Page { items, next: None }
+            Page { items, next: None }
         }
-        (_, Some(p)) => reader.indexed_nodes(false, p, after.as_deref(), limit, keep)?,
-        (Role::Operator, None) => {
-            reader.indexed_nodes(true, &caller.subject, after.as_deref(), limit, keep)?
-        }
-        (Role::Admin, None) => reader.nodes(after.as_deref(), limit, keep)?,
+        (_, Some(p)) => reader.indexed_nodes(NodeIndex::Pool, p, after.as_deref(), limit, keep)?,
+        (Role::Operator, None) => reader.indexed_nodes(
+            NodeIndex::Operator,
+            &caller.subject,
+            after.as_deref(),
+            limit,
+            keep,
+        )?,
+        (Role::Admin, None) => match status {
+            Some(s) => reader.indexed_nodes(
+                NodeIndex::Status,
+                s.as_str(),
+                after.as_deref(),
+                limit,
+                keep,
+            )?,
+            None => reader.nodes(after.as_deref(), limit, keep)?,
+        },
     };
     Ok(Json(ListPage::new(
         result.items.iter().map(NodeView::from).collect(),

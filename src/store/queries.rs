@@ -41,6 +41,14 @@ pub struct Reader {
     pub(super) txn: ReadTransaction,
 }
 
+/// The indexes that group nodes: by operator, by pool, by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeIndex {
+    Operator,
+    Pool,
+    Status,
+}
+
 /// A page of results and the key to continue after.
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -58,18 +66,7 @@ impl Reader {
 
     /// Ids of the nodes in `status`, in id order, from the status index (no scan).
     pub fn node_ids_in_status(&self, status: NodeStatus) -> ApiResult<Vec<String>> {
-        let t = self.txn.open_table(NODES_BY_STATUS)?;
-        let wanted = status.as_str();
-        let mut ids = Vec::new();
-        for entry in t.range::<(&str, &str)>((wanted, "")..)? {
-            let (k, _) = entry?;
-            let (s, id) = k.value();
-            if s != wanted {
-                break;
-            }
-            ids.push(id.to_string());
-        }
-        Ok(ids)
+        self.index_ids(NODES_BY_STATUS, status.as_str(), None)
     }
 
     pub fn pool(&self, id: &str) -> ApiResult<Option<Pool>> {
@@ -141,19 +138,20 @@ impl Reader {
         Ok(ids)
     }
 
-    /// Nodes listed in an index group (an operator's nodes, a pool's members), filtered.
+    /// Nodes listed in an index group (an operator's nodes, a pool's members, the nodes
+    /// in a status), filtered.
     pub fn indexed_nodes(
         &self,
-        by_operator: bool,
+        index: NodeIndex,
         group: &str,
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&Node) -> bool,
     ) -> ApiResult<Page<Node>> {
-        let table = if by_operator {
-            OPERATOR_NODES
-        } else {
-            POOL_MEMBERS
+        let table = match index {
+            NodeIndex::Operator => OPERATOR_NODES,
+            NodeIndex::Pool => POOL_MEMBERS,
+            NodeIndex::Status => NODES_BY_STATUS,
         };
         let nodes = self.txn.open_table(NODES)?;
         let mut items: Vec<Node> = Vec::new();
