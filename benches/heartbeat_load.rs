@@ -23,6 +23,22 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");
 
+/// The server to measure: this build's binary, or the command in `BENCH_SERVER`, e.g.
+/// `BENCH_SERVER="qemu-aarch64-static target/aarch64-unknown-linux-musl/release/lucid-node-management"`
+/// for the aarch64 build under qemu (issue 7 wants its figures as a sanity check only:
+/// emulation makes them no measure of a board).
+fn server_command() -> Command {
+    match std::env::var("BENCH_SERVER") {
+        Ok(cmd) if !cmd.trim().is_empty() => {
+            let mut words = cmd.split_whitespace();
+            let mut c = Command::new(words.next().unwrap_or_default());
+            c.args(words);
+            c
+        }
+        _ => Command::new(BIN),
+    }
+}
+
 struct Server {
     child: std::process::Child,
     base: String,
@@ -39,7 +55,7 @@ impl Drop for Server {
 }
 
 fn boot(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
+    let mut child = server_command()
         .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
         .env("DATA_DIR", dir)
         .env("LOG_FORMAT", "json")
@@ -61,9 +77,11 @@ fn boot(dir: &std::path::Path) -> Server {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("listening");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("listening");
     let cert = std::fs::read(dir.join("tls/cert.pem")).unwrap();
-    let out = Command::new(BIN)
+    let out = server_command()
         .args(["token", "issue", "--role", "admin", "--subject", "bench"])
         .env("DATA_DIR", dir)
         .output()
@@ -454,6 +472,9 @@ fn main() {
          runs in this process and shares the machine's {cores} cores with the server (its CPU per \
          request is in the table); heartbeat signatures are made before the phase starts."
     );
+    if let Ok(cmd) = std::env::var("BENCH_SERVER") {
+        println!("Server: `{cmd}` (the Ed25519 rows are this machine's, natively).");
+    }
     println!();
     println!("| measure | per second | ratio | p50 ms | p99 ms | server CPU µs/req | load-gen CPU µs/req | errors |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
