@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -142,22 +141,9 @@ pub async fn create(
                 ));
             }
             let node = Node {
-                node_id: new_id("node"),
-                name,
-                operator_id,
-                public_key,
                 payout_address,
                 region,
-                pool_id: None,
-                status: NodeStatus::Registered,
-                registered_at_us: b.now_us(),
-                last_heartbeat_at_us: None,
-                balance_usdt: Decimal::ZERO,
-                operational_seconds_total: 0,
-                token_generation: 0,
-                last_seq: None,
-                credit_carry: Decimal::ZERO,
-                last_proof: None,
+                ..Node::registered(new_id("node"), name, operator_id, public_key, b.now_us())
             };
             b.put_node(&node, None)?;
             b.audit(

@@ -77,6 +77,36 @@ pub struct Node {
     pub last_proof: Option<(u64, [u8; 32])>,
 }
 
+impl Node {
+    /// A node as registration creates it: no heartbeat, balance, proofs or pool yet.
+    pub fn registered(
+        node_id: String,
+        name: String,
+        operator_id: String,
+        public_key: [u8; 32],
+        registered_at_us: Micros,
+    ) -> Self {
+        Self {
+            node_id,
+            name,
+            operator_id,
+            public_key,
+            payout_address: None,
+            region: None,
+            pool_id: None,
+            status: NodeStatus::Registered,
+            registered_at_us,
+            last_heartbeat_at_us: None,
+            balance_usdt: Decimal::ZERO,
+            operational_seconds_total: 0,
+            token_generation: 0,
+            last_seq: None,
+            credit_carry: Decimal::ZERO,
+            last_proof: None,
+        }
+    }
+}
+
 /// Longest accepted node or pool name, region and similar free text.
 pub const MAX_TEXT_LEN: usize = 128;
 

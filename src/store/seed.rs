@@ -6,7 +6,6 @@
 //! ingestion, and nothing after it reads them except as Merkle leaf data.
 
 use redb::WriteTransaction;
-use rust_decimal::Decimal;
 
 use super::codec::encode;
 use super::tables::HEARTBEATS;
@@ -28,22 +27,8 @@ pub fn node(prefix: &str, i: usize, at_us: Micros) -> Node {
     let mut public_key = [0u8; 32];
     public_key[..8].copy_from_slice(&(i as u64).to_le_bytes());
     Node {
-        node_id: id.clone(),
-        name: id,
-        operator_id: "op".into(),
-        public_key,
-        payout_address: None,
-        region: None,
-        pool_id: None,
         status: NodeStatus::Online,
-        registered_at_us: at_us,
-        last_heartbeat_at_us: None,
-        balance_usdt: Decimal::ZERO,
-        operational_seconds_total: 0,
-        token_generation: 0,
-        last_seq: None,
-        credit_carry: Decimal::ZERO,
-        last_proof: None,
+        ..Node::registered(id.clone(), id, "op".into(), public_key, at_us)
     }
 }
 
