@@ -15,6 +15,7 @@ use crate::domain::audit::ChainVerifier;
 use crate::domain::credits::credit_epoch;
 use crate::domain::ledger::EntryKind;
 use crate::domain::merkle::{leaf_hash, root, root_from_path, Hash, Side};
+use crate::domain::node::NodeStatus;
 use crate::domain::poot::{close_epoch, epoch_window, EpochParams, NodeEpochInput, Receipt};
 use crate::domain::proof::{epoch_message, verify_chain, verify_document, Proof, ProofDocument};
 use crate::store::queries::Reader;
@@ -285,6 +286,8 @@ pub fn verify_database(
     progress("ledger and payouts");
     // payout id -> (debits, recredits) found in the ledger
     let mut payout_entries: BTreeMap<String, (Vec<Decimal>, Vec<Decimal>)> = BTreeMap::new();
+    // status -> its nodes in id order, as the status index must list them
+    let mut by_status: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut after: Option<String> = None;
     loop {
         let page = reader
@@ -292,6 +295,10 @@ pub fn verify_database(
             .map_err(e)?;
         for node in &page.items {
             report.nodes += 1;
+            by_status
+                .entry(node.status.as_str())
+                .or_default()
+                .push(node.node_id.clone());
             let entries = reader.ledger(&node.node_id).map_err(e)?;
             report.ledger_entries += entries.len() as u64;
             for en in &entries {
@@ -353,6 +360,18 @@ pub fn verify_database(
         match page.next {
             Some(n) => after = Some(n),
             None => break,
+        }
+    }
+    for status in NodeStatus::ALL {
+        let indexed = reader.node_ids_in_status(status).map_err(e)?;
+        let nodes = by_status.remove(status.as_str()).unwrap_or_default();
+        if indexed != nodes {
+            problems.push(format!(
+                "the status index lists {} node(s) as {}, but {} node(s) are",
+                indexed.len(),
+                status.as_str(),
+                nodes.len()
+            ));
         }
     }
     for id in per_node.keys() {

@@ -218,6 +218,7 @@ fn ensure_default_pool(batch: &mut Batch<'_>, max_nodes_per_pool: u32) -> ApiRes
 mod tests {
     use super::*;
     use crate::domain::node::{Node, NodeStatus};
+    use crate::store::codec::encode;
     use crate::store::seed;
 
     #[test]
@@ -393,6 +394,34 @@ mod tests {
             expected.sort_by_key(|(s, _)| NodeStatus::ALL.iter().position(|a| a == s));
             assert_eq!(status_index(&store), expected, "after {next:?}");
         }
+    }
+
+    #[test]
+    fn verify_reports_a_status_index_that_disagrees_with_the_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::new();
+        let store = open(dir.path(), 100, &clock).unwrap();
+        write(&store, &clock, |b| {
+            seed::put_nodes(b, (0..3).map(|i| seed::node("node_vx", i, 0))).unwrap();
+        });
+        let key = crate::crypto::generate_signing_key().verifying_key();
+        let check = || crate::verify::verify_database(&store.reader().unwrap(), &key, |_| {});
+        assert!(check().is_ok());
+        // A node written around `put_node` with another status: the index is stale.
+        write(&store, &clock, |b| {
+            let before = b.node(&seed::node_id("node_vx", 1)).unwrap().unwrap();
+            let after = Node {
+                status: NodeStatus::Offline,
+                ..before
+            };
+            b.txn
+                .open_table(NODES)
+                .unwrap()
+                .insert(after.node_id.as_str(), encode(&after).as_slice())
+                .unwrap();
+        });
+        let err = check().unwrap_err();
+        assert!(err.contains("status index"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod payouts;
 pub mod poot;
 pub mod queries;
+#[doc(hidden)] // for the benches and tests only
 pub mod seed;
 pub mod tables;
 pub mod writer;

@@ -104,6 +104,8 @@ pub fn create_due_chunk(
             };
             ledger.insert((node_id.as_str(), ledger_seq), encode(&entry).as_slice())?;
             node.balance_usdt -= amount;
+            // Written around `put_node`: only the balance changes, never the status its
+            // index and counters follow.
             nodes.insert(node_id.as_str(), encode(&node).as_slice())?;
             let id = payout.payout_id.as_str();
             payouts.insert(id, encode(&payout).as_slice())?;
@@ -331,4 +333,144 @@ pub fn adjust(
         json!({"amount_usdt": amount.to_string(), "reason": reason}),
     )?;
     Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::domain::node::{Node, NodeStatus};
+    use crate::store::batch::AuditHead;
+    use crate::store::{db, seed, Store};
+
+    const ADDRESS: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+
+    /// Runs `f` in one committed write transaction, as one writer batch would.
+    fn write<T>(store: &Store, clock: &Clock, f: impl FnOnce(&mut Batch<'_>) -> T) -> T {
+        let txn = store.db.begin_write().unwrap();
+        let mut head = AuditHead::load(&txn).unwrap();
+        let out = f(&mut Batch::new(&txn, &mut head, clock));
+        txn.commit().unwrap();
+        out
+    }
+
+    /// Adds `amount` USDT to a node's balance by a ledger adjustment (credits would need
+    /// proofs behind them to verify).
+    fn adjust(b: &mut Batch<'_>, node_id: &str, amount: Decimal, reason: &str) {
+        let before = b.node(node_id).unwrap().unwrap();
+        let mut node = before.clone();
+        b.append_ledger(
+            &mut node,
+            EntryKind::Adjustment,
+            amount,
+            format!("adjustment:{reason}"),
+        )
+        .unwrap();
+        b.put_node(&node, Some(&before)).unwrap();
+    }
+
+    /// Seeded node `i` with a payout address (or none) and a balance of `credit` USDT.
+    fn funded(b: &mut Batch<'_>, i: usize, address: Option<&str>, credit: i64) -> String {
+        let mut node = seed::node("node_pay", i, 0);
+        node.payout_address = address.map(Into::into);
+        b.put_node(&node, None).unwrap();
+        adjust(b, &node.node_id, Decimal::from(credit), "test");
+        node.node_id
+    }
+
+    #[test]
+    fn a_chunk_pays_each_due_node_once_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        let (due, below, suspended, no_address) = write(&store, &clock, |b| {
+            let due = funded(b, 0, Some(ADDRESS), 20);
+            let below = funded(b, 1, Some(ADDRESS), 5);
+            let suspended = funded(b, 2, Some(ADDRESS), 20);
+            let before = b.node(&suspended).unwrap().unwrap();
+            let after = Node {
+                status: NodeStatus::Suspended,
+                ..before.clone()
+            };
+            b.put_node(&after, Some(&before)).unwrap();
+            let no_address = funded(b, 3, None, 20);
+            (due, below, suspended, no_address)
+        });
+        let threshold = Decimal::from(10);
+        let ids = [
+            due.clone(),
+            below.clone(),
+            suspended.clone(),
+            no_address.clone(),
+            due.clone(), // twice in one chunk: paid once
+            "node_unknown".to_string(),
+        ];
+        let out = write(&store, &clock, |b| {
+            // Other ledger appends in the same transaction: sequences must not collide.
+            adjust(b, &below, Decimal::ONE, "before");
+            let out =
+                create_due_chunk(b, &ids, threshold, &Actor::system(), Duration::MAX).unwrap();
+            adjust(b, &below, Decimal::ONE, "after");
+            out
+        });
+        assert_eq!((out.consumed, out.skipped), (ids.len(), 5));
+        assert_eq!(out.created.len(), 1);
+        let payout = &out.created[0];
+        assert_eq!(
+            (payout.node_id.as_str(), payout.amount, payout.state),
+            (due.as_str(), Decimal::from(20), PayoutState::Pending)
+        );
+
+        let r = store.reader().unwrap();
+        assert_eq!(r.node(&due).unwrap().unwrap().balance_usdt, Decimal::ZERO);
+        for id in [&suspended, &no_address] {
+            assert_eq!(r.node(id).unwrap().unwrap().balance_usdt, Decimal::from(20));
+        }
+        let debit = r.ledger(&due).unwrap().pop().unwrap();
+        assert_eq!(
+            (debit.kind, debit.amount, debit.reference.clone()),
+            (
+                EntryKind::Debit,
+                Decimal::from(-20),
+                format!("payout:{}", payout.payout_id)
+            )
+        );
+        assert_eq!(r.node_payouts(&due).unwrap(), vec![payout.clone()]);
+        let pending = r.payouts_in_state(PayoutState::Pending, None, 10).unwrap();
+        assert_eq!(pending.items, vec![payout.clone()]);
+        assert_eq!(
+            r.counter(&payout_state_counter(PayoutState::Pending))
+                .unwrap(),
+            1
+        );
+        // Ledger sequences unique and in order across the chunk and the appends around it;
+        // every balance equals its ledger, every payout has its debit, the audit chain holds.
+        let mut seqs: Vec<u64> = [&due, &below, &suspended, &no_address]
+            .iter()
+            .flat_map(|id| r.ledger(id).unwrap())
+            .map(|e| e.seq)
+            .collect();
+        seqs.sort();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        let key = crate::crypto::generate_signing_key().verifying_key();
+        crate::verify::verify_database(&r, &key, |_| {}).unwrap();
+        let last = r.audit(0, 100).unwrap().items;
+        assert_eq!(
+            last.iter().filter(|e| e.action == "payout.create").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_chunk_out_of_budget_stops_after_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        let ids: Vec<String> = write(&store, &clock, |b| {
+            (0..3).map(|i| funded(b, i, Some(ADDRESS), 20)).collect()
+        });
+        let out = write(&store, &clock, |b| {
+            create_due_chunk(b, &ids, Decimal::from(10), &Actor::system(), Duration::ZERO).unwrap()
+        });
+        assert_eq!((out.consumed, out.created.len(), out.skipped), (1, 1, 0));
+        assert_eq!(out.created[0].node_id, ids[0]);
+    }
 }

@@ -315,6 +315,8 @@ impl Batch<'_> {
                     entry = Some(e);
                 }
                 proofs.insert((p.node_id.as_str(), epoch), encode_proof(p).as_slice())?;
+                // Written around `put_node`: the status (which its index and counters
+                // follow) never changes here.
                 nodes.insert(node.node_id.as_str(), encode(&node).as_slice())?;
                 if mirrored {
                     written.push((item, entry, node));

@@ -154,9 +154,21 @@ impl Reader {
             NodeIndex::Status => NODES_BY_STATUS,
         };
         let nodes = self.txn.open_table(NODES)?;
+        let index = self.txn.open_table(table)?;
+        let start = match after {
+            Some(a) => Bound::Excluded((group, a)),
+            None => Bound::Included((group, "")),
+        };
         let mut items: Vec<Node> = Vec::new();
-        for id in self.index_ids(table, group, after)? {
-            let Some(n) = node(&nodes, &id)? else {
+        // Walked lazily: a status group can be most of the fleet, and a page needs only
+        // `limit` of it.
+        for entry in index.range::<(&str, &str)>((start, Bound::Unbounded))? {
+            let (k, _) = entry?;
+            let (g, id) = k.value();
+            if g != group {
+                break;
+            }
+            let Some(n) = node(&nodes, id)? else {
                 continue;
             };
             if keep(&n) {
