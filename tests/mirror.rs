@@ -467,10 +467,16 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
         h["mirror"]["documents_mirrored"],
         h["mirror"]
     );
-    // Metrics.
-    let text = server.metrics_text().await;
+    // Metrics. The timers (node monitor, epoch close) may have queued a change since the
+    // health check above; the mirror drains it, and the gauge shows 0 again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = server.metrics_text().await;
+    while !text.contains("lucid_mirror_outbox_entries 0\n") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = server.metrics_text().await;
+    }
     for m in [
-        "lucid_mirror_outbox_entries 0",
+        "lucid_mirror_outbox_entries 0\n",
         "lucid_mirror_documents_total",
         "lucid_mirror_last_sync_timestamp_seconds",
         "lucid_mirror_sync_errors_total",
