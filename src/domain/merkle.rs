@@ -65,31 +65,15 @@ pub enum Side {
     Right,
 }
 
-/// Root and every leaf's inclusion path (siblings from leaf to root), in one pass per
-/// level: O(n log n) for all paths together.
+/// Root and every leaf's inclusion path (siblings from leaf to root): O(n log n) for all
+/// paths together.
 pub fn root_and_paths(leaves: &[Hash]) -> (Hash, Vec<Vec<(Side, Hash)>>) {
     if leaves.is_empty() {
         return (empty_root(), Vec::new());
     }
-    let mut paths: Vec<Vec<(Side, Hash)>> = vec![Vec::new(); leaves.len()];
-    // position of each original leaf in the current level
-    let mut positions: Vec<usize> = (0..leaves.len()).collect();
-    let mut level = leaves.to_vec();
-    while level.len() > 1 {
-        for (leaf, pos) in positions.iter_mut().enumerate() {
-            let p = *pos;
-            if p % 2 == 0 {
-                if p + 1 < level.len() {
-                    paths[leaf].push((Side::Right, level[p + 1]));
-                }
-            } else {
-                paths[leaf].push((Side::Left, level[p - 1]));
-            }
-            *pos = p / 2;
-        }
-        level = next_level(&level);
-    }
-    (level[0], paths)
+    let levels = levels(leaves);
+    let paths = (0..leaves.len()).map(|i| path_at(&levels, i)).collect();
+    (levels_root(&levels), paths)
 }
 
 /// Every level of the tree, leaves first and the root last (`2n` hashes in all): any
@@ -116,7 +100,7 @@ pub fn levels_root(levels: &[Vec<Hash>]) -> Hash {
         .unwrap_or_else(empty_root)
 }
 
-/// Leaf `index`'s inclusion path (as [`root_and_paths`] gives it) from [`levels`].
+/// Leaf `index`'s inclusion path, siblings from leaf to root, read off [`levels`].
 pub fn path_at(levels: &[Vec<Hash>], index: usize) -> Vec<(Side, Hash)> {
     let mut path = Vec::with_capacity(levels.len().saturating_sub(1));
     let mut p = index;
@@ -196,6 +180,16 @@ mod tests {
     }
 
     #[test]
+    fn paths_name_each_sibling_and_skip_a_promoted_odd_node() {
+        let l = leaves(3);
+        let (_, paths) = root_and_paths(&l);
+        assert_eq!(paths[0], vec![(Side::Right, l[1]), (Side::Right, l[2])]);
+        assert_eq!(paths[1], vec![(Side::Left, l[0]), (Side::Right, l[2])]);
+        assert_eq!(paths[2], vec![(Side::Left, inner_hash(&l[0], &l[1]))]);
+        assert_eq!(root_and_paths(&l[..1]).1, vec![Vec::new()]);
+    }
+
+    #[test]
     fn a_leaf_of_parts_equals_the_leaf_of_their_concatenation() {
         assert_eq!(leaf_hash_parts(&[b"ab", b"", b"cde"]), leaf_hash(b"abcde"));
     }
@@ -222,14 +216,10 @@ mod tests {
         }
 
         #[test]
-        fn paths_read_off_the_levels_equal_the_computed_paths(n in 0usize..70) {
+        fn the_levels_end_in_the_root_that_root_computes(n in 0usize..70) {
             let l = leaves(n);
-            let (r, paths) = root_and_paths(&l);
-            let lv = levels(&l);
-            prop_assert_eq!(levels_root(&lv), r);
-            for (i, path) in paths.iter().enumerate() {
-                prop_assert_eq!(&path_at(&lv, i), path);
-            }
+            prop_assert_eq!(levels_root(&levels(&l)), root(&l));
+            prop_assert_eq!(root_and_paths(&l).0, root(&l));
         }
 
         #[test]
