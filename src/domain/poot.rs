@@ -172,45 +172,24 @@ pub fn prove_summary(
 pub fn prove_node(params: &EpochParams, node: NodeEpochInput) -> Option<NodeEpochOutput> {
     let (start, end) = epoch_window(params.epoch, params.length_us);
     let times: Vec<Micros> = node.receipts.iter().map(|r| r.received_at_us).collect();
-    let seconds = operational_seconds(&times, params.timeout_us, start, end);
     let in_window: Vec<Hash> = node
         .receipts
         .iter()
         .filter(|r| r.received_at_us >= start && r.received_at_us < end)
         .map(|r| r.leaf)
         .collect();
-    if seconds == 0 && in_window.is_empty() {
-        return None;
-    }
-    let credit = credit_epoch(seconds, params.reward_per_hour, node.credit_carry);
-    let heartbeats_root = root(&in_window);
-    let proof_hash = Proof::compute_hash(
-        &node.node_id,
-        params.epoch,
-        start,
-        end,
-        seconds,
-        in_window.len() as u64,
-        &heartbeats_root,
-        credit.credited,
-        node.prev_proof_hash.as_ref(),
-    );
-    Some(NodeEpochOutput {
-        proof: Proof {
-            node_id: node.node_id,
-            epoch: params.epoch,
-            window_start_us: start,
-            window_end_us: end,
-            operational_seconds: seconds,
-            heartbeat_count: in_window.len() as u64,
-            heartbeats_root,
-            credits_usdt: credit.credited,
-            prev_proof_hash: node.prev_proof_hash,
-            proof_hash,
-            inclusion_path: Vec::new(),
-        },
-        credit_carry: credit.carry,
-    })
+    let summary = WindowSummary {
+        operational_seconds: operational_seconds(&times, params.timeout_us, start, end),
+        heartbeat_count: in_window.len() as u64,
+        heartbeats_root: root(&in_window),
+    };
+    prove_summary(
+        params,
+        node.node_id,
+        summary,
+        node.credit_carry,
+        node.prev_proof_hash,
+    )
 }
 
 /// The epoch tree's leaf for a proof.
