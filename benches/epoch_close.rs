@@ -174,9 +174,9 @@ fn main() {
                 report.proofs_written,
                 report.compute.as_secs_f64(),
                 report.proofs_written as f64 / secs,
-                report.writer_jobs,
-                report.longest_job.as_secs_f64() * 1000.0,
-                report.longest_job_committed.as_secs_f64() * 1000.0,
+                report.writer.jobs,
+                report.writer.longest_job.as_secs_f64() * 1000.0,
+                report.writer.longest_job_committed.as_secs_f64() * 1000.0,
             ));
 
             let probe = Probe::start(&writer);
@@ -196,9 +196,9 @@ fn main() {
                 outcome.created.len(),
                 timing.scan.as_secs_f64(),
                 outcome.created.len() as f64 / secs,
-                timing.writer_jobs,
-                timing.longest_job.as_secs_f64() * 1000.0,
-                timing.longest_job_committed.as_secs_f64() * 1000.0,
+                timing.writer.jobs,
+                timing.writer.longest_job.as_secs_f64() * 1000.0,
+                timing.writer.longest_job_committed.as_secs_f64() * 1000.0,
             ));
 
             // The alert watcher's pass with a fleet webhook and 1 % of the nodes offline:

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 
+use super::WriterUse;
 use crate::api::AppState;
 use crate::domain::payout::{backoff, due, Payout, PayoutState};
 use crate::error::{ApiError, ApiResult};
@@ -71,11 +72,7 @@ pub struct RunTiming {
     pub candidates: usize,
     /// Finding candidates in a read snapshot (outside the writer).
     pub scan: Duration,
-    pub writer_jobs: usize,
-    /// The longest a single job ran inside the writer.
-    pub longest_job: Duration,
-    /// The longest a single job took from sending to its durable commit.
-    pub longest_job_committed: Duration,
+    pub writer: WriterUse,
 }
 
 /// [`process`] on a store and writer: candidates come from a read snapshot, each chunk of
@@ -128,14 +125,12 @@ pub async fn process_with(
     while from < candidates.len() {
         let ids = candidates[from..(from + RUN_CHUNK).min(candidates.len())].to_vec();
         let actor = actor.clone();
-        let sent = Instant::now();
-        let (chunk, ran) = writer
-            .write(move |b| {
-                let ran = Instant::now();
-                // Heartbeats wait while this runs: it stops after the budget and the rest
-                // goes in the next job.
-                let chunk = payouts::create_due_chunk(b, &ids, threshold, &actor, JOB_BUDGET)?;
-                Ok((chunk, ran.elapsed()))
+        // Heartbeats wait while a job runs: it stops after the budget and the rest goes in
+        // the next job.
+        let chunk = timing
+            .writer
+            .write(writer, move |b| {
+                payouts::create_due_chunk(b, &ids, threshold, &actor, JOB_BUDGET)
             })
             .await?;
         let payouts::ChunkOutcome {
@@ -144,9 +139,6 @@ pub async fn process_with(
             consumed,
         } = chunk;
         from += consumed.max(1);
-        timing.writer_jobs += 1;
-        timing.longest_job = timing.longest_job.max(ran);
-        timing.longest_job_committed = timing.longest_job_committed.max(sent.elapsed());
         outcome.created.extend(created);
         outcome.skipped += skipped;
     }

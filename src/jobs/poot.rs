@@ -9,6 +9,7 @@ use ed25519_dalek::SigningKey;
 use rust_decimal::Decimal;
 use serde_json::json;
 
+use super::WriterUse;
 use crate::api::AppState;
 use crate::clock::Micros;
 use crate::crypto::key_id;
@@ -123,11 +124,7 @@ pub struct CloseReport {
     pub resumed: bool,
     /// Reading heartbeats and computing proofs (outside the writer).
     pub compute: Duration,
-    pub writer_jobs: usize,
-    /// The longest a single job ran inside the writer.
-    pub longest_job: Duration,
-    /// The longest a single job took from sending to its durable commit.
-    pub longest_job_committed: Duration,
+    pub writer: WriterUse,
     pub total: Duration,
 }
 
@@ -174,7 +171,7 @@ pub async fn close_due_epochs_with(
             written = report.proofs_written,
             resumed = report.resumed,
             seconds = report.total.as_secs_f64(),
-            longest_writer_job_ms = report.longest_job.as_secs_f64() * 1000.0,
+            longest_writer_job_ms = report.writer.longest_job.as_secs_f64() * 1000.0,
             "closed PoOT epoch"
         );
         closed(&report);
@@ -350,26 +347,6 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
     })
 }
 
-/// Runs one writer job, timing how long it held the writer and how long until durable.
-async fn timed_write<T, F>(writer: &Writer, report: &mut CloseReport, f: F) -> ApiResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,
-{
-    let sent = Instant::now();
-    let (value, ran) = writer
-        .write(move |b| {
-            let started = Instant::now();
-            let value = f(b)?;
-            Ok((value, started.elapsed()))
-        })
-        .await?;
-    report.writer_jobs += 1;
-    report.longest_job = report.longest_job.max(ran);
-    report.longest_job_committed = report.longest_job_committed.max(sent.elapsed());
-    Ok(value)
-}
-
 /// Steps (2) to (5) of [`close_due_epochs_with`] for one epoch.
 pub async fn close_epoch_in_chunks(
     writer: &Writer,
@@ -400,17 +377,17 @@ pub async fn close_epoch_in_chunks(
     // The signed record first: a proof is never stored without its epoch's root and
     // signature (the API and the mirror publish proofs with them).
     let record = plan.record.clone();
-    timed_write(writer, &mut report, move |b| {
-        match b.epoch(record.epoch)? {
+    report
+        .writer
+        .write(writer, move |b| match b.epoch(record.epoch)? {
             Some(stored) if stored == record => Ok(()),
             Some(_) => Err(ApiError::unavailable(format!(
                 "epoch {} has a different record stored; refusing to rewrite it",
                 record.epoch
             ))),
             None => b.put_epoch(&record),
-        }
-    })
-    .await?;
+        })
+        .await?;
 
     let chunk = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(PROOF_CHUNK, |c| c.max(1) as usize);
     let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
@@ -419,10 +396,12 @@ pub async fn close_epoch_in_chunks(
         let to = (from + chunk).min(plan.outputs.len());
         // Paths are read off the tree while the writer is busy with other jobs.
         let writes = plan.writes(from..to);
-        let (consumed, written) = timed_write(writer, &mut report, move |b| {
-            b.write_epoch_proofs(epoch, &writes, JOB_BUDGET)
-        })
-        .await?;
+        let (consumed, written) = report
+            .writer
+            .write(writer, move |b| {
+                b.write_epoch_proofs(epoch, &writes, JOB_BUDGET)
+            })
+            .await?;
         report.proofs_written += written;
         from += consumed.max(1);
         if let Some(pause) = pause {
@@ -432,24 +411,26 @@ pub async fn close_epoch_in_chunks(
 
     let (_, end) = epoch_window(epoch, plan.record.length_us);
     let (proof_count, root) = (plan.record.proof_count, plan.record.root);
-    timed_write(writer, &mut report, move |b| {
-        if b.meta_u64(POOT_CLOSED_UNTIL_KEY)?.unwrap_or(0) >= end {
-            return Ok(());
-        }
-        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
-        if proof_count > 0 {
-            // An epoch without proofs changed nothing but the bookkeeping: no audit event,
-            // so an idle appliance does not grow its audit log every few minutes.
-            b.audit(
-                &Actor::system(),
-                "poot.epoch_close",
-                &format!("epoch:{epoch}"),
-                json!({"epoch": epoch, "proofs": proof_count, "epoch_root": hex::encode(root)}),
-            )?;
-        }
-        Ok(())
-    })
-    .await?;
+    report
+        .writer
+        .write(writer, move |b| {
+            if b.meta_u64(POOT_CLOSED_UNTIL_KEY)?.unwrap_or(0) >= end {
+                return Ok(());
+            }
+            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
+            if proof_count > 0 {
+                // An epoch without proofs changed nothing but the bookkeeping: no audit event,
+                // so an idle appliance does not grow its audit log every few minutes.
+                b.audit(
+                    &Actor::system(),
+                    "poot.epoch_close",
+                    &format!("epoch:{epoch}"),
+                    json!({"epoch": epoch, "proofs": proof_count, "epoch_root": hex::encode(root)}),
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
     report.total = started.elapsed();
     Ok(report)
 }
