@@ -9,11 +9,17 @@ const RANDOM_LEN: usize = 20;
 /// A fresh random id of the given kind, e.g. `node_k3v...` (20 random characters,
 /// about 103 bits: unique across appliances without coordination).
 pub fn new_id(kind: &str) -> String {
+    id_with(kind, b"", RANDOM_LEN)
+}
+
+/// `{kind}_{prefix}` followed by `random` characters of [`ALPHABET`].
+fn id_with(kind: &str, prefix: &[u8], random: usize) -> String {
     let mut rng = rand::thread_rng();
-    let mut id = String::with_capacity(kind.len() + 1 + RANDOM_LEN);
+    let mut id = String::with_capacity(kind.len() + 1 + prefix.len() + random);
     id.push_str(kind);
     id.push('_');
-    for _ in 0..RANDOM_LEN {
+    id.push_str(std::str::from_utf8(prefix).expect("ASCII prefix"));
+    for _ in 0..random {
         id.push(ALPHABET[rng.gen_range(0..ALPHABET.len())] as char);
     }
     id
@@ -34,15 +40,7 @@ pub fn new_time_ordered_id(kind: &str, stamp_us: u64) -> String {
         *d = ORDERED_DIGITS[(t % 36) as usize];
         t /= 36;
     }
-    let mut rng = rand::thread_rng();
-    let mut id = String::with_capacity(kind.len() + 1 + 13 + 12);
-    id.push_str(kind);
-    id.push('_');
-    id.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
-    for _ in 0..12 {
-        id.push(ALPHABET[rng.gen_range(0..ALPHABET.len())] as char);
-    }
-    id
+    id_with(kind, &digits, 12)
 }
 
 /// True when `id` matches `^{kind}_[a-zA-Z0-9_-]+$` and is of a sane length.
