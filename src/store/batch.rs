@@ -77,6 +77,29 @@ impl AuditHead {
     }
 }
 
+/// Writes ledger entry `seq` (made at `at_us`) for `node` into an open ledger table and
+/// applies it to the node's balance. The caller stores the node and the sequence.
+pub(super) fn write_ledger_entry(
+    ledger: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    node: &mut Node,
+    (seq, at_us): (u64, Micros),
+    kind: EntryKind,
+    amount: Decimal,
+    reference: String,
+) -> ApiResult<LedgerEntry> {
+    let entry = LedgerEntry {
+        seq,
+        node_id: node.node_id.clone(),
+        at_us,
+        kind,
+        amount,
+        reference,
+    };
+    ledger.insert((node.node_id.as_str(), seq), encode(&entry).as_slice())?;
+    node.balance_usdt += amount;
+    Ok(entry)
+}
+
 /// Reads a little-endian u64 from the META table.
 pub fn meta_u64(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -235,19 +258,15 @@ impl<'a> Batch<'a> {
         reference: String,
     ) -> ApiResult<LedgerEntry> {
         let seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0) + 1;
-        let entry = LedgerEntry {
-            seq,
-            node_id: node.node_id.clone(),
-            at_us: self.now_us(),
+        let entry = write_ledger_entry(
+            &mut self.txn.open_table(LEDGER)?,
+            node,
+            (seq, self.now_us()),
             kind,
             amount,
             reference,
-        };
-        self.txn
-            .open_table(LEDGER)?
-            .insert((node.node_id.as_str(), seq), encode(&entry).as_slice())?;
+        )?;
         self.set_meta_u64(LEDGER_SEQ_KEY, seq)?;
-        node.balance_usdt += amount;
         self.mirror_ledger(&entry)?;
         Ok(entry)
     }

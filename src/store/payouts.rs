@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::json;
 
+use super::batch::write_ledger_entry;
 use super::codec::encode;
 use super::queries;
 use super::tables::{
@@ -94,16 +95,14 @@ pub fn create_due_chunk(
                 needs_attention: false,
             };
             ledger_seq += 1;
-            let entry = LedgerEntry {
-                seq: ledger_seq,
-                node_id: node_id.clone(),
-                at_us: now,
-                kind: EntryKind::Debit,
-                amount: -amount,
-                reference: format!("payout:{}", payout.payout_id),
-            };
-            ledger.insert((node_id.as_str(), ledger_seq), encode(&entry).as_slice())?;
-            node.balance_usdt -= amount;
+            let entry = write_ledger_entry(
+                &mut ledger,
+                &mut node,
+                (ledger_seq, now),
+                EntryKind::Debit,
+                -amount,
+                format!("payout:{}", payout.payout_id),
+            )?;
             // Written around `put_node`: only the balance changes, never the status its
             // index and counters follow.
             nodes.insert(node_id.as_str(), encode(&node).as_slice())?;

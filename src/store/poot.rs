@@ -14,6 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+use super::batch::write_ledger_entry;
 use super::codec::{decode, encode};
 use super::tables::{COUNTERS, LEDGER, LEDGER_SEQ_KEY, NODES, PROOFS, PROOFS_COUNTER};
 use super::Batch;
@@ -302,17 +303,14 @@ impl Batch<'_> {
                 let mut entry = None;
                 if p.credits_usdt > Decimal::ZERO {
                     seq += 1;
-                    let e = LedgerEntry {
-                        seq,
-                        node_id: node.node_id.clone(),
-                        at_us: now,
-                        kind: EntryKind::Credit,
-                        amount: p.credits_usdt,
-                        reference: format!("epoch:{epoch}"),
-                    };
-                    ledger.insert((node.node_id.as_str(), seq), encode(&e).as_slice())?;
-                    node.balance_usdt += p.credits_usdt;
-                    entry = Some(e);
+                    entry = Some(write_ledger_entry(
+                        &mut ledger,
+                        &mut node,
+                        (seq, now),
+                        EntryKind::Credit,
+                        p.credits_usdt,
+                        format!("epoch:{epoch}"),
+                    )?);
                 }
                 proofs.insert((p.node_id.as_str(), epoch), encode_proof(p).as_slice())?;
                 // Written around `put_node`: the status (which its index and counters
