@@ -54,36 +54,17 @@ pub fn heartbeat_leaf(bytes: &[u8]) -> ApiResult<Hash> {
     Ok(leaf_hash_parts(&[hb.canonical.as_bytes(), hb.signature]))
 }
 
-/// FxHash (as in rustc): node ids are not attacker-chosen keys here, and SipHash was a
-/// tenth of the heartbeat scan.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+/// foldhash's fast hasher (in the build already, through serde_json): node ids are not
+/// attacker-chosen keys here, and SipHash was a tenth of the heartbeat scan. A fixed seed,
+/// so that every scan thread puts a node in the same share.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// Threads an epoch's heartbeats are scanned on: each keeps the nodes of its share.
 const SCAN_PARTS: u64 = 2;
 
 fn part_of(node_id: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut h = FxHasher::default();
-    h.write(node_id.as_bytes());
-    h.finish() % SCAN_PARTS
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(node_id) % SCAN_PARTS
 }
 
 /// Streams the heartbeats received in `[from, to)` of the nodes in share `part` into one
@@ -98,7 +79,7 @@ fn prove_part(
     part: u64,
 ) -> ApiResult<(Vec<Proof>, Vec<NodeEpochOutput>)> {
     let txn = db.begin_read()?;
-    let mut windows: FxMap<Box<str>, WindowAccumulator> = FxMap::default();
+    let mut windows: FastMap<Box<str>, WindowAccumulator> = FastMap::default();
     {
         let t = txn.open_table(super::tables::HEARTBEATS)?;
         for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
