@@ -64,6 +64,17 @@ fn signed(n: usize) -> Signed {
     (keys, messages, signatures)
 }
 
+/// The verifier's view of `signed`.
+fn checks((keys, messages, signatures): &Signed) -> Vec<SignatureCheck<'_>> {
+    (0..keys.len())
+        .map(|i| SignatureCheck {
+            public_key: &keys[i],
+            message: &messages[i],
+            signature: &signatures[i],
+        })
+        .collect()
+}
+
 #[divan::bench]
 fn verify_one(bencher: Bencher) {
     let (keys, messages, signatures) = signed(1);
@@ -79,14 +90,8 @@ fn verify_one(bencher: Bencher) {
 /// One batch of `n` signatures; divan reports the time per signature (throughput).
 #[divan::bench(args = [2, 4, 8, 16, 32, 64, 128])]
 fn verify_batch(bencher: Bencher, n: usize) {
-    let (keys, messages, signatures) = signed(n);
-    let checks: Vec<SignatureCheck<'_>> = (0..n)
-        .map(|i| SignatureCheck {
-            public_key: &keys[i],
-            message: &messages[i],
-            signature: &signatures[i],
-        })
-        .collect();
+    let signed = signed(n);
+    let checks = checks(&signed);
     bencher
         .counter(divan::counter::ItemsCount::new(n))
         .bench(|| assert!(verify_signatures(black_box(&checks)).iter().all(|ok| *ok)));
@@ -95,15 +100,9 @@ fn verify_batch(bencher: Bencher, n: usize) {
 /// A batch of 64 with one forged signature: the batch fails, each is checked alone.
 #[divan::bench]
 fn verify_batch_64_one_forged(bencher: Bencher) {
-    let (keys, messages, mut signatures) = signed(64);
-    signatures[17][40] ^= 1;
-    let checks: Vec<SignatureCheck<'_>> = (0..64)
-        .map(|i| SignatureCheck {
-            public_key: &keys[i],
-            message: &messages[i],
-            signature: &signatures[i],
-        })
-        .collect();
+    let mut signed = signed(64);
+    signed.2[17][40] ^= 1;
+    let checks = checks(&signed);
     bencher
         .counter(divan::counter::ItemsCount::new(64usize))
         .bench(|| {
