@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use lucid_node_management::domain::timefmt::parse_rfc3339_us;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Value};
 
@@ -409,6 +410,22 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
         assert_eq!(s, 202, "{b}");
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+    // The node counts as up until its last heartbeat (as the appliance stamped it) plus
+    // HEARTBEAT_TIMEOUT (2 s).
+    let (s, beating) = server
+        .call(
+            "GET",
+            &format!("/api/v1/nodes/{hb_id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{beating}");
+    let last_heartbeat_us = beating["last_heartbeat_at"]
+        .as_str()
+        .and_then(parse_rfc3339_us)
+        .unwrap_or_else(|| panic!("no last heartbeat: {beating}"));
+    let up_until_us = last_heartbeat_us + 2_000_000;
     for i in 0..4 {
         ids.push(node_with_credit(&server, &format!("late-{i}"), "3").await);
     }
@@ -443,6 +460,34 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
         .is_empty()
     {
         assert!(Instant::now() < deadline, "no proof was written");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The timers keep changing the beating node until an epoch ends after it went quiet
+    // and the monitor has seen it silent; wait for both, so nothing changes while the two
+    // sides are compared.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Epochs in which no node was up are skipped without a record, so the last closed
+        // epoch is the one the node's uptime ends in.
+        let poot = &health(&server).await["poot"];
+        let length_us = poot["epoch_length_seconds"].as_u64().unwrap() * 1_000_000;
+        let closed_end_us = poot["last_closed_epoch"]
+            .as_u64()
+            .map_or(0, |e| (e + 1) * length_us);
+        // The node monitor takes the silent node offline (a node update and an audit event).
+        let (_, beating) = server
+            .call(
+                "GET",
+                &format!("/api/v1/nodes/{hb_id}"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
+        if closed_end_us >= up_until_us && beating["status"] == "offline" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "epochs stopped closing: {poot}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
