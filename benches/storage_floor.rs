@@ -101,36 +101,33 @@ fn main() {
     ids.sort();
     let ids = &ids;
 
-    rows.push((
-        "append 100 B, key (epoch, node)",
-        chunked(&db, n, |txn, nodes| {
-            append_by_epoch(txn, nodes, ids, 2, &small)
-        }),
-    ));
-    rows.push((
-        "append 200 B, key (epoch, node)",
-        chunked(&db, n, |txn, nodes| {
-            append_by_epoch(txn, nodes, ids, 3, &mid)
-        }),
-    ));
-    rows.push((
-        "append 750 B, key (epoch, node)",
-        chunked(&db, n, |txn, nodes| {
-            append_by_epoch(txn, nodes, ids, 4, &proof)
-        }),
-    ));
-    rows.push((
-        "insert 100 B, key (node, seq), beside the node's rows",
-        chunked(&db, n, |txn, nodes| {
-            insert_by_node(txn, nodes, ids, 2, &small)
-        }),
-    ));
-    rows.push((
-        "insert 750 B, key (node, seq), beside the node's rows",
-        chunked(&db, n, |txn, nodes| {
-            insert_by_node(txn, nodes, ids, 3, &proof)
-        }),
-    ));
+    for (case, epoch, value) in [
+        ("append 100 B, key (epoch, node)", 2, &small),
+        ("append 200 B, key (epoch, node)", 3, &mid),
+        ("append 750 B, key (epoch, node)", 4, &proof),
+    ] {
+        let t = chunked(&db, n, |txn, nodes| {
+            append_by_epoch(txn, nodes, ids, epoch, value)
+        });
+        rows.push((case, t));
+    }
+    for (case, seq, value) in [
+        (
+            "insert 100 B, key (node, seq), beside the node's rows",
+            2,
+            &small,
+        ),
+        (
+            "insert 750 B, key (node, seq), beside the node's rows",
+            3,
+            &proof,
+        ),
+    ] {
+        let t = chunked(&db, n, |txn, nodes| {
+            insert_by_node(txn, nodes, ids, seq, value)
+        });
+        rows.push((case, t));
+    }
     rows.push((
         "overwrite 100 B, key node",
         chunked(&db, n, |txn, nodes| overwrite(txn, nodes, ids, &small)),

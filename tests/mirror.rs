@@ -143,6 +143,20 @@ async fn health(server: &TestServer) -> Value {
     body
 }
 
+/// The node as an admin reads it.
+async fn node_json(server: &TestServer, node_id: &str) -> Value {
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/api/v1/nodes/{node_id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// Waits until the mirror is connected, initialised and the outbox is empty.
 async fn converged(server: &TestServer) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -412,15 +426,7 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
     }
     // The node counts as up until its last heartbeat (as the appliance stamped it) plus
     // HEARTBEAT_TIMEOUT (2 s).
-    let (s, beating) = server
-        .call(
-            "GET",
-            &format!("/api/v1/nodes/{hb_id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{beating}");
+    let beating = node_json(&server, &hb_id).await;
     let last_heartbeat_us = beating["last_heartbeat_at"]
         .as_str()
         .and_then(parse_rfc3339_us)
@@ -476,14 +482,7 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
             .as_u64()
             .map_or(0, |e| (e + 1) * length_us);
         // The node monitor takes the silent node offline (a node update and an audit event).
-        let (_, beating) = server
-            .call(
-                "GET",
-                &format!("/api/v1/nodes/{hb_id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
+        let beating = node_json(&server, &hb_id).await;
         if closed_end_us >= up_until_us && beating["status"] == "offline" {
             break;
         }
