@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::{cert, command, keygen, register_keygen_node, spawn_agent, TestServer};
+use common::{cert, command, keygen, node_json, register_keygen_node, spawn_agent, TestServer};
 
 /// Waits up to `limit` for the agent to exit on its own (SIGKILL after that); returns
 /// its status (None if it had to be killed) and its whole stderr.
@@ -238,16 +238,7 @@ async fn agent_sends_three_heartbeats_and_resumes_after_a_restart() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     let first_last_seq = state["last_seq"].as_u64().unwrap();
-    let token = server.cli_token("admin", "root");
-    let (code, node) = server
-        .call(
-            "GET",
-            &format!("/api/v1/nodes/{node_id}"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(code, 200, "{node}");
+    let node = node_json(&server, &node_id).await;
     assert!(node["last_heartbeat_at"].is_string(), "{node}");
     assert_eq!(node["status"], "online", "{node}");
     // A restarted agent continues after the persisted seq (no 409 replays).

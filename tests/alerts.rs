@@ -234,14 +234,7 @@ async fn a_stopped_agent_brings_exactly_one_offline_alert_after_the_grace() {
 async fn wait_for_status(server: &TestServer, node_id: &str, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, node) = server
-            .call(
-                "GET",
-                &format!("/api/v1/nodes/{node_id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
+        let node = node_json(server, node_id).await;
         if node["status"] == status {
             return;
         }

@@ -143,20 +143,6 @@ async fn health(server: &TestServer) -> Value {
     body
 }
 
-/// The node as an admin reads it.
-async fn node_json(server: &TestServer, node_id: &str) -> Value {
-    let (status, body) = server
-        .call(
-            "GET",
-            &format!("/api/v1/nodes/{node_id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 /// Waits until the mirror is connected, initialised and the outbox is empty.
 async fn converged(server: &TestServer) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
