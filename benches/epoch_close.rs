@@ -24,9 +24,8 @@ use lucid_node_management::jobs::alerts::find_node_alerts;
 use lucid_node_management::jobs::payouts::process_with;
 use lucid_node_management::jobs::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
 use lucid_node_management::metrics::Metrics;
-use lucid_node_management::store::batch::AuditHead;
 use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
-use lucid_node_management::store::{self, seed, Actor, Batch, Store, Writer};
+use lucid_node_management::store::{self, seed, Actor, Store, Writer};
 use rust_decimal::Decimal;
 
 const S: u64 = 1_000_000;
@@ -42,20 +41,16 @@ fn prepare(dir: &std::path::Path, n: usize) -> (Store, Clock) {
     let now = clock.now_us();
     let epoch = now / EPOCH - 2;
     let start = epoch * EPOCH;
-    let txn = store.db.begin_write().unwrap();
-    {
-        let mut head = AuditHead::load(&txn).unwrap();
-        let mut b = Batch::new(&txn, &mut head, &clock);
+    seed::in_transaction(&store, &clock, |b| {
         b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
         let nodes = (0..n).map(|i| Node {
             payout_address: Some(TRON_ADDRESS.into()),
             ..seed::node(PREFIX, i, start)
         });
-        seed::put_nodes(&mut b, nodes).unwrap();
-    }
-    // Unique per node: the receive time is the key.
-    seed::put_heartbeats(&txn, PREFIX, n, 10, |i, h| start + h * 30 * S + i as u64).unwrap();
-    txn.commit().unwrap();
+        seed::put_nodes(b, nodes).unwrap();
+        // Unique per node: the receive time is the key.
+        seed::put_heartbeats(b, PREFIX, n, 10, |i, h| start + h * 30 * S + i as u64).unwrap();
+    });
     (store, clock)
 }
 

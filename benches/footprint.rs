@@ -19,29 +19,24 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lucid_node_management::domain::node::{Node, NodeStatus};
-use lucid_node_management::store::batch::AuditHead;
 use lucid_node_management::store::tables::{POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
-use lucid_node_management::store::{self, seed, Batch};
+use lucid_node_management::store::{self, seed};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");
 const PREFIX: &str = "node_fp";
 
 fn prepare(dir: &Path, n: usize) {
     let (store, clock) = store::db::open_with_clock(dir, 100).unwrap();
-    let txn = store.db.begin_write().unwrap();
-    {
-        let mut head = AuditHead::load(&txn).unwrap();
-        let mut b = Batch::new(&txn, &mut head, &clock);
-        let now = clock.now_us();
+    let now = clock.now_us();
+    seed::in_transaction(&store, &clock, |b| {
         let nodes = (0..n).map(|i| Node {
             name: format!("node {i}"),
             operator_id: format!("op{}", i % 100),
             status: NodeStatus::Registered,
             ..seed::node(PREFIX, i, now)
         });
-        seed::put_nodes(&mut b, nodes).unwrap();
-    }
-    txn.commit().unwrap();
+        seed::put_nodes(b, nodes).unwrap();
+    });
 }
 
 /// Ten heartbeats per node in the last finished epoch (300 s epochs), with `closed_until`
@@ -52,15 +47,11 @@ fn add_heartbeats(dir: &Path, n: usize) {
     let (store, clock) = store::db::open_with_clock(dir, 100).unwrap();
     let now = clock.now_us();
     let start = (now / EPOCH - 1) * EPOCH;
-    let txn = store.db.begin_write().unwrap();
-    {
-        let mut head = AuditHead::load(&txn).unwrap();
-        let mut b = Batch::new(&txn, &mut head, &clock);
+    seed::in_transaction(&store, &clock, |b| {
         b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
         b.set_meta_u64(POOT_LENGTH_KEY, EPOCH).unwrap();
-    }
-    seed::put_heartbeats(&txn, PREFIX, n, 10, |i, h| start + h * 29 * S + i as u64).unwrap();
-    txn.commit().unwrap();
+        seed::put_heartbeats(b, PREFIX, n, 10, |i, h| start + h * 29 * S + i as u64).unwrap();
+    });
 }
 
 fn command(dir: &Path) -> Command {

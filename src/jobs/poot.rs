@@ -476,7 +476,6 @@ pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::batch::AuditHead;
 
     const S: u64 = 1_000_000;
 
@@ -520,17 +519,12 @@ mod tests {
         let now = clock.now_us();
         let long_ago = (now / p.length_us - 10_000) * p.length_us;
         let recent = now - 2 * p.length_us;
-        {
-            let txn = store.db.begin_write().unwrap();
-            let mut head = AuditHead::load(&txn).unwrap();
-            let mut b = Batch::new(&txn, &mut head, &clock);
+        crate::store::seed::in_transaction(&store, &clock, |b| {
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, long_ago).unwrap();
             b.set_meta_u64(POOT_LENGTH_KEY, p.length_us).unwrap();
             let hb = crate::store::seed::heartbeat("node_x", 1);
             b.insert_heartbeat(recent, "node_x", &hb).unwrap();
-
-            txn.commit().unwrap();
-        }
+        });
         let closed: Vec<u64> = close_all(&store, &clock, &p)
             .await
             .iter()
@@ -549,19 +543,15 @@ mod tests {
     /// `closed_until` at `start`: the same data every call.
     fn prepare(store: &crate::store::Store, clock: &crate::clock::Clock, n: usize, start: u64) {
         use crate::store::seed;
-        let txn = store.db.begin_write().unwrap();
-        {
-            let mut head = AuditHead::load(&txn).unwrap();
-            let mut b = Batch::new(&txn, &mut head, clock);
+        seed::in_transaction(store, clock, |b| {
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
             b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
-            seed::put_nodes(&mut b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
-        }
-        seed::put_heartbeats(&txn, "node_", n, 5, |i, h| {
-            start + h * 40 * S + (i as u64) * 7 * S
-        })
-        .unwrap();
-        txn.commit().unwrap();
+            seed::put_nodes(b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
+            seed::put_heartbeats(b, "node_", n, 5, |i, h| {
+                start + h * 40 * S + (i as u64) * 7 * S
+            })
+            .unwrap();
+        });
     }
 
     fn all_proofs(store: &crate::store::Store) -> Vec<crate::domain::proof::Proof> {

@@ -259,26 +259,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::new();
         let store = open(dir.path(), 100, &clock).unwrap();
-        {
-            let txn = store.db.begin_write().unwrap();
-            let mut head = AuditHead::load(&txn).unwrap();
-            {
-                let mut batch = Batch::new(&txn, &mut head, &clock);
-                let pool = Pool {
-                    pool_id: "pool_upgrade".into(),
-                    name: "upgrade".into(),
-                    region: Some("eu".into()),
-                    capacity: 7,
-                    member_count: 0,
-                    created_at_us: batch.now_us(),
-                };
-                batch.put_pool(&pool, true).unwrap();
-                batch
-                    .audit(&Actor::system(), "pool.create", "pool_upgrade", json!({}))
-                    .unwrap();
-            }
-            txn.commit().unwrap();
-        }
+        seed::in_transaction(&store, &clock, |batch| {
+            let pool = Pool {
+                pool_id: "pool_upgrade".into(),
+                name: "upgrade".into(),
+                region: Some("eu".into()),
+                capacity: 7,
+                member_count: 0,
+                created_at_us: batch.now_us(),
+            };
+            batch.put_pool(&pool, true).unwrap();
+            batch
+                .audit(&Actor::system(), "pool.create", "pool_upgrade", json!({}))
+                .unwrap();
+        });
         drop(store);
         let store = open(dir.path(), 100, &clock).unwrap();
         assert_eq!(stored_version(&store.db).unwrap(), Some(SCHEMA_VERSION));
@@ -342,14 +336,6 @@ mod tests {
             .collect()
     }
 
-    /// Runs `f` in one committed write transaction on `store`.
-    fn write(store: &Store, clock: &Clock, f: impl FnOnce(&mut Batch<'_>)) {
-        let txn = store.db.begin_write().unwrap();
-        let mut head = AuditHead::load(&txn).unwrap();
-        f(&mut Batch::new(&txn, &mut head, clock));
-        txn.commit().unwrap();
-    }
-
     #[test]
     fn the_status_index_follows_every_status_change() {
         let dir = tempfile::tempdir().unwrap();
@@ -358,7 +344,7 @@ mod tests {
         let mut node = seed::node("node_ix", 1, 0);
         node.status = NodeStatus::Registered;
         let other = seed::node("node_ix", 2, 0);
-        write(&store, &clock, |b| {
+        seed::in_transaction(&store, &clock, |b| {
             b.put_node(&node, None).unwrap();
             b.put_node(&other, None).unwrap();
         });
@@ -378,7 +364,7 @@ mod tests {
         ] {
             let before = node.clone();
             node.status = next;
-            write(&store, &clock, |b| {
+            seed::in_transaction(&store, &clock, |b| {
                 b.put_node(&node, Some(&before)).unwrap()
             });
             let mut expected = vec![
@@ -401,14 +387,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::new();
         let store = open(dir.path(), 100, &clock).unwrap();
-        write(&store, &clock, |b| {
+        seed::in_transaction(&store, &clock, |b| {
             seed::put_nodes(b, (0..3).map(|i| seed::node("node_vx", i, 0))).unwrap();
         });
         let key = crate::crypto::generate_signing_key().verifying_key();
         let check = || crate::verify::verify_database(&store.reader().unwrap(), &key, |_| {});
         assert!(check().is_ok());
         // A node written around `put_node` with another status: the index is stale.
-        write(&store, &clock, |b| {
+        seed::in_transaction(&store, &clock, |b| {
             let before = b.node(&seed::node_id("node_vx", 1)).unwrap().unwrap();
             let after = Node {
                 status: NodeStatus::Offline,
@@ -435,7 +421,7 @@ mod tests {
             NodeStatus::Online,
             NodeStatus::Suspended,
         ];
-        write(&store, &clock, |b| {
+        seed::in_transaction(&store, &clock, |b| {
             let nodes = statuses.iter().enumerate().map(|(i, &status)| Node {
                 status,
                 ..seed::node("node_v1_", i, 0)

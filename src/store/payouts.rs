@@ -337,21 +337,10 @@ pub fn adjust(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
     use crate::domain::node::{Node, NodeStatus};
-    use crate::store::batch::AuditHead;
-    use crate::store::{db, seed, Store};
+    use crate::store::{db, seed};
 
     const ADDRESS: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
-
-    /// Runs `f` in one committed write transaction, as one writer batch would.
-    fn write<T>(store: &Store, clock: &Clock, f: impl FnOnce(&mut Batch<'_>) -> T) -> T {
-        let txn = store.db.begin_write().unwrap();
-        let mut head = AuditHead::load(&txn).unwrap();
-        let out = f(&mut Batch::new(&txn, &mut head, clock));
-        txn.commit().unwrap();
-        out
-    }
 
     /// Adds `amount` USDT to a node's balance by a ledger adjustment (credits would need
     /// proofs behind them to verify).
@@ -381,7 +370,7 @@ mod tests {
     fn a_chunk_pays_each_due_node_once_and_skips_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
-        let (due, below, suspended, no_address) = write(&store, &clock, |b| {
+        let (due, below, suspended, no_address) = seed::in_transaction(&store, &clock, |b| {
             let due = funded(b, 0, Some(ADDRESS), 20);
             let below = funded(b, 1, Some(ADDRESS), 5);
             let suspended = funded(b, 2, Some(ADDRESS), 20);
@@ -403,7 +392,7 @@ mod tests {
             due.clone(), // twice in one chunk: paid once
             "node_unknown".to_string(),
         ];
-        let out = write(&store, &clock, |b| {
+        let out = seed::in_transaction(&store, &clock, |b| {
             // Other ledger appends in the same transaction: sequences must not collide.
             adjust(b, &below, Decimal::ONE, "before");
             let out =
@@ -463,10 +452,10 @@ mod tests {
     fn a_chunk_out_of_budget_stops_after_one_node() {
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
-        let ids: Vec<String> = write(&store, &clock, |b| {
+        let ids: Vec<String> = seed::in_transaction(&store, &clock, |b| {
             (0..3).map(|i| funded(b, i, Some(ADDRESS), 20)).collect()
         });
-        let out = write(&store, &clock, |b| {
+        let out = seed::in_transaction(&store, &clock, |b| {
             create_due_chunk(b, &ids, Decimal::from(10), &Actor::system(), Duration::ZERO).unwrap()
         });
         assert_eq!((out.consumed, out.created.len(), out.skipped), (1, 1, 0));

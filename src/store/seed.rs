@@ -5,12 +5,11 @@
 //! The heartbeats are not signed (a fixed 64-byte "signature"): signatures are checked at
 //! ingestion, and nothing after it reads them except as Merkle leaf data.
 
-use redb::WriteTransaction;
-
+use super::batch::AuditHead;
 use super::codec::encode;
 use super::tables::HEARTBEATS;
-use super::Batch;
-use crate::clock::Micros;
+use super::{Batch, Store};
+use crate::clock::{Clock, Micros};
 use crate::domain::heartbeat::StoredHeartbeat;
 use crate::domain::node::{Node, NodeStatus};
 use crate::error::ApiResult;
@@ -30,6 +29,16 @@ pub fn node(prefix: &str, i: usize, at_us: Micros) -> Node {
         status: NodeStatus::Online,
         ..Node::registered(id.clone(), id, "op".into(), public_key, at_us)
     }
+}
+
+/// Runs `f` in one committed write transaction of its own, outside the writer (which is
+/// not running while a bench or test seeds its state). Panics on a storage error.
+pub fn in_transaction<T>(store: &Store, clock: &Clock, f: impl FnOnce(&mut Batch<'_>) -> T) -> T {
+    let txn = store.db.begin_write().expect("seed: begin_write");
+    let mut head = AuditHead::load(&txn).expect("seed: audit head");
+    let out = f(&mut Batch::new(&txn, &mut head, clock));
+    txn.commit().expect("seed: commit");
+    out
 }
 
 /// Stores nodes as new (with their key and operator indexes and the status counters).
@@ -56,13 +65,13 @@ pub fn heartbeat(node_id: &str, seq: u64) -> StoredHeartbeat {
 /// `per_node` heartbeats for each of seeded nodes `0..n`, heartbeat `h` of node `i`
 /// received at `received_at(i, h)` (unique per heartbeat: it is the key).
 pub fn put_heartbeats(
-    txn: &WriteTransaction,
+    b: &Batch<'_>,
     prefix: &str,
     n: usize,
     per_node: u64,
     received_at: impl Fn(usize, u64) -> Micros,
 ) -> ApiResult<()> {
-    let mut t = txn.open_table(HEARTBEATS)?;
+    let mut t = b.txn.open_table(HEARTBEATS)?;
     for i in 0..n {
         let id = node_id(prefix, i);
         for h in 0..per_node {
