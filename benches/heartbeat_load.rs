@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use lucid_node_management::api::verifier::MAX_BATCH;
-use lucid_node_management::crypto::{verify_signature_bytes, verify_signatures, SignatureCheck};
+use lucid_node_management::crypto::{verify_signatures, SignedMessages};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");
@@ -224,36 +224,22 @@ where
 /// signatures: one at a time (`verify_strict`) and in full batches of the verifier thread
 /// (`MAX_BATCH`, through the same `verify_signatures`).
 fn verify_rates(seconds: f64) -> (f64, f64) {
-    let keys: Vec<SigningKey> = (0..64u8)
-        .map(|i| SigningKey::from_bytes(&[i; 32]))
-        .collect();
-    let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
-    let msgs: Vec<Vec<u8>> = (0..MAX_BATCH)
-        .map(|i| {
-            format!("lucid-hb-v1|node_x|{i}|2026-01-01T00:00:00Z|1|2048|0.25|256").into_bytes()
-        })
-        .collect();
-    let sigs: Vec<[u8; 64]> = keys
-        .iter()
-        .zip(&msgs)
-        .map(|(k, m)| k.sign(m).to_bytes())
-        .collect();
+    let signed = SignedMessages::sign((0..MAX_BATCH).map(|i| {
+        let message =
+            format!("lucid-hb-v1|node_x|{i}|2026-01-01T00:00:00Z|1|2048|0.25|256").into_bytes();
+        (SigningKey::from_bytes(&[i as u8; 32]), message)
+    }));
+    let checks = signed.checks();
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed().as_secs_f64() < seconds {
-        for i in 0..MAX_BATCH {
-            assert!(verify_signature_bytes(&publics[i], &msgs[i], &sigs[i]));
+        for check in &checks {
+            assert!(check.verify_one());
         }
         n += MAX_BATCH as u64;
     }
     let single = n as f64 / t0.elapsed().as_secs_f64();
-    let checks: Vec<SignatureCheck<'_>> = (0..MAX_BATCH)
-        .map(|i| SignatureCheck {
-            public_key: &publics[i],
-            message: &msgs[i],
-            signature: &sigs[i],
-        })
-        .collect();
+
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed().as_secs_f64() < seconds {

@@ -10,8 +10,8 @@
 //!   heartbeats, the credit arithmetic of one epoch.
 
 use divan::{black_box, Bencher};
-use ed25519_dalek::{Signer, SigningKey};
-use lucid_node_management::crypto::{verify_signature_bytes, verify_signatures, SignatureCheck};
+use ed25519_dalek::SigningKey;
+use lucid_node_management::crypto::{verify_signature_bytes, verify_signatures, SignedMessages};
 use lucid_node_management::domain::credits::credit_epoch;
 use lucid_node_management::domain::heartbeat::canonical_bytes;
 use lucid_node_management::domain::merkle::{leaf_hash, root};
@@ -37,15 +37,9 @@ fn heartbeat_canonical_bytes() -> String {
     )
 }
 
-/// Public keys, messages and signatures.
-type Signed = (Vec<[u8; 32]>, Vec<Vec<u8>>, Vec<[u8; 64]>);
-
 /// `n` heartbeats from `n` different nodes, signed.
-fn signed(n: usize) -> Signed {
-    let mut keys = Vec::new();
-    let mut messages = Vec::new();
-    let mut signatures = Vec::new();
-    for i in 0..n {
+fn signed(n: usize) -> SignedMessages {
+    SignedMessages::sign((0..n).map(|i| {
         let key = SigningKey::from_bytes(&[(i % 251) as u8 + 1; 32]);
         let message = canonical_bytes(
             &format!("node_{i:016x}"),
@@ -57,32 +51,18 @@ fn signed(n: usize) -> Signed {
             "256",
         )
         .into_bytes();
-        signatures.push(key.sign(&message).to_bytes());
-        keys.push(key.verifying_key().to_bytes());
-        messages.push(message);
-    }
-    (keys, messages, signatures)
-}
-
-/// The verifier's view of `signed`.
-fn checks((keys, messages, signatures): &Signed) -> Vec<SignatureCheck<'_>> {
-    (0..keys.len())
-        .map(|i| SignatureCheck {
-            public_key: &keys[i],
-            message: &messages[i],
-            signature: &signatures[i],
-        })
-        .collect()
+        (key, message)
+    }))
 }
 
 #[divan::bench]
 fn verify_one(bencher: Bencher) {
-    let (keys, messages, signatures) = signed(1);
+    let signed = signed(1);
     bencher.bench(|| {
         assert!(verify_signature_bytes(
-            black_box(&keys[0]),
-            black_box(&messages[0]),
-            black_box(&signatures[0])
+            black_box(&signed.public_keys[0]),
+            black_box(&signed.messages[0]),
+            black_box(&signed.signatures[0])
         ))
     });
 }
@@ -91,7 +71,7 @@ fn verify_one(bencher: Bencher) {
 #[divan::bench(args = [2, 4, 8, 16, 32, 64, 128])]
 fn verify_batch(bencher: Bencher, n: usize) {
     let signed = signed(n);
-    let checks = checks(&signed);
+    let checks = signed.checks();
     bencher
         .counter(divan::counter::ItemsCount::new(n))
         .bench(|| assert!(verify_signatures(black_box(&checks)).iter().all(|ok| *ok)));
@@ -101,8 +81,8 @@ fn verify_batch(bencher: Bencher, n: usize) {
 #[divan::bench]
 fn verify_batch_64_one_forged(bencher: Bencher) {
     let mut signed = signed(64);
-    signed.2[17][40] ^= 1;
-    let checks = checks(&signed);
+    signed.signatures[17][40] ^= 1;
+    let checks = signed.checks();
     bencher
         .counter(divan::counter::ItemsCount::new(64usize))
         .bench(|| {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -338,6 +338,41 @@ impl SignatureCheck<'_> {
     }
 }
 
+/// Messages with their signers' public keys and signatures, side by side, so that a batch
+/// of [`SignatureCheck`]s can borrow them. For benches and tests (the verifier borrows its
+/// checks from the queued requests instead); the fields are open so a case can tamper.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct SignedMessages {
+    pub public_keys: Vec<[u8; 32]>,
+    pub messages: Vec<Vec<u8>>,
+    pub signatures: Vec<[u8; 64]>,
+}
+
+impl SignedMessages {
+    /// Each message signed by its key.
+    pub fn sign(signed: impl IntoIterator<Item = (SigningKey, Vec<u8>)>) -> Self {
+        let mut out = Self::default();
+        for (key, message) in signed {
+            out.signatures.push(key.sign(&message).to_bytes());
+            out.public_keys.push(key.verifying_key().to_bytes());
+            out.messages.push(message);
+        }
+        out
+    }
+
+    /// One check per message, in order.
+    pub fn checks(&self) -> Vec<SignatureCheck<'_>> {
+        (0..self.messages.len())
+            .map(|i| SignatureCheck {
+                public_key: &self.public_keys[i],
+                message: &self.messages[i],
+                signature: &self.signatures[i],
+            })
+            .collect()
+    }
+}
+
 /// Checks many signatures at once; `verdicts[i]` says whether `checks[i]` is good.
 ///
 /// The signatures that can be batched are checked with one `ed25519_dalek::verify_batch`
@@ -445,7 +480,6 @@ const SMALL_ORDER_ENCODINGS: [[u8; 32]; 10] = {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::Signer;
 
     fn now() -> u64 {
         std::time::SystemTime::now()
@@ -543,53 +577,29 @@ mod tests {
         assert!(!verify_signature(&pk, &login_message("abc"), "!!"));
     }
 
-    /// Public keys, messages and signatures of `n` honest signers.
-    type Signed = (Vec<[u8; 32]>, Vec<Vec<u8>>, Vec<[u8; 64]>);
-
-    fn signed(n: usize) -> Signed {
-        let mut keys = Vec::new();
-        let mut messages = Vec::new();
-        let mut signatures = Vec::new();
-        for i in 0..n {
-            let key = generate_signing_key();
+    /// `n` honest signers, each signing its own heartbeat-like message.
+    fn signed(n: usize) -> SignedMessages {
+        SignedMessages::sign((0..n).map(|i| {
             let message = format!("lucid-hb-v1|node_{i}|{i}|t|0|0|0.1|1").into_bytes();
-            signatures.push(key.sign(&message).to_bytes());
-            keys.push(key.verifying_key().to_bytes());
-            messages.push(message);
-        }
-        (keys, messages, signatures)
-    }
-
-    fn checks<'a>(
-        keys: &'a [[u8; 32]],
-        messages: &'a [Vec<u8>],
-        signatures: &'a [[u8; 64]],
-    ) -> Vec<SignatureCheck<'a>> {
-        (0..keys.len())
-            .map(|i| SignatureCheck {
-                public_key: &keys[i],
-                message: &messages[i],
-                signature: &signatures[i],
-            })
-            .collect()
+            (generate_signing_key(), message)
+        }))
     }
 
     #[test]
     fn a_batch_of_honest_signatures_passes() {
         for n in [0, 1, 2, 3, 64] {
-            let (k, m, s) = signed(n);
-            assert_eq!(verify_signatures(&checks(&k, &m, &s)), vec![true; n]);
+            assert_eq!(verify_signatures(&signed(n).checks()), vec![true; n]);
         }
     }
 
     #[test]
     fn a_forged_signature_fails_alone_in_its_batch() {
-        let (k, mut m, mut s) = signed(16);
-        m[3].push(b'!'); // signed something else
-        s[7][40] ^= 1; // a flipped bit in s
-        s[9][0] ^= 1; // a flipped bit in R
-        s[11][63] |= 0xf0; // s not reduced
-        let verdicts = verify_signatures(&checks(&k, &m, &s));
+        let mut b = signed(16);
+        b.messages[3].push(b'!'); // signed something else
+        b.signatures[7][40] ^= 1; // a flipped bit in s
+        b.signatures[9][0] ^= 1; // a flipped bit in R
+        b.signatures[11][63] |= 0xf0; // s not reduced
+        let verdicts = verify_signatures(&b.checks());
         for (i, ok) in verdicts.iter().enumerate() {
             assert_eq!(*ok, ![3, 7, 9, 11].contains(&i), "signature {i}");
         }
@@ -597,7 +607,8 @@ mod tests {
 
     #[test]
     fn batch_verdicts_match_verify_strict_for_small_order_and_non_canonical_points() {
-        let (mut k, mut m, mut s) = signed(4);
+        let mut b = signed(4);
+        let (k, m, s) = (&mut b.public_keys, &mut b.messages, &mut b.signatures);
         // The identity as key with the identity as R and s = 0 satisfies the cofactorless
         // equation for every message; verify_strict refuses it (weak key).
         let identity = SMALL_ORDER_ENCODINGS[0];
@@ -614,7 +625,7 @@ mod tests {
             sig[..32].copy_from_slice(r);
             s.push(sig);
         }
-        let c = checks(&k, &m, &s);
+        let c = b.checks();
         let one_by_one: Vec<bool> = c.iter().map(SignatureCheck::verify_one).collect();
         assert_eq!(verify_signatures(&c), one_by_one);
         assert_eq!(one_by_one.iter().filter(|ok| **ok).count(), 4);
