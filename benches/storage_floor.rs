@@ -158,21 +158,14 @@ fn main() {
     ));
     // The least a close can store under DESIGN.md (a proof, a ledger credit, the
     // balance and carried remainder), with the proof at its smallest (no inclusion path)
-    // and appended; and the least a payout run can (a payout record appended, its
-    // ledger debit, the balance).
+    // and appended; a payout run's least (a payout record appended, its ledger debit, the
+    // balance) is the same three rows.
     rows.push((
-        "smallest close: 200 B proof appended + 100 B credit beside + balance overwritten",
+        "three rows: 200 B appended + 100 B beside the node's rows + 100 B overwritten \
+         (the smallest close: proof, credit, balance; the smallest payout: payout, debit, balance)",
         chunked(&db, n, |txn, nodes| {
             append_by_epoch(txn, nodes.clone(), ids, 5, &mid);
             insert_by_node(txn, nodes.clone(), ids, 5, &small);
-            overwrite(txn, nodes, ids, &small);
-        }),
-    ));
-    rows.push((
-        "smallest payout: 200 B payout appended + 100 B debit beside + balance overwritten",
-        chunked(&db, n, |txn, nodes| {
-            append_by_epoch(txn, nodes.clone(), ids, 6, &mid);
-            insert_by_node(txn, nodes.clone(), ids, 6, &small);
             overwrite(txn, nodes, ids, &small);
         }),
     ));
