@@ -23,9 +23,8 @@ use lucid_node_management::domain::node::{Node, NodeStatus};
 use lucid_node_management::jobs::alerts::find_node_alerts;
 use lucid_node_management::jobs::payouts::process_with;
 use lucid_node_management::jobs::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
-use lucid_node_management::metrics::Metrics;
 use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
-use lucid_node_management::store::{self, seed, Actor, Store, Writer};
+use lucid_node_management::store::{self, seed, Actor, Store, Writer, WriterSettings};
 use rust_decimal::Decimal;
 
 const S: u64 = 1_000_000;
@@ -132,9 +131,8 @@ fn main() {
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = prepare(dir.path(), n);
-        let metrics = Arc::new(Metrics::new());
         let (writer, thread) =
-            Writer::start(store.db.clone(), clock.clone(), metrics, 10_000).unwrap();
+            Writer::start(&store, clock.clone(), WriterSettings::new(10_000)).unwrap();
         let params = CloseParams {
             length_us: EPOCH,
             timeout_us: 90 * S,

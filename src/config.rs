@@ -157,6 +157,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "bounded queue in front of the writer",
     ),
     (
+        "COMMIT_INTERVAL",
+        "3",
+        "how long a heartbeat waits for companions before its durable commit (at most 3 s; 0 commits as soon as the writer is idle); saves flash wear",
+    ),
+    (
         "REQUEST_TIMEOUT",
         "30",
         "longest a request may take, seconds",
@@ -213,6 +218,8 @@ pub struct Config {
     pub node_token_ttl: Duration,
     pub max_body_bytes: usize,
     pub writer_queue_capacity: usize,
+    /// Heartbeats linger this long for companions before their durable commit.
+    pub commit_interval: Duration,
     pub request_timeout: Duration,
 }
 
@@ -418,6 +425,7 @@ impl RawConfig {
             writer_queue_capacity: self.parse("WRITER_QUEUE_CAPACITY", |v| {
                 positive_int(v, 1_000_000).map(|n| n as usize)
             })?,
+            commit_interval: self.parse("COMMIT_INTERVAL", parse_commit_interval)?,
             request_timeout: self.parse("REQUEST_TIMEOUT", parse_duration)?,
         };
         if config.payout_sink == PayoutSinkKind::Webhook
@@ -475,6 +483,25 @@ pub fn usdt_amount(v: &str) -> Result<Decimal, String> {
 
 /// Whole seconds (`90`), or a number with a unit suffix: `s`, `m`, `h`, `d` (`90s`, `5m`).
 /// Zero is refused: every duration here is an interval or a timeout.
+/// `COMMIT_INTERVAL`: `0` (commit when idle), whole seconds (`3`, `3s`) or milliseconds
+/// (`500ms`), at most 3 s: a heartbeat's acknowledgement waits up to this long.
+pub fn parse_commit_interval(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let interval = if let Some(ms) = v.strip_suffix("ms") {
+        ms.parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| "expected 0, whole seconds such as 3, or milliseconds such as 500ms")?
+    } else if v == "0" || v == "0s" {
+        Duration::ZERO
+    } else {
+        parse_duration(v)?
+    };
+    if interval > crate::store::writer::MAX_COMMIT_INTERVAL {
+        return Err("must be at most 3 s (a heartbeat's acknowledgement waits this long)".into());
+    }
+    Ok(interval)
+}
+
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
     let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {

@@ -115,7 +115,7 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "lucid_writer_commit_seconds",
-                        "Time to apply and durably commit one write batch.",
+                        "Time to durably commit one write batch (the commit and its fsync).",
                     )
                     .buckets(vec![
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -338,5 +338,19 @@ impl Metrics {
         let mut text = String::from_utf8(out).unwrap_or_default();
         self.mirror.render(&mut text);
         text
+    }
+}
+
+/// The writer reports each batch here, after its outcome is known (an aborted batch is
+/// counted as failed, never as committed).
+impl crate::store::writer::WriterObserver for Metrics {
+    fn committed(&self, report: &crate::store::writer::BatchReport) {
+        self.writer_batch_size.observe(report.jobs as f64);
+        self.writer_commit_seconds
+            .observe(report.commit.as_secs_f64());
+    }
+
+    fn aborted(&self, _report: &crate::store::writer::BatchReport) {
+        self.writer_failed_batches.inc();
     }
 }

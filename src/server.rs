@@ -12,7 +12,7 @@ use crate::api::{self, App};
 use crate::config::Config;
 use crate::crypto::{ServiceKeys, TokenService};
 use crate::metrics::Metrics;
-use crate::store::{self, Writer};
+use crate::store::{self, Writer, WriterSettings};
 use crate::tls;
 
 /// How long in-flight requests get after a shutdown signal.
@@ -31,12 +31,13 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         .writer_queue_capacity
         .set(config.writer_queue_capacity as i64);
     let mirror = crate::sync::prepare(&config, &store, &metrics.mirror);
-    let (writer, writer_thread) = Writer::start_with_mirror(
-        store.db.clone(),
+    let (writer, writer_thread) = Writer::start(
+        &store,
         clock.clone(),
-        metrics.clone(),
-        config.writer_queue_capacity,
-        mirror,
+        WriterSettings::new(config.writer_queue_capacity)
+            .commit_interval(config.commit_interval)
+            .mirror(mirror)
+            .observer(metrics.clone()),
     )
     .map_err(|e| e.detail)?;
     let app = Arc::new(App {

@@ -20,6 +20,7 @@ use crate::domain::node::NodeStatus;
 use crate::domain::timefmt::{parse_rfc3339_us, rfc3339_us};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::monitor::record_transition;
+use crate::store::Urgency;
 
 /// The numbers are kept as the node wrote them: the signature covers their text.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -177,10 +178,13 @@ async fn accept(
             "the signature does not verify over the canonical heartbeat bytes with the node's key",
         ));
     }
-    let metrics = app.metrics.clone();
-    let (received_at, status, seq) = app
+    // A heartbeat lingers up to COMMIT_INTERVAL for companions (one durable commit for
+    // many heartbeats is what keeps an SD card alive) and is answered after that commit.
+    // Only a status change writes the node record; otherwise the row and the in-memory
+    // liveness carry `seq` and the receive time (see `store::liveness`).
+    let (received_at, status, seq, transition) = app
         .writer
-        .write(move |b| {
+        .write_with(Urgency::Linger, move |b| {
             let current = b
                 .node(&node_id)?
                 .ok_or_else(|| ApiError::not_found("node", &node_id))?;
@@ -204,17 +208,27 @@ async fn accept(
             }
             let at = b.stamp_us();
             b.insert_heartbeat(at, &node_id, &checked.stored)?;
-            let mut next = current.clone();
-            next.last_seq = Some(checked.seq);
-            next.last_heartbeat_at_us = Some(at);
-            next.status = NodeStatus::Online;
+            b.stage_heartbeat(&node_id, checked.seq, at);
+            let mut transition = None;
             if current.status != NodeStatus::Online {
-                record_transition(b, &metrics, &current, NodeStatus::Online, "heartbeat")?;
+                transition = Some(record_transition(
+                    b,
+                    &current,
+                    NodeStatus::Online,
+                    "heartbeat",
+                )?);
+                let mut next = current.clone();
+                next.last_seq = Some(checked.seq);
+                next.last_heartbeat_at_us = Some(at);
+                next.status = NodeStatus::Online;
+                b.put_node(&next, Some(&current))?;
             }
-            b.put_node(&next, Some(&current))?;
-            Ok((at, next.status, checked.seq))
+            Ok((at, NodeStatus::Online, checked.seq, transition))
         })
         .await?;
+    if let Some(t) = transition {
+        t.count(&app.metrics);
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(HeartbeatAccepted {

@@ -476,6 +476,7 @@ pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::WriterSettings;
 
     const S: u64 = 1_000_000;
 
@@ -494,9 +495,8 @@ mod tests {
         clock: &crate::clock::Clock,
         p: &CloseParams,
     ) -> Vec<CloseReport> {
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         let (writer, thread) =
-            Writer::start(store.db.clone(), clock.clone(), metrics, 1000).unwrap();
+            Writer::start(store, clock.clone(), WriterSettings::new(1000)).unwrap();
         let mut reports = Vec::new();
         // The first call on a fresh database only records where closing starts.
         for _ in 0..2 {
@@ -585,9 +585,8 @@ mod tests {
         // B stores the record and one chunk of ten, twice (a retried chunk), then
         // "crashes": the writer goes away mid-close.
         {
-            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
             let (writer, thread) =
-                Writer::start(b.db.clone(), clock_b.clone(), metrics, 100).unwrap();
+                Writer::start(&b, clock_b.clone(), WriterSettings::new(100)).unwrap();
             let q = p.clone();
             let due = writer
                 .write(move |w| next_due_epoch(w, &q))

@@ -8,7 +8,10 @@
 use redb::{ReadableTable, WriteTransaction};
 use serde_json::Value;
 
+use std::collections::HashMap;
+
 use super::codec::{decode, encode};
+use super::liveness::{Live, Liveness};
 use super::queries;
 use super::tables::*;
 use crate::clock::{Clock, Micros};
@@ -113,6 +116,10 @@ pub struct Batch<'a> {
     pub(super) txn: &'a WriteTransaction,
     audit_head: &'a mut AuditHead,
     clock: &'a Clock,
+    /// Committed node liveness (see `liveness`); None outside the service's writer.
+    liveness: Option<&'a Liveness>,
+    /// Heartbeats accepted in this batch, merged into `liveness` once it is durable.
+    staged_liveness: HashMap<String, Live>,
     /// The MongoDB mirror's outbox (see `outbox`): None when the mirror is off.
     pub(super) mirror: Option<&'a super::outbox::OutboxConfig>,
     pub(super) outbox: super::outbox::OutboxState,
@@ -124,9 +131,42 @@ impl<'a> Batch<'a> {
             txn,
             audit_head,
             clock,
+            liveness: None,
+            staged_liveness: HashMap::new(),
             mirror: None,
             outbox: Default::default(),
         }
+    }
+
+    /// Lets this batch see (and stage changes to) the nodes' in-memory liveness.
+    pub fn with_liveness(mut self, liveness: &'a Liveness) -> Self {
+        self.liveness = Some(liveness);
+        self
+    }
+
+    /// A node's latest accepted heartbeat: staged in this batch, else committed.
+    pub fn live(&self, node_id: &str) -> Option<Live> {
+        self.staged_liveness
+            .get(node_id)
+            .copied()
+            .or_else(|| self.liveness.and_then(|l| l.get(node_id)))
+    }
+
+    /// Records an accepted heartbeat's seq and receive time for the replay guard and the
+    /// monitor; they reach the shared map only when this batch commits.
+    pub fn stage_heartbeat(&mut self, node_id: &str, seq: u64, at_us: Micros) {
+        self.staged_liveness.insert(
+            node_id.to_string(),
+            Live {
+                last_seq: seq,
+                last_heartbeat_at_us: at_us,
+            },
+        );
+    }
+
+    /// What the writer merges into the shared map after the commit.
+    pub(super) fn take_staged_liveness(&mut self) -> Vec<(String, Live)> {
+        self.staged_liveness.drain().collect()
     }
 
     /// Enables the mirror's outbox for this batch (the writer does, when it is on).
@@ -273,8 +313,13 @@ impl<'a> Batch<'a> {
 
     // ---- nodes ----
 
+    /// A node with its latest liveness (staged or committed) applied.
     pub fn node(&self, id: &str) -> ApiResult<Option<Node>> {
-        queries::node(&self.txn.open_table(NODES)?, id)
+        let mut node = queries::node(&self.txn.open_table(NODES)?, id)?;
+        if let (Some(n), Some(live)) = (node.as_mut(), self.live(id)) {
+            live.apply_to(n);
+        }
+        Ok(node)
     }
 
     pub fn node_id_for_key(&self, public_key: &[u8; 32]) -> ApiResult<Option<String>> {

@@ -7,6 +7,7 @@ use redb::{Database, ReadableDatabase, TableError};
 use serde_json::json;
 
 use super::batch::{Actor, AuditHead, Batch};
+use super::liveness::Liveness;
 use super::queries::Reader;
 use super::tables::*;
 use crate::clock::Clock;
@@ -39,13 +40,37 @@ pub const CACHE_BYTES: usize = 16 << 20;
 pub struct Store {
     pub db: Arc<Database>,
     pub path: PathBuf,
+    /// Each node's latest committed heartbeat, kept in memory (see `liveness`).
+    pub liveness: Arc<Liveness>,
 }
 
 impl Store {
-    /// A consistent snapshot for reading.
+    /// A consistent snapshot for reading; nodes read through it carry their latest
+    /// liveness.
     pub fn reader(&self) -> ApiResult<Reader> {
-        Ok(Reader::new(self.db.begin_read()?))
+        Ok(Reader::new(self.db.begin_read()?).with_liveness(self.liveness.clone()))
     }
+}
+
+/// Rebuilds the in-memory liveness from the heartbeat rows: only a node whose record says
+/// `online` can have heartbeats newer than its record, and its newest one is found by
+/// reading the heartbeats backwards from the end (normally the last `HEARTBEAT_TIMEOUT`
+/// before the process stopped).
+fn rebuild_liveness(db: &Database) -> Result<Liveness, String> {
+    let reader = Reader::new(db.begin_read().map_err(|e| e.to_string())?);
+    let online = reader
+        .node_ids_in_status(crate::domain::node::NodeStatus::Online)
+        .map_err(|e| e.detail)?;
+    let liveness = Liveness::default();
+    if online.is_empty() {
+        return Ok(liveness);
+    }
+    let found = reader
+        .newest_heartbeats_of(online.into_iter().collect())
+        .map_err(|e| e.detail)?;
+    tracing::debug!(nodes = found.len(), "liveness rebuilt from heartbeats");
+    liveness.merge(found);
+    Ok(liveness)
 }
 
 /// Reads the schema version of an existing database (None for a fresh file).
@@ -163,9 +188,11 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
         })
         .map_err(|e| e.to_string())?;
     txn.commit().map_err(|e| e.to_string())?;
+    let liveness = rebuild_liveness(&db)?;
     Ok(Store {
         db: Arc::new(db),
         path,
+        liveness: Arc::new(liveness),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod batch;
 pub mod codec;
 pub mod db;
+pub mod liveness;
 pub mod outbox;
 pub mod payouts;
 pub mod poot;
@@ -21,4 +22,4 @@ pub mod writer;
 
 pub use batch::{Actor, Batch};
 pub use db::{open, Store, SCHEMA_VERSION};
-pub use writer::Writer;
+pub use writer::{Urgency, Writer, WriterSettings};

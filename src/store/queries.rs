@@ -3,9 +3,12 @@
 
 use std::ops::Bound;
 
+use std::sync::Arc;
+
 use redb::{ReadTransaction, ReadableTable};
 
 use super::codec::decode;
+use super::liveness::{Live, Liveness};
 use super::tables::*;
 use crate::domain::audit::AuditEvent;
 use crate::domain::heartbeat::StoredHeartbeat;
@@ -39,6 +42,8 @@ pub fn pool(
 /// Read-side access to the tables, one read transaction per request.
 pub struct Reader {
     pub(super) txn: ReadTransaction,
+    /// Applied to every node read (see `liveness`); empty for a reader of a file at rest.
+    liveness: Arc<Liveness>,
 }
 
 /// The indexes that group nodes: by operator, by pool, by status.
@@ -57,11 +62,51 @@ pub struct Page<T> {
 
 impl Reader {
     pub fn new(txn: ReadTransaction) -> Self {
-        Self { txn }
+        Self {
+            txn,
+            liveness: Default::default(),
+        }
+    }
+
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = liveness;
+        self
     }
 
     pub fn node(&self, id: &str) -> ApiResult<Option<Node>> {
-        node(&self.txn.open_table(NODES)?, id)
+        let mut node = node(&self.txn.open_table(NODES)?, id)?;
+        if let Some(n) = node.as_mut() {
+            self.liveness.apply(n);
+        }
+        Ok(node)
+    }
+
+    /// The newest heartbeat of each of `nodes`, reading the heartbeat rows from the end
+    /// until every one is found (or the rows run out).
+    pub fn newest_heartbeats_of(
+        &self,
+        mut nodes: std::collections::HashSet<String>,
+    ) -> ApiResult<Vec<(String, Live)>> {
+        let table = self.txn.open_table(HEARTBEATS)?;
+        let mut found = Vec::new();
+        for entry in table.iter()?.rev() {
+            if nodes.is_empty() {
+                break;
+            }
+            let (k, v) = entry?;
+            let (at, node_id) = k.value();
+            if nodes.remove(node_id) {
+                let hb: StoredHeartbeat = decode(v.value())?;
+                found.push((
+                    node_id.to_string(),
+                    Live {
+                        last_seq: hb.seq,
+                        last_heartbeat_at_us: at,
+                    },
+                ));
+            }
+        }
+        Ok(found)
     }
 
     /// Ids of the nodes in `status`, in id order, from the status index (no scan).
@@ -88,7 +133,8 @@ impl Reader {
         let mut items = Vec::new();
         for entry in table.range::<&str>((start, Bound::Unbounded))? {
             let (_, v) = entry?;
-            let n: Node = decode(v.value())?;
+            let mut n: Node = decode(v.value())?;
+            self.liveness.apply(&mut n);
             if keep(&n) {
                 if items.len() == limit {
                     let next = items.last().map(|l: &Node| l.node_id.clone());
@@ -168,9 +214,10 @@ impl Reader {
             if g != group {
                 break;
             }
-            let Some(n) = node(&nodes, id)? else {
+            let Some(mut n) = node(&nodes, id)? else {
                 continue;
             };
+            self.liveness.apply(&mut n);
             if keep(&n) {
                 if items.len() == limit {
                     let next = items.last().map(|l| l.node_id.clone());

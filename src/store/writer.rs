@@ -1,70 +1,169 @@
 //! The single writer: one thread owns every write transaction.
 //!
-//! Handlers send a job over a bounded channel and wait. The writer takes the first job,
-//! drains everything else already waiting (up to [`MAX_BATCH`]), runs all of them in one
-//! transaction, commits durably once, and only then answers each caller: group commit.
-//! One fsync serves the whole batch, which is what lets durable writes scale with load.
+//! Handlers send a job over a bounded channel and wait. The writer opens a transaction,
+//! runs the first job and everything else already waiting (up to [`MAX_BATCH`]), commits
+//! durably once, and only then answers each caller: group commit. One fsync serves the
+//! whole batch, which is what lets durable writes scale with load.
+//!
+//! Lingering (`COMMIT_INTERVAL`): a durable commit costs about 32 KiB written whatever it
+//! holds, so at a fleet's real pace (a few heartbeats a second) committing each heartbeat
+//! on its own wears an SD card out in months. Jobs sent with [`Urgency::Linger`]
+//! (heartbeats) therefore wait in the open transaction up to the commit interval for
+//! companions; any other job ([`Urgency::Now`]: registrations, payouts, admin writes)
+//! commits at once and carries the waiting heartbeats with it. Nobody is answered before
+//! the commit that holds their write is durable.
+//!
 //! A full channel is answered at once with 503 and `Retry-After`, never queued unboundedly.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::Database;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::batch::{AuditHead, Batch};
+use super::db::Store;
+use super::liveness::Liveness;
 use super::outbox::OutboxConfig;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult};
-use crate::metrics::Metrics;
 
 /// Most jobs folded into one transaction.
 pub const MAX_BATCH: usize = 4096;
 
+/// Longest accepted `COMMIT_INTERVAL`: a heartbeat's acknowledgement waits at most this.
+pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Whether a job may wait for companions before its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Commit as soon as the writer reaches it (with whatever is waiting).
+    Now,
+    /// May wait up to the commit interval for other jobs (heartbeats).
+    Linger,
+}
+
+/// What one batch did, handed to the [`WriterObserver`] after its outcome is known.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchReport {
+    /// Jobs folded into the transaction.
+    pub jobs: usize,
+    /// From opening the transaction to the end of the durable commit (or abort),
+    /// lingering included.
+    pub open: Duration,
+    /// The commit alone (fsync included).
+    pub commit: Duration,
+}
+
+/// Counts what the writer does. The store knows nothing of Prometheus: `metrics`
+/// implements this; tests and benches may pass [`NoObserver`].
+pub trait WriterObserver: Send + Sync {
+    /// A batch is durable.
+    fn committed(&self, _report: &BatchReport) {}
+    /// A batch was aborted: none of its writes happened.
+    fn aborted(&self, _report: &BatchReport) {}
+}
+
+/// An observer that counts nothing.
+pub struct NoObserver;
+impl WriterObserver for NoObserver {}
+
+/// How the writer runs.
+pub struct WriterSettings {
+    /// Jobs that may wait in the channel; one more is answered 503.
+    pub queue_capacity: usize,
+    /// How long a lingering job waits for companions (`0`: commit as soon as idle).
+    pub commit_interval: Duration,
+    /// With the MongoDB mirror on, every batch also writes its outbox (see `outbox`).
+    pub mirror: Option<Arc<OutboxConfig>>,
+    pub observer: Arc<dyn WriterObserver>,
+}
+
+impl WriterSettings {
+    pub fn new(queue_capacity: usize) -> Self {
+        Self {
+            queue_capacity,
+            commit_interval: Duration::ZERO,
+            mirror: None,
+            observer: Arc::new(NoObserver),
+        }
+    }
+
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval.min(MAX_COMMIT_INTERVAL);
+        self
+    }
+
+    pub fn mirror(mut self, mirror: Option<Arc<OutboxConfig>>) -> Self {
+        self.mirror = mirror;
+        self
+    }
+
+    pub fn observer(mut self, observer: Arc<dyn WriterObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+}
+
 type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
-/// A job runs inside the transaction and returns how to answer its caller once the commit
-/// is known, plus whether it hit a storage failure (which aborts the batch).
-type Job = Box<dyn FnOnce(&mut Batch<'_>) -> (Reply, Option<ApiError>) + Send>;
+/// Runs inside the transaction and returns how to answer its caller once the commit is
+/// known, plus whether it hit a storage failure (which aborts the batch).
+type Run = Box<dyn FnOnce(&mut Batch<'_>) -> (Reply, Option<ApiError>) + Send>;
+
+struct Job {
+    run: Run,
+    urgency: Urgency,
+    sent: Instant,
+}
 
 /// Handle for sending mutations to the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    sender: mpsc::Sender<Job>,
+    sender: SyncSender<Job>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
 }
 
 impl Writer {
     /// Starts the writer thread. It ends when every `Writer` handle is dropped, after
     /// committing what was already sent.
     pub fn start(
-        db: Arc<Database>,
+        store: &Store,
         clock: Clock,
-        metrics: Arc<Metrics>,
-        capacity: usize,
+        settings: WriterSettings,
     ) -> ApiResult<(Self, std::thread::JoinHandle<()>)> {
-        Self::start_with_mirror(db, clock, metrics, capacity, None)
-    }
-
-    /// Like [`Self::start`]; with `mirror`, every batch also writes the MongoDB mirror's
-    /// outbox (see `outbox`).
-    pub fn start_with_mirror(
-        db: Arc<Database>,
-        clock: Clock,
-        metrics: Arc<Metrics>,
-        capacity: usize,
-        mirror: Option<Arc<OutboxConfig>>,
-    ) -> ApiResult<(Self, std::thread::JoinHandle<()>)> {
+        let db = store.db.clone();
         let head = {
             let txn = db.begin_write()?;
             let head = AuditHead::load(&txn)?;
             txn.abort()?;
             head
         };
-        let (sender, receiver) = mpsc::channel(capacity);
+        let capacity = settings.queue_capacity.max(1);
+        let (sender, receiver) = mpsc::sync_channel(capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let state = WriterThread {
+            db,
+            clock,
+            liveness: store.liveness.clone(),
+            head,
+            settings,
+            queued: queued.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, clock, metrics, receiver, head, mirror))
+            .spawn(move || state.run(receiver))
             .expect("spawning the writer thread");
-        Ok((Self { sender }, handle))
+        Ok((
+            Self {
+                sender,
+                queued,
+                capacity,
+            },
+            handle,
+        ))
     }
 
     /// Runs `f` in the writer's transaction; returns its result once it is durable.
@@ -76,8 +175,18 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,
     {
+        self.write_with(Urgency::Now, f).await
+    }
+
+    /// Like [`Self::write`]; a [`Urgency::Linger`] job may wait up to the commit interval
+    /// for companions before its durable commit.
+    pub async fn write_with<T, F>(&self, urgency: Urgency, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<ApiResult<T>>();
-        let job: Job = Box::new(move |batch: &mut Batch<'_>| {
+        let run: Run = Box::new(move |batch: &mut Batch<'_>| {
             let result = f(batch);
             let storage_failure = match &result {
                 Err(e) if e.is_storage_failure() => Some(e.clone()),
@@ -88,12 +197,22 @@ impl Writer {
             });
             (reply, storage_failure)
         });
-        self.sender.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::overloaded(),
-            mpsc::error::TrySendError::Closed(_) => {
-                ApiError::unavailable("the service is shutting down")
-            }
-        })?;
+        let job = Job {
+            run,
+            urgency,
+            sent: Instant::now(),
+        };
+        // Counted before sending, so the writer's decrement never runs first.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.sender.try_send(job) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
+                TrySendError::Full(_) => ApiError::overloaded(),
+                TrySendError::Disconnected(_) => {
+                    ApiError::unavailable("the service is shutting down")
+                }
+            });
+        }
         rx.await.map_err(|_| {
             ApiError::unavailable("the write was not committed (storage failure in its batch)")
         })?
@@ -101,95 +220,161 @@ impl Writer {
 
     /// Jobs waiting in the queue (for metrics).
     pub fn queue_len(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        self.queued.load(Ordering::Relaxed).min(self.capacity)
     }
 }
 
-fn run(
+/// What the writer thread owns.
+struct WriterThread {
     db: Arc<Database>,
     clock: Clock,
-    metrics: Arc<Metrics>,
-    mut receiver: mpsc::Receiver<Job>,
-    mut head: AuditHead,
-    mirror: Option<Arc<OutboxConfig>>,
-) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(64);
-    while let Some(first) = receiver.blocking_recv() {
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let size = jobs.len();
-        let started = Instant::now();
-        let outcome = commit_batch(&db, &clock, &mut head, mirror.as_deref(), jobs.drain(..));
-        metrics.writer_batch_size.observe(size as f64);
-        metrics
-            .writer_commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = outcome {
-            metrics.writer_failed_batches.inc();
-            tracing::error!(error = %e, jobs = size, "write batch aborted");
-            // The cached chain head may be ahead of what is on disk now.
-            if let Ok(txn) = db.begin_write() {
-                if let Ok(h) = AuditHead::load(&txn) {
-                    head = h;
-                }
-                let _ = txn.abort();
-            }
-        }
-    }
-    tracing::debug!("writer stopped: all handles dropped");
+    liveness: Arc<Liveness>,
+    /// The audit chain's head and the last stamp handed out, cached between batches.
+    head: AuditHead,
+    settings: WriterSettings,
+    queued: Arc<AtomicUsize>,
 }
 
-/// Runs the jobs in one transaction and commits. Every caller is answered: with its own
-/// result after a successful commit, with the failure otherwise.
-fn commit_batch(
-    db: &Database,
-    clock: &Clock,
-    head: &mut AuditHead,
-    mirror: Option<&OutboxConfig>,
-    jobs: impl Iterator<Item = Job>,
-) -> Result<(), ApiError> {
-    let txn = match db.begin_write() {
-        Ok(t) => t,
-        Err(e) => {
-            let err = ApiError::from(e);
-            // Dropping the jobs drops their reply channels: callers get 503.
-            drop(jobs.collect::<Vec<_>>());
-            return Err(err);
+impl WriterThread {
+    fn run(mut self, receiver: mpsc::Receiver<Job>) {
+        while let Ok(first) = receiver.recv() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.one_batch(first, &receiver);
         }
-    };
-    let mut replies: Vec<Reply> = Vec::new();
-    let mut failure: Option<ApiError> = None;
-    {
-        let mut batch = Batch::new(&txn, head, clock).with_mirror(mirror);
-        for job in jobs {
-            if failure.is_some() {
-                drop(job); // never ran; its caller gets 503
-                continue;
-            }
-            let (reply, storage_failure) = job(&mut batch);
-            replies.push(reply);
-            failure = storage_failure;
-        }
-        if failure.is_none() {
-            if let Err(e) = batch.persist_clock_high_water() {
-                failure = Some(e);
+        tracing::debug!("writer stopped: all handles dropped");
+    }
+}
+
+/// The next job: one already waiting, or (with `until`) one arriving before then. Keeps
+/// the queue-length count in step.
+fn recv(
+    queued: &AtomicUsize,
+    receiver: &mpsc::Receiver<Job>,
+    until: Option<Instant>,
+) -> Option<Job> {
+    let job = match until {
+        None => receiver.try_recv().ok(),
+        Some(deadline) => {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
             }
         }
-    }
-    let outcome = match failure {
-        Some(e) => {
-            let _ = txn.abort();
-            Err(e)
-        }
-        None => txn.commit().map_err(ApiError::from),
     };
-    for reply in replies {
-        reply(outcome.clone());
+    if job.is_some() {
+        queued.fetch_sub(1, Ordering::Relaxed);
     }
-    outcome
+    job
+}
+
+impl WriterThread {
+    /// Runs `first` and its companions in one transaction and commits. Every caller is
+    /// answered: with its own result after a successful commit, with the failure
+    /// otherwise.
+    fn one_batch(&mut self, first: Job, receiver: &mpsc::Receiver<Job>) {
+        let opened = Instant::now();
+        let txn = match self.db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let err = ApiError::from(e);
+                tracing::error!(error = %err, "cannot open a write transaction");
+                // Dropping the job drops its reply channel: its caller gets 503.
+                drop(first);
+                while let Some(job) = recv(&self.queued, receiver, None) {
+                    drop(job);
+                }
+                self.settings.observer.aborted(&BatchReport {
+                    jobs: 1,
+                    open: opened.elapsed(),
+                    commit: Duration::ZERO,
+                });
+                return;
+            }
+        };
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut failure: Option<ApiError> = None;
+        let mut staged_liveness = Vec::new();
+        let interval = self.settings.commit_interval;
+        {
+            let mut batch = Batch::new(&txn, &mut self.head, &self.clock)
+                .with_mirror(self.settings.mirror.as_deref())
+                .with_liveness(&self.liveness);
+            // When the batch must commit: at once, or when its first lingering job has
+            // waited the interval.
+            let mut linger_until: Option<Instant> = None;
+            let mut urgent = false;
+            let mut job = Some(first);
+            while let Some(current) = job.take() {
+                match current.urgency {
+                    Urgency::Now => urgent = true,
+                    Urgency::Linger => {
+                        let due = current.sent + interval;
+                        linger_until = Some(linger_until.map_or(due, |d: Instant| d.min(due)));
+                    }
+                }
+                let (reply, storage_failure) = (current.run)(&mut batch);
+                replies.push(reply);
+                if storage_failure.is_some() {
+                    failure = storage_failure;
+                    break;
+                }
+                if replies.len() >= MAX_BATCH {
+                    break;
+                }
+                // Everything already waiting joins; then, if only lingering jobs are in,
+                // wait for more until the first of them is due.
+                job = recv(&self.queued, receiver, None);
+                if job.is_none() && !urgent && !interval.is_zero() {
+                    if let Some(deadline) = linger_until.filter(|d| *d > Instant::now()) {
+                        job = recv(&self.queued, receiver, Some(deadline));
+                    }
+                }
+            }
+            if failure.is_none() {
+                if let Err(e) = batch.persist_clock_high_water() {
+                    failure = Some(e);
+                }
+            }
+            if failure.is_none() {
+                staged_liveness = batch.take_staged_liveness();
+            }
+        }
+        let jobs = replies.len();
+        let commit_started = Instant::now();
+        let outcome = match failure {
+            Some(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+            None => txn.commit().map_err(ApiError::from),
+        };
+        let report = BatchReport {
+            jobs,
+            open: opened.elapsed(),
+            commit: commit_started.elapsed(),
+        };
+        match &outcome {
+            Ok(()) => {
+                // Durable: the heartbeats of this batch now count for the replay guard and
+                // the monitor, before any caller hears back.
+                self.liveness.merge(staged_liveness);
+                self.settings.observer.committed(&report);
+            }
+            Err(e) => {
+                self.settings.observer.aborted(&report);
+                tracing::error!(error = %e, jobs, "write batch aborted");
+                // The cached chain head may be ahead of what is on disk now.
+                if let Ok(txn) = self.db.begin_write() {
+                    if let Ok(h) = AuditHead::load(&txn) {
+                        self.head = h;
+                    }
+                    let _ = txn.abort();
+                }
+            }
+        }
+        for reply in replies {
+            reply(outcome.clone());
+        }
+    }
 }

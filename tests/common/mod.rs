@@ -36,7 +36,10 @@ pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATA_DIR", data_dir)
         .env("LOG_FORMAT", "json")
-        .env("LOG_LEVEL", "info");
+        .env("LOG_LEVEL", "info")
+        // Heartbeats commit as soon as the writer is idle unless a test sets its own
+        // interval (the default lingers 3 s to save flash; see tests/flash.rs).
+        .env("COMMIT_INTERVAL", "0");
     for (k, v) in env {
         cmd.env(k, v);
     }
