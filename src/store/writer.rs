@@ -16,7 +16,7 @@
 //! A full channel is answered at once with 503 and `Retry-After`, never queued unboundedly.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -256,10 +256,7 @@ fn recv(
         None => receiver.try_recv().ok(),
         Some(deadline) => {
             let wait = deadline.saturating_duration_since(Instant::now());
-            match receiver.recv_timeout(wait) {
-                Ok(job) => Some(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-            }
+            receiver.recv_timeout(wait).ok()
         }
     };
     if job.is_some() {
