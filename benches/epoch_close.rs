@@ -24,6 +24,7 @@ use lucid_node_management::jobs::alerts::find_node_alerts;
 use lucid_node_management::jobs::payouts::process_with;
 use lucid_node_management::jobs::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
 use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
+use lucid_node_management::error::ApiError;
 use lucid_node_management::store::{self, seed, Actor, Store, Writer, WriterSettings};
 use rust_decimal::Decimal;
 
@@ -78,7 +79,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn start(writer: &Writer) -> Self {
+    fn start(writer: &Writer<ApiError>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
         let (w, s, l) = (writer.clone(), stop.clone(), latencies.clone());

@@ -60,6 +60,9 @@ fn boot(dir: &std::path::Path) -> Server {
         .env("DATA_DIR", dir)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn,lucid_node_management=info")
+        // Flat out: a closed loop of C connections would otherwise get C heartbeats per
+        // commit interval (the linger is measured by benches/flash_wear.rs).
+        .env("COMMIT_INTERVAL", "0")
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn server");

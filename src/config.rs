@@ -530,7 +530,22 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
+
+    #[test]
+    fn commit_interval_takes_zero_seconds_or_milliseconds_up_to_three_seconds() {
+        assert_eq!(parse_commit_interval("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_commit_interval("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_commit_interval("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            parse_commit_interval("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        for bad in ["4", "3001ms", "1m", "soon", "-1", ""] {
+            assert!(parse_commit_interval(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn build(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut raw = RawConfig::defaults();

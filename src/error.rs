@@ -10,6 +10,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::domain::refusal::{Refusal, RefusalKind};
+use crate::store::error::StoreError;
+use crate::store::writer::JobError;
+
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -17,8 +21,11 @@ pub struct ApiError {
     /// Stable slug, e.g. `pool-full`; clients switch on it.
     pub kind: &'static str,
     pub detail: String,
-    /// Seconds for a `Retry-After` header (503 and 429 only).
+    /// Seconds for a `Retry-After` header (503, 507 and 429 only).
     pub retry_after: Option<u64>,
+    /// The storage failure this error was made from, if any: the writer aborts the batch
+    /// of a job that returns it (see `store::writer::JobError`).
+    pub storage: Option<StoreError>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -45,6 +52,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             retry_after: None,
+            storage: None,
         }
     }
 
@@ -104,7 +112,27 @@ impl ApiError {
 
     /// True for errors that mean storage itself failed (the writer aborts the batch).
     pub fn is_storage_failure(&self) -> bool {
-        self.kind == "storage"
+        self.storage.is_some()
+    }
+
+    /// Nothing was wrong with the request: storage failed or was full, or the writer was
+    /// busy or stopping. Retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.storage.is_some()
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::INSUFFICIENT_STORAGE
+    }
+
+    /// 507 with `Retry-After`: the disk is full (or under `STORAGE_MIN_FREE`).
+    pub fn insufficient_storage(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(30),
+            ..Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                detail,
+            )
+        }
     }
 
     fn title(&self) -> &'static str {
@@ -126,6 +154,7 @@ impl ApiError {
             "negative-balance" => "Balance would go negative",
             "node-inactive" => "Node is suspended or deregistered",
             "overloaded" => "Service overloaded",
+            "insufficient-storage" => "Storage full",
             "storage" | "unavailable" => "Service unavailable",
             _ => "Request failed",
         }
@@ -190,16 +219,63 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// Storage failures: the request had no effect; the client may retry.
+/// The one place a store error becomes an HTTP error. Storage failures are logged with
+/// their detail; clients get a sentence without redb's text.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(r) => r.into(),
+            StoreError::Overloaded => Self::overloaded(),
+            StoreError::Unavailable(detail) => Self::unavailable(detail),
+            StoreError::Full(ref detail) => {
+                tracing::warn!(error = %detail, "storage full: write refused");
+                Self {
+                    storage: Some(e.clone()),
+                    ..Self::insufficient_storage(
+                        "the appliance's storage is full; the write had no effect, retry later",
+                    )
+                }
+            }
+            StoreError::Io(ref detail) | StoreError::Corrupt(ref detail) => {
+                tracing::error!(error = %detail, "storage failure");
+                Self {
+                    retry_after: Some(5),
+                    storage: Some(e.clone()),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "storage",
+                        "a storage failure stopped the write; it had no effect, retry later",
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let status = match r.kind {
+            RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+            RefusalKind::NotFound => StatusCode::NOT_FOUND,
+            RefusalKind::Conflict => StatusCode::CONFLICT,
+            RefusalKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(status, r.slug, r.detail)
+    }
+}
+
+impl JobError for ApiError {
+    fn storage_failure(&self) -> Option<StoreError> {
+        self.storage.clone()
+    }
+}
+
+/// redb errors met outside the store (backups): through the store's classification.
 macro_rules! storage_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for ApiError {
             fn from(e: $t) -> Self {
-                tracing::error!(error = %e, "storage failure");
-                Self {
-                    retry_after: Some(5),
-                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage", format!("storage failure: {e}"))
-                }
+                StoreError::from(e).into()
             }
         }
     )*};
@@ -232,5 +308,21 @@ mod tests {
         let e: ApiError = redb::StorageError::Corrupted("x".into()).into();
         assert!(e.is_storage_failure());
         assert!(!ApiError::validation("x").is_storage_failure());
+    }
+
+    #[test]
+    fn a_full_disk_answers_507_with_retry_after_and_no_redb_text() {
+        let e: ApiError = redb::StorageError::Io(std::io::Error::from_raw_os_error(28)).into();
+        assert!(e.is_storage_failure());
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn storage_failures_reach_clients_without_the_underlying_text() {
+        let e: ApiError = redb::StorageError::Corrupted("page 17 checksum".into()).into();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.detail.contains("page 17"), "{}", e.detail);
     }
 }

@@ -300,7 +300,7 @@ fn verify_database(common: &CommonArgs) -> Result<(), String> {
     let key = proof_public_key(None, common)?;
     let clock = lucid_node_management::clock::Clock::new();
     let store = store::open(&config.data_dir, config.max_nodes_per_pool, &clock)?;
-    let reader = store.reader().map_err(|e| e.detail)?;
+    let reader = store.reader().map_err(|e| e.to_string())?;
     let report = verify::verify_database(&reader, &key, |step| eprintln!("checking {step}..."))?;
     println!("{report}");
     Ok(())

@@ -21,7 +21,7 @@ const GRACE: Duration = Duration::from_secs(20);
 pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
     let (store, clock) = store::db::open_with_clock(&config.data_dir, config.max_nodes_per_pool)?;
     crate::jobs::poot::check_epoch_length(
-        &store.reader().map_err(|e| e.detail)?,
+        &store.reader().map_err(|e| e.to_string())?,
         config.poot_calculation_interval.as_micros() as u64,
     )?;
     let keys = ServiceKeys::load_or_create(&config.data_dir)?;
@@ -39,7 +39,7 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
             .mirror(mirror)
             .observer(metrics.clone()),
     )
-    .map_err(|e| e.detail)?;
+    .map_err(|e| e.to_string())?;
     let app = Arc::new(App {
         config,
         store,

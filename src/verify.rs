@@ -93,7 +93,7 @@ pub fn verify_database(
     proof_key: &VerifyingKey,
     mut progress: impl FnMut(&str),
 ) -> Result<DbReport, String> {
-    let e = |x: crate::error::ApiError| x.detail;
+    let e = |x: crate::store::StoreError| x.to_string();
     let mut report = DbReport::default();
     let mut problems: Vec<String> = Vec::new();
 

@@ -26,6 +26,8 @@ fn a_bad_value_stops_the_start_with_one_line_naming_it() {
         ("PAYOUT_THRESHOLD_USDT", "ten"),
         ("POOT_CALCULATION_INTERVAL", "5 minutes"),
         ("HEARTBEAT_TIMEOUT", "-1"),
+        ("COMMIT_INTERVAL", "4s"),
+        ("COMMIT_INTERVAL", "soon"),
         ("LOG_LEVEL", "loud"),
     ] {
         // Port 0 on loopback first, so a value that wrongly passes cannot bind a real port;

@@ -88,6 +88,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> ApiResult<Re
                 "database",
                 json!({"entries": stats.entries, "bytes": stats.bytes}),
             )
+            .map_err(ApiError::from)
         })
         .await?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(

@@ -59,7 +59,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "unhealthy",
-            Some(e.detail),
+            Some(e.to_string()),
             None,
         ),
     };

@@ -41,7 +41,7 @@ use crate::store::{Store, Writer};
 pub struct App {
     pub config: Config,
     pub store: Store,
-    pub writer: Writer,
+    pub writer: Writer<ApiError>,
     /// Checks heartbeat signatures in batches.
     pub verifier: verifier::Verifier,
     pub tokens: TokenService,

@@ -385,6 +385,7 @@ pub async fn deregister(
                 &node_id,
                 json!({"left_pool": current.pool_id}),
             )
+            .map_err(ApiError::from)
         })
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

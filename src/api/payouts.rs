@@ -265,7 +265,7 @@ pub async fn confirm(
     let actor = caller.actor();
     let payout = app
         .writer
-        .write(move |b| payouts::confirm(b, &payout_id, &tx_hash, &actor))
+        .write(move |b| payouts::confirm(b, &payout_id, &tx_hash, &actor).map_err(ApiError::from))
         .await?;
     Ok(Json(PayoutView::from(&payout)))
 }
@@ -308,7 +308,7 @@ pub async fn fail(
                     ));
                 }
             }
-            payouts::fail(b, &payout_id, &reason, &actor)
+            payouts::fail(b, &payout_id, &reason, &actor).map_err(ApiError::from)
         })
         .await?;
     Ok(Json(PayoutView::from(&payout)))
@@ -410,7 +410,9 @@ pub async fn adjust(
     let actor = caller.actor();
     let entry = app
         .writer
-        .write(move |b| payouts::adjust(b, &node_id, amount, &reason, &actor))
+        .write(move |b| {
+            payouts::adjust(b, &node_id, amount, &reason, &actor).map_err(ApiError::from)
+        })
         .await?;
     Ok(created(LedgerEntryView::from(&entry)))
 }

@@ -71,6 +71,7 @@ pub async fn issue(
                 &subject,
                 json!({"role": role.as_str(), "ttl_seconds": ttl}),
             )
+            .map_err(ApiError::from)
         })
         .await?;
     Ok(created(TokenResponse {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::api::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::store::{Batch, Writer};
 
 /// How a job done in chunks (an epoch close, a payout run) used the writer: heartbeat
@@ -29,7 +29,7 @@ pub struct WriterUse {
 impl WriterUse {
     /// Runs one writer job and records how long it held the writer and how long until
     /// it was durable.
-    pub async fn write<T, F>(&mut self, writer: &Writer, f: F) -> ApiResult<T>
+    pub async fn write<T, F>(&mut self, writer: &Writer<ApiError>, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,

@@ -79,7 +79,7 @@ pub struct RunTiming {
 /// [`RUN_CHUNK`] is re-checked and paid in one writer job.
 pub async fn process_with(
     store: &Store,
-    writer: &Writer,
+    writer: &Writer<ApiError>,
     threshold: Decimal,
     actor: &Actor,
 ) -> ApiResult<(RunOutcome, RunTiming)> {
@@ -131,6 +131,7 @@ pub async fn process_with(
             .writer
             .write(writer, move |b| {
                 payouts::create_due_chunk(b, &ids, threshold, &actor, JOB_BUDGET)
+                    .map_err(ApiError::from)
             })
             .await?;
         let payouts::ChunkOutcome {
@@ -201,7 +202,7 @@ async fn deliver_one(app: &AppState, sink: &WebhookSink, payout_id: String) -> A
         .write(move |b| {
             let attempts = b.payout(&id)?.map(|p| p.attempts).unwrap_or(0) + 1;
             let next = b.now_us() + backoff(base, attempts).as_micros() as u64;
-            payouts::mark_submitted(b, &id, next)
+            payouts::mark_submitted(b, &id, next).map_err(ApiError::from)
         })
         .await?
     else {
@@ -215,13 +216,15 @@ async fn deliver_one(app: &AppState, sink: &WebhookSink, payout_id: String) -> A
         Delivery::Paid { tx_hash } => {
             let outcome = app
                 .writer
-                .write(move |b| payouts::confirm(b, &id, &tx_hash, &Actor::system()))
+                .write(move |b| {
+                    payouts::confirm(b, &id, &tx_hash, &Actor::system()).map_err(ApiError::from)
+                })
                 .await;
             match outcome {
                 Ok(_) => {
                     tracing::info!(payout_id = %payout_id, "payout confirmed by the payment service")
                 }
-                Err(e) if e.is_storage_failure() || e.kind == "unavailable" => return Err(e),
+                Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
                     // A receipt we cannot accept (already used, payout closed meanwhile):
                     // an operator has to look; after the last attempt stop asking.
@@ -232,6 +235,7 @@ async fn deliver_one(app: &AppState, sink: &WebhookSink, payout_id: String) -> A
                     app.writer
                         .write(move |b| {
                             payouts::record_attempt_error(b, &id, &detail, true, out_of_attempts)
+                                .map_err(ApiError::from)
                         })
                         .await?;
                 }
@@ -244,9 +248,12 @@ async fn deliver_one(app: &AppState, sink: &WebhookSink, payout_id: String) -> A
                 .write(move |b| {
                     if out_of_attempts {
                         let why = format!("gave up after {attempts} attempts: {reason}");
-                        payouts::fail(b, &id, &why, &Actor::system()).map(|_| ())
+                        payouts::fail(b, &id, &why, &Actor::system())
+                            .map(|_| ())
+                            .map_err(ApiError::from)
                     } else {
                         payouts::record_attempt_error(b, &id, &reason, false, false)
+                            .map_err(ApiError::from)
                     }
                 })
                 .await?;
@@ -262,6 +269,7 @@ async fn deliver_one(app: &AppState, sink: &WebhookSink, payout_id: String) -> A
             app.writer
                 .write(move |b| {
                     payouts::record_attempt_error(b, &id, &reason, out_of_attempts, false)
+                        .map_err(ApiError::from)
                 })
                 .await?;
         }

@@ -71,7 +71,7 @@ pub fn check_epoch_length(
     reader: &crate::store::queries::Reader,
     length_us: Micros,
 ) -> Result<(), String> {
-    match reader.meta_u64(POOT_LENGTH_KEY).map_err(|e| e.detail)? {
+    match reader.meta_u64(POOT_LENGTH_KEY).map_err(|e| e.to_string())? {
         Some(stored) if stored != length_us => Err(format!(
             "invalid value {}s for POOT_CALCULATION_INTERVAL: this database's epochs are {}s long; changing the epoch length of existing data is not supported (it would renumber signed epochs)",
             length_us / 1_000_000,
@@ -152,7 +152,7 @@ pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
 /// anywhere resumes at (2) with the stored record: proofs are recomputed identically,
 /// stored ones are skipped, the root must match the record.
 pub async fn close_due_epochs_with(
-    writer: &Writer,
+    writer: &Writer<ApiError>,
     store: &Store,
     params: &CloseParams,
     mut closed: impl FnMut(&CloseReport),
@@ -349,7 +349,7 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
 
 /// Steps (2) to (5) of [`close_due_epochs_with`] for one epoch.
 pub async fn close_epoch_in_chunks(
-    writer: &Writer,
+    writer: &Writer<ApiError>,
     store: &Store,
     p: &CloseParams,
     due: DueEpoch,
@@ -385,7 +385,7 @@ pub async fn close_epoch_in_chunks(
                 "epoch {} has a different record stored; refusing to rewrite it",
                 record.epoch
             ))),
-            None => b.put_epoch(&record),
+            None => Ok(b.put_epoch(&record)?),
         })
         .await?;
 
@@ -400,6 +400,7 @@ pub async fn close_epoch_in_chunks(
             .writer
             .write(writer, move |b| {
                 b.write_epoch_proofs(epoch, &writes, JOB_BUDGET)
+                    .map_err(ApiError::from)
             })
             .await?;
         report.proofs_written += written;
@@ -597,12 +598,15 @@ mod tests {
             let plan = plan_epoch(&b, &p, &due).unwrap();
             assert_eq!(plan.outputs.len(), n);
             let record = plan.record.clone();
-            writer.write(move |w| w.put_epoch(&record)).await.unwrap();
+            writer
+                .write(move |w| Ok(w.put_epoch(&record)?))
+                .await
+                .unwrap();
             for expected in [10, 0] {
                 let writes = plan.writes(0..10);
                 let epoch = due.epoch;
                 let (consumed, written) = writer
-                    .write(move |w| w.write_epoch_proofs(epoch, &writes, Duration::MAX))
+                    .write(move |w| Ok(w.write_epoch_proofs(epoch, &writes, Duration::MAX)?))
                     .await
                     .unwrap();
                 assert_eq!(consumed, 10);
@@ -611,7 +615,7 @@ mod tests {
             // Out of time budget: one proof is written, the caller resends the rest.
             let (writes, epoch) = (plan.writes(10..12), due.epoch);
             let cut = writer
-                .write(move |w| w.write_epoch_proofs(epoch, &writes, Duration::ZERO))
+                .write(move |w| Ok(w.write_epoch_proofs(epoch, &writes, Duration::ZERO)?))
                 .await
                 .unwrap();
             assert_eq!(cut, (1, 1));

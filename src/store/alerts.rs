@@ -7,31 +7,31 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use serde_json::{json, Value};
 
 use super::codec::{decode, encode};
+use super::error::StoreResult;
 use super::queries::Reader;
 use super::tables::*;
 use super::Batch;
 use crate::domain::alert::{AlertSettings, EventType, QueuedAlert, Subscriber};
 use crate::domain::ids::new_id;
 use crate::domain::timefmt::rfc3339_us;
-use crate::error::ApiResult;
 
 /// One subscriber's settings, from either kind of transaction.
 fn settings_in(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     subscriber_key: &str,
-) -> ApiResult<Option<AlertSettings>> {
+) -> StoreResult<Option<AlertSettings>> {
     let v = t.get(subscriber_key)?;
     v.map(|v| decode(v.value())).transpose()
 }
 
 impl Batch<'_> {
-    pub fn alert_settings(&self, subscriber_key: &str) -> ApiResult<Option<AlertSettings>> {
+    pub fn alert_settings(&self, subscriber_key: &str) -> StoreResult<Option<AlertSettings>> {
         settings_in(&self.txn.open_table(ALERT_SETTINGS)?, subscriber_key)
     }
 
     /// Whether any subscriber has set a webhook: bulk jobs skip the per-item lookups when
     /// nobody listens.
-    pub fn any_alert_settings(&self) -> ApiResult<bool> {
+    pub fn any_alert_settings(&self) -> StoreResult<bool> {
         Ok(!self.txn.open_table(ALERT_SETTINGS)?.is_empty()?)
     }
 
@@ -39,7 +39,7 @@ impl Batch<'_> {
         &mut self,
         subscriber_key: &str,
         settings: &AlertSettings,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         self.txn
             .open_table(ALERT_SETTINGS)?
             .insert(subscriber_key, encode(settings).as_slice())?;
@@ -48,7 +48,7 @@ impl Batch<'_> {
 
     /// Removes a subscriber's settings with everything still owed to it (queued deliveries,
     /// pending `node.online`s): with no webhook there is nowhere to send them.
-    pub fn delete_alert_settings(&mut self, subscriber_key: &str) -> ApiResult<bool> {
+    pub fn delete_alert_settings(&mut self, subscriber_key: &str) -> StoreResult<bool> {
         let existed = self
             .txn
             .open_table(ALERT_SETTINGS)?
@@ -75,7 +75,7 @@ impl Batch<'_> {
         node_id: &str,
         operator_id: &str,
         detail: Value,
-    ) -> ApiResult<usize> {
+    ) -> StoreResult<usize> {
         let mut queued = 0;
         for subscriber in Subscriber::for_operator(operator_id) {
             let key = subscriber.key();
@@ -97,7 +97,7 @@ impl Batch<'_> {
         node_id: &str,
         operator_id: &str,
         detail: Value,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let now = self.now_us();
         let event_id = new_id("evt");
         let body = json!({
@@ -127,13 +127,13 @@ impl Batch<'_> {
         self.add_counter(ALERTS_QUEUED_COUNTER, 1)
     }
 
-    pub fn queued_alert(&self, seq: u64) -> ApiResult<Option<QueuedAlert>> {
+    pub fn queued_alert(&self, seq: u64) -> StoreResult<Option<QueuedAlert>> {
         let t = self.txn.open_table(ALERT_QUEUE)?;
         let v = t.get(seq)?;
         v.map(|v| decode(v.value())).transpose()
     }
 
-    pub fn update_queued_alert(&mut self, seq: u64, alert: &QueuedAlert) -> ApiResult<()> {
+    pub fn update_queued_alert(&mut self, seq: u64, alert: &QueuedAlert) -> StoreResult<()> {
         self.txn
             .open_table(ALERT_QUEUE)?
             .insert(seq, encode(alert).as_slice())?;
@@ -141,7 +141,7 @@ impl Batch<'_> {
     }
 
     /// Removes a delivery (acknowledged, expired, or its subscriber gone).
-    pub fn remove_queued_alert(&mut self, seq: u64) -> ApiResult<bool> {
+    pub fn remove_queued_alert(&mut self, seq: u64) -> StoreResult<bool> {
         let removed = self.txn.open_table(ALERT_QUEUE)?.remove(seq)?.is_some();
         if removed {
             self.add_counter(ALERTS_QUEUED_COUNTER, -1)?;
@@ -149,7 +149,7 @@ impl Batch<'_> {
         Ok(removed)
     }
 
-    pub fn offline_alert_sent(&self, subscriber_key: &str, node_id: &str) -> ApiResult<bool> {
+    pub fn offline_alert_sent(&self, subscriber_key: &str, node_id: &str) -> StoreResult<bool> {
         let t = self.txn.open_table(ALERT_OFFLINE_SENT)?;
         let sent = t.get((subscriber_key, node_id))?.is_some();
         Ok(sent)
@@ -160,7 +160,7 @@ impl Batch<'_> {
         subscriber_key: &str,
         node_id: &str,
         sent: bool,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let now = self.now_us();
         let mut t = self.txn.open_table(ALERT_OFFLINE_SENT)?;
         if sent {
@@ -173,12 +173,12 @@ impl Batch<'_> {
 }
 
 impl Reader {
-    pub fn alert_settings(&self, subscriber_key: &str) -> ApiResult<Option<AlertSettings>> {
+    pub fn alert_settings(&self, subscriber_key: &str) -> StoreResult<Option<AlertSettings>> {
         settings_in(&self.txn.open_table(ALERT_SETTINGS)?, subscriber_key)
     }
 
     /// Every subscriber's settings (a handful: one per operator who set a webhook).
-    pub fn all_alert_settings(&self) -> ApiResult<Vec<(String, AlertSettings)>> {
+    pub fn all_alert_settings(&self) -> StoreResult<Vec<(String, AlertSettings)>> {
         let t = self.txn.open_table(ALERT_SETTINGS)?;
         let mut all = Vec::new();
         for entry in t.iter()? {
@@ -189,7 +189,7 @@ impl Reader {
     }
 
     /// Every (subscriber key, node_id) that was told a node is offline.
-    pub fn offline_alerts_sent(&self) -> ApiResult<Vec<(String, String)>> {
+    pub fn offline_alerts_sent(&self) -> StoreResult<Vec<(String, String)>> {
         let t = self.txn.open_table(ALERT_OFFLINE_SENT)?;
         let mut all = Vec::new();
         for entry in t.iter()? {
@@ -201,7 +201,7 @@ impl Reader {
     }
 
     /// Deliveries due at `now`, oldest first, at most `limit`.
-    pub fn due_alerts(&self, now_us: u64, limit: usize) -> ApiResult<Vec<(u64, QueuedAlert)>> {
+    pub fn due_alerts(&self, now_us: u64, limit: usize) -> StoreResult<Vec<(u64, QueuedAlert)>> {
         let t = self.txn.open_table(ALERT_QUEUE)?;
         let mut due = Vec::new();
         for entry in t.iter()? {

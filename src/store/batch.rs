@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use super::codec::{decode, encode};
+use super::error::StoreResult;
 use super::liveness::{Live, Liveness};
 use super::queries;
 use super::tables::*;
@@ -23,7 +24,6 @@ use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
-use crate::error::ApiResult;
 use rust_decimal::Decimal;
 
 /// Who did something, as recorded in the audit log.
@@ -61,7 +61,7 @@ pub struct AuditHead {
 }
 
 impl AuditHead {
-    pub fn load(txn: &WriteTransaction) -> ApiResult<Self> {
+    pub fn load(txn: &WriteTransaction) -> StoreResult<Self> {
         let table = txn.open_table(AUDIT)?;
         let last = table.last()?;
         let mut head = match last {
@@ -89,7 +89,7 @@ pub(super) fn write_ledger_entry(
     kind: EntryKind,
     amount: Decimal,
     reference: String,
-) -> ApiResult<LedgerEntry> {
+) -> StoreResult<LedgerEntry> {
     let entry = LedgerEntry {
         seq,
         node_id: node.node_id.clone(),
@@ -107,7 +107,7 @@ pub(super) fn write_ledger_entry(
 pub fn meta_u64(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
-) -> ApiResult<Option<u64>> {
+) -> StoreResult<Option<u64>> {
     Ok(t.get(key)?
         .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
 }
@@ -188,7 +188,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Records the latest stamp, so a restarted clock never reads earlier.
-    pub fn persist_clock_high_water(&mut self) -> ApiResult<()> {
+    pub fn persist_clock_high_water(&mut self) -> StoreResult<()> {
         self.mirror_flush_pending()?;
         let t = self.now_us().max(self.audit_head.last_stamp_us);
         self.set_meta_u64(CLOCK_HIGH_WATER_KEY, t)
@@ -196,11 +196,11 @@ impl<'a> Batch<'a> {
 
     // ---- meta ----
 
-    pub fn meta_u64(&self, key: &str) -> ApiResult<Option<u64>> {
+    pub fn meta_u64(&self, key: &str) -> StoreResult<Option<u64>> {
         meta_u64(&self.txn.open_table(META)?, key)
     }
 
-    pub fn set_meta_u64(&mut self, key: &str, value: u64) -> ApiResult<()> {
+    pub fn set_meta_u64(&mut self, key: &str, value: u64) -> StoreResult<()> {
         self.txn
             .open_table(META)?
             .insert(key, value.to_le_bytes().as_slice())?;
@@ -214,7 +214,7 @@ impl<'a> Batch<'a> {
         received_at_us: Micros,
         node_id: &str,
         hb: &StoredHeartbeat,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         self.txn
             .open_table(HEARTBEATS)?
             .insert((received_at_us, node_id), encode(hb).as_slice())?;
@@ -228,7 +228,7 @@ impl<'a> Batch<'a> {
         from: Micros,
         to: Micros,
         mut f: impl FnMut(Micros, &str, StoredHeartbeat),
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let t = self.txn.open_table(HEARTBEATS)?;
         for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
             let (k, v) = entry?;
@@ -239,7 +239,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Receive time of the first heartbeat at or after `t`.
-    pub fn first_heartbeat_at_or_after(&self, t: Micros) -> ApiResult<Option<Micros>> {
+    pub fn first_heartbeat_at_or_after(&self, t: Micros) -> StoreResult<Option<Micros>> {
         let table = self.txn.open_table(HEARTBEATS)?;
         let mut range = table.range::<(u64, &str)>((t, "")..)?;
         let first = match range.next() {
@@ -250,7 +250,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Removes up to `max` heartbeats received before `before`; returns how many.
-    pub fn prune_heartbeats(&mut self, before: Micros, max: usize) -> ApiResult<usize> {
+    pub fn prune_heartbeats(&mut self, before: Micros, max: usize) -> StoreResult<usize> {
         let mut t = self.txn.open_table(HEARTBEATS)?;
         let mut removed = 0;
         while removed < max {
@@ -267,7 +267,7 @@ impl<'a> Batch<'a> {
         Ok(removed)
     }
 
-    pub fn put_proof(&mut self, proof: &Proof) -> ApiResult<()> {
+    pub fn put_proof(&mut self, proof: &Proof) -> StoreResult<()> {
         self.txn.open_table(PROOFS)?.insert(
             (proof.node_id.as_str(), proof.epoch),
             encode(proof).as_slice(),
@@ -275,14 +275,14 @@ impl<'a> Batch<'a> {
         self.mirror_proof(proof)
     }
 
-    pub fn put_epoch(&mut self, epoch: &Epoch) -> ApiResult<()> {
+    pub fn put_epoch(&mut self, epoch: &Epoch) -> StoreResult<()> {
         self.txn
             .open_table(EPOCHS)?
             .insert(epoch.epoch, encode(epoch).as_slice())?;
         self.mirror_epoch(epoch)
     }
 
-    pub fn epoch(&self, epoch: u64) -> ApiResult<Option<Epoch>> {
+    pub fn epoch(&self, epoch: u64) -> StoreResult<Option<Epoch>> {
         let t = self.txn.open_table(EPOCHS)?;
         let v = t.get(epoch)?;
         v.map(|v| decode(v.value())).transpose()
@@ -296,7 +296,7 @@ impl<'a> Batch<'a> {
         kind: EntryKind,
         amount: Decimal,
         reference: String,
-    ) -> ApiResult<LedgerEntry> {
+    ) -> StoreResult<LedgerEntry> {
         let seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0) + 1;
         let entry = write_ledger_entry(
             &mut self.txn.open_table(LEDGER)?,
@@ -314,7 +314,7 @@ impl<'a> Batch<'a> {
     // ---- nodes ----
 
     /// A node with its latest liveness (staged or committed) applied.
-    pub fn node(&self, id: &str) -> ApiResult<Option<Node>> {
+    pub fn node(&self, id: &str) -> StoreResult<Option<Node>> {
         let mut node = queries::node(&self.txn.open_table(NODES)?, id)?;
         if let (Some(n), Some(live)) = (node.as_mut(), self.live(id)) {
             live.apply_to(n);
@@ -322,7 +322,7 @@ impl<'a> Batch<'a> {
         Ok(node)
     }
 
-    pub fn node_id_for_key(&self, public_key: &[u8; 32]) -> ApiResult<Option<String>> {
+    pub fn node_id_for_key(&self, public_key: &[u8; 32]) -> StoreResult<Option<String>> {
         let t = self.txn.open_table(NODE_KEYS)?;
         let id = t.get(public_key.as_slice())?.map(|v| v.value().to_string());
         Ok(id)
@@ -330,7 +330,7 @@ impl<'a> Batch<'a> {
 
     /// Stores a node. `previous` is the stored version (None for a new node); indexes and
     /// counters are kept in step here, in one place.
-    pub fn put_node(&mut self, node: &Node, previous: Option<&Node>) -> ApiResult<()> {
+    pub fn put_node(&mut self, node: &Node, previous: Option<&Node>) -> StoreResult<()> {
         self.txn
             .open_table(NODES)?
             .insert(node.node_id.as_str(), encode(node).as_slice())?;
@@ -360,7 +360,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Rebuilds the nodes-by-status index from the nodes (the schema 1 -> 2 migration).
-    pub fn rebuild_status_index(&mut self) -> ApiResult<u64> {
+    pub fn rebuild_status_index(&mut self) -> StoreResult<u64> {
         let nodes = self.txn.open_table(NODES)?;
         let mut by_status = self.txn.open_table(NODES_BY_STATUS)?;
         by_status.retain(|_, _| false)?;
@@ -376,17 +376,17 @@ impl<'a> Batch<'a> {
 
     // ---- pools ----
 
-    pub fn pool(&self, id: &str) -> ApiResult<Option<Pool>> {
+    pub fn pool(&self, id: &str) -> StoreResult<Option<Pool>> {
         queries::pool(&self.txn.open_table(POOLS)?, id)
     }
 
-    pub fn pool_id_by_name(&self, name: &str) -> ApiResult<Option<String>> {
+    pub fn pool_id_by_name(&self, name: &str) -> StoreResult<Option<String>> {
         let t = self.txn.open_table(POOL_NAMES)?;
         let id = t.get(name)?.map(|v| v.value().to_string());
         Ok(id)
     }
 
-    pub fn put_pool(&mut self, pool: &Pool, is_new: bool) -> ApiResult<()> {
+    pub fn put_pool(&mut self, pool: &Pool, is_new: bool) -> StoreResult<()> {
         self.txn
             .open_table(POOLS)?
             .insert(pool.pool_id.as_str(), encode(pool).as_slice())?;
@@ -400,7 +400,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Adds a member and bumps the pool's count. The caller has checked room.
-    pub fn add_member(&mut self, pool: &mut Pool, node_id: &str) -> ApiResult<()> {
+    pub fn add_member(&mut self, pool: &mut Pool, node_id: &str) -> StoreResult<()> {
         self.txn
             .open_table(POOL_MEMBERS)?
             .insert((pool.pool_id.as_str(), node_id), ())?;
@@ -410,7 +410,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Removes a member (if it is one) and lowers the pool's count.
-    pub fn remove_member(&mut self, pool_id: &str, node_id: &str) -> ApiResult<()> {
+    pub fn remove_member(&mut self, pool_id: &str, node_id: &str) -> StoreResult<()> {
         let removed = self
             .txn
             .open_table(POOL_MEMBERS)?
@@ -428,14 +428,14 @@ impl<'a> Batch<'a> {
 
     // ---- payouts ----
 
-    pub fn payout(&self, id: &str) -> ApiResult<Option<Payout>> {
+    pub fn payout(&self, id: &str) -> StoreResult<Option<Payout>> {
         let t = self.txn.open_table(PAYOUTS)?;
         let v = t.get(id)?;
         v.map(|v| decode(v.value())).transpose()
     }
 
     /// Stores a payout; indexes and per-state counters follow in one place.
-    pub fn put_payout(&mut self, payout: &Payout, previous: Option<&Payout>) -> ApiResult<()> {
+    pub fn put_payout(&mut self, payout: &Payout, previous: Option<&Payout>) -> StoreResult<()> {
         self.txn
             .open_table(PAYOUTS)?
             .insert(payout.payout_id.as_str(), encode(payout).as_slice())?;
@@ -465,7 +465,7 @@ impl<'a> Batch<'a> {
     }
 
     /// The payout a transaction hash already confirmed, if any.
-    pub fn payout_for_tx_hash(&self, hash: &str) -> ApiResult<Option<String>> {
+    pub fn payout_for_tx_hash(&self, hash: &str) -> StoreResult<Option<String>> {
         let t = self.txn.open_table(TX_HASHES)?;
         let id = t.get(hash)?.map(|v| v.value().to_string());
         Ok(id)
@@ -473,7 +473,7 @@ impl<'a> Batch<'a> {
 
     // ---- counters and audit ----
 
-    pub fn add_counter(&mut self, name: &str, delta: i64) -> ApiResult<()> {
+    pub fn add_counter(&mut self, name: &str, delta: i64) -> StoreResult<()> {
         let mut t = self.txn.open_table(COUNTERS)?;
         let current = t.get(name)?.map(|v| v.value()).unwrap_or(0);
         let next = (current as i64 + delta).max(0) as u64;
@@ -488,7 +488,7 @@ impl<'a> Batch<'a> {
         action: &str,
         target: &str,
         detail: Value,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let event = self.audit_event(actor, action, target, detail);
         self.txn
             .open_table(AUDIT)?

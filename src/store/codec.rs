@@ -4,22 +4,18 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::ApiError;
+use super::error::StoreError;
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
         .expect("in-memory values always encode")
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| {
             tracing::error!(error = %e, "stored value does not decode");
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "storage",
-                format!("stored value does not decode: {e}"),
-            )
+            StoreError::corrupt(format!("stored value does not decode: {e}"))
         })
 }

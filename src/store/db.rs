@@ -7,12 +7,12 @@ use redb::{Database, ReadableDatabase, TableError};
 use serde_json::json;
 
 use super::batch::{Actor, AuditHead, Batch};
+use super::error::StoreResult;
 use super::liveness::Liveness;
 use super::queries::Reader;
 use super::tables::*;
 use crate::clock::Clock;
 use crate::domain::pool::{Pool, DEFAULT_POOL_ID, DEFAULT_POOL_NAME};
-use crate::error::ApiResult;
 
 /// The schema this build writes. Bump it with a migration in [`migrate`].
 pub const SCHEMA_VERSION: u32 = 2;
@@ -47,7 +47,7 @@ pub struct Store {
 impl Store {
     /// A consistent snapshot for reading; nodes read through it carry their latest
     /// liveness.
-    pub fn reader(&self) -> ApiResult<Reader> {
+    pub fn reader(&self) -> StoreResult<Reader> {
         Ok(Reader::new(self.db.begin_read()?).with_liveness(self.liveness.clone()))
     }
 }
@@ -60,14 +60,14 @@ fn rebuild_liveness(db: &Database) -> Result<Liveness, String> {
     let reader = Reader::new(db.begin_read().map_err(|e| e.to_string())?);
     let online = reader
         .node_ids_in_status(crate::domain::node::NodeStatus::Online)
-        .map_err(|e| e.detail)?;
+        .map_err(|e| e.to_string())?;
     let liveness = Liveness::default();
     if online.is_empty() {
         return Ok(liveness);
     }
     let found = reader
         .newest_heartbeats_of(online.into_iter().collect())
-        .map_err(|e| e.detail)?;
+        .map_err(|e| e.to_string())?;
     tracing::debug!(nodes = found.len(), "liveness rebuilt from heartbeats");
     liveness.merge(found);
     Ok(liveness)
@@ -112,7 +112,7 @@ pub fn open_with_clock(data_dir: &Path, max_nodes_per_pool: u32) -> Result<(Stor
     let high_water = {
         let txn = store.db.begin_read().map_err(|e| e.to_string())?;
         let meta = txn.open_table(META).map_err(|e| e.to_string())?;
-        super::batch::meta_u64(&meta, CLOCK_HIGH_WATER_KEY).map_err(|e| e.detail)?
+        super::batch::meta_u64(&meta, CLOCK_HIGH_WATER_KEY).map_err(|e| e.to_string())?
     };
     Ok((store, Clock::starting_at_least(high_water.unwrap_or(0))))
 }
@@ -172,13 +172,13 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
         }
         visit_tables(&mut Create(&txn))?;
     }
-    let mut head = AuditHead::load(&txn).map_err(|e| e.detail)?;
+    let mut head = AuditHead::load(&txn).map_err(|e| e.to_string())?;
     {
         let mut batch = Batch::new(&txn, &mut head, clock);
         if let Some(v) = version {
-            migrate(&mut batch, v).map_err(|e| e.detail)?;
+            migrate(&mut batch, v).map_err(|e| e.to_string())?;
         }
-        ensure_default_pool(&mut batch, max_nodes_per_pool).map_err(|e| e.detail)?;
+        ensure_default_pool(&mut batch, max_nodes_per_pool).map_err(|e| e.to_string())?;
     }
     txn.open_table(META)
         .and_then(|mut t| {
@@ -198,7 +198,7 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
 
 /// Upgrades a database from `from` to [`SCHEMA_VERSION`], one step at a time, inside the
 /// start-up transaction (all or nothing).
-fn migrate(batch: &mut Batch<'_>, from: u32) -> ApiResult<()> {
+fn migrate(batch: &mut Batch<'_>, from: u32) -> StoreResult<()> {
     let mut version = from;
     while version < SCHEMA_VERSION {
         match version {
@@ -211,7 +211,7 @@ fn migrate(batch: &mut Batch<'_>, from: u32) -> ApiResult<()> {
 }
 
 /// Schema 2 adds the nodes-by-status index (its table is created empty at open).
-fn migrate_1_to_2(batch: &mut Batch<'_>) -> ApiResult<()> {
+fn migrate_1_to_2(batch: &mut Batch<'_>) -> StoreResult<()> {
     let indexed = batch.rebuild_status_index()?;
     tracing::info!(
         nodes = indexed,
@@ -220,7 +220,7 @@ fn migrate_1_to_2(batch: &mut Batch<'_>) -> ApiResult<()> {
     Ok(())
 }
 
-fn ensure_default_pool(batch: &mut Batch<'_>, max_nodes_per_pool: u32) -> ApiResult<()> {
+fn ensure_default_pool(batch: &mut Batch<'_>, max_nodes_per_pool: u32) -> StoreResult<()> {
     if batch.pool(DEFAULT_POOL_ID)?.is_some() {
         return Ok(());
     }

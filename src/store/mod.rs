@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod batch;
 pub mod codec;
 pub mod db;
+pub mod error;
 pub mod liveness;
 pub mod outbox;
 pub mod payouts;
@@ -22,4 +23,5 @@ pub mod writer;
 
 pub use batch::{Actor, Batch};
 pub use db::{open, Store, SCHEMA_VERSION};
+pub use error::{StoreError, StoreResult};
 pub use writer::{Urgency, Writer, WriterSettings};

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::batch::Batch;
 use super::codec::{decode, encode};
+use super::error::StoreResult;
 use super::tables::{EPOCHS, META, OUTBOX, POOL_MEMBERS};
 use crate::api::audit::AuditEventView;
 use crate::api::nodes::NodeView;
@@ -33,7 +34,6 @@ use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
 use crate::domain::timefmt::rfc3339_us;
-use crate::error::ApiResult;
 use crate::sync::MirrorStatus;
 
 /// META: set (1) once a full copy to MongoDB completed; absent means the sync task must
@@ -173,7 +173,7 @@ pub fn audit_doc(site: &str, e: &AuditEvent) -> (String, Value) {
 pub fn pool_members(
     t: &impl ReadableTable<(&'static str, &'static str), ()>,
     pool_id: &str,
-) -> ApiResult<Vec<String>> {
+) -> StoreResult<Vec<String>> {
     let mut out = Vec::new();
     for entry in t.range::<(&str, &str)>((pool_id, "")..)? {
         let (k, _) = entry?;
@@ -188,7 +188,7 @@ pub fn pool_members(
 
 impl Batch<'_> {
     /// Appends an upsert of `doc` to the outbox, unless the outbox is at its bound.
-    fn outbox_upsert(&mut self, collection: &str, natural: &str, doc: Value) -> ApiResult<()> {
+    fn outbox_upsert(&mut self, collection: &str, natural: &str, doc: Value) -> StoreResult<()> {
         let Some(cfg) = self.mirror else {
             return Ok(());
         };
@@ -233,7 +233,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub(super) fn mirror_node(&mut self, node: &Node) -> ApiResult<()> {
+    pub(super) fn mirror_node(&mut self, node: &Node) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             let (id, doc) = node_doc(&cfg.site_id, node);
             self.outbox_upsert(NODES_COLLECTION, &id, doc)?;
@@ -241,7 +241,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub(super) fn mirror_pool(&mut self, pool: &Pool) -> ApiResult<()> {
+    pub(super) fn mirror_pool(&mut self, pool: &Pool) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             let members = pool_members(&self.txn.open_table(POOL_MEMBERS)?, &pool.pool_id)?;
             let (id, doc) = pool_doc(&cfg.site_id, pool, members);
@@ -252,7 +252,7 @@ impl Batch<'_> {
 
     /// A proof is mirrored with its epoch's root and signature: when the epoch record is
     /// not stored yet, the proof waits for [`Self::mirror_epoch`] in the same transaction.
-    pub(super) fn mirror_proof(&mut self, proof: &Proof) -> ApiResult<()> {
+    pub(super) fn mirror_proof(&mut self, proof: &Proof) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             let epoch = self
                 .txn
@@ -271,7 +271,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub(super) fn mirror_epoch(&mut self, epoch: &Epoch) -> ApiResult<()> {
+    pub(super) fn mirror_epoch(&mut self, epoch: &Epoch) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             let pending = std::mem::take(&mut self.outbox.pending_proofs);
             let (now, later): (Vec<Proof>, Vec<Proof>) =
@@ -287,7 +287,7 @@ impl Batch<'_> {
 
     /// Proofs still waiting for an epoch record at the end of a batch go out with their
     /// own fields (no epoch was written for them).
-    pub(super) fn mirror_flush_pending(&mut self) -> ApiResult<()> {
+    pub(super) fn mirror_flush_pending(&mut self) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             for p in std::mem::take(&mut self.outbox.pending_proofs) {
                 let (id, doc) = proof_doc(&cfg.site_id, &p, None);
@@ -297,7 +297,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub(super) fn mirror_ledger(&mut self, entry: &LedgerEntry) -> ApiResult<()> {
+    pub(super) fn mirror_ledger(&mut self, entry: &LedgerEntry) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             let (id, doc) = ledger_doc(&cfg.site_id, entry);
             self.outbox_upsert(LEDGER_COLLECTION, &id, doc)?;
@@ -305,7 +305,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub(super) fn mirror_payout(&mut self, payout: &Payout) -> ApiResult<()> {
+    pub(super) fn mirror_payout(&mut self, payout: &Payout) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             let (id, doc) = payout_doc(&cfg.site_id, payout);
             self.outbox_upsert(PAYOUTS_COLLECTION, &id, doc)?;
@@ -313,7 +313,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub(super) fn mirror_audit(&mut self, event: &AuditEvent) -> ApiResult<()> {
+    pub(super) fn mirror_audit(&mut self, event: &AuditEvent) -> StoreResult<()> {
         if let Some(cfg) = self.mirror {
             let (id, doc) = audit_doc(&cfg.site_id, event);
             self.outbox_upsert(AUDIT_COLLECTION, &id, doc)?;
@@ -324,7 +324,7 @@ impl Batch<'_> {
     // ---- used by the sync task (through the writer) ----
 
     /// Deletes acknowledged entries: every entry with a sequence number up to `upto`.
-    pub fn outbox_ack(&mut self, upto: u64) -> ApiResult<u64> {
+    pub fn outbox_ack(&mut self, upto: u64) -> StoreResult<u64> {
         let mut t = self.txn.open_table(OUTBOX)?;
         let mut removed = 0u64;
         t.retain_in(..=upto, |_, _| {
@@ -342,7 +342,7 @@ impl Batch<'_> {
 
     /// Starts a full resync: empties the outbox, clears the overflow marker and the
     /// "initialized" marker (so a crash during the copy restarts it).
-    pub fn outbox_reset_for_full_sync(&mut self) -> ApiResult<()> {
+    pub fn outbox_reset_for_full_sync(&mut self) -> StoreResult<()> {
         self.txn.delete_table(OUTBOX)?;
         self.txn.open_table(OUTBOX)?;
         let mut meta = self.txn.open_table(META)?;
@@ -359,7 +359,7 @@ impl Batch<'_> {
     }
 
     /// Marks the full copy done.
-    pub fn mirror_mark_initialized(&mut self) -> ApiResult<()> {
+    pub fn mirror_mark_initialized(&mut self) -> StoreResult<()> {
         self.set_meta_u64(MIRROR_INITIALIZED_KEY, 1)
     }
 }
@@ -381,7 +381,7 @@ pub fn read_entries(
     txn: &redb::ReadTransaction,
     after: u64,
     limit: usize,
-) -> ApiResult<Vec<(u64, OutboxEntry)>> {
+) -> StoreResult<Vec<(u64, OutboxEntry)>> {
     let t = txn.open_table(OUTBOX)?;
     let mut out = Vec::new();
     for entry in t.range(after + 1..)? {
@@ -396,7 +396,7 @@ pub fn read_entries(
 
 /// Outbox length, last sequence number and the two META markers
 /// (initialized, overflowed).
-pub fn read_state(txn: &redb::ReadTransaction) -> ApiResult<(u64, u64, bool, bool)> {
+pub fn read_state(txn: &redb::ReadTransaction) -> StoreResult<(u64, u64, bool, bool)> {
     let t = txn.open_table(OUTBOX)?;
     let len = t.len()?;
     let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
@@ -413,7 +413,7 @@ pub fn snapshot_page(
     cursor: &Cursor,
     site: &str,
     limit: usize,
-) -> ApiResult<(Vec<(String, Value)>, Cursor)> {
+) -> StoreResult<(Vec<(String, Value)>, Cursor)> {
     use super::tables::{AUDIT, LEDGER, NODES, PAYOUTS, POOLS, PROOFS};
     let mut docs = Vec::new();
     let mut next = Cursor::Done;

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::batch::write_ledger_entry;
 use super::codec::encode;
+use super::error::{StoreError, StoreResult};
 use super::queries;
 use super::tables::{
     payout_state_counter, AUDIT, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_PAYOUTS, PAYOUTS,
@@ -19,7 +20,7 @@ use crate::domain::ids::new_time_ordered_id;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::money::format_usdt;
 use crate::domain::payout::{can_confirm, can_fail, due, Payout, PayoutState};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::refusal::Refusal;
 use crate::store::tables::PAID_MICROS_COUNTER;
 
 /// What one chunk of a payout run did.
@@ -46,7 +47,7 @@ pub fn create_due_chunk(
     threshold: Decimal,
     actor: &Actor,
     budget: Duration,
-) -> ApiResult<ChunkOutcome> {
+) -> StoreResult<ChunkOutcome> {
     let started = Instant::now();
     let mut out = ChunkOutcome::default();
     // (ledger entry, node after, audit event) of each payout, for the mirror afterwards.
@@ -154,7 +155,7 @@ fn raise_payout_alert(
     event: EventType,
     payout: &Payout,
     operator_id: &str,
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     let detail = json!({
         "payout_id": payout.payout_id,
         "amount_usdt": format_usdt(payout.amount),
@@ -167,9 +168,9 @@ fn raise_payout_alert(
     Ok(())
 }
 
-fn open_payout(b: &Batch<'_>, payout_id: &str) -> ApiResult<Payout> {
+fn open_payout(b: &Batch<'_>, payout_id: &str) -> StoreResult<Payout> {
     b.payout(payout_id)?
-        .ok_or_else(|| ApiError::not_found("payout", payout_id))
+        .ok_or_else(|| Refusal::not_found("payout", payout_id).into())
 }
 
 /// Confirms a payout with its transaction hash. A hash that already confirmed another
@@ -179,14 +180,15 @@ pub fn confirm(
     payout_id: &str,
     tx_hash: &str,
     actor: &Actor,
-) -> ApiResult<Payout> {
+) -> StoreResult<Payout> {
     let before = open_payout(b, payout_id)?;
-    can_confirm(before.state).map_err(|e| ApiError::conflict("invalid-state", e))?;
+    can_confirm(before.state).map_err(|e| Refusal::conflict("invalid-state", e))?;
     if let Some(other) = b.payout_for_tx_hash(tx_hash)? {
-        return Err(ApiError::conflict(
+        return Err(Refusal::conflict(
             "duplicate-tx-hash",
             format!("transaction {tx_hash} already confirmed payout {other}"),
-        ));
+        )
+        .into());
     }
     let mut payout = before.clone();
     payout.state = PayoutState::Confirmed;
@@ -211,12 +213,17 @@ pub fn confirm(
 }
 
 /// Fails a payout and gives the amount back by a ledger entry (history is never edited).
-pub fn fail(b: &mut Batch<'_>, payout_id: &str, reason: &str, actor: &Actor) -> ApiResult<Payout> {
+pub fn fail(
+    b: &mut Batch<'_>,
+    payout_id: &str,
+    reason: &str,
+    actor: &Actor,
+) -> StoreResult<Payout> {
     let before = open_payout(b, payout_id)?;
-    can_fail(before.state).map_err(|e| ApiError::conflict("invalid-state", e))?;
+    can_fail(before.state).map_err(|e| Refusal::conflict("invalid-state", e))?;
     let node_before = b
         .node(&before.node_id)?
-        .ok_or_else(|| ApiError::unavailable("the payout's node record is missing"))?;
+        .ok_or_else(|| StoreError::corrupt("the payout's node record is missing"))?;
     let mut payout = before.clone();
     payout.state = PayoutState::Failed;
     payout.error = Some(reason.to_string());
@@ -248,7 +255,7 @@ pub fn mark_submitted(
     b: &mut Batch<'_>,
     payout_id: &str,
     next_attempt_at_us: u64,
-) -> ApiResult<Option<Payout>> {
+) -> StoreResult<Option<Payout>> {
     let Some(before) = b.payout(payout_id)? else {
         return Ok(None);
     };
@@ -280,7 +287,7 @@ pub fn record_attempt_error(
     error: &str,
     needs_attention: bool,
     stop: bool,
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     let Some(before) = b.payout(payout_id)? else {
         return Ok(());
     };
@@ -304,18 +311,19 @@ pub fn adjust(
     amount: Decimal,
     reason: &str,
     actor: &Actor,
-) -> ApiResult<LedgerEntry> {
+) -> StoreResult<LedgerEntry> {
     let before = b
         .node(node_id)?
-        .ok_or_else(|| ApiError::not_found("node", node_id))?;
+        .ok_or_else(|| Refusal::not_found("node", node_id))?;
     if before.balance_usdt + amount < Decimal::ZERO {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unprocessable(
             "negative-balance",
             format!(
                 "the balance {} cannot go below zero",
                 format_usdt(before.balance_usdt)
             ),
-        ));
+        )
+        .into());
     }
     let mut node = before.clone();
     let entry = b.append_ledger(

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::batch::write_ledger_entry;
 use super::codec::{decode, encode};
+use super::error::{StoreError, StoreResult};
 use super::tables::{COUNTERS, LEDGER, LEDGER_SEQ_KEY, NODES, PROOFS, PROOFS_COUNTER};
 use super::Batch;
 use crate::clock::Micros;
@@ -24,7 +25,6 @@ use crate::domain::merkle::{leaf_hash_parts, Hash};
 use crate::domain::node::Node;
 use crate::domain::poot::{prove_summary, EpochParams, NodeEpochOutput, WindowAccumulator};
 use crate::domain::proof::Proof;
-use crate::error::{ApiError, ApiResult};
 
 /// The leading fields of a stored heartbeat, borrowed from its bytes: the Merkle leaf
 /// needs only these, so the scan allocates nothing per heartbeat.
@@ -39,16 +39,12 @@ struct HeartbeatLeafFields<'a> {
 }
 
 /// `leaf_hash(canonical || signature)` of a stored heartbeat, from its encoded bytes.
-pub fn heartbeat_leaf(bytes: &[u8]) -> ApiResult<Hash> {
+pub fn heartbeat_leaf(bytes: &[u8]) -> StoreResult<Hash> {
     let (hb, _): (HeartbeatLeafFields<'_>, usize) =
         bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard()).map_err(
             |e| {
                 tracing::error!(error = %e, "stored heartbeat does not decode");
-                ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "storage",
-                    format!("stored value does not decode: {e}"),
-                )
+                StoreError::corrupt(format!("stored value does not decode: {e}"))
             },
         )?;
     Ok(leaf_hash_parts(&[hb.canonical.as_bytes(), hb.signature]))
@@ -77,7 +73,7 @@ fn prove_part(
     (from, to): (Micros, Micros),
     resume: bool,
     part: u64,
-) -> ApiResult<(Vec<Proof>, Vec<NodeEpochOutput>)> {
+) -> StoreResult<(Vec<Proof>, Vec<NodeEpochOutput>)> {
     let txn = db.begin_read()?;
     let mut windows: FastMap<Box<str>, WindowAccumulator> = FastMap::default();
     {
@@ -137,8 +133,8 @@ pub fn epoch_proofs(
     from: Micros,
     to: Micros,
     resume: bool,
-) -> ApiResult<(Vec<Proof>, Vec<NodeEpochOutput>)> {
-    let results: Vec<ApiResult<(Vec<Proof>, Vec<NodeEpochOutput>)>> = std::thread::scope(|s| {
+) -> StoreResult<(Vec<Proof>, Vec<NodeEpochOutput>)> {
+    let results: Vec<StoreResult<(Vec<Proof>, Vec<NodeEpochOutput>)>> = std::thread::scope(|s| {
         let others: Vec<_> = (1..SCAN_PARTS)
             .map(|part| s.spawn(move || prove_part(db, params, (from, to), resume, part)))
             .collect();
@@ -228,7 +224,7 @@ impl Batch<'_> {
         epoch: u64,
         items: &[ProofWrite],
         budget: std::time::Duration,
-    ) -> ApiResult<(usize, usize)> {
+    ) -> StoreResult<(usize, usize)> {
         let started = std::time::Instant::now();
         // (index in `items`, item, its node as stored)
         let mut todo: Vec<(usize, &ProofWrite, Node)> = Vec::with_capacity(items.len());
@@ -238,7 +234,7 @@ impl Batch<'_> {
             for (index, item) in items.iter().enumerate() {
                 let p = &item.proof;
                 if p.epoch != epoch {
-                    return Err(ApiError::unavailable(format!(
+                    return Err(StoreError::corrupt(format!(
                         "a proof for epoch {} in a chunk of epoch {epoch}",
                         p.epoch
                     )));
@@ -247,10 +243,10 @@ impl Batch<'_> {
                     continue;
                 }
                 let node = super::queries::node(&nodes, &p.node_id)?.ok_or_else(|| {
-                    ApiError::unavailable(format!("node {} of a proof is missing", p.node_id))
+                    StoreError::corrupt(format!("node {} of a proof is missing", p.node_id))
                 })?;
                 if node.last_proof.map(|(_, h)| h) != p.prev_proof_hash {
-                    return Err(ApiError::unavailable(format!(
+                    return Err(StoreError::corrupt(format!(
                         "node {}'s proof chain moved while epoch {epoch} was being closed",
                         p.node_id
                     )));

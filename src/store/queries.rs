@@ -8,6 +8,7 @@ use std::sync::Arc;
 use redb::{ReadTransaction, ReadableTable};
 
 use super::codec::decode;
+use super::error::StoreResult;
 use super::liveness::{Live, Liveness};
 use super::tables::*;
 use crate::domain::audit::AuditEvent;
@@ -17,12 +18,11 @@ use crate::domain::node::{Node, NodeStatus};
 use crate::domain::payout::{Payout, PayoutState};
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
-use crate::error::ApiResult;
 
 pub fn node(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
-) -> ApiResult<Option<Node>> {
+) -> StoreResult<Option<Node>> {
     match t.get(id)? {
         Some(v) => Ok(Some(decode(v.value())?)),
         None => Ok(None),
@@ -32,7 +32,7 @@ pub fn node(
 pub fn pool(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
-) -> ApiResult<Option<Pool>> {
+) -> StoreResult<Option<Pool>> {
     match t.get(id)? {
         Some(v) => Ok(Some(decode(v.value())?)),
         None => Ok(None),
@@ -73,7 +73,7 @@ impl Reader {
         self
     }
 
-    pub fn node(&self, id: &str) -> ApiResult<Option<Node>> {
+    pub fn node(&self, id: &str) -> StoreResult<Option<Node>> {
         let mut node = node(&self.txn.open_table(NODES)?, id)?;
         if let Some(n) = node.as_mut() {
             self.liveness.apply(n);
@@ -86,7 +86,7 @@ impl Reader {
     pub fn newest_heartbeats_of(
         &self,
         mut nodes: std::collections::HashSet<String>,
-    ) -> ApiResult<Vec<(String, Live)>> {
+    ) -> StoreResult<Vec<(String, Live)>> {
         let table = self.txn.open_table(HEARTBEATS)?;
         let mut found = Vec::new();
         for entry in table.iter()?.rev() {
@@ -110,11 +110,11 @@ impl Reader {
     }
 
     /// Ids of the nodes in `status`, in id order, from the status index (no scan).
-    pub fn node_ids_in_status(&self, status: NodeStatus) -> ApiResult<Vec<String>> {
+    pub fn node_ids_in_status(&self, status: NodeStatus) -> StoreResult<Vec<String>> {
         self.index_ids(NODES_BY_STATUS, status.as_str(), None)
     }
 
-    pub fn pool(&self, id: &str) -> ApiResult<Option<Pool>> {
+    pub fn pool(&self, id: &str) -> StoreResult<Option<Pool>> {
         pool(&self.txn.open_table(POOLS)?, id)
     }
 
@@ -124,7 +124,7 @@ impl Reader {
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&Node) -> bool,
-    ) -> ApiResult<Page<Node>> {
+    ) -> StoreResult<Page<Node>> {
         let table = self.txn.open_table(NODES)?;
         let start = match after {
             Some(a) => Bound::Excluded(a),
@@ -147,7 +147,7 @@ impl Reader {
     }
 
     /// Ids of every node `keep` accepts, in id order (a full scan, in pages).
-    pub fn node_ids_where(&self, keep: impl Fn(&Node) -> bool) -> ApiResult<Vec<String>> {
+    pub fn node_ids_where(&self, keep: impl Fn(&Node) -> bool) -> StoreResult<Vec<String>> {
         let mut ids = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -166,7 +166,7 @@ impl Reader {
         table: redb::TableDefinition<(&str, &str), ()>,
         group: &str,
         after: Option<&str>,
-    ) -> ApiResult<Vec<String>> {
+    ) -> StoreResult<Vec<String>> {
         let t = self.txn.open_table(table)?;
         let start = match after {
             Some(a) => Bound::Excluded((group, a)),
@@ -193,7 +193,7 @@ impl Reader {
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&Node) -> bool,
-    ) -> ApiResult<Page<Node>> {
+    ) -> StoreResult<Page<Node>> {
         let table = match index {
             NodeIndex::Operator => OPERATOR_NODES,
             NodeIndex::Pool => POOL_MEMBERS,
@@ -229,12 +229,12 @@ impl Reader {
         Ok(Page { items, next: None })
     }
 
-    pub fn pool_member_ids(&self, pool_id: &str) -> ApiResult<Vec<String>> {
+    pub fn pool_member_ids(&self, pool_id: &str) -> StoreResult<Vec<String>> {
         self.index_ids(POOL_MEMBERS, pool_id, None)
     }
 
     /// Members of a pool that are online now.
-    pub fn online_count(&self, pool_id: &str) -> ApiResult<u32> {
+    pub fn online_count(&self, pool_id: &str) -> StoreResult<u32> {
         let nodes = self.txn.open_table(NODES)?;
         let mut count = 0;
         for id in self.pool_member_ids(pool_id)? {
@@ -247,7 +247,7 @@ impl Reader {
         Ok(count)
     }
 
-    pub fn pools(&self, after: Option<&str>, limit: usize) -> ApiResult<Page<Pool>> {
+    pub fn pools(&self, after: Option<&str>, limit: usize) -> StoreResult<Page<Pool>> {
         let table = self.txn.open_table(POOLS)?;
         let start = match after {
             Some(a) => Bound::Excluded(a),
@@ -266,7 +266,7 @@ impl Reader {
     }
 
     /// Audit events with `seq > after`, in order.
-    pub fn audit(&self, after: u64, limit: usize) -> ApiResult<Page<AuditEvent>> {
+    pub fn audit(&self, after: u64, limit: usize) -> StoreResult<Page<AuditEvent>> {
         let table = self.txn.open_table(AUDIT)?;
         let mut items: Vec<AuditEvent> = Vec::new();
         // A cursor at u64::MAX has nothing after it (and `after + 1` would overflow).
@@ -284,20 +284,20 @@ impl Reader {
         Ok(Page { items, next: None })
     }
 
-    pub fn proof(&self, node_id: &str, epoch: u64) -> ApiResult<Option<Proof>> {
+    pub fn proof(&self, node_id: &str, epoch: u64) -> StoreResult<Option<Proof>> {
         let t = self.txn.open_table(PROOFS)?;
         let v = t.get((node_id, epoch))?;
         v.map(|v| decode(v.value())).transpose()
     }
 
-    pub fn epoch(&self, epoch: u64) -> ApiResult<Option<Epoch>> {
+    pub fn epoch(&self, epoch: u64) -> StoreResult<Option<Epoch>> {
         let t = self.txn.open_table(EPOCHS)?;
         let v = t.get(epoch)?;
         v.map(|v| decode(v.value())).transpose()
     }
 
     /// The latest closed epoch, if any.
-    pub fn last_epoch(&self) -> ApiResult<Option<Epoch>> {
+    pub fn last_epoch(&self) -> StoreResult<Option<Epoch>> {
         let t = self.txn.open_table(EPOCHS)?;
         let last = t.last()?;
         last.map(|(_, v)| decode(v.value())).transpose()
@@ -309,7 +309,7 @@ impl Reader {
         node_id: &str,
         before: Option<u64>,
         limit: usize,
-    ) -> ApiResult<Page<Proof>> {
+    ) -> StoreResult<Page<Proof>> {
         let t = self.txn.open_table(PROOFS)?;
         let end = match before {
             Some(b) => Bound::Excluded((node_id, b)),
@@ -331,12 +331,12 @@ impl Reader {
     }
 
     /// Ids of an operator's nodes.
-    pub fn operator_node_ids(&self, operator_id: &str) -> ApiResult<Vec<String>> {
+    pub fn operator_node_ids(&self, operator_id: &str) -> StoreResult<Vec<String>> {
         self.index_ids(OPERATOR_NODES, operator_id, None)
     }
 
     /// Every ledger entry of a node, in order.
-    pub fn ledger(&self, node_id: &str) -> ApiResult<Vec<LedgerEntry>> {
+    pub fn ledger(&self, node_id: &str) -> StoreResult<Vec<LedgerEntry>> {
         let t = self.txn.open_table(LEDGER)?;
         let mut out = Vec::new();
         for entry in t.range::<(&str, u64)>((node_id, 0)..=(node_id, u64::MAX))? {
@@ -346,19 +346,19 @@ impl Reader {
         Ok(out)
     }
 
-    pub fn counter(&self, name: &str) -> ApiResult<u64> {
+    pub fn counter(&self, name: &str) -> StoreResult<u64> {
         let table = self.txn.open_table(COUNTERS)?;
         Ok(table.get(name)?.map(|v| v.value()).unwrap_or(0))
     }
 
-    pub fn payout(&self, id: &str) -> ApiResult<Option<Payout>> {
+    pub fn payout(&self, id: &str) -> StoreResult<Option<Payout>> {
         let t = self.txn.open_table(PAYOUTS)?;
         let v = t.get(id)?;
         v.map(|v| decode(v.value())).transpose()
     }
 
     /// A node's payouts, oldest first.
-    pub fn node_payouts(&self, node_id: &str) -> ApiResult<Vec<Payout>> {
+    pub fn node_payouts(&self, node_id: &str) -> StoreResult<Vec<Payout>> {
         let payouts = self.txn.open_table(PAYOUTS)?;
         let mut out: Vec<Payout> = Vec::new();
         for id in self.index_ids(NODE_PAYOUTS, node_id, None)? {
@@ -376,7 +376,7 @@ impl Reader {
         state: PayoutState,
         after: Option<&str>,
         limit: usize,
-    ) -> ApiResult<Page<Payout>> {
+    ) -> StoreResult<Page<Payout>> {
         let payouts = self.txn.open_table(PAYOUTS)?;
         let mut items: Vec<Payout> = Vec::new();
         for id in self.index_ids(PAYOUTS_BY_STATE, state.as_str(), after)? {
@@ -392,7 +392,7 @@ impl Reader {
     }
 
     /// Every payout (for `verify`).
-    pub fn all_payouts(&self) -> ApiResult<Vec<Payout>> {
+    pub fn all_payouts(&self) -> StoreResult<Vec<Payout>> {
         let t = self.txn.open_table(PAYOUTS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -403,7 +403,7 @@ impl Reader {
     }
 
     /// Every proof in (node_id, epoch) order (for `verify`).
-    pub fn for_each_proof(&self, mut f: impl FnMut(Proof) -> ApiResult<()>) -> ApiResult<()> {
+    pub fn for_each_proof(&self, mut f: impl FnMut(Proof) -> StoreResult<()>) -> StoreResult<()> {
         let t = self.txn.open_table(PROOFS)?;
         for entry in t.iter()? {
             let (_, v) = entry?;
@@ -413,7 +413,7 @@ impl Reader {
     }
 
     /// Every closed epoch.
-    pub fn all_epochs(&self) -> ApiResult<std::collections::BTreeMap<u64, Epoch>> {
+    pub fn all_epochs(&self) -> StoreResult<std::collections::BTreeMap<u64, Epoch>> {
         let t = self.txn.open_table(EPOCHS)?;
         let mut out = std::collections::BTreeMap::new();
         for entry in t.iter()? {
@@ -428,7 +428,7 @@ impl Reader {
         &self,
         from: u64,
         to: u64,
-    ) -> ApiResult<Vec<(u64, String, StoredHeartbeat)>> {
+    ) -> StoreResult<Vec<(u64, String, StoredHeartbeat)>> {
         let t = self.txn.open_table(HEARTBEATS)?;
         let mut out = Vec::new();
         for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
@@ -446,7 +446,7 @@ impl Reader {
         node_id: &str,
         from: u64,
         to: u64,
-    ) -> ApiResult<Vec<(u64, StoredHeartbeat)>> {
+    ) -> StoreResult<Vec<(u64, StoredHeartbeat)>> {
         let t = self.txn.open_table(HEARTBEATS)?;
         let mut out = Vec::new();
         for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
@@ -459,7 +459,7 @@ impl Reader {
         Ok(out)
     }
 
-    pub fn meta_u64(&self, key: &str) -> ApiResult<Option<u64>> {
+    pub fn meta_u64(&self, key: &str) -> StoreResult<Option<u64>> {
         super::batch::meta_u64(&self.txn.open_table(META)?, key)
     }
 
@@ -471,7 +471,7 @@ impl Reader {
         let table = self.txn.open_table(AUDIT).map_err(|e| e.to_string())?;
         for entry in table.iter().map_err(|e| e.to_string())? {
             let (_, v) = entry.map_err(|e| e.to_string())?;
-            let event: AuditEvent = decode(v.value()).map_err(|e| e.detail)?;
+            let event: AuditEvent = decode(v.value()).map_err(|e| e.to_string())?;
             f(event)?;
         }
         Ok(())

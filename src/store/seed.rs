@@ -7,12 +7,12 @@
 
 use super::batch::AuditHead;
 use super::codec::encode;
+use super::error::StoreResult;
 use super::tables::HEARTBEATS;
 use super::{Batch, Store};
 use crate::clock::{Clock, Micros};
 use crate::domain::heartbeat::StoredHeartbeat;
 use crate::domain::node::{Node, NodeStatus};
-use crate::error::ApiResult;
 
 /// The id of seeded node `i`: `{prefix}{i:07}`, so ids sort in `i` order.
 pub fn node_id(prefix: &str, i: usize) -> String {
@@ -42,7 +42,7 @@ pub fn in_transaction<T>(store: &Store, clock: &Clock, f: impl FnOnce(&mut Batch
 }
 
 /// Stores nodes as new (with their key and operator indexes and the status counters).
-pub fn put_nodes(b: &mut Batch<'_>, nodes: impl IntoIterator<Item = Node>) -> ApiResult<()> {
+pub fn put_nodes(b: &mut Batch<'_>, nodes: impl IntoIterator<Item = Node>) -> StoreResult<()> {
     for node in nodes {
         b.put_node(&node, None)?;
     }
@@ -70,7 +70,7 @@ pub fn put_heartbeats(
     n: usize,
     per_node: u64,
     received_at: impl Fn(usize, u64) -> Micros,
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     let mut t = b.txn.open_table(HEARTBEATS)?;
     for i in 0..n {
         let id = node_id(prefix, i);

@@ -25,10 +25,10 @@ use tokio::sync::oneshot;
 
 use super::batch::{AuditHead, Batch};
 use super::db::Store;
+use super::error::{StoreError, StoreResult};
 use super::liveness::Liveness;
 use super::outbox::OutboxConfig;
 use crate::clock::Clock;
-use crate::error::{ApiError, ApiResult};
 
 /// Most jobs folded into one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -107,10 +107,23 @@ impl WriterSettings {
     }
 }
 
-type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
+/// The error a job returns: anything the store's errors convert into, that can say
+/// whether it is a storage failure (which aborts the batch). The HTTP error implements it
+/// by remembering the store error it was made from.
+pub trait JobError: From<StoreError> + Send + 'static {
+    fn storage_failure(&self) -> Option<StoreError>;
+}
+
+impl JobError for StoreError {
+    fn storage_failure(&self) -> Option<StoreError> {
+        self.aborts_batch().then(|| self.clone())
+    }
+}
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs inside the transaction and returns how to answer its caller once the commit is
 /// known, plus whether it hit a storage failure (which aborts the batch).
-type Run = Box<dyn FnOnce(&mut Batch<'_>) -> (Reply, Option<ApiError>) + Send>;
+type Run = Box<dyn FnOnce(&mut Batch<'_>) -> (Reply, Option<StoreError>) + Send>;
 
 struct Job {
     run: Run,
@@ -118,22 +131,34 @@ struct Job {
     sent: Instant,
 }
 
-/// Handle for sending mutations to the writer. Cheap to clone.
-#[derive(Clone)]
-pub struct Writer {
+/// Handle for sending mutations to the writer. Cheap to clone. `E` is the error its jobs
+/// return (the service uses its HTTP error; the store's own tests use [`StoreError`]).
+pub struct Writer<E = StoreError> {
     sender: SyncSender<Job>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    error: std::marker::PhantomData<fn() -> E>,
 }
 
-impl Writer {
+impl<E> Clone for Writer<E> {
+    fn clone(&self) -> Self {
+        Self {
+            sender: self.sender.clone(),
+            queued: self.queued.clone(),
+            capacity: self.capacity,
+            error: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<E: JobError> Writer<E> {
     /// Starts the writer thread. It ends when every `Writer` handle is dropped, after
     /// committing what was already sent.
     pub fn start(
         store: &Store,
         clock: Clock,
         settings: WriterSettings,
-    ) -> ApiResult<(Self, std::thread::JoinHandle<()>)> {
+    ) -> StoreResult<(Self, std::thread::JoinHandle<()>)> {
         let db = store.db.clone();
         let head = {
             let txn = db.begin_write()?;
@@ -161,6 +186,7 @@ impl Writer {
                 sender,
                 queued,
                 capacity,
+                error: std::marker::PhantomData,
             },
             handle,
         ))
@@ -170,30 +196,30 @@ impl Writer {
     ///
     /// `f` must check before it writes: an `Err` from a domain rule must come before any
     /// write (see `batch`). A storage error aborts the whole batch.
-    pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
+    pub async fn write<T, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> Result<T, E> + Send + 'static,
     {
         self.write_with(Urgency::Now, f).await
     }
 
     /// Like [`Self::write`]; a [`Urgency::Linger`] job may wait up to the commit interval
     /// for companions before its durable commit.
-    pub async fn write_with<T, F>(&self, urgency: Urgency, f: F) -> ApiResult<T>
+    pub async fn write_with<T, F>(&self, urgency: Urgency, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> Result<T, E> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<ApiResult<T>>();
+        let (tx, rx) = oneshot::channel::<Result<T, E>>();
         let run: Run = Box::new(move |batch: &mut Batch<'_>| {
             let result = f(batch);
             let storage_failure = match &result {
-                Err(e) if e.is_storage_failure() => Some(e.clone()),
+                Err(e) => e.storage_failure(),
                 _ => None,
             };
-            let reply: Reply = Box::new(move |commit: Result<(), ApiError>| {
-                let _ = tx.send(commit.and(result));
+            let reply: Reply = Box::new(move |commit: Result<(), StoreError>| {
+                let _ = tx.send(commit.map_err(E::from).and(result));
             });
             (reply, storage_failure)
         });
@@ -206,15 +232,17 @@ impl Writer {
         self.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.sender.try_send(job) {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(match e {
-                TrySendError::Full(_) => ApiError::overloaded(),
+            return Err(E::from(match e {
+                TrySendError::Full(_) => StoreError::Overloaded,
                 TrySendError::Disconnected(_) => {
-                    ApiError::unavailable("the service is shutting down")
+                    StoreError::unavailable("the service is shutting down")
                 }
-            });
+            }));
         }
         rx.await.map_err(|_| {
-            ApiError::unavailable("the write was not committed (storage failure in its batch)")
+            E::from(StoreError::unavailable(
+                "the write was not committed (storage failure in its batch)",
+            ))
         })?
     }
 
@@ -274,7 +302,7 @@ impl WriterThread {
         let txn = match self.db.begin_write() {
             Ok(t) => t,
             Err(e) => {
-                let err = ApiError::from(e);
+                let err = StoreError::from(e);
                 tracing::error!(error = %err, "cannot open a write transaction");
                 // Dropping the job drops its reply channel: its caller gets 503.
                 drop(first);
@@ -290,7 +318,7 @@ impl WriterThread {
             }
         };
         let mut replies: Vec<Reply> = Vec::new();
-        let mut failure: Option<ApiError> = None;
+        let mut failure: Option<StoreError> = None;
         let mut staged_liveness = Vec::new();
         let interval = self.settings.commit_interval;
         {
@@ -344,7 +372,7 @@ impl WriterThread {
                 let _ = txn.abort();
                 Err(e)
             }
-            None => txn.commit().map_err(ApiError::from),
+            None => txn.commit().map_err(StoreError::from),
         };
         let report = BatchReport {
             jobs,
@@ -373,5 +401,219 @@ impl WriterThread {
         for reply in replies {
             reply(outcome.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::tables::META;
+    use redb::ReadableDatabase;
+
+    /// Records every batch the writer reports.
+    #[derive(Default)]
+    struct Recorder {
+        committed: Mutex<Vec<usize>>,
+        aborted: Mutex<Vec<usize>>,
+    }
+
+    impl WriterObserver for Recorder {
+        fn committed(&self, report: &BatchReport) {
+            self.committed.lock().unwrap().push(report.jobs);
+        }
+        fn aborted(&self, report: &BatchReport) {
+            self.aborted.lock().unwrap().push(report.jobs);
+        }
+    }
+
+    fn start(
+        settings: impl FnOnce(WriterSettings) -> WriterSettings,
+    ) -> (
+        tempfile::TempDir,
+        Store,
+        Writer<StoreError>,
+        std::thread::JoinHandle<()>,
+        Arc<Recorder>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let (writer, thread) = Writer::start(
+            &store,
+            clock,
+            settings(WriterSettings::new(8)).observer(recorder.clone()),
+        )
+        .unwrap();
+        (dir, store, writer, thread, recorder)
+    }
+
+    /// A job that writes one META value, so a lost write would show.
+    fn put(key: &'static str) -> impl FnOnce(&mut Batch<'_>) -> StoreResult<()> + Send {
+        move |b: &mut Batch<'_>| b.set_meta_u64(key, 1)
+    }
+
+    fn stored(store: &Store, key: &str) -> bool {
+        let txn = store.db.begin_read().unwrap();
+        let t = txn.open_table(META).unwrap();
+        let found = redb::ReadableTable::get(&t, key).unwrap().is_some();
+        found
+    }
+
+    /// Holds the writer thread inside a job until `release` is dropped or sent to.
+    fn blocker() -> (
+        impl FnOnce(&mut Batch<'_>) -> StoreResult<()> + Send,
+        std::sync::mpsc::Sender<()>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let job = move |_: &mut Batch<'_>| {
+            let _ = entered_tx.send(());
+            let _ = wait.recv();
+            Ok(())
+        };
+        (job, release, entered)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_waiting_while_the_writer_is_busy_share_one_transaction() {
+        let (_dir, store, writer, thread, recorder) = start(|s| s);
+        let (block, release, entered) = blocker();
+        let w = writer.clone();
+        let first = tokio::spawn(async move { w.write(block).await });
+        entered.recv().unwrap();
+        // Four jobs queue behind the busy writer...
+        let mut queued = Vec::new();
+        for key in ["a", "b", "c", "d"] {
+            let w = writer.clone();
+            queued.push(tokio::spawn(async move { w.write(put(key)).await }));
+        }
+        while writer.queue_len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for q in queued {
+            q.await.unwrap().unwrap();
+        }
+        // ...and join the blocker's open transaction: one durable commit for all five.
+        assert_eq!(*recorder.committed.lock().unwrap(), vec![5]);
+        assert!(["a", "b", "c", "d"].iter().all(|k| stored(&store, k)));
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lingering_job_waits_for_companions_and_an_urgent_one_commits_them_together() {
+        // A long interval: the urgent job, not the deadline, must end the batch.
+        let (_dir, store, writer, thread, recorder) =
+            start(|s| s.commit_interval(Duration::from_secs(3)));
+        let w = writer.clone();
+        let lingering =
+            tokio::spawn(async move { w.write_with(Urgency::Linger, put("heartbeat")).await });
+        // The lingering job is in the open transaction (taken off the queue) but not
+        // committed: nothing is reported yet.
+        while writer.queue_len() > 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(recorder.committed.lock().unwrap().is_empty());
+        assert!(
+            !stored(&store, "heartbeat"),
+            "not durable before its commit"
+        );
+        writer.write(put("registration")).await.unwrap();
+        lingering.await.unwrap().unwrap();
+        assert_eq!(*recorder.committed.lock().unwrap(), vec![2]);
+        assert!(stored(&store, "heartbeat") && stored(&store, "registration"));
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lingering_job_alone_commits_when_its_interval_is_up() {
+        let (_dir, store, writer, thread, recorder) =
+            start(|s| s.commit_interval(Duration::from_millis(200)));
+        writer
+            .write_with(Urgency::Linger, put("heartbeat"))
+            .await
+            .unwrap();
+        assert!(stored(&store, "heartbeat"));
+        assert_eq!(*recorder.committed.lock().unwrap(), vec![1]);
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_job_does_not_abort_its_batch_but_a_storage_failure_does() {
+        let (_dir, store, writer, thread, recorder) = start(|s| s);
+        let (block, release, entered) = blocker();
+        let w = writer.clone();
+        let first = tokio::spawn(async move { w.write(block).await });
+        entered.recv().unwrap();
+        let w = writer.clone();
+        let refused = tokio::spawn(async move {
+            w.write(|_| -> StoreResult<()> {
+                Err(crate::domain::refusal::Refusal::conflict("pool-full", "full").into())
+            })
+            .await
+        });
+        let w = writer.clone();
+        let kept = tokio::spawn(async move { w.write(put("kept")).await });
+        while writer.queue_len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert!(matches!(
+            refused.await.unwrap().unwrap_err(),
+            StoreError::Refused(r) if r.slug == "pool-full"
+        ));
+        kept.await.unwrap().unwrap();
+        assert!(stored(&store, "kept"));
+
+        // A storage failure after a write aborts the batch: its write is not kept.
+        let failed = writer
+            .write(|b| {
+                b.set_meta_u64("lost", 1)?;
+                Err::<(), _>(StoreError::from(redb::StorageError::Corrupted(
+                    "test".into(),
+                )))
+            })
+            .await
+            .unwrap_err();
+        assert!(failed.aborts_batch());
+        assert!(!stored(&store, "lost"));
+        assert_eq!(recorder.aborted.lock().unwrap().len(), 1);
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_is_answered_503_with_retry_after_at_once() {
+        let (_dir, _store, writer, thread, _recorder) = start(|s| s);
+        let (block, release, entered) = blocker();
+        let w = writer.clone();
+        let first = tokio::spawn(async move { w.write(block).await });
+        entered.recv().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..8 {
+            let w = writer.clone();
+            queued.push(tokio::spawn(async move { w.write(put("q")).await }));
+        }
+        while writer.queue_len() < 8 {
+            tokio::task::yield_now().await;
+        }
+        let full = writer.write(put("one too many")).await.unwrap_err();
+        assert_eq!(full, StoreError::Overloaded);
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for q in queued {
+            q.await.unwrap().unwrap();
+        }
+        drop(writer);
+        thread.join().unwrap();
     }
 }

@@ -12,6 +12,7 @@ use redb::ReadableDatabase;
 
 use super::{plan, MirrorStatus, Plan};
 use crate::api::AppState;
+use crate::error::ApiError;
 use crate::store::outbox::{self, Cursor, Op, OutboxEntry, COLLECTIONS};
 
 /// Outbox entries (or snapshot documents) per round trip.
@@ -104,7 +105,7 @@ async fn mirror_loop(
         };
         let (len, _, initialized, overflowed) = match outbox::read_state(&txn) {
             Ok(s) => s,
-            Err(e) => return format!("reading the outbox: {}", e.detail),
+            Err(e) => return format!("reading the outbox: {e}"),
         };
         status.note_outbox_len(len, max);
         status.overflowed.store(overflowed, Ordering::Relaxed);
@@ -122,7 +123,7 @@ async fn mirror_loop(
         }
         let entries = match outbox::read_entries(&txn, 0, BATCH) {
             Ok(e) => e,
-            Err(e) => return format!("reading the outbox: {}", e.detail),
+            Err(e) => return format!("reading the outbox: {e}"),
         };
         drop(txn);
         let Some(&(upto, _)) = entries.last() else {
@@ -139,7 +140,10 @@ async fn mirror_loop(
             Ok(n) => n,
             Err(e) => return e,
         };
-        ack(app, move |b| b.outbox_ack(upto).map(|_| ())).await;
+        ack(app, move |b| {
+            b.outbox_ack(upto).map(|_| ()).map_err(ApiError::from)
+        })
+        .await;
         status
             .documents_mirrored
             .fetch_add(written as u64, Ordering::Relaxed);
@@ -198,20 +202,23 @@ async fn full_sync(
         .map_err(|e| mongo_error(&e))?;
     status.initial_sync_done.store(false, Ordering::Relaxed);
     tracing::info!("MongoDB mirror: full copy of the appliance's state starts");
-    ack(app, |b| b.outbox_reset_for_full_sync()).await;
+    ack(app, |b| {
+        b.outbox_reset_for_full_sync().map_err(ApiError::from)
+    })
+    .await;
     let txn = app
         .store
         .db
         .begin_read()
         .map_err(|e| format!("reading the database: {e}"))?;
     let (_, covered, _, _) =
-        outbox::read_state(&txn).map_err(|e| format!("reading the outbox: {}", e.detail))?;
+        outbox::read_state(&txn).map_err(|e| format!("reading the outbox: {e}"))?;
     let mut total = 0usize;
     for collection in COLLECTIONS {
         let mut cursor = Cursor::Start;
         while cursor != Cursor::Done {
             let (docs, next) = outbox::snapshot_page(&txn, collection, &cursor, site_id, BATCH)
-                .map_err(|e| format!("reading the database: {}", e.detail))?;
+                .map_err(|e| format!("reading the database: {e}"))?;
             cursor = next;
             if docs.is_empty() {
                 continue;
@@ -231,7 +238,7 @@ async fn full_sync(
     drop(txn);
     ack(app, move |b| {
         b.outbox_ack(covered)?;
-        b.mirror_mark_initialized()
+        b.mirror_mark_initialized().map_err(ApiError::from)
     })
     .await;
     status.initial_sync_done.store(true, Ordering::Relaxed);
