@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lucid_node_management::clock::Clock;
-use lucid_node_management::crypto::generate_signing_key;
+use lucid_node_management::crypto::keys::generate_signing_key;
 use lucid_node_management::domain::alert::{AlertSettings, EventType};
 use lucid_node_management::domain::node::{Node, NodeStatus};
 use lucid_node_management::jobs::alerts::find_node_alerts;

@@ -26,7 +26,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_duration, LogFormat};
-use crate::crypto::{login_message, read_signing_key};
+use crate::crypto::keys::read_signing_key;
+use crate::crypto::signatures::login_message;
 use crate::domain::timefmt::{parse_rfc3339_us, rfc3339_us};
 
 /// First wait after a transient failure.
@@ -306,7 +307,7 @@ pub fn save_state(path: &Path, node_id: &str, last_seq: u64) -> std::io::Result<
         last_seq,
     })
     .expect("the state always serializes");
-    crate::crypto::write_secret_file(path, format!("{text}\n").as_bytes())
+    crate::crypto::keys::write_secret_file(path, format!("{text}\n").as_bytes())
 }
 
 fn now_us() -> u64 {
@@ -894,7 +895,8 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{generate_signing_key, verify_signature};
+    use crate::crypto::keys::generate_signing_key;
+    use crate::crypto::signatures::verify_signature;
     use serde_json::Value;
 
     /// The raw text of each top-level field of a flat JSON object, in order.
@@ -1166,9 +1168,9 @@ mod tests {
 
     #[test]
     fn token_lifetime_reads_the_claims() {
-        let svc = crate::crypto::TokenService::new(&generate_signing_key(), None, "lucid");
+        let svc = crate::crypto::tokens::TokenService::new(&generate_signing_key(), None, "lucid");
         let (token, _) = svc.issue(
-            crate::crypto::Role::Node,
+            crate::domain::role::Role::Node,
             "node_a",
             Duration::from_secs(3600),
             Some(0),

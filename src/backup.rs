@@ -950,9 +950,9 @@ fn mint_admin_token(config: &Config) -> Result<String, String> {
             keys_dir.display()
         ));
     }
-    let keys = crate::crypto::ServiceKeys::load_or_create(&config.data_dir)
+    let keys = crate::crypto::keys::ServiceKeys::load_or_create(&config.data_dir)
         .map_err(|e| format!("{e} (run as the service's user or root, or pass --token)"))?;
-    let tokens = crate::crypto::TokenService::new(
+    let tokens = crate::crypto::tokens::TokenService::new(
         &keys.jwt,
         config.jwt_secret.as_deref(),
         &config.jwt_issuer,
@@ -962,7 +962,7 @@ fn mint_admin_token(config: &Config) -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .as_secs();
     let (token, _) = tokens.issue(
-        crate::crypto::Role::Admin,
+        crate::domain::role::Role::Admin,
         "backup-cli",
         Duration::from_secs(600),
         None,
@@ -1130,9 +1130,9 @@ pub fn cli_restore(args: RestoreArgs, config: &Config) -> Result<(), String> {
     let key_path = config
         .data_dir
         .join("keys")
-        .join(crate::crypto::PROOF_KEY_FILE);
+        .join(crate::crypto::keys::PROOF_KEY_FILE);
     let proof_key = if key_path.exists() {
-        crate::crypto::read_signing_key(&key_path)?.verifying_key()
+        crate::crypto::keys::read_signing_key(&key_path)?.verifying_key()
     } else {
         return Err(format!(
             "no proof key at {} to verify the backup with; copy the appliance's keys/ directory into {} first",

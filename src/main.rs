@@ -7,10 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use lucid_node_management::config::{parse_duration, Config, RawConfig, DEFAULT_CONFIG_FILE};
-use lucid_node_management::crypto::{
-    generate_signing_key, write_key_pair, Role, ServiceKeys, TokenService,
+use lucid_node_management::crypto::keys::{
+    generate_signing_key, read_signing_key, write_key_pair, ServiceKeys, PROOF_KEY_FILE,
 };
-use lucid_node_management::crypto::{read_signing_key, PROOF_KEY_FILE};
+use lucid_node_management::crypto::tokens::TokenService;
+use lucid_node_management::domain::role::Role;
 use lucid_node_management::{logging, server, store, verify};
 use std::path::Path;
 

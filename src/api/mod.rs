@@ -32,7 +32,8 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::crypto::{ServiceKeys, TokenService};
+use crate::crypto::keys::ServiceKeys;
+use crate::crypto::tokens::TokenService;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Store, Writer};

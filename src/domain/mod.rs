@@ -13,6 +13,7 @@ pub mod payout;
 pub mod pool;
 pub mod poot;
 pub mod proof;
+pub mod role;
 pub mod timefmt;
 pub mod tron;
 pub mod uptime;

@@ -12,7 +12,6 @@ use super::codec::{decode, encode};
 use super::queries;
 use super::tables::*;
 use crate::clock::{Clock, Micros};
-use crate::crypto::Role;
 use crate::domain::audit::{audit_hash, AuditEvent};
 use crate::domain::heartbeat::StoredHeartbeat;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
@@ -20,6 +19,7 @@ use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
+use crate::domain::role::Role;
 use crate::error::ApiResult;
 use rust_decimal::Decimal;
 
