@@ -73,7 +73,7 @@ enum Command {
     /// then asks the service, through its admin API, for the copy).
     Backup {
         #[command(flatten)]
-        args: lucid_node_management::backup::BackupArgs,
+        args: lucid_node_management::cli::backup::BackupArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -81,7 +81,7 @@ enum Command {
     /// database is kept as lucid.redb.before-restore-<timestamp>.
     Restore {
         #[command(flatten)]
-        args: lucid_node_management::backup::RestoreArgs,
+        args: lucid_node_management::cli::backup::RestoreArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -164,9 +164,9 @@ fn main() -> ExitCode {
             None => verify_database(&common),
         },
         Command::Backup { args, common } => load_config(&common, &[])
-            .and_then(|config| lucid_node_management::backup::cli_backup(args, &config)),
+            .and_then(|config| lucid_node_management::cli::backup::cli_backup(args, &config)),
         Command::Restore { args, common } => load_config(&common, &[])
-            .and_then(|config| lucid_node_management::backup::cli_restore(args, &config)),
+            .and_then(|config| lucid_node_management::cli::backup::cli_restore(args, &config)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
