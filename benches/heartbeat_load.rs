@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use lucid_node_management::api::verifier::MAX_BATCH;
-use lucid_node_management::crypto::{verify_signatures, SignedMessages};
+use lucid_node_management::crypto::signatures::{verify_signatures, SignedMessages};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");

@@ -11,7 +11,9 @@
 
 use divan::{black_box, Bencher};
 use ed25519_dalek::SigningKey;
-use lucid_node_management::crypto::{verify_signature_bytes, verify_signatures, SignedMessages};
+use lucid_node_management::crypto::signatures::{
+    verify_signature_bytes, verify_signatures, SignedMessages,
+};
 use lucid_node_management::domain::credits::credit_epoch;
 use lucid_node_management::domain::heartbeat::canonical_bytes;
 use lucid_node_management::domain::merkle::{leaf_hash, root};

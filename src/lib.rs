@@ -6,10 +6,11 @@
 //! - [`store`]: the redb database, its tables and the single group-committing writer.
 //! - [`api`]: axum handlers, thin, turning HTTP into store calls.
 //! - [`server`]: wiring, TLS, shutdown.
+//! - [`cli`]: the command line's backup and restore, outside the service.
 
 pub mod agent;
 pub mod api;
-pub mod backup;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -19,6 +20,7 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod payout_sink;
+pub mod progress;
 pub mod server;
 pub mod store;
 pub mod sync;

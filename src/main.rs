@@ -7,10 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use lucid_node_management::config::{parse_duration, Config, RawConfig, DEFAULT_CONFIG_FILE};
-use lucid_node_management::crypto::{
-    generate_signing_key, write_key_pair, Role, ServiceKeys, TokenService,
+use lucid_node_management::crypto::keys::{
+    generate_signing_key, read_signing_key, write_key_pair, ServiceKeys, PROOF_KEY_FILE,
 };
-use lucid_node_management::crypto::{read_signing_key, PROOF_KEY_FILE};
+use lucid_node_management::crypto::tokens::TokenService;
+use lucid_node_management::domain::role::Role;
 use lucid_node_management::{logging, server, store, verify};
 use std::path::Path;
 
@@ -72,7 +73,7 @@ enum Command {
     /// then asks the service, through its admin API, for the copy).
     Backup {
         #[command(flatten)]
-        args: lucid_node_management::backup::BackupArgs,
+        args: lucid_node_management::cli::backup::BackupArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -80,7 +81,7 @@ enum Command {
     /// database is kept as lucid.redb.before-restore-<timestamp>.
     Restore {
         #[command(flatten)]
-        args: lucid_node_management::backup::RestoreArgs,
+        args: lucid_node_management::cli::backup::RestoreArgs,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -163,9 +164,9 @@ fn main() -> ExitCode {
             None => verify_database(&common),
         },
         Command::Backup { args, common } => load_config(&common, &[])
-            .and_then(|config| lucid_node_management::backup::cli_backup(args, &config)),
+            .and_then(|config| lucid_node_management::cli::backup::cli_backup(args, &config)),
         Command::Restore { args, common } => load_config(&common, &[])
-            .and_then(|config| lucid_node_management::backup::cli_restore(args, &config)),
+            .and_then(|config| lucid_node_management::cli::backup::cli_restore(args, &config)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

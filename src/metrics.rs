@@ -13,7 +13,11 @@ use crate::store::tables::{status_counter, POOLS_COUNTER, POOL_MEMBERS_COUNTER};
 
 pub struct Metrics {
     registry: Registry,
+    /// Labels `method` (GET, POST, PUT, DELETE, HEAD, OPTIONS, PATCH or `other`), `route`
+    /// (the matched route template or `unmatched`) and `status`: all bounded sets, whatever
+    /// clients send (see `api::observe`).
     pub http_requests: IntCounterVec,
+    /// Label `route`, as for `http_requests`.
     pub http_latency: HistogramVec,
     pub writer_batch_size: Histogram,
     pub writer_commit_seconds: Histogram,

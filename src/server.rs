@@ -10,7 +10,8 @@ use axum_server::Handle;
 
 use crate::api::{self, App};
 use crate::config::Config;
-use crate::crypto::{ServiceKeys, TokenService};
+use crate::crypto::keys::ServiceKeys;
+use crate::crypto::tokens::TokenService;
 use crate::metrics::Metrics;
 use crate::store::{self, Writer, WriterSettings};
 use crate::tls;

@@ -12,12 +12,12 @@ use serde_json::json;
 use super::auth::Caller;
 use super::extract::{ApiJson, ApiQuery};
 use super::AppState;
-use crate::crypto::Role;
 use crate::domain::alert::{
     validate_settings, AlertSettings, EventType, SettingsRequest, Subscriber,
     DEFAULT_OFFLINE_AFTER_SECONDS,
 };
 use crate::domain::ids::is_valid_subject;
+use crate::domain::role::Role;
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
 

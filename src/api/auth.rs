@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::ApiJson;
 use super::AppState;
-use crate::crypto::{login_message, verify_signature, Role};
+use crate::crypto::signatures::{login_message, verify_signature};
 use crate::domain::ids::is_valid_id;
 use crate::domain::node::Node;
+use crate::domain::role::Role;
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
 use crate::store::Actor;
@@ -237,7 +238,7 @@ pub async fn challenge(
     active_node(&app, &req.node_id)?;
     let (nonce, expiry) = app
         .challenges
-        .issue(&req.node_id, crate::crypto::unix_now_secs());
+        .issue(&req.node_id, crate::crypto::tokens::unix_now_secs());
     Ok(Json(ChallengeResponse {
         nonce,
         expires_at: rfc3339_us(expiry * 1_000_000),
@@ -268,7 +269,7 @@ pub async fn token(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let node = active_node(&app, &req.node_id)?;
-    let now = crate::crypto::unix_now_secs();
+    let now = crate::crypto::tokens::unix_now_secs();
     // A nonce is spent by its first answer, right or wrong: a wrong signature cannot be
     // followed by guesses on the same nonce.
     if !app.challenges.is_valid(&req.node_id, &req.nonce, now)

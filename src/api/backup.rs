@@ -1,5 +1,5 @@
 //! `POST /api/v1/backup` (admin): a consistent copy of the database, made inside the
-//! service through one read transaction (see [`crate::backup`]) and streamed back as the
+//! service through one read transaction (see [`crate::store::snapshot`]) and streamed back as the
 //! redb file. The route sits outside the request timeout: a copy takes as long as the
 //! database is large.
 
@@ -14,8 +14,11 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::AppState;
-use crate::backup::{backup_for_download, ENTRIES_HEADER};
 use crate::error::{ApiError, ApiResult};
+use crate::store::snapshot::backup_for_download;
+
+/// Header with the number of entries in a streamed backup, so the client can check it.
+pub const ENTRIES_HEADER: &str = "x-lucid-backup-entries";
 
 /// One backup at a time (each needs a database's worth of free space).
 static RUNNING: AtomicBool = AtomicBool::new(false);

@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::AppState;
-use crate::crypto::key_id;
+use crate::crypto::keys::key_id;
 use crate::domain::timefmt::rfc3339_us;
 use crate::store::tables::POOLS_COUNTER;
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,7 +32,8 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::crypto::{ServiceKeys, TokenService};
+use crate::crypto::keys::ServiceKeys;
+use crate::crypto::tokens::TokenService;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Store, Writer};
@@ -137,20 +138,22 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Counts and times every request by its route pattern (never the raw path, which would
-/// put ids into label values).
+/// put ids into label values; a path no route matches is `unmatched`) and its method
+/// (one of a fixed set, see [`method_label`]). Every label takes a bounded set of values,
+/// so no client can grow `/metrics` by sending made-up methods or paths.
 async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().as_str().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
     app.metrics
         .http_requests
-        .with_label_values(&[&method, &route, status.as_str()])
+        .with_label_values(&[method, &route, status.as_str()])
         .inc();
     app.metrics
         .http_latency
@@ -160,6 +163,21 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
         tracing::warn!(%method, %route, status = status.as_u16(), "request failed");
     }
     response
+}
+
+/// The method as a metric label: the standard methods by name, anything else (made-up
+/// extension methods, and `CONNECT` and `TRACE`, which no route serves) as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// `201 Created` with a JSON body.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::auth::{Caller, TokenResponse};
 use super::extract::ApiJson;
 use super::{created, AppState};
-use crate::crypto::Role;
 use crate::domain::ids::is_valid_subject;
+use crate::domain::role::Role;
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
 
@@ -57,7 +57,7 @@ pub async fn issue(
             "ttl_seconds must be between 60 and {MAX_TTL_SECONDS}"
         )));
     }
-    let now = crate::crypto::unix_now_secs();
+    let now = crate::crypto::tokens::unix_now_secs();
     let (token, exp) = app
         .tokens
         .issue(role, &req.subject, Duration::from_secs(ttl), None, now);

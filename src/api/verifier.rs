@@ -11,7 +11,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::crypto::{verify_signatures, SignatureCheck};
+use crate::crypto::signatures::{verify_signatures, SignatureCheck};
 
 /// Most signatures in one batch. On this kind of machine (benches/hot_paths.rs) a batch
 /// costs about 33 us per signature from 8 members on, against 58 us one at a time, and 32
@@ -56,7 +56,7 @@ impl Verifier {
     }
 
     /// Whether `signature` is a valid Ed25519 signature by `public_key` over `message`
-    /// (as [`crate::crypto::verify_signature_bytes`] decides; see [`verify_signatures`]
+    /// (as [`crate::crypto::signatures::verify_signature_bytes`] decides; see [`verify_signatures`]
     /// for the one nuance of a batch).
     pub async fn verify(&self, public_key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
         let Ok(signature) = <[u8; 64]>::try_from(signature) else {
@@ -113,7 +113,7 @@ fn run(mut receiver: mpsc::Receiver<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::generate_signing_key;
+    use crate::crypto::keys::generate_signing_key;
     use ed25519_dalek::Signer;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod poot;
 pub mod proof;
 pub mod refusal;
+pub mod role;
 pub mod timefmt;
 pub mod tron;
 pub mod uptime;

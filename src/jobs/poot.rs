@@ -12,7 +12,7 @@ use serde_json::json;
 use super::WriterUse;
 use crate::api::AppState;
 use crate::clock::Micros;
-use crate::crypto::key_id;
+use crate::crypto::keys::key_id;
 use crate::domain::merkle::{levels as merkle_levels, levels_root, path_at, Hash};
 use crate::domain::poot::{
     epoch_window, first_epoch_at_or_after, path_entries, proof_leaf, EpochParams, NodeEpochOutput,
@@ -486,7 +486,7 @@ mod tests {
             length_us: 300 * S,
             timeout_us: 90 * S,
             reward_per_hour: Decimal::new(5, 2),
-            proof_key: crate::crypto::generate_signing_key(),
+            proof_key: crate::crypto::keys::generate_signing_key(),
         }
     }
 

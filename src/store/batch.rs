@@ -16,7 +16,6 @@ use super::liveness::{Live, Liveness};
 use super::queries;
 use super::tables::*;
 use crate::clock::{Clock, Micros};
-use crate::crypto::Role;
 use crate::domain::audit::{audit_hash, AuditEvent};
 use crate::domain::heartbeat::StoredHeartbeat;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
@@ -24,6 +23,7 @@ use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
+use crate::domain::role::Role;
 use rust_decimal::Decimal;
 
 /// Who did something, as recorded in the audit log.

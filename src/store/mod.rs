@@ -18,6 +18,7 @@ pub mod poot;
 pub mod queries;
 #[doc(hidden)] // for the benches and tests only
 pub mod seed;
+pub mod snapshot;
 pub mod tables;
 pub mod writer;
 

@@ -447,7 +447,7 @@ mod tests {
             .collect();
         seqs.sort();
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-        let key = crate::crypto::generate_signing_key().verifying_key();
+        let key = crate::crypto::keys::generate_signing_key().verifying_key();
         crate::verify::verify_database(&r, &key, |_| {}).unwrap();
         let last = r.audit(0, 100).unwrap().items;
         assert_eq!(

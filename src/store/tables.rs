@@ -99,7 +99,7 @@ pub trait TableVisitor {
 
 /// Every table of the database: the store creates them from this list at open, and a
 /// backup copies them. A table defined above must be added here:
-/// `backup::tests::every_table_defined_in_the_source_is_backed_up` fails otherwise, and at run time a
+/// `snapshot::tests::every_table_defined_in_the_source_is_backed_up` fails otherwise, and at run time a
 /// backup of a database holding a table missing from this list is refused rather than made
 /// incomplete.
 pub fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {

@@ -1,4 +1,4 @@
-//! Backup and restore of the database.
+//! Backup and restore of the database: what touches redb.
 //!
 //! A file copy of a live redb file is not a backup. A backup is made through ONE read
 //! transaction (one consistent snapshot of every table), copied table by table into a new
@@ -8,19 +8,19 @@
 //! - Database free (service stopped): the CLI opens it read-only and copies it itself.
 //! - Service running (it holds the database's exclusive lock): the CLI asks the service,
 //!   `POST /api/v1/backup` (admin), which makes the same copy inside the service and
-//!   streams it back; the CLI checks what it received before renaming it into place.
+//!   streams it back; the CLI checks what it received before renaming it into place
+//!   (see [`crate::cli::backup`]).
 //! - Restore refuses while the service runs, stages the copy inside the state directory,
 //!   checks it (redb page checksums, schema version, [`crate::verify::verify_database`]),
 //!   keeps the old database as `lucid.redb.before-restore-<timestamp>` and renames the
 //!   staged copy in place (at every moment `lucid.redb` names a complete database).
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 use redb::{
@@ -29,13 +29,10 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::config::Config;
+use crate::progress::{Progress, ProgressMode};
 use crate::store::db::{DB_FILE, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};
 use crate::store::queries::Reader;
 use crate::store::tables::*;
-
-/// What an interrupted operation answers.
-pub const INTERRUPTED: &str = "interrupted; no file was written";
 
 /// Name prefix of the service's temporary backup files in the state directory.
 pub const SERVER_TEMP_PREFIX: &str = ".backup-download-";
@@ -88,7 +85,7 @@ fn check_tables_known(txn: &ReadTransaction) -> Result<(), String> {
 }
 
 /// Entries in all known tables.
-fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
+pub(crate) fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
     struct Count<'a>(&'a ReadTransaction, u64);
     impl TableVisitor for Count<'_> {
         fn visit<K: Key + 'static, V: Value + 'static>(
@@ -217,233 +214,11 @@ impl TableVisitor for Copier<'_> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Progress and interruption
-
-/// Where progress goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// A line redrawn in place on stderr.
-    Terminal,
-    /// A log line every few seconds.
-    Log,
-    Quiet,
-}
-
-/// Progress of one long operation, and its cancellation flag.
-pub struct Progress {
-    mode: ProgressMode,
-    cancel: Arc<AtomicBool>,
-    what: String,
-    unit: &'static str,
-    total: u64,
-    done: u64,
-    last: Instant,
-    drawn: bool,
-}
-
-impl Progress {
-    pub fn new(mode: ProgressMode, cancel: Arc<AtomicBool>) -> Self {
-        Self {
-            mode,
-            cancel,
-            what: String::new(),
-            unit: "",
-            total: 0,
-            done: 0,
-            last: Instant::now(),
-            drawn: false,
-        }
-    }
-
-    /// A terminal line when stderr is a terminal, log lines otherwise.
-    pub fn for_cli(cancel: Arc<AtomicBool>) -> Self {
-        let mode = if std::io::stderr().is_terminal() {
-            ProgressMode::Terminal
-        } else {
-            ProgressMode::Log
-        };
-        Self::new(mode, cancel)
-    }
-
-    /// Starts a step of `total` units (0: unknown).
-    pub fn start(&mut self, what: impl Into<String>, unit: &'static str, total: u64) {
-        self.end_line();
-        self.what = what.into();
-        self.unit = unit;
-        self.total = total;
-        self.done = 0;
-        self.last = Instant::now();
-        match self.mode {
-            ProgressMode::Terminal => self.draw(),
-            ProgressMode::Log => {
-                tracing::info!(total, unit, "{}", self.what)
-            }
-            ProgressMode::Quiet => {}
-        }
-    }
-
-    /// Counts `n` more units; `Err` once the operation was interrupted.
-    pub fn advance(&mut self, n: u64) -> Result<(), String> {
-        self.done += n;
-        if self.done % 256 < n || n > 1 {
-            self.check()?;
-            let every = match self.mode {
-                ProgressMode::Terminal => Duration::from_millis(200),
-                ProgressMode::Log => Duration::from_secs(5),
-                ProgressMode::Quiet => return Ok(()),
-            };
-            if self.last.elapsed() >= every {
-                self.last = Instant::now();
-                match self.mode {
-                    ProgressMode::Terminal => self.draw(),
-                    _ => tracing::info!(
-                        done = self.done,
-                        total = self.total,
-                        unit = self.unit,
-                        "{}: {}",
-                        self.what,
-                        self.figures()
-                    ),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `Err` once the operation was interrupted.
-    pub fn check(&self) -> Result<(), String> {
-        if self.cancel.load(Ordering::Relaxed) {
-            Err(INTERRUPTED.to_string())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Ends the current step.
-    pub fn finish(&mut self) {
-        match self.mode {
-            ProgressMode::Terminal => {
-                self.draw();
-                self.end_line();
-            }
-            ProgressMode::Log => tracing::info!(
-                done = self.done,
-                unit = self.unit,
-                "{}: done, {}",
-                self.what,
-                self.figures()
-            ),
-            ProgressMode::Quiet => {}
-        }
-    }
-
-    /// A line of its own (a step without figures, or a result).
-    pub fn note(&mut self, message: &str) {
-        self.end_line();
-        match self.mode {
-            ProgressMode::Terminal => eprintln!("{message}"),
-            ProgressMode::Log => tracing::info!("{message}"),
-            ProgressMode::Quiet => {}
-        }
-    }
-
-    fn figures(&self) -> String {
-        let fmt = |n: u64| {
-            if self.unit == "bytes" {
-                format!("{:.1} MiB", n as f64 / 1_048_576.0)
-            } else {
-                n.to_string()
-            }
-        };
-        if self.total > 0 {
-            format!(
-                "{} of {} {} ({}%)",
-                fmt(self.done),
-                fmt(self.total),
-                if self.unit == "bytes" { "" } else { self.unit },
-                self.done.min(self.total) * 100 / self.total
-            )
-            .replace("  ", " ")
-        } else {
-            format!(
-                "{} {}",
-                fmt(self.done),
-                if self.unit == "bytes" { "" } else { self.unit }
-            )
-        }
-    }
-
-    fn draw(&mut self) {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r{}: {}\x1b[K", self.what, self.figures());
-        let _ = err.flush();
-        self.drawn = true;
-    }
-
-    fn end_line(&mut self) {
-        if self.drawn {
-            eprintln!();
-            self.drawn = false;
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.end_line();
-    }
-}
-
-/// A flag set by Ctrl-C (SIGINT) or SIGTERM instead of ending the process, so a long
-/// operation stops at its next check and removes its temporary file. A second signal ends
-/// the process at once.
-pub fn cancel_on_signal() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let set = flag.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            let _ = ready_tx.send(());
-            return;
-        };
-        rt.block_on(async move {
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                let _ = ready_tx.send(());
-                return;
-            };
-            let _ = ready_tx.send(());
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            set.store(true, Ordering::SeqCst);
-            eprintln!(
-                "\ninterrupted: stopping and removing the partial file (again to quit at once)"
-            );
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            std::process::exit(130);
-        });
-    });
-    let _ = ready_rx.recv_timeout(Duration::from_secs(2));
-    flag
-}
-
-// ---------------------------------------------------------------------------------------
 // Files
 
 /// A temporary file next to its final name, removed unless [`Partial::persist`] renames it.
-struct Partial {
-    path: PathBuf,
+pub(crate) struct Partial {
+    pub(crate) path: PathBuf,
     done: bool,
 }
 
@@ -451,7 +226,7 @@ static PARTIAL_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Partial {
     /// Creates `dir/{prefix}{pid}-{n}` (mode 0600), failing if it exists.
-    fn create_in(dir: &Path, prefix: &str) -> Result<(Self, File), String> {
+    pub(crate) fn create_in(dir: &Path, prefix: &str) -> Result<(Self, File), String> {
         let n = PARTIAL_SEQ.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -469,7 +244,7 @@ impl Partial {
     }
 
     /// A temporary file beside `target`: `.{name}.partial-...`.
-    fn beside(target: &Path) -> Result<(Self, File), String> {
+    pub(crate) fn beside(target: &Path) -> Result<(Self, File), String> {
         let name = target
             .file_name()
             .ok_or_else(|| format!("{} is not a file name", target.display()))?
@@ -480,7 +255,7 @@ impl Partial {
     }
 
     /// fsyncs the file, renames it to `target` and fsyncs the directory.
-    fn persist(mut self, target: &Path) -> Result<(), String> {
+    pub(crate) fn persist(mut self, target: &Path) -> Result<(), String> {
         File::open(&self.path)
             .and_then(|f| f.sync_all())
             .map_err(|e| format!("cannot sync {}: {e}", self.path.display()))?;
@@ -629,7 +404,7 @@ fn schema_version(txn: &ReadTransaction) -> Result<Option<u32>, String> {
 }
 
 /// The copy is a database of a schema version this build can open.
-fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
+pub(crate) fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
     match schema_version(txn)? {
         None => Err("it has no schema version: not a lucid-node-management database".into()),
         Some(v) if v > SCHEMA_VERSION => Err(format!(
@@ -826,85 +601,15 @@ fn match_owner(file: &Path, dir: &Path) {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Command line
-
-/// `backup` flags.
-#[derive(clap::Args, Debug, Clone)]
-pub struct BackupArgs {
-    /// Where to write the copy (written to a temporary file, renamed when complete).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace OUT if it exists.
-    #[arg(long)]
-    pub force: bool,
-    /// Ask this running service (e.g. https://127.0.0.1:8095) for the copy. Default when the
-    /// database is in use: the local service, found from the configuration.
-    #[arg(long)]
-    pub server: Option<String>,
-    /// Admin token for the service. Default: one minted with the keys in the state
-    /// directory (as `token issue` does). Env: LUCID_TOKEN.
-    #[arg(long, env = "LUCID_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// CA certificate to trust for the service. Default: TLS_CERT, else DATA_DIR/tls/cert.pem.
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-}
-
-/// `restore` flags.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RestoreArgs {
-    /// The backup file to restore.
-    #[arg(long)]
-    pub from: PathBuf,
-}
-
-/// `lucid-node-management backup`.
-pub fn cli_backup(args: BackupArgs, config: &Config) -> Result<(), String> {
-    crate::logging::init(&config.log_level, config.log_format);
-    if args.out.exists() && !args.force {
-        return Err(format!(
-            "{} exists; pass --force to replace it",
-            args.out.display()
-        ));
-    }
-    if args.out.is_dir() {
-        return Err(format!("{} is a directory", args.out.display()));
-    }
-    let cancel = cancel_on_signal();
-    let mut progress = Progress::for_cli(cancel.clone());
-    let stats = match &args.server {
-        Some(server) => remote_backup(server, &args, config, &mut progress)?,
-        None => {
-            let db_path = config.data_dir.join(DB_FILE);
-            if !db_path.exists() {
-                return Err(format!("no database at {}", db_path.display()));
-            }
-            match open_for_backup(&db_path) {
-                Ok(Some(snapshot)) => write_backup(&snapshot.txn, &args.out, &mut progress)?,
-                Ok(None) => {
-                    progress.note("backup: the service is running; asking it for the copy");
-                    let server = local_server(config)?;
-                    remote_backup(&server, &args, config, &mut progress)?
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    drop(progress);
-    println!("wrote {} ({stats})", args.out.display());
-    Ok(())
-}
-
 /// A read transaction with the database handle it needs (dropping the handle closes the
 /// file under the transaction). Fields drop in order: the transaction first.
-struct Snapshot {
-    txn: ReadTransaction,
+pub(crate) struct Snapshot {
+    pub(crate) txn: ReadTransaction,
     _db: Box<dyn ReadableDatabase>,
 }
 
 /// A snapshot of a database nobody else has open; `None` while the service holds it.
-fn open_for_backup(path: &Path) -> Result<Option<Snapshot>, String> {
+pub(crate) fn open_for_backup(path: &Path) -> Result<Option<Snapshot>, String> {
     // Read-only first: it needs no write access and changes nothing. A database left by a
     // crash needs recovery, which only a writable open performs.
     let mut builder = Database::builder();
@@ -924,250 +629,11 @@ fn open_for_backup(path: &Path) -> Result<Option<Snapshot>, String> {
     Ok(Some(Snapshot { txn, _db: db }))
 }
 
-/// The local service's URL, from the configuration.
-fn local_server(config: &Config) -> Result<String, String> {
-    if config.port == 0 {
-        return Err(
-            "the service is running with port 0 (chosen at start); pass --server URL".into(),
-        );
-    }
-    let host = match config.bind_address {
-        std::net::IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
-        std::net::IpAddr::V6(a) if a.is_unspecified() => "[::1]".to_string(),
-        std::net::IpAddr::V4(a) => a.to_string(),
-        std::net::IpAddr::V6(a) => format!("[{a}]"),
-    };
-    let scheme = if config.tls_disable { "http" } else { "https" };
-    Ok(format!("{scheme}://{host}:{}", config.port))
-}
-
-/// An admin token signed with the keys in the state directory (valid 10 minutes).
-fn mint_admin_token(config: &Config) -> Result<String, String> {
-    let keys_dir = config.data_dir.join("keys");
-    if !keys_dir.exists() {
-        return Err(format!(
-            "no keys in {} to sign an admin token with; pass --token",
-            keys_dir.display()
-        ));
-    }
-    let keys = crate::crypto::ServiceKeys::load_or_create(&config.data_dir)
-        .map_err(|e| format!("{e} (run as the service's user or root, or pass --token)"))?;
-    let tokens = crate::crypto::TokenService::new(
-        &keys.jwt,
-        config.jwt_secret.as_deref(),
-        &config.jwt_issuer,
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
-    let (token, _) = tokens.issue(
-        crate::crypto::Role::Admin,
-        "backup-cli",
-        Duration::from_secs(600),
-        None,
-        now,
-    );
-    Ok(token)
-}
-
-/// Downloads a backup from a running service to `args.out`, checking it before the rename.
-fn remote_backup(
-    server: &str,
-    args: &BackupArgs,
-    config: &Config,
-    progress: &mut Progress,
-) -> Result<BackupStats, String> {
-    let token = match &args.token {
-        Some(t) => t.clone(),
-        None => mint_admin_token(config)?,
-    };
-    let ca = match &args.ca_cert {
-        Some(ca) => Some(ca.clone()),
-        None if server.starts_with("https://") => Some(
-            config
-                .tls_cert
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("tls").join(crate::tls::CERT_FILE)),
-        ),
-        None => None,
-    };
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(600));
-    if let Some(ca) = &ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| format!("cannot read CA certificate {}: {e}", ca.display()))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| format!("{} is not a PEM certificate: {e}", ca.display()))?;
-        builder = builder.add_root_certificate(cert);
-        if args.ca_cert.is_none() && config.tls_cert.is_none() {
-            // The service's own self-signed certificate is the only root to trust.
-            builder = builder.tls_built_in_root_certs(false);
-        }
-    }
-    let client = builder.build().map_err(|e| e.to_string())?;
-    let url = format!("{}/api/v1/backup", server.trim_end_matches('/'));
-    let (partial, mut file) = Partial::beside(&args.out)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    progress.note(&format!("backup: asking {url}"));
-    let expected = runtime.block_on(async {
-        let cancel = progress.cancel.clone();
-        let download = download(&client, &url, &token, &mut file, progress);
-        let interrupted = async {
-            while !cancel.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        tokio::select! {
-            r = download => r,
-            _ = interrupted => Err(INTERRUPTED.to_string()),
-        }
-    })?;
-    file.sync_all()
-        .map_err(|e| format!("cannot sync {}: {e}", partial.path.display()))?;
-    drop(file);
-    // Check what arrived: a redb file of a known schema holding what the service sent.
-    let received = {
-        let db = ReadOnlyDatabase::open(&partial.path)
-            .map_err(|e| format!("the service sent a file that does not open as redb: {e}"))?;
-        let txn = db.begin_read().map_err(|e| e.to_string())?;
-        check_schema(&txn).map_err(|e| format!("the service sent a copy that {e}"))?;
-        count_entries(&txn)?
-    };
-    if let Some(expected) = expected {
-        if expected != received {
-            return Err(format!(
-                "the copy holds {received} entries but the service sent {expected}; not kept"
-            ));
-        }
-    }
-    progress.check()?;
-    partial.persist(&args.out)?;
-    let tables = table_names().len();
-    let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
-    Ok(BackupStats {
-        tables,
-        entries: received,
-        bytes,
-    })
-}
-
-/// Streams the answer into `file`; returns the entry count the service announced.
-async fn download(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    file: &mut File,
-    progress: &mut Progress,
-) -> Result<Option<u64>, String> {
-    let mut resp = client
-        .post(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the service at {url}: {}", error_chain(&e)))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let detail = body["detail"].as_str().unwrap_or("no detail");
-        return Err(format!(
-            "the service refused the backup: {status}: {detail}"
-        ));
-    }
-    let expected_entries = resp
-        .headers()
-        .get(ENTRIES_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let length = resp.content_length();
-    progress.start("backup: receiving", "bytes", length.unwrap_or(0));
-    let mut received = 0u64;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("the download broke off: {}", error_chain(&e)))?
-    {
-        file.write_all(&chunk)
-            .map_err(|e| format!("cannot write the copy: {e}"))?;
-        received += chunk.len() as u64;
-        progress.advance(chunk.len() as u64)?;
-    }
-    progress.finish();
-    if let Some(length) = length {
-        if received != length {
-            return Err(format!(
-                "the download broke off after {received} of {length} bytes"
-            ));
-        }
-    }
-    Ok(expected_entries)
-}
-
-/// Header with the number of entries in a streamed backup, so the client can check it.
-pub const ENTRIES_HEADER: &str = "x-lucid-backup-entries";
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
-/// `lucid-node-management restore`.
-pub fn cli_restore(args: RestoreArgs, config: &Config) -> Result<(), String> {
-    crate::logging::init(&config.log_level, config.log_format);
-    if !args.from.is_file() {
-        return Err(format!("{} is not a file", args.from.display()));
-    }
-    let key_path = config
-        .data_dir
-        .join("keys")
-        .join(crate::crypto::PROOF_KEY_FILE);
-    let proof_key = if key_path.exists() {
-        crate::crypto::read_signing_key(&key_path)?.verifying_key()
-    } else {
-        return Err(format!(
-            "no proof key at {} to verify the backup with; copy the appliance's keys/ directory into {} first",
-            key_path.display(),
-            config.data_dir.display()
-        ));
-    };
-    let cancel = cancel_on_signal();
-    let mut progress = Progress::for_cli(cancel);
-    let report = restore(&config.data_dir, &args.from, &proof_key, &mut progress)?;
-    drop(progress);
-    match &report.kept {
-        Some(kept) => println!(
-            "restored {} into {} (schema version {}, {} entries); the previous database is kept as {}",
-            args.from.display(),
-            report.database.display(),
-            report.schema_version,
-            report.entries,
-            kept.display()
-        ),
-        None => println!(
-            "restored {} into {} (schema version {}, {} entries)",
-            args.from.display(),
-            report.database.display(),
-            report.schema_version,
-            report.entries
-        ),
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::progress::INTERRUPTED;
     use std::collections::BTreeSet;
 
     /// Table names defined anywhere in `src/` (`TableDefinition::new("...")`).
