@@ -157,6 +157,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "bounded queue in front of the writer",
     ),
     (
+        "STORAGE_MIN_FREE",
+        "2%",
+        "free space (share of the filesystem, or a size such as 512MiB) under which heartbeats are refused with 507, keeping the rest for payouts and admin writes; 0 turns it off",
+    ),
+    (
         "COMMIT_INTERVAL",
         "3",
         "how long a heartbeat waits for companions before its durable commit (at most 3 s; 0 commits as soon as the writer is idle); saves flash wear",
@@ -220,6 +225,8 @@ pub struct Config {
     pub writer_queue_capacity: usize,
     /// Heartbeats linger this long for companions before their durable commit.
     pub commit_interval: Duration,
+    /// Free space under which heartbeats are refused with 507.
+    pub storage_min_free: crate::store::space::MinFree,
     pub request_timeout: Duration,
 }
 
@@ -426,6 +433,8 @@ impl RawConfig {
                 positive_int(v, 1_000_000).map(|n| n as usize)
             })?,
             commit_interval: self.parse("COMMIT_INTERVAL", parse_commit_interval)?,
+            storage_min_free: self
+                .parse("STORAGE_MIN_FREE", crate::store::space::MinFree::parse)?,
             request_timeout: self.parse("REQUEST_TIMEOUT", parse_duration)?,
         };
         if config.payout_sink == PayoutSinkKind::Webhook

@@ -43,6 +43,12 @@ pub struct Metrics {
     pub alerts_failed: IntCounter,
     pub alerts_dropped: IntCounter,
     pub alerts_queued: IntGauge,
+    /// Free bytes of the database's filesystem, the database file's size, and what the
+    /// process wrote to storage (`write_bytes` of /proc/self/io): the SD card's wear.
+    pub storage_free_bytes: IntGauge,
+    pub storage_file_bytes: IntGauge,
+    pub storage_free_ratio: prometheus::Gauge,
+    pub storage_written_bytes: IntCounter,
     /// The MongoDB mirror's state (rendered by `sync::MirrorStatus::render`).
     pub mirror: std::sync::Arc<crate::sync::MirrorStatus>,
 }
@@ -294,6 +300,34 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            storage_free_bytes: register(
+                &registry,
+                IntGauge::new(
+                    "lucid_storage_free_bytes",
+                    "Free bytes on the filesystem that holds the database.",
+                )
+                .unwrap(),
+            ),
+            storage_file_bytes: register(
+                &registry,
+                IntGauge::new("lucid_storage_file_bytes", "Size of the database file.").unwrap(),
+            ),
+            storage_free_ratio: register(
+                &registry,
+                prometheus::Gauge::new(
+                    "lucid_storage_free_ratio",
+                    "Free share (0 to 1) of the filesystem that holds the database.",
+                )
+                .unwrap(),
+            ),
+            storage_written_bytes: register(
+                &registry,
+                IntCounter::new(
+                    "lucid_storage_written_bytes_total",
+                    "Bytes this process caused to be written to storage (flash wear).",
+                )
+                .unwrap(),
+            ),
             mirror: Default::default(),
             registry,
         };
@@ -304,6 +338,21 @@ impl Metrics {
             metrics.alerts_sent.with_label_values(&[event.as_str()]);
         }
         metrics
+    }
+
+    /// Sets the storage figures (free space, file size, bytes written so far).
+    pub fn observe_storage(&self, report: &crate::store::space::SpaceReport) {
+        self.storage_free_bytes
+            .set(report.free_bytes.min(i64::MAX as u64) as i64);
+        self.storage_file_bytes
+            .set(report.file_bytes.min(i64::MAX as u64) as i64);
+        self.storage_free_ratio.set(report.free_ratio());
+        if let Some(written) = process_write_bytes() {
+            let seen = self.storage_written_bytes.get();
+            if written > seen {
+                self.storage_written_bytes.inc_by(written - seen);
+            }
+        }
     }
 
     /// Refreshes the data gauges from storage and renders the text format.
@@ -343,6 +392,14 @@ impl Metrics {
         self.mirror.render(&mut text);
         text
     }
+}
+
+/// `write_bytes` of this process (Linux `/proc/self/io`): bytes sent to the storage layer.
+fn process_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The writer reports each batch here, after its outcome is known (an aborted batch is

@@ -21,6 +21,7 @@ const GRACE: Duration = Duration::from_secs(20);
 
 pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
     let (store, clock) = store::db::open_with_clock(&config.data_dir, config.max_nodes_per_pool)?;
+    let store = store.with_min_free(config.storage_min_free);
     crate::jobs::poot::check_epoch_length(
         &store.reader().map_err(|e| e.to_string())?,
         config.poot_calculation_interval.as_micros() as u64,

@@ -30,6 +30,18 @@ pub struct Health {
     /// the first one). Absent when storage is unusable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poot: Option<PootStatus>,
+    /// The database file's size and the free space of its filesystem.
+    pub storage: StorageStatus,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StorageStatus {
+    pub file_bytes: u64,
+    pub free_bytes: u64,
+    /// Free share of the filesystem, 0 to 1.
+    pub free_ratio: f64,
+    /// True while free space is under `STORAGE_MIN_FREE`: heartbeats are refused (507).
+    pub below_min_free: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -63,6 +75,13 @@ pub async fn health(State(app): State<AppState>) -> Response {
             None,
         ),
     };
+    let space = app.store.space.report();
+    let storage = StorageStatus {
+        file_bytes: space.file_bytes,
+        free_bytes: space.free_bytes,
+        free_ratio: (space.free_ratio() * 10_000.0).round() / 10_000.0,
+        below_min_free: app.store.space.below_floor().is_some(),
+    };
     (
         code,
         Json(Health {
@@ -72,6 +91,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
             reason,
             mirror: app.metrics.mirror.health(),
             poot,
+            storage,
         }),
     )
         .into_response()
@@ -82,6 +102,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let reader = app.store.reader().ok();
+    app.metrics.observe_storage(&app.store.space.report());
     let body = app.metrics.render(reader.as_ref(), app.writer.queue_len());
     (
         [(

@@ -10,6 +10,7 @@ use super::batch::{Actor, AuditHead, Batch};
 use super::error::StoreResult;
 use super::liveness::Liveness;
 use super::queries::Reader;
+use super::space::{DiskSpace, MinFree};
 use super::tables::*;
 use crate::clock::Clock;
 use crate::domain::pool::{Pool, DEFAULT_POOL_ID, DEFAULT_POOL_NAME};
@@ -42,9 +43,17 @@ pub struct Store {
     pub path: PathBuf,
     /// Each node's latest committed heartbeat, kept in memory (see `liveness`).
     pub liveness: Arc<Liveness>,
+    /// Free space of the database's filesystem and the floor for bulk writes.
+    pub space: Arc<DiskSpace>,
 }
 
 impl Store {
+    /// Sets the floor under which the writer refuses heartbeats (`STORAGE_MIN_FREE`).
+    pub fn with_min_free(mut self, min_free: MinFree) -> Self {
+        self.space = Arc::new(DiskSpace::new(self.path.clone(), min_free));
+        self
+    }
+
     /// A consistent snapshot for reading; nodes read through it carry their latest
     /// liveness.
     pub fn reader(&self) -> StoreResult<Reader> {
@@ -191,8 +200,9 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
     let liveness = rebuild_liveness(&db)?;
     Ok(Store {
         db: Arc::new(db),
-        path,
         liveness: Arc::new(liveness),
+        space: Arc::new(DiskSpace::new(path.clone(), MinFree::OFF)),
+        path,
     })
 }
 

@@ -19,6 +19,7 @@ pub mod queries;
 #[doc(hidden)] // for the benches and tests only
 pub mod seed;
 pub mod snapshot;
+pub mod space;
 pub mod tables;
 pub mod writer;
 

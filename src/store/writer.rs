@@ -28,6 +28,7 @@ use super::db::Store;
 use super::error::{StoreError, StoreResult};
 use super::liveness::Liveness;
 use super::outbox::OutboxConfig;
+use super::space::DiskSpace;
 use crate::clock::Clock;
 
 /// Most jobs folded into one transaction.
@@ -123,7 +124,9 @@ impl JobError for StoreError {
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs inside the transaction and returns how to answer its caller once the commit is
 /// known, plus whether it hit a storage failure (which aborts the batch).
-type Run = Box<dyn FnOnce(&mut Batch<'_>) -> (Reply, Option<StoreError>) + Send>;
+/// Given `Err`, the job is refused without running (free space under the floor).
+type Run =
+    Box<dyn FnOnce(Result<&mut Batch<'_>, StoreError>) -> (Reply, Option<StoreError>) + Send>;
 
 struct Job {
     run: Run,
@@ -173,6 +176,7 @@ impl<E: JobError> Writer<E> {
             db,
             clock,
             liveness: store.liveness.clone(),
+            space: store.space.clone(),
             head,
             settings,
             queued: queued.clone(),
@@ -212,8 +216,11 @@ impl<E: JobError> Writer<E> {
         F: FnOnce(&mut Batch<'_>) -> Result<T, E> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, E>>();
-        let run: Run = Box::new(move |batch: &mut Batch<'_>| {
-            let result = f(batch);
+        let run: Run = Box::new(move |batch: Result<&mut Batch<'_>, StoreError>| {
+            let result = match batch {
+                Ok(batch) => f(batch),
+                Err(refused) => Err(E::from(refused)),
+            };
             let storage_failure = match &result {
                 Err(e) => e.storage_failure(),
                 _ => None,
@@ -257,6 +264,7 @@ struct WriterThread {
     db: Arc<Database>,
     clock: Clock,
     liveness: Arc<Liveness>,
+    space: Arc<DiskSpace>,
     /// The audit chain's head and the last stamp handed out, cached between batches.
     head: AuditHead,
     settings: WriterSettings,
@@ -338,7 +346,16 @@ impl WriterThread {
                         linger_until = Some(linger_until.map_or(due, |d: Instant| d.min(due)));
                     }
                 }
-                let (reply, storage_failure) = (current.run)(&mut batch);
+                // Under the STORAGE_MIN_FREE floor the bulk writes (heartbeats) are refused
+                // before they run; what remains of the disk is kept for the rest.
+                let refused = match current.urgency {
+                    Urgency::Linger => self.space.below_floor().map(StoreError::Full),
+                    Urgency::Now => None,
+                };
+                let (reply, storage_failure) = match refused {
+                    Some(full) => (current.run)(Err(full)),
+                    None => (current.run)(Ok(&mut batch)),
+                };
                 replies.push(reply);
                 if storage_failure.is_some() {
                     failure = storage_failure;

@@ -53,7 +53,11 @@ impl TestServer {
 
     /// Starts with extra environment variables.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), env).await
+    }
+
+    /// Starts with `dir` as the state directory (e.g. one on a small filesystem).
+    pub async fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
