@@ -187,3 +187,82 @@ async fn under_the_free_space_floor_heartbeats_get_507_until_space_returns() {
     drop(server);
     assert!(Path::new(&disk.path).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_that_really_fills_refuses_writes_loses_nothing_and_recovers_without_restart() {
+    let disk = SmallDisk::mount("24m");
+    // No floor: the database itself meets ENOSPC.
+    let mut server = TestServer::start_in(
+        data_dir_of(&disk),
+        &[
+            ("STORAGE_MIN_FREE", "0"),
+            ("COMMIT_INTERVAL", "0"),
+            ("POOT_CALCULATION_INTERVAL", "3600"),
+            ("PAYOUT_PROCESSING_INTERVAL", "3600"),
+        ],
+    )
+    .await;
+    let admin = server.admin.clone();
+    let (node, key) = server.register_node(&admin, "pi-1").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let token = server.login_node(&id, &key).await;
+    let hb_path = format!("/api/v1/nodes/{id}/heartbeat");
+    let body = |seq| heartbeat_body(&id, &key, seq);
+
+    let filler = disk.fill_leaving(0);
+    // Heartbeats until storage refuses one; each answer is 202, 507 or 503, never a 500.
+    let mut last_acked: Option<(u64, String)> = None;
+    let mut refused = None;
+    for seq in 1..=5_000u64 {
+        let (status, answer) = server
+            .call("POST", &hb_path, Some(&token), Some(body(seq)))
+            .await;
+        match status {
+            202 => last_acked = Some((seq, answer["received_at"].as_str().unwrap().to_string())),
+            507 | 503 => {
+                refused = Some(answer);
+                break;
+            }
+            other => panic!("heartbeat {seq} on a full disk answered {other}: {answer}"),
+        }
+    }
+    let refused = refused.expect("the full disk never refused a heartbeat");
+    assert!(
+        ["insufficient-storage", "storage", "unavailable"]
+            .contains(&refused["type"].as_str().unwrap()),
+        "{refused}"
+    );
+    assert!(
+        !refused["detail"].as_str().unwrap().contains("os error"),
+        "redb text leaked: {refused}"
+    );
+
+    // Space returns: writes resume by themselves.
+    std::fs::remove_file(&filler).unwrap();
+    let next = last_acked.as_ref().map_or(1, |(s, _)| s + 1);
+    let (seq, _) = wait_for_status(&server, &hb_path, &token, body, next + 1, 202).await;
+    // Nothing acknowledged was lost: the last acknowledged seq is a replay now.
+    if let Some((acked, _)) = &last_acked {
+        let (status, answer) = server
+            .call("POST", &hb_path, Some(&token), Some(body(*acked)))
+            .await;
+        assert_problem(status, &answer, 409, "replayed-heartbeat");
+    }
+    let (status, health) = server.call("GET", "/health", None, None).await;
+    assert_eq!(status, 200, "{health}");
+    let (status, _) = server
+        .call("POST", &hb_path, Some(&token), Some(body(seq)))
+        .await;
+    assert_eq!(status, 202);
+
+    server.kill();
+    let out = command(server.data_dir(), &[])
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify failed after the disk filled: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

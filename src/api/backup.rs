@@ -66,7 +66,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller) -> ApiResult<Re
     let running = Running::acquire()?;
     let cancel = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
-    let db = app.store.db.clone();
+    let db = app.store.db.current()?;
     let data_dir = app.config.data_dir.clone();
     tracing::info!(subject = %caller.subject, "backup: started");
     let made = tokio::task::spawn_blocking(move || backup_for_download(&db, &data_dir, cancel))

@@ -281,7 +281,7 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
         reward_per_hour,
     };
     let (stored, outputs) = epoch_proofs(
-        &store.db,
+        &*store.db.current()?,
         &params,
         start.saturating_sub(timeout_us),
         end,

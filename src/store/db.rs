@@ -7,6 +7,7 @@ use redb::{Database, ReadableDatabase, TableError};
 use serde_json::json;
 
 use super::batch::{Actor, AuditHead, Batch};
+use super::error::StoreError;
 use super::error::StoreResult;
 use super::liveness::Liveness;
 use super::queries::Reader;
@@ -36,10 +37,71 @@ pub const DB_FILE: &str = "lucid.redb";
 /// `--bench epoch_close` close 2.93 / 2.80 s and payout run 3.21 / 3.09 s.
 pub const CACHE_BYTES: usize = 16 << 20;
 
+/// The database file, reopened in place after a storage failure.
+///
+/// Why: after an I/O error (a full disk, a failed fsync) redb refuses every later
+/// operation on that `Database` until it is opened again. The writer reopens it here
+/// (redb repairs the file if the failure left it needing that) once the cause clears, so
+/// the service recovers by itself, without a restart. Everyone else takes the current
+/// handle for one transaction at a time.
+#[derive(Clone)]
+pub struct DbHandle {
+    slot: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
+    path: PathBuf,
+}
+
+impl DbHandle {
+    fn new(db: Database, path: PathBuf) -> Self {
+        Self {
+            slot: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
+            path,
+        }
+    }
+
+    /// The open database, or `Unavailable` while a reopen has not succeeded yet.
+    pub fn current(&self) -> StoreResult<Arc<Database>> {
+        self.slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::unavailable(
+                    "the database is being reopened after a storage failure; retry shortly",
+                )
+            })
+    }
+
+    pub fn begin_read(&self) -> StoreResult<redb::ReadTransaction> {
+        Ok(self.current()?.begin_read()?)
+    }
+
+    pub fn begin_write(&self) -> StoreResult<redb::WriteTransaction> {
+        Ok(self.current()?.begin_write()?)
+    }
+
+    /// Closes the database and opens it again. Fails (and is tried again later) while the
+    /// cause persists (no space to repair the file) or while a reader still holds the old
+    /// one.
+    pub(crate) fn reopen(&self) -> StoreResult<()> {
+        let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
+        // Our reference goes first: the file lock is released once the last one does.
+        drop(slot.take());
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&self.path)
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(s) => StoreError::from(s),
+                other => StoreError::Io(other.to_string()),
+            })?;
+        *slot = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
 /// The open database.
 #[derive(Clone)]
 pub struct Store {
-    pub db: Arc<Database>,
+    pub db: DbHandle,
     pub path: PathBuf,
     /// Each node's latest committed heartbeat, kept in memory (see `liveness`).
     pub liveness: Arc<Liveness>,
@@ -199,7 +261,7 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
     txn.commit().map_err(|e| e.to_string())?;
     let liveness = rebuild_liveness(&db)?;
     Ok(Store {
-        db: Arc::new(db),
+        db: DbHandle::new(db, path.clone()),
         liveness: Arc::new(liveness),
         space: Arc::new(DiskSpace::new(path.clone(), MinFree::OFF)),
         path,
@@ -312,7 +374,10 @@ mod tests {
         });
         drop(store);
         let store = open(dir.path(), 100, &clock).unwrap();
-        assert_eq!(stored_version(&store.db).unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(
+            stored_version(&store.db.current().unwrap()).unwrap(),
+            Some(SCHEMA_VERSION)
+        );
         let r = store.reader().unwrap();
         let pool = r.pool("pool_upgrade").unwrap().unwrap();
         assert_eq!((pool.name.as_str(), pool.capacity), ("upgrade", 7));
@@ -479,7 +544,10 @@ mod tests {
         }
         drop(store);
         let store = open(dir.path(), 100, &clock).unwrap();
-        assert_eq!(stored_version(&store.db).unwrap(), Some(2));
+        assert_eq!(
+            stored_version(&store.db.current().unwrap()).unwrap(),
+            Some(2)
+        );
         assert_eq!(status_index(&store), expected);
     }
 
@@ -488,6 +556,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Database::create(dir.path().join(DB_FILE)).unwrap());
         let store = open(dir.path(), 100, &Clock::new()).unwrap();
-        assert_eq!(stored_version(&store.db).unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(
+            stored_version(&store.db.current().unwrap()).unwrap(),
+            Some(SCHEMA_VERSION)
+        );
     }
 }

@@ -516,7 +516,6 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::store::batch::{Actor, AuditHead};
-    use redb::ReadableDatabase;
 
     fn pool(i: u32) -> Pool {
         Pool {

@@ -20,7 +20,7 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::Database;
+use super::db::DbHandle;
 use tokio::sync::oneshot;
 
 use super::batch::{AuditHead, Batch};
@@ -174,6 +174,7 @@ impl<E: JobError> Writer<E> {
         let queued = Arc::new(AtomicUsize::new(0));
         let state = WriterThread {
             db,
+            needs_reopen: false,
             clock,
             liveness: store.liveness.clone(),
             space: store.space.clone(),
@@ -261,7 +262,10 @@ impl<E: JobError> Writer<E> {
 
 /// What the writer thread owns.
 struct WriterThread {
-    db: Arc<Database>,
+    db: DbHandle,
+    /// Set by a storage failure: redb refuses everything on that `Database` until it is
+    /// opened again, which the next batch tries first.
+    needs_reopen: bool,
     clock: Clock,
     liveness: Arc<Liveness>,
     space: Arc<DiskSpace>,
@@ -305,20 +309,42 @@ impl WriterThread {
     /// Runs `first` and its companions in one transaction and commits. Every caller is
     /// answered: with its own result after a successful commit, with the failure
     /// otherwise.
+    /// Opens the database again after a storage failure and reloads what the writer
+    /// caches from it. Until it succeeds every job is answered with the failure.
+    fn recover(&mut self) -> StoreResult<()> {
+        if !self.needs_reopen {
+            return Ok(());
+        }
+        self.db.reopen()?;
+        let txn = self.db.begin_write()?;
+        self.head = AuditHead::load(&txn)?;
+        txn.abort()?;
+        self.needs_reopen = false;
+        tracing::info!("database reopened after a storage failure; writes resume");
+        Ok(())
+    }
+
     fn one_batch(&mut self, first: Job, receiver: &mpsc::Receiver<Job>) {
         let opened = Instant::now();
-        let txn = match self.db.begin_write() {
+        let txn = match self.recover().and_then(|()| self.db.begin_write()) {
             Ok(t) => t,
-            Err(e) => {
-                let err = StoreError::from(e);
+            Err(err) => {
                 tracing::error!(error = %err, "cannot open a write transaction");
-                // Dropping the job drops its reply channel: its caller gets 503.
-                drop(first);
-                while let Some(job) = recv(&self.queued, receiver, None) {
-                    drop(job);
+                if err.aborts_batch() {
+                    self.needs_reopen = true;
+                }
+                // Every waiting job is answered with the failure (507 for a full disk, 503
+                // otherwise), without running.
+                let mut jobs = 0;
+                let mut next = Some(first);
+                while let Some(job) = next {
+                    let (reply, _) = (job.run)(Err(err.clone()));
+                    reply(Err(err.clone()));
+                    jobs += 1;
+                    next = recv(&self.queued, receiver, None);
                 }
                 self.settings.observer.aborted(&BatchReport {
-                    jobs: 1,
+                    jobs,
                     open: opened.elapsed(),
                     commit: Duration::ZERO,
                 });
@@ -406,6 +432,10 @@ impl WriterThread {
             Err(e) => {
                 self.settings.observer.aborted(&report);
                 tracing::error!(error = %e, jobs, "write batch aborted");
+                if matches!(e, StoreError::Full(_) | StoreError::Io(_)) {
+                    // redb refuses everything after an I/O error until it is reopened.
+                    self.needs_reopen = true;
+                }
                 // The cached chain head may be ahead of what is on disk now.
                 if let Ok(txn) = self.db.begin_write() {
                     if let Ok(h) = AuditHead::load(&txn) {
@@ -427,7 +457,6 @@ mod tests {
 
     use super::*;
     use crate::store::tables::META;
-    use redb::ReadableDatabase;
 
     /// Records every batch the writer reports.
     #[derive(Default)]

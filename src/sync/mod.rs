@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::ReadableDatabase;
 use serde_json::{json, Value};
 
 use crate::config::Config;

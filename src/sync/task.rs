@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
-use redb::ReadableDatabase;
 
 use super::{plan, MirrorStatus, Plan};
 use crate::api::AppState;
