@@ -47,14 +47,27 @@ pub const CACHE_BYTES: usize = 16 << 20;
 #[derive(Clone)]
 pub struct DbHandle {
     slot: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
-    path: PathBuf,
+    opener: Opener,
+}
+
+/// Opens the database file: the file at a path in the service; a fault-injecting backend
+/// in the store's tests.
+pub type Opener = Arc<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// The opener of the database file at `path`.
+pub fn file_opener(path: PathBuf) -> Opener {
+    Arc::new(move || {
+        Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+    })
 }
 
 impl DbHandle {
-    fn new(db: Database, path: PathBuf) -> Self {
+    fn new(db: Database, opener: Opener) -> Self {
         Self {
             slot: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
-            path,
+            opener,
         }
     }
 
@@ -86,13 +99,10 @@ impl DbHandle {
         let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
         // Our reference goes first: the file lock is released once the last one does.
         drop(slot.take());
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&self.path)
-            .map_err(|e| match e {
-                redb::DatabaseError::Storage(s) => StoreError::from(s),
-                other => StoreError::Io(other.to_string()),
-            })?;
+        let db = (self.opener)().map_err(|e| match e {
+            redb::DatabaseError::Storage(s) => StoreError::from(s),
+            other => StoreError::Io(other.to_string()),
+        })?;
         *slot = Some(Arc::new(db));
         Ok(())
     }
@@ -196,16 +206,24 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create state directory {}: {e}", data_dir.display()))?;
     let path = data_dir.join(DB_FILE);
-    let db = Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .create(&path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => format!(
-                "database {} is in use by another process (is the service running?)",
-                path.display()
-            ),
-            other => format!("cannot open database {}: {other}", path.display()),
-        })?;
+    open_with(path.clone(), file_opener(path), max_nodes_per_pool, clock)
+}
+
+/// Like [`open`], with the database opened by `opener` (`path` is where it lives, for
+/// messages and the free-space check).
+pub fn open_with(
+    path: PathBuf,
+    opener: Opener,
+    max_nodes_per_pool: u32,
+    clock: &Clock,
+) -> Result<Store, String> {
+    let db = opener().map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => format!(
+            "database {} is in use by another process (is the service running?)",
+            path.display()
+        ),
+        other => format!("cannot open database {}: {other}", path.display()),
+    })?;
     let version = stored_version(&db)?;
     if let Some(v) = version {
         if v > SCHEMA_VERSION {
@@ -261,7 +279,7 @@ pub fn open(data_dir: &Path, max_nodes_per_pool: u32, clock: &Clock) -> Result<S
     txn.commit().map_err(|e| e.to_string())?;
     let liveness = rebuild_liveness(&db)?;
     Ok(Store {
-        db: DbHandle::new(db, path.clone()),
+        db: DbHandle::new(db, opener),
         liveness: Arc::new(liveness),
         space: Arc::new(DiskSpace::new(path.clone(), MinFree::OFF)),
         path,

@@ -27,3 +27,5 @@ pub use batch::{Actor, Batch};
 pub use db::{open, Store, SCHEMA_VERSION};
 pub use error::{StoreError, StoreResult};
 pub use writer::{Urgency, Writer, WriterSettings};
+#[cfg(test)]
+mod faults;

@@ -433,11 +433,14 @@ impl WriterThread {
                 self.settings.observer.aborted(&report);
                 tracing::error!(error = %e, jobs, "write batch aborted");
                 if matches!(e, StoreError::Full(_) | StoreError::Io(_)) {
-                    // redb refuses everything after an I/O error until it is reopened.
+                    // redb refuses everything (reads too) after an I/O error until the
+                    // database is opened again: try at once, and before every batch after.
                     self.needs_reopen = true;
-                }
-                // The cached chain head may be ahead of what is on disk now.
-                if let Ok(txn) = self.db.begin_write() {
+                    if let Err(why) = self.recover() {
+                        tracing::warn!(error = %why, "database not reopened yet; will retry");
+                    }
+                } else if let Ok(txn) = self.db.begin_write() {
+                    // The cached chain head may be ahead of what is on disk now.
                     if let Ok(h) = AuditHead::load(&txn) {
                         self.head = h;
                     }
