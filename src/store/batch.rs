@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use std::collections::HashMap;
 
-use super::codec::{decode, encode};
+use super::codec::{decode, decode_heartbeat, encode, encode_heartbeat};
 use super::error::StoreResult;
 use super::liveness::{Live, Liveness};
 use super::queries;
@@ -215,9 +215,10 @@ impl<'a> Batch<'a> {
         node_id: &str,
         hb: &StoredHeartbeat,
     ) -> StoreResult<()> {
-        self.txn
-            .open_table(HEARTBEATS)?
-            .insert((received_at_us, node_id), encode(hb).as_slice())?;
+        self.txn.open_table(HEARTBEATS)?.insert(
+            (received_at_us, node_id),
+            encode_heartbeat(node_id, hb).as_slice(),
+        )?;
         Ok(())
     }
 
@@ -233,7 +234,7 @@ impl<'a> Batch<'a> {
         for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
             let (k, v) = entry?;
             let (at, node) = k.value();
-            f(at, node, decode(v.value())?);
+            f(at, node, decode_heartbeat(node, v.value())?);
         }
         Ok(())
     }

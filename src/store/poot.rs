@@ -38,8 +38,13 @@ struct HeartbeatLeafFields<'a> {
     signature: &'a [u8],
 }
 
-/// `leaf_hash(canonical || signature)` of a stored heartbeat, from its encoded bytes.
-pub fn heartbeat_leaf(bytes: &[u8]) -> StoreResult<Hash> {
+/// `leaf_hash(canonical || signature)` of a stored heartbeat of `node_id`, from its
+/// encoded bytes (either form, see `codec::encode_heartbeat`).
+pub fn heartbeat_leaf(node_id: &str, bytes: &[u8]) -> StoreResult<Hash> {
+    if bytes.first() == Some(&crate::domain::heartbeat::compact::TAG) {
+        let hb = super::codec::decode_heartbeat(node_id, bytes)?;
+        return Ok(leaf_hash_parts(&[hb.canonical.as_bytes(), &hb.signature]));
+    }
     let (hb, _): (HeartbeatLeafFields<'_>, usize) =
         bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard()).map_err(
             |e| {
@@ -84,7 +89,7 @@ fn prove_part(
             if part_of(node) != part {
                 continue;
             }
-            let leaf = heartbeat_leaf(v.value())?;
+            let leaf = heartbeat_leaf(node, v.value())?;
             match windows.get_mut(node) {
                 Some(w) => w.push(params, at, leaf),
                 None => {
@@ -371,10 +376,19 @@ mod tests {
             cpu_load: 0.5,
             mem_used_mb: 3,
         };
+        // The full (bincode) form, as rows written before the compact one are...
         assert_eq!(
-            heartbeat_leaf(&encode(&hb)).unwrap(),
+            heartbeat_leaf("node_x", &encode(&hb)).unwrap(),
             leaf_hash(&hb.leaf_data())
         );
-        assert!(heartbeat_leaf(&[0xff]).is_err());
+        // ...and the compact form give the same leaf.
+        let compact = super::super::codec::encode_heartbeat("node_x", &hb);
+        assert_eq!(compact[0], crate::domain::heartbeat::compact::TAG);
+        assert_eq!(
+            heartbeat_leaf("node_x", &compact).unwrap(),
+            leaf_hash(&hb.leaf_data())
+        );
+        assert!(heartbeat_leaf("node_x", &[0xff]).is_err());
+        assert!(heartbeat_leaf("node_x", &[0x01]).is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! ingestion, and nothing after it reads them except as Merkle leaf data.
 
 use super::batch::AuditHead;
-use super::codec::encode;
+use super::codec::encode_heartbeat;
 use super::error::StoreResult;
 use super::tables::HEARTBEATS;
 use super::{Batch, Store};
@@ -77,7 +77,7 @@ pub fn put_heartbeats(
         for h in 0..per_node {
             t.insert(
                 (received_at(i, h), id.as_str()),
-                encode(&heartbeat(&id, h)).as_slice(),
+                encode_heartbeat(&id, &heartbeat(&id, h)).as_slice(),
             )?;
         }
     }
