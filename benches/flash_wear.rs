@@ -65,7 +65,7 @@ fn boot(dir: &Path, commit_interval: &str) -> Server {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATA_DIR", dir)
         .env("LOG_FORMAT", "json")
-        .env("LOG_LEVEL", "warn")
+        .env("LOG_LEVEL", "info")
         .env("COMMIT_INTERVAL", commit_interval)
         .env("POOT_CALCULATION_INTERVAL", "3600")
         .env("PAYOUT_PROCESSING_INTERVAL", "3600")
