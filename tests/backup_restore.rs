@@ -16,18 +16,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    command(dir, &env)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the binary")
-}
-
 fn stderr_errors(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stderr)
         .lines()
@@ -39,7 +27,7 @@ fn stderr_errors(out: &Output) -> Vec<String> {
 /// `backup` through the running server's API.
 fn backup_via_api(server: &TestServer, out: &Path) -> Output {
     let cert = server.data_dir().join("tls/cert.pem");
-    run(
+    run_cli(
         server.data_dir(),
         &[],
         &[
@@ -57,7 +45,7 @@ fn backup_via_api(server: &TestServer, out: &Path) -> Output {
 }
 
 fn restore(dir: &Path, from: &Path) -> Output {
-    run(dir, &[], &["restore", "--from", from.to_str().unwrap()])
+    run_cli(dir, &[], &["restore", "--from", from.to_str().unwrap()])
 }
 
 /// Every node id the admin can list.
@@ -145,7 +133,7 @@ async fn a_backup_during_a_write_burst_restores_every_write_acknowledged_before_
         let file = file.clone();
         tokio::task::spawn_blocking(move || {
             let cert = data_dir.join("tls/cert.pem");
-            run(
+            run_cli(
                 &data_dir,
                 &[],
                 &[
@@ -193,7 +181,7 @@ async fn a_backup_during_a_write_burst_restores_every_write_acknowledged_before_
     assert!(listing(server.data_dir())
         .iter()
         .any(|n| n.starts_with("lucid.redb.before-restore-")));
-    let verified = run(server.data_dir(), &[], &["verify"]);
+    let verified = run_cli(server.data_dir(), &[], &["verify"]);
     assert!(
         verified.status.success(),
         "verify failed: {}",
@@ -249,7 +237,7 @@ async fn backup_finds_the_running_service_by_itself() {
         .expect("server did not start");
 
     let out = dir.path().join("auto.redb");
-    let backup = run(
+    let backup = run_cli(
         dir.path(),
         &env,
         &["backup", "--out", out.to_str().unwrap()],
@@ -273,7 +261,7 @@ async fn backup_finds_the_running_service_by_itself() {
         )]
     );
     // An existing file is not replaced without --force.
-    let again = run(
+    let again = run_cli(
         dir.path(),
         &env,
         &["backup", "--out", out.to_str().unwrap()],

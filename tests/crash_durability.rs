@@ -84,10 +84,7 @@ async fn sigkill_during_a_write_burst_loses_no_acknowledged_node() {
     }
     // The audit chain is intact after three crashes.
     server.kill();
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
+    let out = run_cli(server.data_dir(), &[], &["verify"]);
     assert!(
         out.status.success(),
         "verify failed: {}",

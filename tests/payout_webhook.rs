@@ -393,10 +393,11 @@ async fn garbage_answers_never_recredit_a_payout_that_may_have_been_paid() {
 #[test]
 fn webhook_sink_needs_a_url_and_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path(), &[("PAYOUT_SINK".into(), "webhook".into())])
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
-        .output()
-        .unwrap();
+    let out = run_cli(
+        dir.path(),
+        &[("PAYOUT_SINK", "webhook")],
+        &["serve", "--port", "0", "--bind", "127.0.0.1"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PAYOUT_WEBHOOK_URL"));
 }

@@ -354,10 +354,7 @@ async fn concurrent_runs_create_no_duplicate_payout() {
     }
     // The money invariants hold on disk.
     server.kill();
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
+    let out = run_cli(server.data_dir(), &[], &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -290,15 +290,16 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     let file = dir.join("proof.json");
     std::fs::write(&file, full.to_string()).unwrap();
     let run_verify = |path: &std::path::Path| {
-        command(&dir, &[])
-            .args([
+        run_cli(
+            &dir,
+            &[],
+            &[
                 "verify",
                 path.to_str().unwrap(),
                 "--public-key",
                 &public_key,
-            ])
-            .output()
-            .unwrap()
+            ],
+        )
     };
     let out = run_verify(&file);
     assert!(
@@ -352,7 +353,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
 
     // The database verifies offline, with epochs recomputed from the raw heartbeats.
     assert_eq!(server.terminate().await, Some(0));
-    let out = command(&dir, &[]).arg("verify").output().unwrap();
+    let out = run_cli(&dir, &[], &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

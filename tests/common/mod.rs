@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -41,6 +41,20 @@ pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// Runs the command line once against `data_dir` with `env` (stdin closed) and returns its
+/// status and what it printed.
+pub fn run_cli(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    command(data_dir, &env)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary")
 }
 
 impl TestServer {
@@ -418,11 +432,7 @@ pub fn assert_problem(status: u16, body: &Value, want_status: u16, want_type: &s
 /// Writes a node key with `keygen`; returns (key path, public key b64).
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);
-    let out = command(dir, &[])
-        .args(["keygen", "--out"])
-        .arg(&path)
-        .output()
-        .expect("run keygen");
+    let out = run_cli(dir, &[], &["keygen", "--out", path.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "keygen failed: {}",
