@@ -50,23 +50,11 @@ fn restore(dir: &Path, from: &Path) -> Output {
 
 /// Every node id the admin can list.
 async fn all_node_ids(server: &TestServer) -> HashSet<String> {
-    let mut ids = HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/nodes?limit=500&cursor={c}"),
-            None => "/api/v1/nodes?limit=500".to_string(),
-        };
-        let (status, page) = server.call("GET", &path, Some(&server.admin), None).await;
-        assert_eq!(status, 200, "{page}");
-        for n in page["items"].as_array().unwrap() {
-            ids.insert(n["node_id"].as_str().unwrap().to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return ids,
-        }
-    }
+    paginate_all(server, "/api/v1/nodes?limit=500", &server.admin)
+        .await
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Names in the state directory, sorted.

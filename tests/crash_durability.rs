@@ -57,23 +57,11 @@ async fn sigkill_during_a_write_burst_loses_no_acknowledged_node() {
         );
 
         server.restart();
-        let mut stored = HashSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/api/v1/nodes?limit=500&cursor={c}"),
-                None => "/api/v1/nodes?limit=500".to_string(),
-            };
-            let (status, page) = server.call("GET", &path, Some(&admin), None).await;
-            assert_eq!(status, 200);
-            for n in page["items"].as_array().unwrap() {
-                stored.insert(n["node_id"].as_str().unwrap().to_string());
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
+        let stored: HashSet<String> = paginate_all(&server, "/api/v1/nodes?limit=500", &admin)
+            .await
+            .iter()
+            .map(|n| n["node_id"].as_str().unwrap().to_string())
+            .collect();
         let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
         assert!(
             lost.is_empty(),

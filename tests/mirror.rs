@@ -178,26 +178,6 @@ async fn wait_disconnected(server: &TestServer) {
     }
 }
 
-/// Every item of a paginated list.
-async fn list_all(server: &TestServer, path: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let mut url = format!("{path}{sep}limit=500");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = server.call("GET", &url, Some(&server.admin), None).await;
-        assert_eq!(status, 200, "{url}: {page}");
-        out.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
-    }
-}
-
 /// A collection's documents of one site, as relaxed extended JSON, by `_id`.
 async fn mongo_docs(db: &mongodb::Database, coll: &str, site: &str) -> BTreeMap<String, Value> {
     use futures::TryStreamExt;
@@ -239,7 +219,7 @@ fn same_fields(api: &Value, mirrored: &Value, what: &str) {
 /// Asserts MongoDB holds exactly the appliance's state for `site`.
 async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site: &str) {
     // nodes, field by field
-    let nodes = list_all(server, "/api/v1/nodes").await;
+    let nodes = paginate_all(server, "/api/v1/nodes?limit=500", &server.admin).await;
     let mirrored = mongo_docs(db, "nodes", site).await;
     assert_eq!(mirrored.len(), nodes.len(), "node count");
     for n in &nodes {
@@ -251,7 +231,12 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
         same_fields(n, m, "node");
     }
     // payouts, field by field
-    let payouts = list_all(server, "/api/v1/payouts?format=json").await;
+    let payouts = paginate_all(
+        server,
+        "/api/v1/payouts?format=json&limit=500",
+        &server.admin,
+    )
+    .await;
     let mirrored = mongo_docs(db, "payouts", site).await;
     assert_eq!(mirrored.len(), payouts.len(), "payout count");
     for p in &payouts {
@@ -259,7 +244,7 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
         same_fields(p, &mirrored[&id], "payout");
     }
     // pools: name, region, member count and members
-    let pools = list_all(server, "/api/v1/pools").await;
+    let pools = paginate_all(server, "/api/v1/pools?limit=500", &server.admin).await;
     let mirrored = mongo_docs(db, "pools", site).await;
     assert_eq!(mirrored.len(), pools.len(), "pool count");
     for p in &pools {
@@ -306,7 +291,13 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
             same_fields(e, m, "ledger entry");
             ledger_n += 1;
         }
-        for p in list_all(server, &format!("/api/v1/poot/{nid}/history")).await {
+        for p in paginate_all(
+            server,
+            &format!("/api/v1/poot/{nid}/history?limit=500"),
+            &server.admin,
+        )
+        .await
+        {
             let id = format!("{site}:{nid}:{}", p["epoch"]);
             let m = proofs
                 .get(&id)
@@ -318,7 +309,7 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
     assert_eq!(ledger.len(), ledger_n, "ledger count");
     assert_eq!(proofs.len(), proofs_n, "proof count");
     // audit events
-    let audit = list_all(server, "/api/v1/audit").await;
+    let audit = paginate_all(server, "/api/v1/audit?limit=500", &server.admin).await;
     let mirrored = mongo_docs(db, "audit_events", site).await;
     assert_eq!(mirrored.len(), audit.len(), "audit count");
     for e in &audit {
@@ -447,9 +438,13 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
     assert_eq!(s, 200, "{run}");
     // Wait for at least one closed epoch with a proof of the beating node.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while list_all(&server, &format!("/api/v1/poot/{hb_id}/history"))
-        .await
-        .is_empty()
+    while paginate_all(
+        &server,
+        &format!("/api/v1/poot/{hb_id}/history?limit=500"),
+        &server.admin,
+    )
+    .await
+    .is_empty()
     {
         assert!(Instant::now() < deadline, "no proof was written");
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -350,6 +350,38 @@ pub async fn proof_history(server: &TestServer, node_id: &str) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
+/// Every page of the list at `path` (which carries its own query, e.g. `?limit=500`) as
+/// `token` reads it, following `next_cursor` to the end; each page must answer 200.
+pub async fn pages_of(server: &TestServer, path: &str, token: &str) -> Vec<Value> {
+    /// More pages than any test makes: the cursor went round in a circle.
+    const MAX_PAGES: usize = 10_000;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut pages = Vec::new();
+    let mut url = path.to_string();
+    loop {
+        let (status, page) = server.call("GET", &url, Some(token), None).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        let next = page["next_cursor"]
+            .as_str()
+            .map(|c| format!("{path}{sep}cursor={c}"));
+        pages.push(page);
+        match next {
+            Some(next) => url = next,
+            None => return pages,
+        }
+        assert!(pages.len() < MAX_PAGES, "pagination of {path} does not end");
+    }
+}
+
+/// Every item of the list at `path` as `token` reads it, all pages in order.
+pub async fn paginate_all(server: &TestServer, path: &str, token: &str) -> Vec<Value> {
+    pages_of(server, path, token)
+        .await
+        .iter()
+        .flat_map(|page| page["items"].as_array().unwrap().iter().cloned())
+        .collect()
+}
+
 /// Issues a token with the offline CLI against `data_dir` (its last word on stdout).
 pub fn cli_token_in(
     data_dir: &Path,
