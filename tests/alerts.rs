@@ -70,16 +70,19 @@ impl Receiver {
             .collect()
     }
 
-    /// Waits until `n` events of `kind` were acknowledged (or the limit passes).
+    /// Waits until `n` events of `kind` were acknowledged (or the limit passes); returns
+    /// those there are.
     async fn wait_for(&self, kind: &str, n: usize, limit: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll_until(limit, POLL, async || {
             let got = self.of_type(kind);
-            if got.len() >= n || Instant::now() >= deadline {
-                return got;
+            if got.len() >= n {
+                Ok(got)
+            } else {
+                Err(got)
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|got| got)
     }
 
     fn attempts(&self) -> usize {
@@ -232,18 +235,15 @@ async fn a_stopped_agent_brings_exactly_one_offline_alert_after_the_grace() {
 }
 
 async fn wait_for_status(server: &TestServer, node_id: &str, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until(Duration::from_secs(20), async || {
         let node = node_json(server, node_id).await;
         if node["status"] == status {
-            return;
+            Ok(())
+        } else {
+            Err(format!("node never became {status}: {node}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "node never became {status}: {node}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// A node that goes offline for a moment and comes back within the grace is not
@@ -341,11 +341,15 @@ async fn payout_alerts_arrive_after_failures_and_a_sigkill() {
     assert_eq!(run["created"].as_array().unwrap().len(), 2);
 
     // Alice's receiver refuses at least once, then the appliance dies.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while operator_hook.attempts() == 0 {
-        assert!(Instant::now() < deadline, "no delivery attempt");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_every(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || match operator_hook.attempts() {
+            0 => Err("no delivery attempt"),
+            _ => Ok(()),
+        },
+    )
+    .await;
     server.kill();
     operator_hook.answer.store(200, Ordering::SeqCst);
     server.restart();

@@ -101,10 +101,15 @@ async fn a_backup_during_a_write_burst_restores_every_write_acknowledged_before_
             }
         }));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 300 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_every(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        async || match acked.lock().unwrap().len() {
+            n if n >= 300 => Ok(()),
+            n => Err(format!("only {n} writes before the backup")),
+        },
+    )
+    .await;
     let before: Vec<String> = acked.lock().unwrap().clone();
     assert!(
         before.len() >= 300,

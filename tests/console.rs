@@ -441,15 +441,17 @@ async fn node_with_proofs(
     let id = node["node_id"].as_str().unwrap().to_string();
     let token = server.login_node(&id, &key).await;
     let mut seq = 0;
-    for _ in 0..240 {
+    wait_until_every(PATIENCE, Duration::from_millis(250), async || {
         seq += 1;
         heartbeat(server, &token, &id, &key, seq).await;
         if seq % 4 == 0 && proof_history(server, &id).await.len() >= proofs {
-            return id;
+            Ok(())
+        } else {
+            Err(format!("the node did not get {proofs} proofs"))
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the node did not get {proofs} proofs");
+    })
+    .await;
+    id
 }
 
 async fn credit(server: &TestServer, node_id: &str, amount: &str) {
@@ -779,15 +781,11 @@ async fn the_payout_csv_download_equals_the_apis_payouts() {
     );
     click(&c, "#download-csv").await;
     let file = downloads.path().join(format!("payouts-{id}.csv"));
-    let mut csv = None;
-    for _ in 0..(PATIENCE.as_millis() / 100) {
-        if file.exists() {
-            csv = Some(std::fs::read_to_string(&file).unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let csv = csv.unwrap_or_else(|| panic!("no download at {}", file.display()));
+    let csv = wait_until(PATIENCE, async || match std::fs::read_to_string(&file) {
+        Ok(csv) => Ok(csv),
+        Err(e) => Err(format!("no download at {}: {e}", file.display())),
+    })
+    .await;
 
     // Row by row from the API's JSON, oldest first.
     let columns = [
@@ -1160,32 +1158,33 @@ async fn alerts_of(server: &TestServer, token: &str, query: &str) -> Value {
 
 /// Polls `script` until it returns `want`.
 async fn wait_js(c: &Client, script: &str, want: Value) {
-    let mut got = Value::Null;
-    for _ in 0..(PATIENCE.as_millis() / 100) {
-        got = js(c, script).await;
+    wait_until(PATIENCE, async || {
+        let got = js(c, script).await;
         if got == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{script} returned {got}, not {want}"))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{script} returned {got}, not {want}");
+    })
+    .await
 }
 
 /// Waits until the element at `css` shows exactly `want` (the page may still be filling
 /// it in); fails with what it showed last.
 async fn wait_text(c: &Client, css: &str, want: &str) {
-    let mut got = None;
-    for _ in 0..(PATIENCE.as_millis() / 100) {
+    wait_until(PATIENCE, async || {
         // Found again each time: the page may replace the element meanwhile.
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            got = e.text().await.ok();
-            if got.as_deref() == Some(want) {
-                return;
-            }
+        let got = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.ok(),
+            Err(_) => None,
+        };
+        if got.as_deref() == Some(want) {
+            Ok(())
+        } else {
+            Err(format!("{css} shows {got:?}, not {want:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{css} shows {got:?} after {PATIENCE:?}, not {want:?}");
+    })
+    .await
 }
 
 /// Waits until the form field at `css` holds exactly `want`.

@@ -41,10 +41,17 @@ async fn sigkill_during_a_write_burst_loses_no_acknowledged_node() {
             }));
         }
         // Let the burst build up, then pull the plug while requests are in flight.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while acked.lock().unwrap().len() < 200 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_every(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            async || match acked.lock().unwrap().len() {
+                n if n >= 200 => Ok(()),
+                n => Err(format!(
+                    "round {round}: the burst acknowledged only {n} writes"
+                )),
+            },
+        )
+        .await;
         server.kill();
         for t in tasks {
             let _ = t.await;

@@ -163,27 +163,31 @@ async fn every_payout_is_paid_exactly_once_across_sigkills() {
     receiver.lock().unwrap().calm = true;
 
     // Let delivery finish: no payout left open.
-    let mut open = usize::MAX;
-    for _ in 0..120 {
-        let mut n = 0;
-        for state in ["pending", "submitted"] {
-            let (_, page) = server
-                .call(
-                    "GET",
-                    &format!("/api/v1/payouts?state={state}&limit=500"),
-                    Some(&admin),
-                    None,
-                )
-                .await;
-            n += page["items"].as_array().unwrap().len();
-        }
-        open = n;
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(open, 0, "payouts still open after the receiver calmed down");
+    wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        async || {
+            let mut open = 0;
+            for state in ["pending", "submitted"] {
+                let (_, page) = server
+                    .call(
+                        "GET",
+                        &format!("/api/v1/payouts?state={state}&limit=500"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                open += page["items"].as_array().unwrap().len();
+            }
+            match open {
+                0 => Ok(()),
+                _ => Err(format!(
+                    "{open} payouts still open after the receiver calmed down"
+                )),
+            }
+        },
+    )
+    .await;
 
     let (_, confirmed) = server
         .call(
@@ -301,24 +305,28 @@ async fn one_payout(url: &str) -> (TestServer, String) {
     (server, id)
 }
 
+/// The node's payouts (`GET /payouts/{id}`) once its first payout is `done`.
 async fn wait_for_payout(server: &TestServer, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..40 {
-        let (_, v) = server
-            .call(
-                "GET",
-                &format!("/api/v1/payouts/{id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
-        last = v;
-        if done(&last["payouts"][0]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    last
+    wait_until_every(
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        async || {
+            let (_, v) = server
+                .call(
+                    "GET",
+                    &format!("/api/v1/payouts/{id}"),
+                    Some(&server.admin),
+                    None,
+                )
+                .await;
+            if done(&v["payouts"][0]) {
+                Ok(v)
+            } else {
+                Err(v)
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]

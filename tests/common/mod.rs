@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -348,6 +348,47 @@ pub async fn proof_history(server: &TestServer, node_id: &str) -> Vec<Value> {
         .await;
     assert_eq!(status, 200, "{page}");
     page["items"].as_array().unwrap().clone()
+}
+
+/// How often `wait_until` looks again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Runs `check` every `POLL` until it returns `Ok`, and returns that value; after `timeout`
+/// fails with the last `Err`, which says what was seen instead.
+pub async fn wait_until<T, E: std::fmt::Display>(
+    timeout: Duration,
+    check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    wait_until_every(timeout, POLL, check).await
+}
+
+/// `wait_until`, looking again every `every`.
+pub async fn wait_until_every<T, E: std::fmt::Display>(
+    timeout: Duration,
+    every: Duration,
+    check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    poll_until(timeout, every, check)
+        .await
+        .unwrap_or_else(|seen| panic!("still not so after {timeout:?}: {seen}"))
+}
+
+/// Runs `check` every `every` until it returns `Ok`; after `timeout` hands back its last
+/// `Err` instead of failing (for a caller that stops a process first, or asserts on what
+/// it saw).
+pub async fn poll_until<T, E>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(seen) if Instant::now() >= deadline => return Err(seen),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
 }
 
 /// Every page of the list at `path` (which carries its own query, e.g. `?limit=500`) as
