@@ -10,14 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use common::*;
-use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -34,29 +27,19 @@ struct Ledger {
     calm: bool,
 }
 
-type Receiver = Arc<Mutex<Ledger>>;
-
-async fn pay(State(ledger): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(&body);
-    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let signed_ok = headers
-        .get("x-lucid-signature")
-        .and_then(|v| v.to_str().ok())
-        == Some(expected.as_str());
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+/// The payment service's answer to one request: until it is calm, a quarter of the
+/// requests get 500, a tenth garbage, and a tenth are paid but answered too late.
+fn pay(ledger: &Mutex<Ledger>, req: &Received) -> Answer {
+    let key = req.header("idempotency-key");
+    let signed_ok = req.signed_with(SECRET);
+    let request = req.json();
     let roll: u32 = rand::thread_rng().gen_range(0..100);
     let calm = {
         let mut l = ledger.lock().unwrap();
         l.requests += 1;
         if !signed_ok {
             l.bad_signatures += 1;
-            return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+            return Answer::text(401, "bad signature");
         }
         assert_eq!(
             request["payout_id"],
@@ -67,24 +50,23 @@ async fn pay(State(ledger): State<Receiver>, headers: HeaderMap, body: Bytes) ->
     };
     if !calm {
         match roll {
-            0..=24 => return (StatusCode::INTERNAL_SERVER_ERROR, "try later").into_response(),
-            25..=34 => return (StatusCode::OK, "<html>not json</html>").into_response(),
+            0..=24 => return Answer::text(500, "try later"),
+            25..=34 => return Answer::text(200, "<html>not json</html>"),
             35..=44 => {
                 // Pay, then hang past the appliance's timeout: it must retry with the same
                 // key and get the same receipt, not a second payment.
-                record(&ledger, &key, &request);
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                return (StatusCode::OK, "too late").into_response();
+                record(ledger, &key, &request);
+                return Answer::text(200, "too late").after(Duration::from_secs(3));
             }
             _ => {}
         }
     }
-    let tx_hash = record(&ledger, &key, &request);
-    (StatusCode::OK, axum::Json(json!({"tx_hash": tx_hash}))).into_response()
+    let tx_hash = record(ledger, &key, &request);
+    Answer::json(200, json!({"tx_hash": tx_hash}))
 }
 
 /// Pays once per idempotency key; a repeated key gets the first receipt back.
-fn record(ledger: &Receiver, key: &str, request: &Value) -> String {
+fn record(ledger: &Mutex<Ledger>, key: &str, request: &Value) -> String {
     let mut l = ledger.lock().unwrap();
     let amount = request["amount_usdt"]
         .as_str()
@@ -97,15 +79,12 @@ fn record(ledger: &Receiver, key: &str, request: &Value) -> String {
         .clone()
 }
 
-async fn start_receiver() -> (Receiver, String) {
-    let ledger: Receiver = Arc::default();
-    let app = Router::new()
-        .route("/pay", post(pay))
-        .with_state(ledger.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/pay", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (ledger, url)
+/// The payment service at `/pay`: its ledger, and the receiver serving it.
+async fn start_receiver() -> (Arc<Mutex<Ledger>>, WebhookReceiver) {
+    let ledger: Arc<Mutex<Ledger>> = Arc::default();
+    let paying = ledger.clone();
+    let receiver = WebhookReceiver::answering("/pay", move |req| pay(&paying, req)).await;
+    (ledger, receiver)
 }
 
 fn micros(s: &str) -> i128 {
@@ -118,7 +97,8 @@ fn micros(s: &str) -> i128 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_payout_is_paid_exactly_once_across_sigkills() {
-    let (receiver, url) = start_receiver().await;
+    let (receiver, payment_service) = start_receiver().await;
+    let url = payment_service.url.clone();
     let mut server = TestServer::start_with(&[
         ("PAYOUT_SINK", "webhook"),
         ("PAYOUT_WEBHOOK_URL", &url),
@@ -267,18 +247,6 @@ async fn every_payout_is_paid_exactly_once_across_sigkills() {
     server.verify_offline();
 }
 
-/// A payment service that always gives the same answer.
-async fn fixed_receiver(status: u16, body: &'static str) -> String {
-    let app = Router::new().route(
-        "/pay",
-        post(move || async move { (StatusCode::from_u16(status).unwrap(), body) }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/pay", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
 async fn one_payout(url: &str) -> (TestServer, String) {
     let server = TestServer::start_with(&[
         ("PAYOUT_SINK", "webhook"),
@@ -331,8 +299,8 @@ async fn wait_for_payout(server: &TestServer, id: &str, done: impl Fn(&Value) ->
 
 #[tokio::test]
 async fn a_clear_refusal_fails_the_payout_after_bounded_retries_and_recredits_it() {
-    let url = fixed_receiver(422, "address is blocked").await;
-    let (server, id) = one_payout(&url).await;
+    let receiver = WebhookReceiver::start("/pay", Answer::text(422, "address is blocked")).await;
+    let (server, id) = one_payout(&receiver.url).await;
     let last = wait_for_payout(&server, &id, |p| p["state"] == "failed").await;
     assert_eq!(last["payouts"][0]["state"], "failed", "{last}");
     assert_eq!(last["payouts"][0]["attempts"], 2);
@@ -351,8 +319,8 @@ async fn a_clear_refusal_fails_the_payout_after_bounded_retries_and_recredits_it
 
 #[tokio::test]
 async fn garbage_answers_never_recredit_a_payout_that_may_have_been_paid() {
-    let url = fixed_receiver(200, "{\"tx_hash\": 42}").await;
-    let (server, id) = one_payout(&url).await;
+    let receiver = WebhookReceiver::start("/pay", Answer::text(200, "{\"tx_hash\": 42}")).await;
+    let (server, id) = one_payout(&receiver.url).await;
     let last = wait_for_payout(&server, &id, |p| p["needs_attention"] == true).await;
     let payout = &last["payouts"][0];
     assert_eq!(payout["state"], "submitted", "{last}");

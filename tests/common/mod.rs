@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -543,4 +543,171 @@ pub fn spawn_agent(data_dir: &Path, args: &[&str]) -> Child {
 /// The server's self-signed certificate, for `agent --ca-cert`.
 pub fn cert(server: &TestServer) -> String {
     server.data_dir().join("tls/cert.pem").display().to_string()
+}
+
+// ---- webhook receivers ----
+
+/// One POST as a `WebhookReceiver` got it, with the status it answered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: axum::body::Bytes,
+    pub answered: u16,
+}
+
+impl Received {
+    /// A header's value ("" when absent or not text).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Whether `X-Lucid-Signature` is `sha256=` and the HMAC-SHA256 of the body under
+    /// `secret`, as the server signs alerts and payout requests.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(&self.body);
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        self.header("x-lucid-signature") == expected
+    }
+}
+
+/// What a `WebhookReceiver` answers to a POST.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: AnswerBody,
+    /// How long it waits before answering (after recording the request).
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum AnswerBody {
+    Empty,
+    /// `text/plain; charset=utf-8`
+    Text(String),
+    /// `application/json`
+    Json(Value),
+}
+
+impl Answer {
+    /// `status` with an empty body.
+    pub fn status(status: u16) -> Self {
+        Answer {
+            status,
+            body: AnswerBody::Empty,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Self {
+        Answer {
+            body: AnswerBody::Text(body.to_string()),
+            ..Answer::status(status)
+        }
+    }
+
+    pub fn json(status: u16, body: Value) -> Self {
+        Answer {
+            body: AnswerBody::Json(body),
+            ..Answer::status(status)
+        }
+    }
+
+    /// The same answer, given only after `delay`.
+    pub fn after(self, delay: Duration) -> Self {
+        Answer { delay, ..self }
+    }
+}
+
+type Answering = Arc<dyn Fn(&Received) -> Answer + Send + Sync>;
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    answering: Arc<Mutex<Answering>>,
+}
+
+/// A webhook receiver on a loopback port: records every POST to its path (headers, body,
+/// what it answered) and answers as it is told.
+pub struct WebhookReceiver {
+    /// Where to POST (`http://127.0.0.1:{port}{path}`).
+    pub url: String,
+    state: ReceiverState,
+}
+
+impl WebhookReceiver {
+    /// Answers every POST to `path` with `answer`.
+    pub async fn start(path: &str, answer: Answer) -> Self {
+        Self::answering(path, move |_| answer.clone()).await
+    }
+
+    /// Answers each POST to `path` with what `answer` says for it (called before the
+    /// request is recorded, once per request).
+    pub async fn answering(
+        path: &str,
+        answer: impl Fn(&Received) -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        let state = ReceiverState {
+            received: Arc::default(),
+            answering: Arc::new(Mutex::new(Arc::new(answer))),
+        };
+        let app = axum::Router::new()
+            .route(path, axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        WebhookReceiver { url, state }
+    }
+
+    /// From now on answers every POST with `answer`.
+    pub fn answer_with(&self, answer: Answer) {
+        *self.state.answering.lock().unwrap() = Arc::new(move |_| answer.clone());
+    }
+
+    /// Every POST so far, in the order they came.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// How many POSTs came so far.
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+}
+
+async fn receive(
+    axum::extract::State(state): axum::extract::State<ReceiverState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut got = Received {
+        headers,
+        body,
+        answered: 0,
+    };
+    let answering = state.answering.lock().unwrap().clone();
+    let answer = answering(&got);
+    got.answered = answer.status;
+    state.received.lock().unwrap().push(got);
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    let status = axum::http::StatusCode::from_u16(answer.status).unwrap();
+    match answer.body {
+        AnswerBody::Empty => status.into_response(),
+        AnswerBody::Text(text) => (status, text).into_response(),
+        AnswerBody::Json(value) => (status, axum::Json(value)).into_response(),
+    }
 }
