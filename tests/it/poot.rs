@@ -2,13 +2,11 @@
 //! short by configuration so a test sees several of them. Proofs are checked here with
 //! nothing but API.md's recipe and the public key from `/api/v1/keys`.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::*;
 use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -3,8 +3,6 @@
 //! backup began; restore refuses damaged files and a running service, and leaves the
 //! current database untouched when it refuses.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn stderr_errors(out: &Output) -> Vec<String> {

@@ -1,9 +1,7 @@
 //! Payouts with the offline ledger sink: threshold boundaries, the state machine, export,
 //! duplicate receipts, concurrency, and the money invariants checked by `verify`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::{json, Value};
 

@@ -1,9 +1,7 @@
 //! The audit log is a hash chain any admin can recompute from the API alone, and the
 //! `verify` command checks it on the database file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

@@ -2,11 +2,9 @@
 //! one line naming the variable, the file layers under env and flags, offline token
 //! issue and keygen work, HS256 mode, and a database from a newer version is refused.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_bad_value_stops_the_start_with_one_line_naming_it() {

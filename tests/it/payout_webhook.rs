@@ -4,13 +4,11 @@
 //! payout was paid exactly once by the receiver (by idempotency key), confirmed with that
 //! receipt, no balance is negative, and credited = paid + balances.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rand::Rng;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -2,8 +2,6 @@
 //! chromedriver (WebDriver), against the real server over HTTPS with its self-signed
 //! certificate. Needs `chromium` and `chromedriver` on PATH (scripts/test installs them).
 
-mod common;
-
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};

@@ -1,14 +1,14 @@
 //! The node agent (`lucid-node-management agent`) as a black box: the real binary against
 //! the real server over TLS, trusting only the server's self-signed certificate.
 
-mod common;
-
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::{cert, keygen, node_json, register_keygen_node, run_cli, spawn_agent, TestServer};
+use crate::common::{
+    cert, keygen, node_json, register_keygen_node, run_cli, spawn_agent, TestServer,
+};
 
 /// Waits up to `limit` for the agent to exit on its own (SIGKILL after that); returns
 /// its status (None if it had to be killed) and its whole stderr.

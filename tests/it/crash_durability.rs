@@ -1,13 +1,11 @@
 //! Nothing acknowledged is lost: a server killed with SIGKILL in the middle of a burst of
 //! writes has, after restart, every node it answered 201 for.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

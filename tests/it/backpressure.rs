@@ -1,9 +1,7 @@
 //! A full writer queue answers 503 with Retry-After at once (never an unbounded queue), and
 //! a refused write leaves nothing behind.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::json;
 

@@ -1,11 +1,9 @@
 //! Alerts as an operator meets them: a webhook receiver started by the test, the real
 //! agent binary stopped and started, the appliance SIGKILLed while the receiver fails.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SECRET: &str = "alert-receiver-secret";

@@ -2,14 +2,12 @@
 //! `type`, never a 500, and never a partial write (nodes, pools and the audit log are
 //! exactly as they were before the refused call).
 
-mod common;
-
 use std::collections::HashSet;
 
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use common::*;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 

@@ -5,12 +5,10 @@
 //! The debug build's `LUCID_DEBUG_POOT_CHUNK` / `LUCID_DEBUG_POOT_CHUNK_PAUSE_MS` make the
 //! chunks one proof each with a pause after each, so the kill lands mid-close.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const NODES: usize = 6;

@@ -2,8 +2,6 @@
 //! scripts/ensure-mongo into .tools/mongo). Each test starts its own server on a free port
 //! with its own storage directory and stops it at the end.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use lucid_node_management::domain::timefmt::parse_rfc3339_us;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Value};
