@@ -2,20 +2,9 @@
 //! one line naming the variable, the file layers under env and flags, offline token
 //! issue and keygen work, HS256 mode, and a database from a newer version is refused.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
-use std::process::Output;
 
-use common::*;
-
-fn run(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    command(dir, &env).args(args).output().expect("run binary")
-}
+use crate::common::*;
 
 #[test]
 fn a_bad_value_stops_the_start_with_one_line_naming_it() {
@@ -37,7 +26,7 @@ fn a_bad_value_stops_the_start_with_one_line_naming_it() {
             ("BIND_ADDRESS", "127.0.0.1"),
             (var, value),
         ];
-        let out = run(dir.path(), &env, &["serve"]);
+        let out = run_cli(dir.path(), &env, &["serve"]);
         assert!(!out.status.success(), "{var}={value} should stop the start");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
@@ -54,7 +43,7 @@ fn the_config_file_is_read_and_typos_in_it_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(&file, "max_nodes_per_pool = \"lots\"\n").unwrap();
-    let out = run(
+    let out = run_cli(
         dir.path(),
         &[],
         &["serve", "--config", file.to_str().unwrap()],
@@ -67,7 +56,7 @@ fn the_config_file_is_read_and_typos_in_it_are_refused() {
     );
 
     std::fs::write(&file, "max_nodes_per_pol = 5\n").unwrap();
-    let out = run(
+    let out = run_cli(
         dir.path(),
         &[],
         &["serve", "--config", file.to_str().unwrap()],
@@ -105,7 +94,7 @@ async fn file_values_apply_and_env_overrides_them() {
 async fn keygen_writes_a_private_key_pair_that_registers_and_logs_in() {
     let server = TestServer::start().await;
     let key_path = server.data_dir().join("node.key");
-    let out = run(
+    let out = run_cli(
         server.data_dir(),
         &[],
         &["keygen", "--out", key_path.to_str().unwrap()],
@@ -121,7 +110,7 @@ async fn keygen_writes_a_private_key_pair_that_registers_and_logs_in() {
     let pub_file = std::fs::read_to_string(format!("{}.pub", key_path.display())).unwrap();
     assert_eq!(pub_file.trim(), public);
     // Refuses to overwrite without --force.
-    let again = run(
+    let again = run_cli(
         server.data_dir(),
         &[],
         &["keygen", "--out", key_path.to_str().unwrap()],
@@ -153,7 +142,7 @@ async fn keygen_writes_a_private_key_pair_that_registers_and_logs_in() {
 #[tokio::test]
 async fn token_issue_refuses_bad_roles_and_prints_a_working_token() {
     let server = TestServer::start().await;
-    let out = run(
+    let out = run_cli(
         server.data_dir(),
         &[],
         &["token", "issue", "--role", "root", "--subject", "x"],
@@ -180,7 +169,7 @@ async fn jwt_secret_switches_to_hs256() {
         .await;
     assert_eq!(status, 200);
     // An EdDSA token signed by the service key is refused: only HS256 is accepted now.
-    let out = run(
+    let out = run_cli(
         server.data_dir(),
         &[],
         &["token", "issue", "--role", "admin", "--subject", "root"],
@@ -207,7 +196,7 @@ fn a_database_from_a_newer_version_is_refused_not_opened() {
         }
         txn.commit().unwrap();
     }
-    let out = run(dir.path(), &[], &["serve", "--port", "0"]);
+    let out = run_cli(dir.path(), &[], &["serve", "--port", "0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

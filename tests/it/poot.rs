@@ -2,13 +2,11 @@
 //! short by configuration so a test sees several of them. Proofs are checked here with
 //! nothing but API.md's recipe and the public key from `/api/v1/keys`.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::*;
 use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -101,14 +99,19 @@ async fn wait_for<F: Fn(&Value) -> bool>(
     what: &str,
     ok: F,
 ) -> Value {
-    for _ in 0..100 {
-        let (_, v) = server.call("GET", path, Some(&server.admin), None).await;
-        if ok(&v) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out waiting for {what}");
+    wait_until_every(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        async || {
+            let (_, v) = server.call("GET", path, Some(&server.admin), None).await;
+            if ok(&v) {
+                Ok(v)
+            } else {
+                Err(format!("timed out waiting for {what}: {v}"))
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,17 +133,22 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
         assert_eq!(status, 202, "{body}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let proofs = {
-        let mut h = Vec::new();
-        for _ in 0..50 {
-            h = proof_history(&server, &id).await;
+    let proofs = wait_until_every(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || {
+            let h = proof_history(&server, &id).await;
             if h.len() >= 2 {
-                break;
+                Ok(h)
+            } else {
+                Err(format!(
+                    "expected at least two closed epochs, got {}",
+                    h.len()
+                ))
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        h
-    };
+        },
+    )
+    .await;
     assert!(
         proofs.len() >= 2,
         "expected at least two closed epochs, got {}",
@@ -290,15 +298,16 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     let file = dir.join("proof.json");
     std::fs::write(&file, full.to_string()).unwrap();
     let run_verify = |path: &std::path::Path| {
-        command(&dir, &[])
-            .args([
+        run_cli(
+            &dir,
+            &[],
+            &[
                 "verify",
                 path.to_str().unwrap(),
                 "--public-key",
                 &public_key,
-            ])
-            .output()
-            .unwrap()
+            ],
+        )
     };
     let out = run_verify(&file);
     assert!(
@@ -352,7 +361,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
 
     // The database verifies offline, with epochs recomputed from the raw heartbeats.
     assert_eq!(server.terminate().await, Some(0));
-    let out = command(&dir, &[]).arg("verify").output().unwrap();
+    let out = run_cli(&dir, &[], &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -604,19 +613,25 @@ async fn the_node_agent_earns_verifiable_proofs_and_its_silence_earns_nothing() 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut proofs = Vec::new();
-    for _ in 0..60 {
-        proofs = proof_history(&server, &id).await;
-        if proofs
-            .iter()
-            .filter(|p| p["operational_seconds"] == EPOCH_SECS)
-            .count()
-            >= 2
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // The agent is stopped before any assertion, so a failure does not leave it running.
+    let proofs = poll_until(
+        Duration::from_secs(15),
+        Duration::from_millis(250),
+        async || {
+            let proofs = proof_history(&server, &id).await;
+            let full = proofs
+                .iter()
+                .filter(|p| p["operational_seconds"] == EPOCH_SECS)
+                .count();
+            if full >= 2 {
+                Ok(proofs)
+            } else {
+                Err(proofs)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|proofs| proofs);
     let _ = agent.kill();
     let _ = agent.wait();
     let full: Vec<&Value> = proofs

@@ -3,8 +3,6 @@
 //! backup began; restore refuses damaged files and a running service, and leaves the
 //! current database untouched when it refuses.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,20 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
-
-fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    command(dir, &env)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the binary")
-}
 
 fn stderr_errors(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stderr)
@@ -39,7 +25,7 @@ fn stderr_errors(out: &Output) -> Vec<String> {
 /// `backup` through the running server's API.
 fn backup_via_api(server: &TestServer, out: &Path) -> Output {
     let cert = server.data_dir().join("tls/cert.pem");
-    run(
+    run_cli(
         server.data_dir(),
         &[],
         &[
@@ -57,28 +43,16 @@ fn backup_via_api(server: &TestServer, out: &Path) -> Output {
 }
 
 fn restore(dir: &Path, from: &Path) -> Output {
-    run(dir, &[], &["restore", "--from", from.to_str().unwrap()])
+    run_cli(dir, &[], &["restore", "--from", from.to_str().unwrap()])
 }
 
 /// Every node id the admin can list.
 async fn all_node_ids(server: &TestServer) -> HashSet<String> {
-    let mut ids = HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/nodes?limit=500&cursor={c}"),
-            None => "/api/v1/nodes?limit=500".to_string(),
-        };
-        let (status, page) = server.call("GET", &path, Some(&server.admin), None).await;
-        assert_eq!(status, 200, "{page}");
-        for n in page["items"].as_array().unwrap() {
-            ids.insert(n["node_id"].as_str().unwrap().to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return ids,
-        }
-    }
+    paginate_all(server, "/api/v1/nodes?limit=500", &server.admin)
+        .await
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Names in the state directory, sorted.
@@ -125,10 +99,15 @@ async fn a_backup_during_a_write_burst_restores_every_write_acknowledged_before_
             }
         }));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 300 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_every(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        async || match acked.lock().unwrap().len() {
+            n if n >= 300 => Ok(()),
+            n => Err(format!("only {n} writes before the backup")),
+        },
+    )
+    .await;
     let before: Vec<String> = acked.lock().unwrap().clone();
     assert!(
         before.len() >= 300,
@@ -145,7 +124,7 @@ async fn a_backup_during_a_write_burst_restores_every_write_acknowledged_before_
         let file = file.clone();
         tokio::task::spawn_blocking(move || {
             let cert = data_dir.join("tls/cert.pem");
-            run(
+            run_cli(
                 &data_dir,
                 &[],
                 &[
@@ -193,7 +172,7 @@ async fn a_backup_during_a_write_burst_restores_every_write_acknowledged_before_
     assert!(listing(server.data_dir())
         .iter()
         .any(|n| n.starts_with("lucid.redb.before-restore-")));
-    let verified = run(server.data_dir(), &[], &["verify"]);
+    let verified = run_cli(server.data_dir(), &[], &["verify"]);
     assert!(
         verified.status.success(),
         "verify failed: {}",
@@ -249,7 +228,7 @@ async fn backup_finds_the_running_service_by_itself() {
         .expect("server did not start");
 
     let out = dir.path().join("auto.redb");
-    let backup = run(
+    let backup = run_cli(
         dir.path(),
         &env,
         &["backup", "--out", out.to_str().unwrap()],
@@ -273,7 +252,7 @@ async fn backup_finds_the_running_service_by_itself() {
         )]
     );
     // An existing file is not replaced without --force.
-    let again = run(
+    let again = run_cli(
         dir.path(),
         &env,
         &["backup", "--out", out.to_str().unwrap()],

@@ -1,9 +1,7 @@
 //! Payouts with the offline ledger sink: threshold boundaries, the state machine, export,
 //! duplicate receipts, concurrency, and the money invariants checked by `verify`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -354,10 +352,7 @@ async fn concurrent_runs_create_no_duplicate_payout() {
     }
     // The money invariants hold on disk.
     server.kill();
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
+    let out = run_cli(server.data_dir(), &[], &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -1,29 +1,9 @@
 //! The audit log is a hash chain any admin can recompute from the API alone, and the
 //! `verify` command checks it on the database file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-async fn all_events(server: &TestServer) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/audit?limit=7&cursor={c}"),
-            None => "/api/v1/audit?limit=7".to_string(),
-        };
-        let (status, page) = server.call("GET", &path, Some(&server.admin), None).await;
-        assert_eq!(status, 200, "{page}");
-        events.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return events,
-        }
-    }
-}
 
 /// Recomputes every hash from the documented formula and checks every link.
 fn check_chain(events: &[Value]) {
@@ -105,7 +85,7 @@ async fn the_chain_verifies_after_a_mixed_workload() {
         let (status, resp) = server.call(method, &path, Some(token), body).await;
         assert!(status < 300, "{method} {path}: {status} {resp}");
     }
-    let events = all_events(&server).await;
+    let events = paginate_all(&server, "/api/v1/audit?limit=7", &server.admin).await;
     let actions: Vec<&str> = events
         .iter()
         .map(|e| e["action"].as_str().unwrap())

@@ -4,20 +4,11 @@
 //! payout was paid exactly once by the receiver (by idempotency key), confirmed with that
 //! receipt, no balance is negative, and credited = paid + balances.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
-use common::*;
-use hmac::{Hmac, Mac};
+use crate::common::*;
 use rand::Rng;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -34,29 +25,19 @@ struct Ledger {
     calm: bool,
 }
 
-type Receiver = Arc<Mutex<Ledger>>;
-
-async fn pay(State(ledger): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(&body);
-    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let signed_ok = headers
-        .get("x-lucid-signature")
-        .and_then(|v| v.to_str().ok())
-        == Some(expected.as_str());
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+/// The payment service's answer to one request: until it is calm, a quarter of the
+/// requests get 500, a tenth garbage, and a tenth are paid but answered too late.
+fn pay(ledger: &Mutex<Ledger>, req: &Received) -> Answer {
+    let key = req.header("idempotency-key");
+    let signed_ok = req.signed_with(SECRET);
+    let request = req.json();
     let roll: u32 = rand::thread_rng().gen_range(0..100);
     let calm = {
         let mut l = ledger.lock().unwrap();
         l.requests += 1;
         if !signed_ok {
             l.bad_signatures += 1;
-            return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+            return Answer::text(401, "bad signature");
         }
         assert_eq!(
             request["payout_id"],
@@ -67,24 +48,23 @@ async fn pay(State(ledger): State<Receiver>, headers: HeaderMap, body: Bytes) ->
     };
     if !calm {
         match roll {
-            0..=24 => return (StatusCode::INTERNAL_SERVER_ERROR, "try later").into_response(),
-            25..=34 => return (StatusCode::OK, "<html>not json</html>").into_response(),
+            0..=24 => return Answer::text(500, "try later"),
+            25..=34 => return Answer::text(200, "<html>not json</html>"),
             35..=44 => {
                 // Pay, then hang past the appliance's timeout: it must retry with the same
                 // key and get the same receipt, not a second payment.
-                record(&ledger, &key, &request);
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                return (StatusCode::OK, "too late").into_response();
+                record(ledger, &key, &request);
+                return Answer::text(200, "too late").after(Duration::from_secs(3));
             }
             _ => {}
         }
     }
-    let tx_hash = record(&ledger, &key, &request);
-    (StatusCode::OK, axum::Json(json!({"tx_hash": tx_hash}))).into_response()
+    let tx_hash = record(ledger, &key, &request);
+    Answer::json(200, json!({"tx_hash": tx_hash}))
 }
 
 /// Pays once per idempotency key; a repeated key gets the first receipt back.
-fn record(ledger: &Receiver, key: &str, request: &Value) -> String {
+fn record(ledger: &Mutex<Ledger>, key: &str, request: &Value) -> String {
     let mut l = ledger.lock().unwrap();
     let amount = request["amount_usdt"]
         .as_str()
@@ -97,15 +77,12 @@ fn record(ledger: &Receiver, key: &str, request: &Value) -> String {
         .clone()
 }
 
-async fn start_receiver() -> (Receiver, String) {
-    let ledger: Receiver = Arc::default();
-    let app = Router::new()
-        .route("/pay", post(pay))
-        .with_state(ledger.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/pay", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (ledger, url)
+/// The payment service at `/pay`: its ledger, and the receiver serving it.
+async fn start_receiver() -> (Arc<Mutex<Ledger>>, WebhookReceiver) {
+    let ledger: Arc<Mutex<Ledger>> = Arc::default();
+    let paying = ledger.clone();
+    let receiver = WebhookReceiver::answering("/pay", move |req| pay(&paying, req)).await;
+    (ledger, receiver)
 }
 
 fn micros(s: &str) -> i128 {
@@ -118,7 +95,8 @@ fn micros(s: &str) -> i128 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_payout_is_paid_exactly_once_across_sigkills() {
-    let (receiver, url) = start_receiver().await;
+    let (receiver, payment_service) = start_receiver().await;
+    let url = payment_service.url.clone();
     let mut server = TestServer::start_with(&[
         ("PAYOUT_SINK", "webhook"),
         ("PAYOUT_WEBHOOK_URL", &url),
@@ -163,27 +141,31 @@ async fn every_payout_is_paid_exactly_once_across_sigkills() {
     receiver.lock().unwrap().calm = true;
 
     // Let delivery finish: no payout left open.
-    let mut open = usize::MAX;
-    for _ in 0..120 {
-        let mut n = 0;
-        for state in ["pending", "submitted"] {
-            let (_, page) = server
-                .call(
-                    "GET",
-                    &format!("/api/v1/payouts?state={state}&limit=500"),
-                    Some(&admin),
-                    None,
-                )
-                .await;
-            n += page["items"].as_array().unwrap().len();
-        }
-        open = n;
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(open, 0, "payouts still open after the receiver calmed down");
+    wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        async || {
+            let mut open = 0;
+            for state in ["pending", "submitted"] {
+                let (_, page) = server
+                    .call(
+                        "GET",
+                        &format!("/api/v1/payouts?state={state}&limit=500"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                open += page["items"].as_array().unwrap().len();
+            }
+            match open {
+                0 => Ok(()),
+                _ => Err(format!(
+                    "{open} payouts still open after the receiver calmed down"
+                )),
+            }
+        },
+    )
+    .await;
 
     let (_, confirmed) = server
         .call(
@@ -263,18 +245,6 @@ async fn every_payout_is_paid_exactly_once_across_sigkills() {
     server.verify_offline();
 }
 
-/// A payment service that always gives the same answer.
-async fn fixed_receiver(status: u16, body: &'static str) -> String {
-    let app = Router::new().route(
-        "/pay",
-        post(move || async move { (StatusCode::from_u16(status).unwrap(), body) }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/pay", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
 async fn one_payout(url: &str) -> (TestServer, String) {
     let server = TestServer::start_with(&[
         ("PAYOUT_SINK", "webhook"),
@@ -301,30 +271,34 @@ async fn one_payout(url: &str) -> (TestServer, String) {
     (server, id)
 }
 
+/// The node's payouts (`GET /payouts/{id}`) once its first payout is `done`.
 async fn wait_for_payout(server: &TestServer, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..40 {
-        let (_, v) = server
-            .call(
-                "GET",
-                &format!("/api/v1/payouts/{id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
-        last = v;
-        if done(&last["payouts"][0]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    last
+    wait_until_every(
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        async || {
+            let (_, v) = server
+                .call(
+                    "GET",
+                    &format!("/api/v1/payouts/{id}"),
+                    Some(&server.admin),
+                    None,
+                )
+                .await;
+            if done(&v["payouts"][0]) {
+                Ok(v)
+            } else {
+                Err(v)
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_clear_refusal_fails_the_payout_after_bounded_retries_and_recredits_it() {
-    let url = fixed_receiver(422, "address is blocked").await;
-    let (server, id) = one_payout(&url).await;
+    let receiver = WebhookReceiver::start("/pay", Answer::text(422, "address is blocked")).await;
+    let (server, id) = one_payout(&receiver.url).await;
     let last = wait_for_payout(&server, &id, |p| p["state"] == "failed").await;
     assert_eq!(last["payouts"][0]["state"], "failed", "{last}");
     assert_eq!(last["payouts"][0]["attempts"], 2);
@@ -343,8 +317,8 @@ async fn a_clear_refusal_fails_the_payout_after_bounded_retries_and_recredits_it
 
 #[tokio::test]
 async fn garbage_answers_never_recredit_a_payout_that_may_have_been_paid() {
-    let url = fixed_receiver(200, "{\"tx_hash\": 42}").await;
-    let (server, id) = one_payout(&url).await;
+    let receiver = WebhookReceiver::start("/pay", Answer::text(200, "{\"tx_hash\": 42}")).await;
+    let (server, id) = one_payout(&receiver.url).await;
     let last = wait_for_payout(&server, &id, |p| p["needs_attention"] == true).await;
     let payout = &last["payouts"][0];
     assert_eq!(payout["state"], "submitted", "{last}");
@@ -393,10 +367,11 @@ async fn garbage_answers_never_recredit_a_payout_that_may_have_been_paid() {
 #[test]
 fn webhook_sink_needs_a_url_and_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path(), &[("PAYOUT_SINK".into(), "webhook".into())])
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
-        .output()
-        .unwrap();
+    let out = run_cli(
+        dir.path(),
+        &[("PAYOUT_SINK", "webhook")],
+        &["serve", "--port", "0", "--bind", "127.0.0.1"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PAYOUT_WEBHOOK_URL"));
 }

@@ -3,11 +3,9 @@
 //! `type` for refusals. Plus the ways a token stops being accepted: signed by another
 //! installation, expired, or held by a node that was deregistered.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Who makes a call.

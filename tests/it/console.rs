@@ -2,17 +2,16 @@
 //! chromedriver (WebDriver), against the real server over HTTPS with its self-signed
 //! certificate. Needs `chromium` and `chromedriver` on PATH (scripts/test installs them).
 
-mod common;
-
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -56,51 +55,265 @@ struct Driver {
     _slot: Slot,
 }
 
+/// How many times chromedriver is started when it exits before reporting its port.
+const DRIVER_TRIES: usize = 3;
+
+/// What chromedriver printed (stdout and stderr, the last `DRIVER_LOG_LINES` lines), for
+/// the message when it does not start.
+#[derive(Clone, Default)]
+struct DriverLog(Arc<Mutex<VecDeque<String>>>);
+
+const DRIVER_LOG_LINES: usize = 200;
+
+impl DriverLog {
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == DRIVER_LOG_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    fn text(&self) -> String {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.is_empty() {
+            return "  (nothing)".to_string();
+        }
+        lines
+            .iter()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Why one start of chromedriver gave no port.
+enum DriverFailure {
+    /// It exited (or closed its output) before reporting a port: worth another try.
+    /// chromedriver `--port=0` binds [::1] on a port the kernel picks, then 127.0.0.1 on
+    /// the same port, and exits ("IPv4 port not available") when an IPv4 socket (any test's
+    /// server or connection on loopback) already has that port.
+    Exited(String),
+    /// It could not be run, or it ran without reporting a port for `PATIENCE`.
+    Fatal(String),
+}
+
 impl Driver {
     fn start() -> Self {
+        Self::try_start(&["chromedriver"]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `argv` as chromedriver (with `--port=0`, the port read from its stdout), up
+    /// to `DRIVER_TRIES` times while it exits before reporting its port.
+    fn try_start(argv: &[&str]) -> Result<Self, String> {
         let slot = Slot::take();
+        let mut failures = Vec::new();
+        for attempt in 1..=DRIVER_TRIES {
+            match Self::start_once(argv) {
+                Ok((child, port)) => {
+                    return Ok(Driver {
+                        child,
+                        port,
+                        _slot: slot,
+                    })
+                }
+                Err(DriverFailure::Exited(why)) => failures.push(format!("try {attempt}: {why}")),
+                Err(DriverFailure::Fatal(why)) => {
+                    failures.push(format!("try {attempt}: {why}"));
+                    break;
+                }
+            }
+        }
+        Err(format!(
+            "chromedriver did not report its port ({} of {DRIVER_TRIES} tries):\n{}",
+            failures.len(),
+            failures.join("\n")
+        ))
+    }
+
+    fn start_once(argv: &[&str]) -> Result<(Child, u16), DriverFailure> {
+        let program = argv.join(" ");
         let mut child = {
             use std::os::unix::process::CommandExt;
-            Command::new("chromedriver")
+            Command::new(argv[0])
+                .args(&argv[1..])
                 .arg("--port=0")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .process_group(0)
                 .spawn()
-                .expect("start chromedriver (scripts/test installs chromium-driver)")
+                .map_err(|e| {
+                    DriverFailure::Fatal(format!(
+                        "cannot run {program}: {e} (scripts/ensure-chromium installs chromium-driver)"
+                    ))
+                })?
         };
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<u16>();
-        // Reads the port, then keeps draining so chromedriver never blocks on its output.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    if let (Some(tx), Ok(port)) = (tx.take(), port.parse()) {
-                        let _ = tx.send(port);
-                    }
+        let log = DriverLog::default();
+        let (port_tx, port_rx) = mpsc::channel::<u16>();
+        // Both streams are drained for as long as chromedriver runs, so it never blocks on
+        // a full pipe; stdout also yields the port.
+        drain(
+            child.stdout.take().unwrap(),
+            "stdout",
+            log.clone(),
+            Some(port_tx),
+        );
+        let stderr_done = drain(child.stderr.take().unwrap(), "stderr", log.clone(), None);
+        match port_rx.recv_timeout(PATIENCE) {
+            Ok(port) => Ok((child, port)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closed without a port: it is exiting, or has.
+                let status = exit_status(&mut child, Duration::from_secs(10));
+                let _ = stderr_done.recv_timeout(Duration::from_secs(2));
+                Err(DriverFailure::Exited(format!(
+                    "{program} exited before reporting a port ({status}); it printed:\n{}",
+                    log.text()
+                )))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                kill_group(&child);
+                let status = exit_status(&mut child, Duration::from_secs(10));
+                Err(DriverFailure::Fatal(format!(
+                    "{program} reported no port within {PATIENCE:?} (killed: {status}); it printed:\n{}",
+                    log.text()
+                )))
+            }
+        }
+    }
+}
+
+/// Reads `stream` line by line (bytes, so a non-UTF-8 line does not end the reading) into
+/// `log` until it closes; the first "started successfully on port N" goes to `port`. The
+/// returned channel closes when the stream has.
+fn drain(
+    stream: impl std::io::Read + Send + 'static,
+    name: &'static str,
+    log: DriverLog,
+    port: Option<mpsc::Sender<u16>>,
+) -> mpsc::Receiver<()> {
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _done = done_tx;
+        let mut port = port;
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let (Some(tx), Ok(p)) = (port.take(), digits.parse()) {
+                    let _ = tx.send(p);
                 }
             }
-        });
-        let port = rx
-            .recv_timeout(PATIENCE)
-            .expect("chromedriver did not report its port");
-        Driver {
-            child,
-            port,
-            _slot: slot,
+            log.push(format!("[{name}] {line}"));
+        }
+    });
+    done_rx
+}
+
+/// SIGKILL to the child's process group (chromedriver and the browsers it started).
+fn kill_group(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+}
+
+/// The child's exit status, waiting up to `limit` for it to exit; killed after that.
+fn exit_status(child: &mut Child, limit: Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.to_string(),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(None) => {
+                kill_group(child);
+                return match child.wait() {
+                    Ok(status) => format!("still running after {limit:?}, killed: {status}"),
+                    Err(e) => format!("still running after {limit:?}, wait failed: {e}"),
+                };
+            }
+            Err(e) => return format!("wait failed: {e}"),
         }
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
+        kill_group(&self.child);
         let _ = self.child.wait();
+    }
+}
+
+/// A stand-in for chromedriver (run as `sh <script>`): counts its runs in `counter` and on
+/// the first `failing` runs fails as chromedriver does when the IPv4 side of its port is
+/// taken; after that reports port 4444 and waits.
+fn fake_chromedriver(dir: &Path, failing: u32) -> (PathBuf, PathBuf) {
+    let counter = dir.join("runs");
+    let script = dir.join("chromedriver.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "runs=$(cat '{counter}' 2>/dev/null || echo 0)\n\
+             echo $((runs + 1)) > '{counter}'\n\
+             if [ \"$runs\" -lt {failing} ]; then\n\
+             echo 'Starting ChromeDriver (fake) on port 0'\n\
+             echo 'IPv4 port not available. Exiting...'\n\
+             echo '[1.000][SEVERE]: bind() failed: Address already in use (98)' >&2\n\
+             exit 1\n\
+             fi\n\
+             echo 'ChromeDriver was started successfully on port 4444.'\n\
+             exec sleep 600\n",
+            counter = counter.display()
+        ),
+    )
+    .unwrap();
+    (script, counter)
+}
+
+fn runs(counter: &Path) -> String {
+    std::fs::read_to_string(counter).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_chromedriver_that_exits_before_reporting_its_port_is_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, counter) = fake_chromedriver(dir.path(), DRIVER_TRIES as u32 - 1);
+    let driver =
+        Driver::try_start(&["sh", script.to_str().unwrap()]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(driver.port, 4444);
+    assert_eq!(runs(&counter), DRIVER_TRIES.to_string());
+}
+
+#[test]
+fn a_chromedriver_that_never_starts_fails_with_its_output_and_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, counter) = fake_chromedriver(dir.path(), u32::MAX);
+    let Err(message) = Driver::try_start(&["sh", script.to_str().unwrap()]) else {
+        panic!("a chromedriver that always exits was taken as started");
+    };
+    assert_eq!(runs(&counter), DRIVER_TRIES.to_string(), "{message}");
+    assert!(
+        message.contains(&format!("({DRIVER_TRIES} of {DRIVER_TRIES} tries)")),
+        "{message}"
+    );
+    for what in [
+        "exit status: 1",
+        "[stdout] IPv4 port not available. Exiting...",
+        "[stderr] [1.000][SEVERE]: bind() failed: Address already in use (98)",
+    ] {
+        assert_eq!(
+            message.matches(what).count(),
+            DRIVER_TRIES,
+            "{what} once per try in: {message}"
+        );
     }
 }
 
@@ -226,15 +439,17 @@ async fn node_with_proofs(
     let id = node["node_id"].as_str().unwrap().to_string();
     let token = server.login_node(&id, &key).await;
     let mut seq = 0;
-    for _ in 0..240 {
+    wait_until_every(PATIENCE, Duration::from_millis(250), async || {
         seq += 1;
         heartbeat(server, &token, &id, &key, seq).await;
         if seq % 4 == 0 && proof_history(server, &id).await.len() >= proofs {
-            return id;
+            Ok(())
+        } else {
+            Err(format!("the node did not get {proofs} proofs"))
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the node did not get {proofs} proofs");
+    })
+    .await;
+    id
 }
 
 async fn credit(server: &TestServer, node_id: &str, amount: &str) {
@@ -564,15 +779,11 @@ async fn the_payout_csv_download_equals_the_apis_payouts() {
     );
     click(&c, "#download-csv").await;
     let file = downloads.path().join(format!("payouts-{id}.csv"));
-    let mut csv = None;
-    for _ in 0..(PATIENCE.as_millis() / 100) {
-        if file.exists() {
-            csv = Some(std::fs::read_to_string(&file).unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let csv = csv.unwrap_or_else(|| panic!("no download at {}", file.display()));
+    let csv = wait_until(PATIENCE, async || match std::fs::read_to_string(&file) {
+        Ok(csv) => Ok(csv),
+        Err(e) => Err(format!("no download at {}: {e}", file.display())),
+    })
+    .await;
 
     // Row by row from the API's JSON, oldest first.
     let columns = [
@@ -945,15 +1156,42 @@ async fn alerts_of(server: &TestServer, token: &str, query: &str) -> Value {
 
 /// Polls `script` until it returns `want`.
 async fn wait_js(c: &Client, script: &str, want: Value) {
-    let mut got = Value::Null;
-    for _ in 0..(PATIENCE.as_millis() / 100) {
-        got = js(c, script).await;
+    wait_until(PATIENCE, async || {
+        let got = js(c, script).await;
         if got == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{script} returned {got}, not {want}"))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{script} returned {got}, not {want}");
+    })
+    .await
+}
+
+/// Waits until the element at `css` shows exactly `want` (the page may still be filling
+/// it in); fails with what it showed last.
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    wait_until(PATIENCE, async || {
+        // Found again each time: the page may replace the element meanwhile.
+        let got = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.ok(),
+            Err(_) => None,
+        };
+        if got.as_deref() == Some(want) {
+            Ok(())
+        } else {
+            Err(format!("{css} shows {got:?}, not {want:?}"))
+        }
+    })
+    .await
+}
+
+/// Waits until the form field at `css` holds exactly `want`.
+async fn wait_value(c: &Client, css: &str, want: &str) {
+    let script = format!(
+        "const e = document.querySelector({}); return e && e.value;",
+        json!(css)
+    );
+    wait_js(c, &script, json!(want)).await;
 }
 
 async fn click(c: &Client, css: &str) {
@@ -1150,11 +1388,10 @@ async fn an_operator_saves_and_removes_their_alert_webhook_on_the_alerts_page() 
     assert_eq!(gone["configured"], false, "{gone}");
     assert_eq!(gone["secret_set"], false, "{gone}");
     assert!(gone["webhook_url"].is_null(), "{gone}");
-    assert_eq!(
-        text_of(&c, "#alert-status").await,
-        "No webhook set: nothing is sent."
-    );
-    assert_eq!(value_of(&c, "#alert-url").await, "");
+    // The page shows "Removed" as soon as the DELETE is answered, then reads the settings
+    // again and fills the form from them: wait for that, not for a fixed time.
+    wait_text(&c, "#alert-status", "No webhook set: nothing is sent.").await;
+    wait_value(&c, "#alert-url", "").await;
     assert!(c.get_alert_text().await.is_err(), "a native dialog is open");
     c.close().await.unwrap();
 }

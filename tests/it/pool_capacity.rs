@@ -1,9 +1,7 @@
 //! Pool capacity is enforced inside the write transaction: no burst of concurrent joins
 //! can overfill a pool, and the count survives a restart.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::json;
 

@@ -1,14 +1,14 @@
 //! The node agent (`lucid-node-management agent`) as a black box: the real binary against
 //! the real server over TLS, trusting only the server's self-signed certificate.
 
-mod common;
-
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::{cert, command, keygen, node_json, register_keygen_node, spawn_agent, TestServer};
+use crate::common::{
+    cert, keygen, node_json, register_keygen_node, run_cli, spawn_agent, TestServer,
+};
 
 /// Waits up to `limit` for the agent to exit on its own (SIGKILL after that); returns
 /// its status (None if it had to be killed) and its whole stderr.
@@ -181,8 +181,10 @@ async fn agent_keeps_retrying_an_unreachable_server_and_stops_cleanly() {
 #[test]
 fn agent_refuses_ca_cert_with_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(dir.path(), &[])
-        .args([
+    let out = run_cli(
+        dir.path(),
+        &[],
+        &[
             "agent",
             "--server",
             "https://127.0.0.1:1",
@@ -193,9 +195,8 @@ fn agent_refuses_ca_cert_with_insecure() {
             "--ca-cert",
             "c.pem",
             "--insecure",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),

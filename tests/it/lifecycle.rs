@@ -1,8 +1,6 @@
 //! The service as a new user meets it: first start, persistence, graceful stop.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

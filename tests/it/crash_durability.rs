@@ -1,13 +1,11 @@
 //! Nothing acknowledged is lost: a server killed with SIGKILL in the middle of a burst of
 //! writes has, after restart, every node it answered 201 for.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -41,10 +39,17 @@ async fn sigkill_during_a_write_burst_loses_no_acknowledged_node() {
             }));
         }
         // Let the burst build up, then pull the plug while requests are in flight.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while acked.lock().unwrap().len() < 200 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_every(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            async || match acked.lock().unwrap().len() {
+                n if n >= 200 => Ok(()),
+                n => Err(format!(
+                    "round {round}: the burst acknowledged only {n} writes"
+                )),
+            },
+        )
+        .await;
         server.kill();
         for t in tasks {
             let _ = t.await;
@@ -57,23 +62,11 @@ async fn sigkill_during_a_write_burst_loses_no_acknowledged_node() {
         );
 
         server.restart();
-        let mut stored = HashSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/api/v1/nodes?limit=500&cursor={c}"),
-                None => "/api/v1/nodes?limit=500".to_string(),
-            };
-            let (status, page) = server.call("GET", &path, Some(&admin), None).await;
-            assert_eq!(status, 200);
-            for n in page["items"].as_array().unwrap() {
-                stored.insert(n["node_id"].as_str().unwrap().to_string());
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
+        let stored: HashSet<String> = paginate_all(&server, "/api/v1/nodes?limit=500", &admin)
+            .await
+            .iter()
+            .map(|n| n["node_id"].as_str().unwrap().to_string())
+            .collect();
         let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
         assert!(
             lost.is_empty(),
@@ -84,10 +77,7 @@ async fn sigkill_during_a_write_burst_loses_no_acknowledged_node() {
     }
     // The audit chain is intact after three crashes.
     server.kill();
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
+    let out = run_cli(server.data_dir(), &[], &["verify"]);
     assert!(
         out.status.success(),
         "verify failed: {}",

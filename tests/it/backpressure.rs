@@ -1,9 +1,7 @@
 //! A full writer queue answers 503 with Retry-After at once (never an unbounded queue), and
 //! a refused write leaves nothing behind.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::json;
 
@@ -49,14 +47,8 @@ async fn a_full_writer_queue_answers_503_with_retry_after_and_writes_nothing() {
         "a queue of 1 under 64 concurrent writers never filled"
     );
     assert!(created > 0);
-    let (_, list) = server
-        .call("GET", "/api/v1/nodes?limit=500", Some(admin), None)
-        .await;
-    let stored = list["items"].as_array().unwrap().len()
-        + if list["next_cursor"].is_string() {
-            500
-        } else {
-            0
-        };
+    let stored = paginate_all(server, "/api/v1/nodes?limit=500", admin)
+        .await
+        .len();
     assert_eq!(stored, created, "only acknowledged writes are stored");
 }

@@ -5,9 +5,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -44,6 +44,20 @@ pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// Runs the command line once against `data_dir` with `env` (stdin closed) and returns its
+/// status and what it printed.
+pub fn run_cli(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    command(data_dir, &env)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary")
 }
 
 impl TestServer {
@@ -343,6 +357,79 @@ pub async fn proof_history(server: &TestServer, node_id: &str) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
+/// How often `wait_until` looks again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Runs `check` every `POLL` until it returns `Ok`, and returns that value; after `timeout`
+/// fails with the last `Err`, which says what was seen instead.
+pub async fn wait_until<T, E: std::fmt::Display>(
+    timeout: Duration,
+    check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    wait_until_every(timeout, POLL, check).await
+}
+
+/// `wait_until`, looking again every `every`.
+pub async fn wait_until_every<T, E: std::fmt::Display>(
+    timeout: Duration,
+    every: Duration,
+    check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    poll_until(timeout, every, check)
+        .await
+        .unwrap_or_else(|seen| panic!("still not so after {timeout:?}: {seen}"))
+}
+
+/// Runs `check` every `every` until it returns `Ok`; after `timeout` hands back its last
+/// `Err` instead of failing (for a caller that stops a process first, or asserts on what
+/// it saw).
+pub async fn poll_until<T, E>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(seen) if Instant::now() >= deadline => return Err(seen),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+/// Every page of the list at `path` (which carries its own query, e.g. `?limit=500`) as
+/// `token` reads it, following `next_cursor` to the end; each page must answer 200.
+pub async fn pages_of(server: &TestServer, path: &str, token: &str) -> Vec<Value> {
+    /// More pages than any test makes: the cursor went round in a circle.
+    const MAX_PAGES: usize = 10_000;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut pages = Vec::new();
+    let mut url = path.to_string();
+    loop {
+        let (status, page) = server.call("GET", &url, Some(token), None).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        let next = page["next_cursor"]
+            .as_str()
+            .map(|c| format!("{path}{sep}cursor={c}"));
+        pages.push(page);
+        match next {
+            Some(next) => url = next,
+            None => return pages,
+        }
+        assert!(pages.len() < MAX_PAGES, "pagination of {path} does not end");
+    }
+}
+
+/// Every item of the list at `path` as `token` reads it, all pages in order.
+pub async fn paginate_all(server: &TestServer, path: &str, token: &str) -> Vec<Value> {
+    pages_of(server, path, token)
+        .await
+        .iter()
+        .flat_map(|page| page["items"].as_array().unwrap().iter().cloned())
+        .collect()
+}
+
 /// Issues a token with the offline CLI against `data_dir` (its last word on stdout).
 pub fn cli_token_in(
     data_dir: &Path,
@@ -425,11 +512,7 @@ pub fn assert_problem(status: u16, body: &Value, want_status: u16, want_type: &s
 /// Writes a node key with `keygen`; returns (key path, public key b64).
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);
-    let out = command(dir, &[])
-        .args(["keygen", "--out"])
-        .arg(&path)
-        .output()
-        .expect("run keygen");
+    let out = run_cli(dir, &[], &["keygen", "--out", path.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "keygen failed: {}",
@@ -467,4 +550,171 @@ pub fn spawn_agent(data_dir: &Path, args: &[&str]) -> Child {
 /// The server's self-signed certificate, for `agent --ca-cert`.
 pub fn cert(server: &TestServer) -> String {
     server.data_dir().join("tls/cert.pem").display().to_string()
+}
+
+// ---- webhook receivers ----
+
+/// One POST as a `WebhookReceiver` got it, with the status it answered.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: axum::body::Bytes,
+    pub answered: u16,
+}
+
+impl Received {
+    /// A header's value ("" when absent or not text).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Whether `X-Lucid-Signature` is `sha256=` and the HMAC-SHA256 of the body under
+    /// `secret`, as the server signs alerts and payout requests.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(&self.body);
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        self.header("x-lucid-signature") == expected
+    }
+}
+
+/// What a `WebhookReceiver` answers to a POST.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: AnswerBody,
+    /// How long it waits before answering (after recording the request).
+    pub delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum AnswerBody {
+    Empty,
+    /// `text/plain; charset=utf-8`
+    Text(String),
+    /// `application/json`
+    Json(Value),
+}
+
+impl Answer {
+    /// `status` with an empty body.
+    pub fn status(status: u16) -> Self {
+        Answer {
+            status,
+            body: AnswerBody::Empty,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Self {
+        Answer {
+            body: AnswerBody::Text(body.to_string()),
+            ..Answer::status(status)
+        }
+    }
+
+    pub fn json(status: u16, body: Value) -> Self {
+        Answer {
+            body: AnswerBody::Json(body),
+            ..Answer::status(status)
+        }
+    }
+
+    /// The same answer, given only after `delay`.
+    pub fn after(self, delay: Duration) -> Self {
+        Answer { delay, ..self }
+    }
+}
+
+type Answering = Arc<dyn Fn(&Received) -> Answer + Send + Sync>;
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    answering: Arc<Mutex<Answering>>,
+}
+
+/// A webhook receiver on a loopback port: records every POST to its path (headers, body,
+/// what it answered) and answers as it is told.
+pub struct WebhookReceiver {
+    /// Where to POST (`http://127.0.0.1:{port}{path}`).
+    pub url: String,
+    state: ReceiverState,
+}
+
+impl WebhookReceiver {
+    /// Answers every POST to `path` with `answer`.
+    pub async fn start(path: &str, answer: Answer) -> Self {
+        Self::answering(path, move |_| answer.clone()).await
+    }
+
+    /// Answers each POST to `path` with what `answer` says for it (called before the
+    /// request is recorded, once per request).
+    pub async fn answering(
+        path: &str,
+        answer: impl Fn(&Received) -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        let state = ReceiverState {
+            received: Arc::default(),
+            answering: Arc::new(Mutex::new(Arc::new(answer))),
+        };
+        let app = axum::Router::new()
+            .route(path, axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        WebhookReceiver { url, state }
+    }
+
+    /// From now on answers every POST with `answer`.
+    pub fn answer_with(&self, answer: Answer) {
+        *self.state.answering.lock().unwrap() = Arc::new(move |_| answer.clone());
+    }
+
+    /// Every POST so far, in the order they came.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// How many POSTs came so far.
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+}
+
+async fn receive(
+    axum::extract::State(state): axum::extract::State<ReceiverState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut got = Received {
+        headers,
+        body,
+        answered: 0,
+    };
+    let answering = state.answering.lock().unwrap().clone();
+    let answer = answering(&got);
+    got.answered = answer.status;
+    state.received.lock().unwrap().push(got);
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    let status = axum::http::StatusCode::from_u16(answer.status).unwrap();
+    match answer.body {
+        AnswerBody::Empty => status.into_response(),
+        AnswerBody::Text(text) => (status, text).into_response(),
+        AnswerBody::Json(value) => (status, axum::Json(value)).into_response(),
+    }
 }

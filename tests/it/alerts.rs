@@ -1,67 +1,17 @@
 //! Alerts as an operator meets them: a webhook receiver started by the test, the real
 //! agent binary stopped and started, the appliance SIGKILLed while the receiver fails.
 
-mod common;
-
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
-use common::*;
-use hmac::{Hmac, Mac};
+use crate::common::*;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const SECRET: &str = "alert-receiver-secret";
 
-/// One delivery as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Delivery {
-    event: Value,
-    event_id_header: String,
-    signature_ok: bool,
-    answered: u16,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    seen: Arc<Mutex<Vec<Delivery>>>,
-    /// The status the receiver answers with.
-    answer: Arc<AtomicU16>,
-    url: String,
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        let seen: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-        let answer = Arc::new(AtomicU16::new(200));
-        let state = (seen.clone(), answer.clone());
-        let app = Router::new()
-            .route("/hook", post(receive))
-            .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { seen, answer, url }
-    }
-
+/// Alerts as a receiver sees them.
+trait AlertHook {
     /// Events acknowledged with 2xx, each `event_id` once (a receiver drops duplicates).
-    fn events(&self) -> Vec<Value> {
-        let mut ids = std::collections::HashSet::new();
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| d.answered < 300)
-            .filter(|d| ids.insert(d.event["event_id"].as_str().unwrap().to_string()))
-            .map(|d| d.event.clone())
-            .collect()
-    }
+    fn events(&self) -> Vec<Value>;
 
     fn of_type(&self, kind: &str) -> Vec<Value> {
         self.events()
@@ -70,57 +20,50 @@ impl Receiver {
             .collect()
     }
 
-    /// Waits until `n` events of `kind` were acknowledged (or the limit passes).
+    /// Waits until `n` events of `kind` were acknowledged (or the limit passes); returns
+    /// those there are.
     async fn wait_for(&self, kind: &str, n: usize, limit: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll_until(limit, POLL, async || {
             let got = self.of_type(kind);
-            if got.len() >= n || Instant::now() >= deadline {
-                return got;
+            if got.len() >= n {
+                Ok(got)
+            } else {
+                Err(got)
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn attempts(&self) -> usize {
-        self.seen.lock().unwrap().len()
+        })
+        .await
+        .unwrap_or_else(|got| got)
     }
 }
 
-type ReceiverState = (Arc<Mutex<Vec<Delivery>>>, Arc<AtomicU16>);
-
-async fn receive(
-    State((seen, answer)): State<ReceiverState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(&body);
-    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let answered = answer.load(Ordering::SeqCst);
-    seen.lock().unwrap().push(Delivery {
-        event: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        event_id_header: header("x-lucid-event-id"),
-        signature_ok: header("x-lucid-signature") == expected,
-        answered,
-    });
-    StatusCode::from_u16(answered).unwrap()
+impl AlertHook for WebhookReceiver {
+    fn events(&self) -> Vec<Value> {
+        let mut ids = std::collections::HashSet::new();
+        self.received()
+            .iter()
+            .filter(|d| d.answered < 300)
+            .map(Received::json)
+            .filter(|e| ids.insert(e["event_id"].as_str().unwrap().to_string()))
+            .collect()
+    }
 }
 
-fn assert_well_formed(d: &Delivery) {
-    assert!(d.signature_ok, "X-Lucid-Signature must verify: {d:?}");
-    assert_eq!(d.event["event_id"], d.event_id_header.as_str());
+/// A receiver of alerts at `/hook`, answering 200.
+async fn alert_hook() -> WebhookReceiver {
+    WebhookReceiver::start("/hook", Answer::status(200)).await
+}
+
+fn assert_well_formed(d: &Received) {
+    assert!(
+        d.signed_with(SECRET),
+        "X-Lucid-Signature must verify: {d:?}"
+    );
+    let event = d.json();
+    assert_eq!(event["event_id"], d.header("x-lucid-event-id").as_str());
     for field in ["event_id", "type", "at", "node_id", "operator_id"] {
-        assert!(d.event[field].is_string(), "{field} missing in {}", d.event);
+        assert!(event[field].is_string(), "{field} missing in {event}");
     }
-    assert!(d.event["detail"].is_object(), "{}", d.event);
+    assert!(event["detail"].is_object(), "{event}");
 }
 
 async fn put_alerts(server: &TestServer, token: &str, query: &str, body: Value) -> (u16, Value) {
@@ -139,7 +82,7 @@ async fn put_alerts(server: &TestServer, token: &str, query: &str, body: Value) 
 /// back.
 #[tokio::test]
 async fn a_stopped_agent_brings_exactly_one_offline_alert_after_the_grace() {
-    let receiver = Receiver::start().await;
+    let receiver = alert_hook().await;
     let server = TestServer::start_with(&[("HEARTBEAT_TIMEOUT", "2")]).await;
     let operator = server.cli_token("operator", "op-alerts");
     let (s, settings) = put_alerts(
@@ -221,8 +164,8 @@ async fn a_stopped_agent_brings_exactly_one_offline_alert_after_the_grace() {
     agent.wait().unwrap();
     assert_eq!(online.len(), 1, "{online:?}");
     assert_eq!(online[0]["node_id"], node_id.as_str());
-    for d in receiver.seen.lock().unwrap().iter() {
-        assert_well_formed(d);
+    for d in receiver.received() {
+        assert_well_formed(&d);
     }
     let metrics = server.metrics_text().await;
     assert!(
@@ -232,25 +175,22 @@ async fn a_stopped_agent_brings_exactly_one_offline_alert_after_the_grace() {
 }
 
 async fn wait_for_status(server: &TestServer, node_id: &str, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until(Duration::from_secs(20), async || {
         let node = node_json(server, node_id).await;
         if node["status"] == status {
-            return;
+            Ok(())
+        } else {
+            Err(format!("node never became {status}: {node}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "node never became {status}: {node}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// A node that goes offline for a moment and comes back within the grace is not
 /// reported: neither `node.offline` nor `node.online`.
 #[tokio::test]
 async fn a_node_back_within_the_grace_causes_no_alert() {
-    let receiver = Receiver::start().await;
+    let receiver = alert_hook().await;
     let server = TestServer::start_with(&[("HEARTBEAT_TIMEOUT", "1")]).await;
     let operator = server.cli_token("operator", "op-flap");
     let (s, _) = put_alerts(
@@ -284,7 +224,7 @@ async fn a_node_back_within_the_grace_causes_no_alert() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         beat(seq).await;
     }
-    assert_eq!(receiver.attempts(), 0, "{:?}", receiver.events());
+    assert_eq!(receiver.count(), 0, "{:?}", receiver.events());
 }
 
 /// A payout event survives a receiver answering 500 and a SIGKILL of the appliance:
@@ -292,9 +232,9 @@ async fn a_node_back_within_the_grace_causes_no_alert() {
 /// operator's nodes; an operator's hook only about their own.
 #[tokio::test]
 async fn payout_alerts_arrive_after_failures_and_a_sigkill() {
-    let operator_hook = Receiver::start().await;
-    let fleet_hook = Receiver::start().await;
-    operator_hook.answer.store(500, Ordering::SeqCst);
+    let operator_hook = alert_hook().await;
+    let fleet_hook = alert_hook().await;
+    operator_hook.answer_with(Answer::status(500));
     let mut server =
         TestServer::start_with(&[("ALERT_RETRY_BASE", "1s"), ("PAYOUT_THRESHOLD_USDT", "1")]).await;
     let admin = server.admin.clone();
@@ -341,13 +281,17 @@ async fn payout_alerts_arrive_after_failures_and_a_sigkill() {
     assert_eq!(run["created"].as_array().unwrap().len(), 2);
 
     // Alice's receiver refuses at least once, then the appliance dies.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while operator_hook.attempts() == 0 {
-        assert!(Instant::now() < deadline, "no delivery attempt");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_every(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || match operator_hook.count() {
+            0 => Err("no delivery attempt"),
+            _ => Ok(()),
+        },
+    )
+    .await;
     server.kill();
-    operator_hook.answer.store(200, Ordering::SeqCst);
+    operator_hook.answer_with(Answer::status(200));
     server.restart();
 
     let created = operator_hook
@@ -411,11 +355,9 @@ async fn payout_alerts_arrive_after_failures_and_a_sigkill() {
         "bob's failure is not alice's business"
     );
     for d in operator_hook
-        .seen
-        .lock()
-        .unwrap()
+        .received()
         .iter()
-        .chain(fleet_hook.seen.lock().unwrap().iter())
+        .chain(fleet_hook.received().iter())
     {
         assert_well_formed(d);
     }

@@ -2,14 +2,12 @@
 //! `type`, never a 500, and never a partial write (nodes, pools and the audit log are
 //! exactly as they were before the refused call).
 
-mod common;
-
 use std::collections::HashSet;
 
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use common::*;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
@@ -92,31 +90,11 @@ struct Snapshot {
     audit: Vec<Value>,
 }
 
-/// All items of a list, following `next_cursor`.
-async fn all_items(server: &TestServer, path: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = match &cursor {
-            Some(c) => format!("{path}{sep}limit=500&cursor={c}"),
-            None => format!("{path}{sep}limit=500"),
-        };
-        let (status, body) = server.call("GET", &url, Some(&server.admin), None).await;
-        assert_eq!(status, 200, "{url}: {body}");
-        items.extend(body["items"].as_array().unwrap().iter().cloned());
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return items,
-        }
-    }
-}
-
 async fn snapshot(server: &TestServer) -> Snapshot {
     Snapshot {
-        nodes: all_items(server, "/api/v1/nodes").await,
-        pools: all_items(server, "/api/v1/pools").await,
-        audit: all_items(server, "/api/v1/audit").await,
+        nodes: paginate_all(server, "/api/v1/nodes?limit=500", &server.admin).await,
+        pools: paginate_all(server, "/api/v1/pools?limit=500", &server.admin).await,
+        audit: paginate_all(server, "/api/v1/audit?limit=500", &server.admin).await,
     }
 }
 
@@ -1468,33 +1446,26 @@ async fn unknown_routes_and_methods_answer_problem_json() {
 
 /// Every node id of a list, following `next_cursor` with `limit=3`.
 async fn walk_pages(server: &TestServer, token: &str, extra: &str) -> (Vec<String>, usize) {
+    let path = format!("/api/v1/nodes?limit=3{extra}");
+    let pages = pages_of(server, &path, token).await;
+    assert!(pages.len() <= 10, "pagination does not end");
     let mut ids = Vec::new();
-    let mut pages = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/nodes?limit=3{extra}&cursor={c}"),
-            None => format!("/api/v1/nodes?limit=3{extra}"),
-        };
-        let (status, body) = server.call("GET", &path, Some(token), None).await;
-        assert_eq!(status, 200, "{path}: {body}");
+    for (i, body) in pages.iter().enumerate() {
         let items = body["items"].as_array().unwrap();
-        assert!(items.len() <= 3, "{path}: more than limit: {body}");
-        pages += 1;
-        assert!(pages <= 10, "pagination does not end");
+        assert!(
+            items.len() <= 3,
+            "{path}, page {i}: more than limit: {body}"
+        );
+        if i + 1 < pages.len() {
+            assert_eq!(items.len(), 3, "a non-final page is full: {body}");
+        }
         ids.extend(
             items
                 .iter()
                 .map(|n| n["node_id"].as_str().unwrap().to_string()),
         );
-        match body["next_cursor"].as_str() {
-            Some(c) => {
-                assert_eq!(items.len(), 3, "a non-final page is full: {body}");
-                cursor = Some(c.to_string());
-            }
-            None => return (ids, pages),
-        }
     }
+    (ids, pages.len())
 }
 
 #[tokio::test]
@@ -1573,28 +1544,12 @@ async fn pagination_follows_next_cursor_through_every_node_exactly_once() {
     assert_eq!(unique, mine);
 
     // Audit pages join up too: every seq once, in order.
-    let mut seqs = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/audit?limit=4&cursor={c}"),
-            None => "/api/v1/audit?limit=4".to_string(),
-        };
-        let (status, body) = server.call("GET", &path, Some(&server.admin), None).await;
-        assert_eq!(status, 200, "{body}");
-        seqs.extend(
-            body["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["seq"].as_u64().unwrap()),
-        );
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
-    let all_seqs: Vec<u64> = all_items(&server, "/api/v1/audit")
+    let seqs: Vec<u64> = paginate_all(&server, "/api/v1/audit?limit=4", &server.admin)
+        .await
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let all_seqs: Vec<u64> = paginate_all(&server, "/api/v1/audit?limit=500", &server.admin)
         .await
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())

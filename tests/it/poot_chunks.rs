@@ -5,12 +5,10 @@
 //! The debug build's `LUCID_DEBUG_POOT_CHUNK` / `LUCID_DEBUG_POOT_CHUNK_PAUSE_MS` make the
 //! chunks one proof each with a pause after each, so the kill lands mid-close.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const NODES: usize = 6;
@@ -59,37 +57,41 @@ async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once
 
     // Wait until the first epoch with proofs is part-way stored, then pull the plug. (Its
     // proofs are fewer than the nodes when their heartbeats straddle an epoch boundary.)
-    let mut before: HashMap<String, Value> = HashMap::new();
-    let mut epoch = None;
-    for _ in 0..300 {
-        let e = match epoch {
-            Some(e) => Some(e),
-            None => {
-                // The earliest epoch any node has a proof for.
-                let mut first = None;
-                for id in &ids {
-                    if let Some(p) = proof_history(&server, id).await.last() {
-                        let k = p["epoch"].as_u64().unwrap();
-                        first = Some(first.map_or(k, |f: u64| f.min(k)));
+    let mut first_epoch = None;
+    let (epoch, before) = wait_until_every(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || {
+            let e = match first_epoch {
+                Some(e) => e,
+                None => {
+                    // The earliest epoch any node has a proof for.
+                    let mut first = None;
+                    for id in &ids {
+                        if let Some(p) = proof_history(&server, id).await.last() {
+                            let k = p["epoch"].as_u64().unwrap();
+                            first = Some(first.map_or(k, |f: u64| f.min(k)));
+                        }
                     }
+                    let Some(e) = first else {
+                        return Err("no epoch was closed".to_string());
+                    };
+                    first_epoch = Some(e);
+                    e
                 }
-                first
-            }
-        };
-        if let Some(e) = e {
-            epoch = Some(e);
-            before = proofs_of(&server, &ids, e).await;
+            };
+            let before = proofs_of(&server, &ids, e).await;
             if !before.is_empty() && before.len() < NODES {
-                break;
+                return Ok((e, before));
             }
             assert!(
                 before.len() < NODES,
                 "epoch {e} closed completely before the test could interrupt it"
             );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let epoch = epoch.expect("no epoch was closed");
+            Err(format!("no proof of epoch {e} stored yet"))
+        },
+    )
+    .await;
     assert!(!before.is_empty() && before.len() < NODES);
     server.kill();
 

@@ -1,11 +1,9 @@
 //! The monitoring files shipped in packaging/ (Prometheus rules, Grafana dashboard) use
 //! only metrics the appliance really serves: a renamed metric would silently blind them.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::TestServer;
+use crate::common::TestServer;
 
 /// `lucid_*` names in a text, with histogram suffixes folded to the family name.
 fn metric_names(text: &str) -> BTreeSet<String> {

@@ -2,9 +2,7 @@
 //! one among them is still refused with 401 `invalid-signature`, and the honest ones sent
 //! with it are still accepted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::Value;
 

@@ -2,8 +2,6 @@
 //! scripts/ensure-mongo into .tools/mongo). Each test starts its own server on a free port
 //! with its own storage directory and stops it at the end.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use lucid_node_management::domain::timefmt::parse_rfc3339_us;
 use mongodb::bson::{doc, Bson, Document};
 use serde_json::{json, Value};
@@ -145,8 +143,7 @@ async fn health(server: &TestServer) -> Value {
 
 /// Waits until the mirror is connected, initialised and the outbox is empty.
 async fn converged(server: &TestServer) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
+    wait_until(Duration::from_secs(90), async || {
         let h = health(server).await;
         let m = &h["mirror"];
         if m["connected"] == true && m["initial_sync_done"] == true && m["outbox"] == 0 {
@@ -154,48 +151,25 @@ async fn converged(server: &TestServer) -> Value {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let h = health(server).await;
             if h["mirror"]["outbox"] == 0 {
-                return h;
+                return Ok(h);
             }
         }
-        assert!(Instant::now() < deadline, "mirror did not converge: {h}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("mirror did not converge: {h}"))
+    })
+    .await
 }
 
 /// Waits until the mirror noticed MongoDB is gone.
 async fn wait_disconnected(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), async || {
         let h = health(server).await;
         if h["mirror"]["connected"] == false {
-            return;
+            Ok(())
+        } else {
+            Err(format!("the outage was never noticed: {h}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the outage was never noticed: {h}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every item of a paginated list.
-async fn list_all(server: &TestServer, path: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let mut url = format!("{path}{sep}limit=500");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = server.call("GET", &url, Some(&server.admin), None).await;
-        assert_eq!(status, 200, "{url}: {page}");
-        out.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
-    }
+    })
+    .await
 }
 
 /// A collection's documents of one site, as relaxed extended JSON, by `_id`.
@@ -239,7 +213,7 @@ fn same_fields(api: &Value, mirrored: &Value, what: &str) {
 /// Asserts MongoDB holds exactly the appliance's state for `site`.
 async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site: &str) {
     // nodes, field by field
-    let nodes = list_all(server, "/api/v1/nodes").await;
+    let nodes = paginate_all(server, "/api/v1/nodes?limit=500", &server.admin).await;
     let mirrored = mongo_docs(db, "nodes", site).await;
     assert_eq!(mirrored.len(), nodes.len(), "node count");
     for n in &nodes {
@@ -251,7 +225,12 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
         same_fields(n, m, "node");
     }
     // payouts, field by field
-    let payouts = list_all(server, "/api/v1/payouts?format=json").await;
+    let payouts = paginate_all(
+        server,
+        "/api/v1/payouts?format=json&limit=500",
+        &server.admin,
+    )
+    .await;
     let mirrored = mongo_docs(db, "payouts", site).await;
     assert_eq!(mirrored.len(), payouts.len(), "payout count");
     for p in &payouts {
@@ -259,7 +238,7 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
         same_fields(p, &mirrored[&id], "payout");
     }
     // pools: name, region, member count and members
-    let pools = list_all(server, "/api/v1/pools").await;
+    let pools = paginate_all(server, "/api/v1/pools?limit=500", &server.admin).await;
     let mirrored = mongo_docs(db, "pools", site).await;
     assert_eq!(mirrored.len(), pools.len(), "pool count");
     for p in &pools {
@@ -306,7 +285,13 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
             same_fields(e, m, "ledger entry");
             ledger_n += 1;
         }
-        for p in list_all(server, &format!("/api/v1/poot/{nid}/history")).await {
+        for p in paginate_all(
+            server,
+            &format!("/api/v1/poot/{nid}/history?limit=500"),
+            &server.admin,
+        )
+        .await
+        {
             let id = format!("{site}:{nid}:{}", p["epoch"]);
             let m = proofs
                 .get(&id)
@@ -318,7 +303,7 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
     assert_eq!(ledger.len(), ledger_n, "ledger count");
     assert_eq!(proofs.len(), proofs_n, "proof count");
     // audit events
-    let audit = list_all(server, "/api/v1/audit").await;
+    let audit = paginate_all(server, "/api/v1/audit?limit=500", &server.admin).await;
     let mirrored = mongo_docs(db, "audit_events", site).await;
     assert_eq!(mirrored.len(), audit.len(), "audit count");
     for e in &audit {
@@ -446,35 +431,41 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
         .await;
     assert_eq!(s, 200, "{run}");
     // Wait for at least one closed epoch with a proof of the beating node.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while list_all(&server, &format!("/api/v1/poot/{hb_id}/history"))
-        .await
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "no proof was written");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let history = format!("/api/v1/poot/{hb_id}/history?limit=500");
+    wait_until_every(
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+        async || match paginate_all(&server, &history, &server.admin).await.len() {
+            0 => Err("no proof was written"),
+            _ => Ok(()),
+        },
+    )
+    .await;
 
     // The timers keep changing the beating node until an epoch ends after it went quiet
     // and the monitor has seen it silent; wait for both, so nothing changes while the two
     // sides are compared.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Epochs in which no node was up are skipped without a record, so the last closed
-        // epoch is the one the node's uptime ends in.
-        let poot = &health(&server).await["poot"];
-        let length_us = poot["epoch_length_seconds"].as_u64().unwrap() * 1_000_000;
-        let closed_end_us = poot["last_closed_epoch"]
-            .as_u64()
-            .map_or(0, |e| (e + 1) * length_us);
-        // The node monitor takes the silent node offline (a node update and an audit event).
-        let beating = node_json(&server, &hb_id).await;
-        if closed_end_us >= up_until_us && beating["status"] == "offline" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "epochs stopped closing: {poot}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_until_every(
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        async || {
+            // Epochs in which no node was up are skipped without a record, so the last closed
+            // epoch is the one the node's uptime ends in.
+            let poot = &health(&server).await["poot"];
+            let length_us = poot["epoch_length_seconds"].as_u64().unwrap() * 1_000_000;
+            let closed_end_us = poot["last_closed_epoch"]
+                .as_u64()
+                .map_or(0, |e| (e + 1) * length_us);
+            // The node monitor takes the silent node offline (a node update and an audit event).
+            let beating = node_json(&server, &hb_id).await;
+            if closed_end_us >= up_until_us && beating["status"] == "offline" {
+                Ok(())
+            } else {
+                Err(format!("epochs stopped closing: {poot}"))
+            }
+        },
+    )
+    .await;
 
     let started = Instant::now();
     let h = converged(&server).await;
@@ -499,12 +490,15 @@ async fn after_a_mixed_workload_every_collection_equals_the_appliance() {
     );
     // Metrics. The timers (node monitor, epoch close) may have queued a change since the
     // health check above; the mirror drains it, and the gauge shows 0 again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut text = server.metrics_text().await;
-    while !text.contains("lucid_mirror_outbox_entries 0\n") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        text = server.metrics_text().await;
-    }
+    let text = wait_until(Duration::from_secs(30), async || {
+        let text = server.metrics_text().await;
+        if text.contains("lucid_mirror_outbox_entries 0\n") {
+            Ok(text)
+        } else {
+            Err("lucid_mirror_outbox_entries 0\n missing from /metrics")
+        }
+    })
+    .await;
     for m in [
         "lucid_mirror_outbox_entries 0\n",
         "lucid_mirror_documents_total",
@@ -535,19 +529,20 @@ async fn mongodb_down_mid_workload_then_back_converges() {
     }
     let writes_down = t.elapsed();
     // Healthy, and says MongoDB is unreachable.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let h = health(&server).await;
-        if h["mirror"]["connected"] == false && h["mirror"]["outbox"].as_u64().unwrap() > 0 {
-            assert!(h["mirror"]["reason"].is_string(), "{h}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health never showed the outage: {h}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_every(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        async || {
+            let h = health(&server).await;
+            if h["mirror"]["connected"] == false && h["mirror"]["outbox"].as_u64().unwrap() > 0 {
+                assert!(h["mirror"]["reason"].is_string(), "{h}");
+                Ok(())
+            } else {
+                Err(format!("health never showed the outage: {h}"))
+            }
+        },
+    )
+    .await;
     let text = server.metrics_text().await;
     assert!(
         !text.contains("lucid_mirror_sync_errors_total 0\n"),
@@ -593,19 +588,22 @@ async fn sigkill_during_sync_loses_nothing_and_duplicates_nothing() {
     );
     mongo.boot();
     // Kill as soon as the sync has started but not finished.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let caught;
-    loop {
-        let h = health(&server).await;
-        let left = h["mirror"]["outbox"].as_u64().unwrap();
-        if h["mirror"]["connected"] == true && left < backlog {
-            caught = left > 0;
-            server.kill();
-            break;
-        }
-        assert!(Instant::now() < deadline, "sync never started: {h}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let left = wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        async || {
+            let h = health(&server).await;
+            let left = h["mirror"]["outbox"].as_u64().unwrap();
+            if h["mirror"]["connected"] == true && left < backlog {
+                Ok(left)
+            } else {
+                Err(format!("sync never started: {h}"))
+            }
+        },
+    )
+    .await;
+    server.kill();
+    let caught = left > 0;
     eprintln!("killed the appliance mid-sync: {caught}");
     server.restart();
     let t = Instant::now();

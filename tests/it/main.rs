@@ -1,0 +1,27 @@
+//! The black-box tests, one crate: each module is one area (the real binary over real TLS
+//! on loopback), and `common` is the harness they share. One crate compiles the harness
+//! once and links one test binary instead of one per file.
+
+mod common;
+
+mod access_matrix;
+mod agent;
+mod alerts;
+mod audit_chain;
+mod backpressure;
+mod backup_restore;
+mod bad_input;
+mod cli_and_config;
+mod console;
+mod crash_durability;
+mod heartbeat_batch;
+mod lifecycle;
+// Needs the feature (the binary must carry the mirror) and SecantusDB (scripts/ensure-mongo).
+#[cfg(feature = "mongo-sync")]
+mod mirror;
+mod packaging_files;
+mod payout_webhook;
+mod payouts;
+mod pool_capacity;
+mod poot;
+mod poot_chunks;
