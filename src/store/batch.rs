@@ -251,20 +251,26 @@ impl<'a> Batch<'a> {
     }
 
     /// Removes up to `max` heartbeats received before `before`; returns how many.
+    ///
+    /// The rows are keyed time first, so this is one range at the front of the table:
+    /// whole leaf pages empty out and are reused by the rows written after (the file stops
+    /// growing once the retention window is full; `cargo bench --bench retention`).
     pub fn prune_heartbeats(&mut self, before: Micros, max: usize) -> StoreResult<usize> {
         let mut t = self.txn.open_table(HEARTBEATS)?;
-        let mut removed = 0;
-        while removed < max {
-            let Some((k, _)) = t.first()? else { break };
-            let key = k.value();
-            if key.0 >= before {
-                break;
+        // Where this chunk ends: the `max`-th row before `before`, else `before` itself.
+        let end: (Micros, String) = match t.range::<(u64, &str)>(..(before, ""))?.nth(max) {
+            Some(entry) => {
+                let (k, _) = entry?;
+                let (at, node) = k.value();
+                (at, node.to_string())
             }
-            let owned = (key.0, key.1.to_string());
-            drop(k);
-            t.remove((owned.0, owned.1.as_str()))?;
+            None => (before, String::new()),
+        };
+        let mut removed = 0;
+        t.retain_in::<(u64, &str), _>(..(end.0, end.1.as_str()), |_, _| {
             removed += 1;
-        }
+            false
+        })?;
         Ok(removed)
     }
 

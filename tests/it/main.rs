@@ -14,8 +14,11 @@ mod bad_input;
 mod cli_and_config;
 mod console;
 mod crash_durability;
+mod disk_full;
+mod flash;
 mod heartbeat_batch;
 mod lifecycle;
+mod metrics_labels;
 // Needs the feature (the binary must carry the mirror) and SecantusDB (scripts/ensure-mongo).
 #[cfg(feature = "mongo-sync")]
 mod mirror;

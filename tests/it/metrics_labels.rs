@@ -1,9 +1,7 @@
 //! `/metrics` stays bounded whatever clients send: the request metrics are labelled with
 //! a fixed set of methods and with route templates, never with what the client made up.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rand::Rng;
 
 fn random_letters(rng: &mut impl Rng, n: usize, base: u8) -> String {

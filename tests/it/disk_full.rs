@@ -6,14 +6,12 @@
 //! Needs root (to mount a tmpfs), as CI and the developer machines run; the test fails
 //! rather than passing silently when it cannot mount.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A tmpfs mounted on a fresh directory, unmounted on drop (also when the test fails).
 struct SmallDisk {

@@ -3,11 +3,9 @@
 //! replay guard and `last_heartbeat_at` come from memory and the heartbeat rows, and must
 //! survive SIGKILL, restarts and the online -> offline change.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The count of a histogram in `/metrics`.
