@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 
-use crate::api::{self, App};
+use crate::api;
+use crate::app::App;
 use crate::config::Config;
 use crate::crypto::keys::ServiceKeys;
 use crate::crypto::tokens::TokenService;
@@ -22,7 +23,7 @@ const GRACE: Duration = Duration::from_secs(20);
 pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
     let (store, clock) = store::db::open_with_clock(&config.data_dir, config.max_nodes_per_pool)?;
     let store = store.with_min_free(config.storage_min_free);
-    crate::jobs::poot::check_epoch_length(
+    crate::app::poot::check_epoch_length(
         &store.reader().map_err(|e| e.to_string())?,
         config.poot_calculation_interval.as_micros() as u64,
     )?;
@@ -46,7 +47,7 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         config,
         store,
         writer,
-        verifier: crate::api::verifier::Verifier::start(),
+        verifier: crate::app::verifier::Verifier::start(),
         tokens,
         keys,
         metrics,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::auth::Caller;
 use super::extract::ApiQuery;
 use super::pagination::{ListPage, PageParams};
-use super::AppState;
+use crate::app::AppState;
 use crate::domain::audit::AuditEvent;
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};

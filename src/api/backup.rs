@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::auth::Caller;
-use super::AppState;
+use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::store::snapshot::backup_for_download;
 

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
+use super::created;
 use super::extract::{double_option, ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListPage, PageParams};
-use super::{created, AppState};
+use crate::app::AppState;
 use crate::domain::ids::{is_valid_id, is_valid_subject, new_id};
 use crate::domain::money::format_usdt;
 use crate::domain::node::{admin_status_change, parse_public_key, validate_text, Node, NodeStatus};

@@ -9,10 +9,12 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
+use super::created;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::nodes::visible_node;
 use super::pagination::{ListPage, PageParams};
-use super::{created, AppState};
+use crate::app::payouts::process as run_payouts;
+use crate::app::AppState;
 use crate::domain::ids::is_valid_id;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::money::format_usdt;
@@ -20,7 +22,6 @@ use crate::domain::node::validate_text;
 use crate::domain::payout::{normalize_tx_hash, Payout, PayoutState};
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::payouts::process as run_payouts;
 use crate::store::payouts;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

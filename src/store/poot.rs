@@ -1,4 +1,4 @@
-//! Storage side of closing a PoOT epoch in chunks (see `jobs::poot`).
+//! Storage side of closing a PoOT epoch in chunks (see `app::poot`).
 //!
 //! - [`epoch_proofs`] computes an epoch's proofs from read transactions, outside the
 //!   writer: once an epoch is finished its heartbeats cannot change (receive stamps are

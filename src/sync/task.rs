@@ -10,7 +10,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 
 use super::{plan, MirrorStatus, Plan};
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::outbox::{self, Cursor, Op, OutboxEntry, COLLECTIONS};
 
