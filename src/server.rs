@@ -55,6 +55,7 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         challenges: Default::default(),
         payout_wakeup: Default::default(),
         alert_wakeup: Default::default(),
+        poot_closing: Default::default(),
     });
     Ok((app, writer_thread))
 }

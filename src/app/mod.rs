@@ -37,6 +37,9 @@ pub struct App {
     pub payout_wakeup: tokio::sync::Notify,
     /// Wakes the alert delivery loop when alerts are queued.
     pub alert_wakeup: tokio::sync::Notify,
+    /// One PoOT epoch closer at a time: the timer and `calculate` share it (see
+    /// [`poot::close_due_epochs`]).
+    pub poot_closing: tokio::sync::Mutex<()>,
 }
 
 pub type AppState = Arc<App>;

@@ -81,9 +81,6 @@ fn debug_knob(name: &str) -> Option<u64> {
     }
 }
 
-/// One serialised closer per process: the timer and `calculate` share it.
-static CLOSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// The next epoch to close, as the writer found it.
 #[derive(Debug, Clone)]
 pub struct DueEpoch {
@@ -113,7 +110,8 @@ pub struct CloseReport {
 /// epoch is closed once, and an open epoch never.
 pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
     let params = CloseParams::from_app(app);
-    let reports = close_due_epochs_with(&app.writer, &app.store, &params, |r| {
+    let closing = &app.poot_closing;
+    let reports = close_due_epochs_with(closing, &app.writer, &app.store, &params, |r| {
         app.metrics.proofs.inc_by(r.proofs_written as u64);
         app.metrics.epochs_closed.inc();
         app.metrics
@@ -125,6 +123,8 @@ pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
 }
 
 /// [`close_due_epochs`] on a writer and store; `closed` sees each epoch as it closes.
+/// `closing` makes one closer run at a time: the service passes [`super::App::poot_closing`]
+/// (shared by the timer and `calculate`).
 ///
 /// Each epoch: (1) a short writer job finds the next finished epoch; (2) its proofs are
 /// computed from a read snapshot, outside the writer; (3) a writer job stores the signed
@@ -133,12 +133,13 @@ pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
 /// anywhere resumes at (2) with the stored record: proofs are recomputed identically,
 /// stored ones are skipped, the root must match the record.
 pub async fn close_due_epochs_with(
+    closing: &tokio::sync::Mutex<()>,
     writer: &Writer<ApiError>,
     store: &Store,
     params: &CloseParams,
     mut closed: impl FnMut(&CloseReport),
 ) -> ApiResult<Vec<CloseReport>> {
-    let _one_closer = CLOSING.lock().await;
+    let _one_closer = closing.lock().await;
     let mut reports = Vec::new();
     loop {
         let p = params.clone();
@@ -479,11 +480,13 @@ mod tests {
     ) -> Vec<CloseReport> {
         let (writer, thread) =
             Writer::start(store, clock.clone(), WriterSettings::new(1000)).unwrap();
+        // Without an App: a closer lock of its own.
+        let closing = tokio::sync::Mutex::new(());
         let mut reports = Vec::new();
         // The first call on a fresh database only records where closing starts.
         for _ in 0..2 {
             reports.extend(
-                close_due_epochs_with(&writer, store, p, |_| {})
+                close_due_epochs_with(&closing, &writer, store, p, |_| {})
                     .await
                     .unwrap(),
             );
