@@ -610,4 +610,172 @@ mod tests {
         });
         assert_eq!(state(&store), (0, 0, true, false));
     }
+
+    /// One document of each mirrored collection, exactly as the outbox stores it (the
+    /// JSON text of `OutboxEntry::document`). MongoDB holds these documents: a change of
+    /// text here is a change of the mirror's data.
+    mod pinned_documents {
+        use rust_decimal::Decimal;
+
+        use super::*;
+        use crate::domain::ledger::EntryKind;
+        use crate::domain::node::NodeStatus;
+        use crate::domain::payout::PayoutState;
+
+        const SITE: &str = "site-a";
+        /// 2024-05-06T07:08:09.123456Z
+        const T: u64 = 1_714_979_289_123_456;
+
+        /// With the mirror (cargo feature `mongo-sync`), bson turns on serde_json's
+        /// `preserve_order`: keys keep their insertion order and the text is pinned byte
+        /// for byte. Without it (no mirror runs then) keys are sorted: same document.
+        fn assert_pinned(natural: &str, (id, doc): (String, Value), expected: &str) {
+            assert_eq!(id, natural);
+            if cfg!(feature = "mongo-sync") {
+                assert_eq!(doc.to_string(), expected);
+            } else {
+                assert_eq!(doc, serde_json::from_str::<Value>(expected).unwrap());
+            }
+        }
+
+        fn proof() -> Proof {
+            Proof {
+                node_id: "node_a1".into(),
+                epoch: 5_716_597,
+                window_start_us: 1_714_979_100_000_000,
+                window_end_us: 1_714_979_400_000_000,
+                operational_seconds: 290,
+                heartbeat_count: 10,
+                heartbeats_root: [0x11; 32],
+                credits_usdt: Decimal::new(4_027_777, 9),
+                prev_proof_hash: Some([0x22; 32]),
+                proof_hash: [0x33; 32],
+                inclusion_path: vec![(true, [0x44; 32]), (false, [0x55; 32])],
+            }
+        }
+
+        #[test]
+        fn node() {
+            let n = Node {
+                node_id: "node_a1".into(),
+                name: "relay \"one\"".into(),
+                operator_id: "op_7".into(),
+                public_key: [7; 32],
+                payout_address: Some("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t".into()),
+                region: None,
+                pool_id: Some("pool_x".into()),
+                status: NodeStatus::Online,
+                registered_at_us: T,
+                last_heartbeat_at_us: Some(T + 1),
+                balance_usdt: Decimal::new(12_345_678, 7),
+                operational_seconds_total: 86_400,
+                token_generation: 3,
+                last_seq: Some(9),
+                credit_carry: Decimal::new(1, 12),
+                last_proof: Some((5, [1; 32])),
+            };
+            assert_pinned("node_a1", node_doc(SITE, &n), NODE);
+        }
+
+        #[test]
+        fn pool() {
+            let p = Pool {
+                pool_id: "pool_x".into(),
+                name: "Lisbon".into(),
+                region: Some("eu-west".into()),
+                capacity: 50,
+                member_count: 2,
+                created_at_us: T,
+            };
+            let members = vec!["node_a1".to_string(), "node_b2".to_string()];
+            assert_pinned("pool_x", pool_doc(SITE, &p, members), POOL);
+        }
+
+        #[test]
+        fn proof_with_its_epoch() {
+            let e = Epoch {
+                epoch: 5_716_597,
+                root: [0x66; 32],
+                signature: vec![0xab; 64],
+                key_id: "k1".into(),
+                proof_count: 3,
+                closed_at_us: T,
+                length_us: 300_000_000,
+                timeout_us: 90_000_000,
+                reward_per_hour: Decimal::new(5, 2),
+            };
+            assert_pinned(
+                "node_a1:5716597",
+                proof_doc(SITE, &proof(), Some(&e)),
+                PROOF,
+            );
+        }
+
+        #[test]
+        fn proof_without_its_epoch() {
+            let mut p = proof();
+            p.prev_proof_hash = None;
+            assert_pinned(
+                "node_a1:5716597",
+                proof_doc(SITE, &p, None),
+                PROOF_WITHOUT_EPOCH,
+            );
+        }
+
+        #[test]
+        fn ledger_entry() {
+            let e = LedgerEntry {
+                seq: 42,
+                node_id: "node_a1".into(),
+                at_us: T,
+                kind: EntryKind::Debit,
+                amount: Decimal::new(-25, 1),
+                reference: "payout:payout_9".into(),
+            };
+            assert_pinned("node_a1:42", ledger_doc(SITE, &e), LEDGER);
+        }
+
+        #[test]
+        fn payout() {
+            let p = Payout {
+                payout_id: "payout_9".into(),
+                node_id: "node_a1".into(),
+                amount: Decimal::new(25, 1),
+                payout_address: "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t".into(),
+                state: PayoutState::Submitted,
+                created_at_us: T,
+                updated_at_us: T + 1_000_000,
+                tx_hash: None,
+                attempts: 2,
+                error: Some("the webhook answered 502".into()),
+                next_attempt_at_us: Some(T + 60_000_000),
+                needs_attention: false,
+            };
+            assert_pinned("payout_9", payout_doc(SITE, &p), PAYOUT);
+        }
+
+        #[test]
+        fn audit_event() {
+            let e = AuditEvent {
+                seq: 7,
+                at_us: T,
+                actor_subject: "admin".into(),
+                actor_role: "admin".into(),
+                action: "pool.create".into(),
+                target: "pool_x".into(),
+                detail: r#"{"name":"Lisbon","capacity":50}"#.into(),
+                prev_hash: Some([0x77; 32]),
+                hash: [0x88; 32],
+            };
+            assert_pinned("7", audit_doc(SITE, &e), AUDIT);
+        }
+
+        const NODE: &str = r#"{"node_id":"node_a1","name":"relay \"one\"","operator_id":"op_7","public_key":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","payout_address":"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t","region":null,"pool_id":"pool_x","status":"online","registered_at":"2024-05-06T07:08:09.123456Z","last_heartbeat_at":"2024-05-06T07:08:09.123457Z","balance_usdt":"1.234567","operational_seconds_total":86400,"_id":"site-a:node_a1","site_id":"site-a"}"#;
+        const POOL: &str = r#"{"pool_id":"pool_x","name":"Lisbon","region":"eu-west","capacity":50,"member_count":2,"members":["node_a1","node_b2"],"created_at":"2024-05-06T07:08:09.123456Z","_id":"site-a:pool_x","site_id":"site-a"}"#;
+        const PROOF: &str = r#"{"node_id":"node_a1","epoch":5716597,"window_start":"2024-05-06T07:05:00.000000Z","window_end":"2024-05-06T07:10:00.000000Z","operational_seconds":290,"heartbeat_count":10,"heartbeats_root":"1111111111111111111111111111111111111111111111111111111111111111","credits_usdt":"0.004027","score":"96.67","prev_proof_hash":"2222222222222222222222222222222222222222222222222222222222222222","proof_hash":"3333333333333333333333333333333333333333333333333333333333333333","epoch_root":"6666666666666666666666666666666666666666666666666666666666666666","inclusion_path":["L:4444444444444444444444444444444444444444444444444444444444444444","R:5555555555555555555555555555555555555555555555555555555555555555"],"epoch_signature":"q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urqw==","key_id":"k1","_id":"site-a:node_a1:5716597","site_id":"site-a"}"#;
+        const PROOF_WITHOUT_EPOCH: &str = r#"{"node_id":"node_a1","epoch":5716597,"window_start":"2024-05-06T07:05:00.000000Z","window_end":"2024-05-06T07:10:00.000000Z","operational_seconds":290,"heartbeat_count":10,"heartbeats_root":"1111111111111111111111111111111111111111111111111111111111111111","credits_usdt":"0.004027","prev_proof_hash":null,"proof_hash":"3333333333333333333333333333333333333333333333333333333333333333","_id":"site-a:node_a1:5716597","site_id":"site-a"}"#;
+        const LEDGER: &str = r#"{"seq":42,"at":"2024-05-06T07:08:09.123456Z","kind":"debit","amount_usdt":"-2.500000","reference":"payout:payout_9","_id":"site-a:node_a1:42","site_id":"site-a","node_id":"node_a1"}"#;
+        const PAYOUT: &str = r#"{"payout_id":"payout_9","node_id":"node_a1","amount_usdt":"2.500000","payout_address":"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t","state":"submitted","created_at":"2024-05-06T07:08:09.123456Z","updated_at":"2024-05-06T07:08:10.123456Z","tx_hash":null,"attempts":2,"error":"the webhook answered 502","next_attempt_at":"2024-05-06T07:09:09.123456Z","needs_attention":false,"_id":"site-a:payout_9","site_id":"site-a"}"#;
+        const AUDIT: &str = r#"{"seq":7,"at":"2024-05-06T07:08:09.123456Z","actor":{"subject":"admin","role":"admin"},"action":"pool.create","target":"pool_x","detail":{"name":"Lisbon","capacity":50},"prev_hash":"7777777777777777777777777777777777777777777777777777777777777777","hash":"8888888888888888888888888888888888888888888888888888888888888888","detail_json":"{\"name\":\"Lisbon\",\"capacity\":50}","_id":"site-a:7","site_id":"site-a"}"#;
+    }
 }
