@@ -27,6 +27,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod verify;
+pub mod views;
 
 /// The version the binary reports in `/health`, metrics and the OpenAPI document.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -18,23 +18,22 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::batch::Batch;
 use super::codec::{decode, encode};
 use super::error::StoreResult;
 use super::tables::{EPOCHS, META, OUTBOX, POOL_MEMBERS};
-use crate::api::audit::AuditEventView;
-use crate::api::nodes::NodeView;
-use crate::api::payouts::{LedgerEntryView, PayoutView};
 use crate::domain::audit::AuditEvent;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
-use crate::domain::timefmt::rfc3339_us;
 use crate::sync::MirrorStatus;
+use crate::views::{
+    AuditEventView, BareProofDocument, LedgerEntryView, NodeView, PayoutView, PoolDocument,
+};
 
 /// META: set (1) once a full copy to MongoDB completed; absent means the sync task must
 /// copy everything (first enable on existing data, or after an overflow).
@@ -115,15 +114,7 @@ pub fn node_doc(site: &str, n: &Node) -> (String, Value) {
 }
 
 pub fn pool_doc(site: &str, p: &Pool, members: Vec<String>) -> (String, Value) {
-    let view = json!({
-        "pool_id": p.pool_id,
-        "name": p.name,
-        "region": p.region,
-        "capacity": p.capacity,
-        "member_count": p.member_count,
-        "members": members,
-        "created_at": rfc3339_us(p.created_at_us),
-    });
+    let view = PoolDocument::new(p, members);
     (p.pool_id.clone(), with_ids(site, &p.pool_id, view))
 }
 
@@ -132,18 +123,7 @@ pub fn proof_doc(site: &str, p: &Proof, epoch: Option<&Epoch>) -> (String, Value
     let view = match epoch {
         Some(e) => serde_json::to_value(p.document(e)).unwrap_or(Value::Null),
         // The epoch record was not found: the proof's own fields.
-        None => json!({
-            "node_id": p.node_id,
-            "epoch": p.epoch,
-            "window_start": rfc3339_us(p.window_start_us),
-            "window_end": rfc3339_us(p.window_end_us),
-            "operational_seconds": p.operational_seconds,
-            "heartbeat_count": p.heartbeat_count,
-            "heartbeats_root": hex::encode(p.heartbeats_root),
-            "credits_usdt": crate::domain::money::format_usdt(p.credits_usdt),
-            "prev_proof_hash": p.prev_proof_hash.map(hex::encode),
-            "proof_hash": hex::encode(p.proof_hash),
-        }),
+        None => serde_json::to_value(BareProofDocument::from(p)).unwrap_or(Value::Null),
     };
     let id = natural.clone();
     (natural, with_ids(site, &id, view))
@@ -513,6 +493,8 @@ pub fn snapshot_page(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::clock::Clock;
     use crate::store::batch::{Actor, AuditHead};
