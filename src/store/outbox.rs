@@ -3,7 +3,7 @@
 //! With the mirror enabled, every mutation made through [`Batch`] also appends an
 //! [`OutboxEntry`] (the mirrored document, as JSON text) to the OUTBOX table, in the same
 //! write transaction as the change: the change and its entry commit together or not at
-//! all. The sync task (`crate::sync`) drains the table in sequence order and deletes
+//! all. The mirror's sync task (module `sync`) drains the table in sequence order and deletes
 //! entries (through the writer) only after MongoDB acknowledged them.
 //!
 //! Without a mirror, `Batch` carries no [`OutboxConfig`] and nothing here runs.
@@ -13,7 +13,7 @@
 //! again (a full resync) once MongoDB is reachable. Writes are never refused because of
 //! the mirror.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
@@ -30,7 +30,6 @@ use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
-use crate::sync::MirrorStatus;
 use crate::views::{
     AuditEventView, BareProofDocument, LedgerEntryView, NodeView, PayoutView, PoolDocument,
 };
@@ -78,7 +77,36 @@ pub struct OutboxEntry {
 pub struct OutboxConfig {
     pub site_id: String,
     pub max_entries: u64,
-    pub status: Arc<MirrorStatus>,
+    pub status: Arc<OutboxStatus>,
+}
+
+/// The outbox as the rest of the process sees it without a read transaction: kept
+/// current by the batches that append and acknowledge entries. The mirror's status
+/// (`sync::MirrorStatus`) holds one and shows it in `/health` and `/metrics`.
+#[derive(Default)]
+pub struct OutboxStatus {
+    /// Entries waiting for MongoDB.
+    pub len: AtomicU64,
+    /// The outbox hit its bound; a full resync is pending.
+    pub overflowed: AtomicBool,
+    near_full_warned: AtomicBool,
+}
+
+impl OutboxStatus {
+    /// Records the outbox length; warns once when it reaches 80 % of the bound.
+    pub fn note_len(&self, len: u64, max: u64) {
+        self.len.store(len, Ordering::Relaxed);
+        let near = len.saturating_mul(5) >= max.saturating_mul(4);
+        if near && !self.near_full_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                outbox = len,
+                max_entries = max,
+                "mirror outbox is at 80% of OUTBOX_MAX_ENTRIES: MongoDB is not keeping up or unreachable; at the bound, queuing stops and a full resync follows"
+            );
+        } else if !near && len.saturating_mul(10) < max.saturating_mul(7) {
+            self.near_full_warned.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Per-transaction outbox cursor, loaded on first use.
@@ -209,7 +237,7 @@ impl Batch<'_> {
         };
         table.insert(next, encode(&entry).as_slice())?;
         self.outbox.cursor = Some((next + 1, len + 1));
-        cfg.status.note_outbox_len(len + 1, cfg.max_entries);
+        cfg.status.note_len(len + 1, cfg.max_entries);
         Ok(())
     }
 
@@ -315,7 +343,7 @@ impl Batch<'_> {
         drop(t);
         self.outbox.cursor = None;
         if let Some(cfg) = self.mirror {
-            cfg.status.note_outbox_len(len, cfg.max_entries);
+            cfg.status.note_len(len, cfg.max_entries);
         }
         Ok(removed)
     }
@@ -333,7 +361,7 @@ impl Batch<'_> {
         self.outbox.blocked = Some(false);
         if let Some(cfg) = self.mirror {
             cfg.status.overflowed.store(false, Ordering::Relaxed);
-            cfg.status.note_outbox_len(0, cfg.max_entries);
+            cfg.status.note_len(0, cfg.max_entries);
         }
         Ok(())
     }

@@ -106,8 +106,11 @@ async fn mirror_loop(
             Ok(s) => s,
             Err(e) => return format!("reading the outbox: {e}"),
         };
-        status.note_outbox_len(len, max);
-        status.overflowed.store(overflowed, Ordering::Relaxed);
+        status.outbox.note_len(len, max);
+        status
+            .outbox
+            .overflowed
+            .store(overflowed, Ordering::Relaxed);
         if first {
             first = false;
             mark_ok(status, backoff);
@@ -241,7 +244,7 @@ async fn full_sync(
     })
     .await;
     status.initial_sync_done.store(true, Ordering::Relaxed);
-    status.overflowed.store(false, Ordering::Relaxed);
+    status.outbox.overflowed.store(false, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         documents = total,
