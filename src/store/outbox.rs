@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::batch::Batch;
 use super::codec::{decode, encode};
 use super::error::StoreResult;
+use super::queries::Reader;
 use super::tables::{EPOCHS, META, OUTBOX, POOL_MEMBERS};
 use crate::domain::audit::AuditEvent;
 use crate::domain::ledger::LedgerEntry;
@@ -384,6 +385,31 @@ pub enum Cursor {
     Done,
 }
 
+impl Reader {
+    /// Outbox length, last sequence number and the two META markers (initialized,
+    /// overflowed), in this reader's snapshot.
+    pub fn outbox_state(&self) -> StoreResult<(u64, u64, bool, bool)> {
+        read_state(&self.txn)
+    }
+
+    /// The outbox entries after `after` (up to `limit`), in order.
+    pub fn outbox_entries(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, OutboxEntry)>> {
+        read_entries(&self.txn, after, limit)
+    }
+
+    /// One page of a collection's mirror documents, for the full copy (see
+    /// [`snapshot_page`]).
+    pub fn mirror_page(
+        &self,
+        collection: &str,
+        cursor: &Cursor,
+        site: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<(String, Value)>, Cursor)> {
+        snapshot_page(&self.txn, collection, cursor, site, limit)
+    }
+}
+
 /// The outbox entries after `after` (up to `limit`), in order.
 pub fn read_entries(
     txn: &redb::ReadTransaction,
@@ -520,6 +546,7 @@ pub fn snapshot_page(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // writes batches without a writer thread
 mod tests {
     use serde_json::json;
 

@@ -403,6 +403,16 @@ fn schema_version(txn: &ReadTransaction) -> Result<Option<u32>, String> {
     Ok(Some(u32::from_le_bytes(bytes)))
 }
 
+/// A copy as the backup command received it from the service: opens the file read-only,
+/// checks its schema and counts its entries (to compare with what the service announced).
+pub(crate) fn check_received_copy(path: &Path) -> Result<u64, String> {
+    let db = ReadOnlyDatabase::open(path)
+        .map_err(|e| format!("the service sent a file that does not open as redb: {e}"))?;
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    check_schema(&txn).map_err(|e| format!("the service sent a copy that {e}"))?;
+    count_entries(&txn)
+}
+
 /// The copy is a database of a schema version this build can open.
 pub(crate) fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
     match schema_version(txn)? {

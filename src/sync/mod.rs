@@ -218,8 +218,8 @@ pub fn prepare(
             status.configured.store(true, Ordering::Relaxed);
             status.enabled.store(true, Ordering::Relaxed);
             *status.site_id.lock().unwrap_or_else(|e| e.into_inner()) = site_id.clone();
-            if let Ok(txn) = store.db.begin_read() {
-                if let Ok((len, _, init, over)) = crate::store::outbox::read_state(&txn) {
+            if let Ok(reader) = store.reader() {
+                if let Ok((len, _, init, over)) = reader.outbox_state() {
                     status.outbox.note_len(len, config.outbox_max_entries);
                     status.initial_sync_done.store(init, Ordering::Relaxed);
                     status.outbox.overflowed.store(over, Ordering::Relaxed);
