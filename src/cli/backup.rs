@@ -1,6 +1,6 @@
 //! The `backup` and `restore` commands: their flags, interruption by signals, and the
 //! download of a backup from a running service. The copy itself and the restore checks
-//! are in [`crate::store::snapshot`].
+//! are in `store::snapshot`.
 
 use std::fs::File;
 use std::io::Write;

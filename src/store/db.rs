@@ -22,7 +22,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema [`migrate`] can upgrade from. Every release writes its version in the
 /// database's first transaction, so a database with data but no version (or version 0)
 /// was not written by this program, or is damaged: it is refused, never adopted.
-pub const OLDEST_SCHEMA_VERSION: u32 = 1;
+pub(crate) const OLDEST_SCHEMA_VERSION: u32 = 1;
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "lucid.redb";

@@ -6,16 +6,16 @@
 //!   a caller is answered only after its commit.
 //! - A mutation writes its change and its audit event in the same transaction.
 
-pub mod alerts;
-pub mod batch;
-pub mod codec;
+pub(crate) mod alerts;
+pub(crate) mod batch;
+pub(crate) mod codec;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod db;
 pub mod error;
 pub mod liveness;
 pub mod outbox;
-pub mod payouts;
+pub(crate) mod payouts;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod poot;
@@ -25,7 +25,7 @@ pub mod queries;
 pub mod seed;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod space;
 pub mod tables;
 // Opens transactions (clippy.toml forbids it outside src/store/).

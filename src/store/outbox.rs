@@ -9,7 +9,7 @@
 //! Without a mirror, `Batch` carries no [`OutboxConfig`] and nothing here runs.
 //!
 //! The bound: at `OUTBOX_MAX_ENTRIES` entries the batch stops appending and sets
-//! [`MIRROR_OVERFLOW_KEY`]; the sync task then clears the outbox and copies everything
+//! `MIRROR_OVERFLOW_KEY`; the sync task then clears the outbox and copies everything
 //! again (a full resync) once MongoDB is reachable. Writes are never refused because of
 //! the mirror.
 
@@ -37,17 +37,17 @@ use crate::views::{
 
 /// META: set (1) once a full copy to MongoDB completed; absent means the sync task must
 /// copy everything (first enable on existing data, or after an overflow).
-pub const MIRROR_INITIALIZED_KEY: &str = "mirror.initialized";
+pub(crate) const MIRROR_INITIALIZED_KEY: &str = "mirror.initialized";
 /// META: set (1) when the outbox reached its bound; appends stop until a full resync.
-pub const MIRROR_OVERFLOW_KEY: &str = "mirror.overflow";
+pub(crate) const MIRROR_OVERFLOW_KEY: &str = "mirror.overflow";
 
 /// The six mirrored collections.
-pub const NODES_COLLECTION: &str = "nodes";
-pub const POOLS_COLLECTION: &str = "pools";
-pub const PROOFS_COLLECTION: &str = "poot_proofs";
-pub const LEDGER_COLLECTION: &str = "ledger";
-pub const PAYOUTS_COLLECTION: &str = "payouts";
-pub const AUDIT_COLLECTION: &str = "audit_events";
+pub(crate) const NODES_COLLECTION: &str = "nodes";
+pub(crate) const POOLS_COLLECTION: &str = "pools";
+pub(crate) const PROOFS_COLLECTION: &str = "poot_proofs";
+pub(crate) const LEDGER_COLLECTION: &str = "ledger";
+pub(crate) const PAYOUTS_COLLECTION: &str = "payouts";
+pub(crate) const AUDIT_COLLECTION: &str = "audit_events";
 pub const COLLECTIONS: [&str; 6] = [
     NODES_COLLECTION,
     POOLS_COLLECTION,
@@ -112,7 +112,7 @@ impl OutboxStatus {
 
 /// Per-transaction outbox cursor, loaded on first use.
 #[derive(Default)]
-pub struct OutboxState {
+pub(crate) struct OutboxState {
     /// (next sequence number, current length)
     cursor: Option<(u64, u64)>,
     /// The overflow marker as read at the start of this transaction (or set in it).
@@ -121,7 +121,7 @@ pub struct OutboxState {
     pending_proofs: Vec<Proof>,
 }
 
-pub fn doc_id(site_id: &str, natural: &str) -> String {
+fn doc_id(site_id: &str, natural: &str) -> String {
     format!("{site_id}:{natural}")
 }
 
@@ -135,19 +135,19 @@ fn with_ids(site_id: &str, natural: &str, view: impl Serialize) -> Value {
     v
 }
 
-pub fn node_doc(site: &str, n: &Node) -> (String, Value) {
+fn node_doc(site: &str, n: &Node) -> (String, Value) {
     (
         n.node_id.clone(),
         with_ids(site, &n.node_id, NodeView::from(n)),
     )
 }
 
-pub fn pool_doc(site: &str, p: &Pool, members: Vec<String>) -> (String, Value) {
+fn pool_doc(site: &str, p: &Pool, members: Vec<String>) -> (String, Value) {
     let view = PoolDocument::new(p, members);
     (p.pool_id.clone(), with_ids(site, &p.pool_id, view))
 }
 
-pub fn proof_doc(site: &str, p: &Proof, epoch: Option<&Epoch>) -> (String, Value) {
+fn proof_doc(site: &str, p: &Proof, epoch: Option<&Epoch>) -> (String, Value) {
     let natural = format!("{}:{}", p.node_id, p.epoch);
     let view = match epoch {
         Some(e) => serde_json::to_value(p.document(e)).unwrap_or(Value::Null),
@@ -158,28 +158,28 @@ pub fn proof_doc(site: &str, p: &Proof, epoch: Option<&Epoch>) -> (String, Value
     (natural, with_ids(site, &id, view))
 }
 
-pub fn ledger_doc(site: &str, e: &LedgerEntry) -> (String, Value) {
+fn ledger_doc(site: &str, e: &LedgerEntry) -> (String, Value) {
     let natural = format!("{}:{}", e.node_id, e.seq);
     let mut v = with_ids(site, &natural, LedgerEntryView::from(e));
     v["node_id"] = Value::String(e.node_id.clone());
     (natural, v)
 }
 
-pub fn payout_doc(site: &str, p: &Payout) -> (String, Value) {
+fn payout_doc(site: &str, p: &Payout) -> (String, Value) {
     (
         p.payout_id.clone(),
         with_ids(site, &p.payout_id, PayoutView::from(p)),
     )
 }
 
-pub fn audit_doc(site: &str, e: &AuditEvent) -> (String, Value) {
+fn audit_doc(site: &str, e: &AuditEvent) -> (String, Value) {
     let natural = e.seq.to_string();
     let v = with_ids(site, &natural, AuditEventView::from(e.clone()));
     (natural, v)
 }
 
 /// The members of a pool, in id order.
-pub fn pool_members(
+fn pool_members(
     t: &impl ReadableTable<(&'static str, &'static str), ()>,
     pool_id: &str,
 ) -> StoreResult<Vec<String>> {
@@ -397,8 +397,8 @@ impl Reader {
         read_entries(&self.txn, after, limit)
     }
 
-    /// One page of a collection's mirror documents, for the full copy (see
-    /// [`snapshot_page`]).
+    /// One page of a collection's mirror documents after `cursor`, for the full copy; the
+    /// cursor to continue from comes with it.
     pub fn mirror_page(
         &self,
         collection: &str,
@@ -411,7 +411,7 @@ impl Reader {
 }
 
 /// The outbox entries after `after` (up to `limit`), in order.
-pub fn read_entries(
+fn read_entries(
     txn: &redb::ReadTransaction,
     after: u64,
     limit: usize,
@@ -430,7 +430,7 @@ pub fn read_entries(
 
 /// Outbox length, last sequence number and the two META markers
 /// (initialized, overflowed).
-pub fn read_state(txn: &redb::ReadTransaction) -> StoreResult<(u64, u64, bool, bool)> {
+fn read_state(txn: &redb::ReadTransaction) -> StoreResult<(u64, u64, bool, bool)> {
     let t = txn.open_table(OUTBOX)?;
     let len = t.len()?;
     let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
@@ -441,7 +441,7 @@ pub fn read_state(txn: &redb::ReadTransaction) -> StoreResult<(u64, u64, bool, b
 }
 
 /// One page of a collection's documents from a snapshot, for the full copy.
-pub fn snapshot_page(
+fn snapshot_page(
     txn: &redb::ReadTransaction,
     collection: &str,
     cursor: &Cursor,

@@ -39,7 +39,7 @@ struct HeartbeatLeafFields<'a> {
 }
 
 /// `leaf_hash(canonical || signature)` of a stored heartbeat, from its encoded bytes.
-pub fn heartbeat_leaf(bytes: &[u8]) -> StoreResult<Hash> {
+pub(crate) fn heartbeat_leaf(bytes: &[u8]) -> StoreResult<Hash> {
     let (hb, _): (HeartbeatLeafFields<'_>, usize) =
         bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard()).map_err(
             |e| {
@@ -183,7 +183,7 @@ fn put_varint(out: &mut Vec<u8>, v: u64) {
 /// `codec::encode(proof)`, byte for byte, written directly: through serde every hash
 /// byte is a separate call, which made encoding the largest single cost of closing an
 /// epoch. A test holds the two equal.
-pub fn encode_proof(p: &Proof) -> Vec<u8> {
+pub(crate) fn encode_proof(p: &Proof) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + p.node_id.len() + 33 * p.inclusion_path.len());
     put_varint(&mut out, p.node_id.len() as u64);
     out.extend_from_slice(p.node_id.as_bytes());

@@ -85,7 +85,7 @@ fn check_tables_known(txn: &ReadTransaction) -> Result<(), String> {
 }
 
 /// Entries in all known tables.
-pub(crate) fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
+fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
     struct Count<'a>(&'a ReadTransaction, u64);
     impl TableVisitor for Count<'_> {
         fn visit<K: Key + 'static, V: Value + 'static>(
@@ -414,7 +414,7 @@ pub(crate) fn check_received_copy(path: &Path) -> Result<u64, String> {
 }
 
 /// The copy is a database of a schema version this build can open.
-pub(crate) fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
+fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
     match schema_version(txn)? {
         None => Err("it has no schema version: not a lucid-node-management database".into()),
         Some(v) if v > SCHEMA_VERSION => Err(format!(
