@@ -238,7 +238,7 @@ fn main() {
         thread.join().unwrap();
         if verify {
             let started = Instant::now();
-            let report = lucid_node_management::verify::verify_database(
+            let report = lucid_node_management::store::verify::verify_database(
                 &store.reader().unwrap(),
                 &params.proof_key.verifying_key(),
                 |_| {},

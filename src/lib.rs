@@ -26,7 +26,6 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod tls;
-pub mod verify;
 pub mod views;
 
 /// The version the binary reports in `/health`, metrics and the OpenAPI document.

@@ -608,7 +608,8 @@ mod tests {
         }
         // The half-closed database verifies (the close is reported as under way).
         let key = p.proof_key.verifying_key();
-        let half = crate::verify::verify_database(&b.reader().unwrap(), &key, |_| {}).unwrap();
+        let half =
+            crate::store::verify::verify_database(&b.reader().unwrap(), &key, |_| {}).unwrap();
         assert_eq!((half.epochs_being_closed, half.proofs), (1, 11));
 
         // The restart resumes: 14 proofs left in the first epoch, then the next epochs.
@@ -660,7 +661,7 @@ mod tests {
             assert_eq!(refs.len(), before, "{id} was credited twice for an epoch");
         }
         for (store, name) in [(&a, "a"), (&b, "b")] {
-            let r = crate::verify::verify_database(&store.reader().unwrap(), &key, |_| {})
+            let r = crate::store::verify::verify_database(&store.reader().unwrap(), &key, |_| {})
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(r.epochs_being_closed, 0);
             assert!(r.epochs_recomputed_from_heartbeats >= 1);

@@ -28,6 +28,7 @@ pub mod seed;
 pub(crate) mod snapshot;
 pub mod space;
 pub mod tables;
+pub mod verify;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod writer;

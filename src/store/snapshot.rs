@@ -11,7 +11,7 @@
 //!   streams it back; the CLI checks what it received before renaming it into place
 //!   (see [`crate::cli::backup`]).
 //! - Restore refuses while the service runs, stages the copy inside the state directory,
-//!   checks it (redb page checksums, schema version, [`crate::verify::verify_database`]),
+//!   checks it (redb page checksums, schema version, [`crate::store::verify::verify_database`]),
 //!   keeps the old database as `lucid.redb.before-restore-<timestamp>` and renames the
 //!   staged copy in place (at every moment `lucid.redb` names a complete database).
 
@@ -514,7 +514,7 @@ pub fn restore(
         progress.check()?;
         let reader = Reader::new(txn);
         let mut p = |step: &str| progress.note(&format!("restore: verifying {step}"));
-        crate::verify::verify_database(&reader, proof_key, &mut p).map_err(|e| {
+        super::verify::verify_database(&reader, proof_key, &mut p).map_err(|e| {
             bad(format!(
                 "it does not verify ({}); if it comes from another appliance, copy that appliance's keys/ into {} first",
                 first_line(&e),
