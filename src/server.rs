@@ -78,7 +78,18 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::spawn(shutdown_on_signal(handle.clone()));
-    let jobs = crate::jobs::spawn_all(&app)?;
+    #[cfg_attr(not(feature = "mongo-sync"), allow(unused_mut))]
+    let mut jobs = crate::jobs::spawn_all(&app)?;
+    // The mirror's sync task runs beside the timers and stops with them.
+    #[cfg(feature = "mongo-sync")]
+    if app
+        .metrics
+        .mirror
+        .enabled
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        jobs.push(tokio::spawn(crate::sync::run(app.clone())));
+    }
     let router = api::router(app.clone());
     let service = router.into_make_service();
     let served = match tls_paths {

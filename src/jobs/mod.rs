@@ -35,15 +35,6 @@ pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
             std::sync::Arc::new(sink),
         )));
     }
-    #[cfg(feature = "mongo-sync")]
-    if app
-        .metrics
-        .mirror
-        .enabled
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        jobs.push(tokio::spawn(crate::sync::run(app.clone())));
-    }
     Ok(jobs)
 }
 
