@@ -9,9 +9,9 @@
 //! - Service running (it holds the database's exclusive lock): the CLI asks the service,
 //!   `POST /api/v1/backup` (admin), which makes the same copy inside the service and
 //!   streams it back; the CLI checks what it received before renaming it into place
-//!   (see [`crate::cli::backup`]).
+//!   (see `cli::backup`, and [`check_received_copy`] here).
 //! - Restore refuses while the service runs, stages the copy inside the state directory,
-//!   checks it (redb page checksums, schema version, [`crate::store::verify::verify_database`]),
+//!   checks it (redb page checksums, schema version, [`super::verify::verify_database`]),
 //!   keeps the old database as `lucid.redb.before-restore-<timestamp>` and renames the
 //!   staged copy in place (at every moment `lucid.redb` names a complete database).
 
