@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lucid_node_management::app::alerts::find_node_alerts;
+use lucid_node_management::app::payouts::process_with;
+use lucid_node_management::app::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
 use lucid_node_management::clock::Clock;
 use lucid_node_management::crypto::keys::generate_signing_key;
 use lucid_node_management::domain::alert::{AlertSettings, EventType};
 use lucid_node_management::domain::node::{Node, NodeStatus};
 use lucid_node_management::error::ApiError;
-use lucid_node_management::jobs::alerts::find_node_alerts;
-use lucid_node_management::jobs::payouts::process_with;
-use lucid_node_management::jobs::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
 use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
 use lucid_node_management::store::{self, seed, Actor, Store, Writer, WriterSettings};
 use rust_decimal::Decimal;
@@ -238,7 +238,7 @@ fn main() {
         thread.join().unwrap();
         if verify {
             let started = Instant::now();
-            let report = lucid_node_management::verify::verify_database(
+            let report = lucid_node_management::store::verify::verify_database(
                 &store.reader().unwrap(),
                 &params.proof_key.verifying_key(),
                 |_| {},

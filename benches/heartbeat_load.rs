@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
-use lucid_node_management::api::verifier::MAX_BATCH;
+use lucid_node_management::app::verifier::MAX_BATCH;
 use lucid_node_management::crypto::signatures::{verify_signatures, SignedMessages};
 use serde_json::{json, Value};
 

@@ -89,11 +89,15 @@ fn main() {
         if t >= next_day {
             let bytes = std::fs::metadata(&file).unwrap().len();
             // redb grows the file in large steps; what its pages hold is the finer figure.
-            let txn = store.db.begin_write().unwrap();
-            let stats = txn.stats().unwrap();
-            txn.abort().unwrap();
-            let used = stats.allocated_pages() * stats.page_size() as u64;
-            sizes.push((sizes.len() as u64 + 1, bytes, rows_kept, used, stats.stored_bytes()));
+            let stats = store.page_stats().unwrap();
+            let used = stats.allocated_bytes;
+            sizes.push((
+                sizes.len() as u64 + 1,
+                bytes,
+                rows_kept,
+                used,
+                stats.stored_bytes,
+            ));
             eprintln!(
                 "day {:>2}: file {:>7.1} MiB, pages in use {:>7.1} MiB, {rows_kept} rows kept ({:.0} s)",
                 sizes.len(),

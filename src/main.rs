@@ -12,7 +12,8 @@ use lucid_node_management::crypto::keys::{
 };
 use lucid_node_management::crypto::tokens::TokenService;
 use lucid_node_management::domain::role::Role;
-use lucid_node_management::{logging, server, store, verify};
+use lucid_node_management::store::verify;
+use lucid_node_management::{logging, server, store};
 use std::path::Path;
 
 #[derive(Parser)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 
-use crate::api::{self, App};
+use crate::api;
+use crate::app::App;
 use crate::config::Config;
 use crate::crypto::keys::ServiceKeys;
 use crate::crypto::tokens::TokenService;
@@ -22,7 +23,7 @@ const GRACE: Duration = Duration::from_secs(20);
 pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
     let (store, clock) = store::db::open_with_clock(&config.data_dir, config.max_nodes_per_pool)?;
     let store = store.with_min_free(config.storage_min_free);
-    crate::jobs::poot::check_epoch_length(
+    crate::app::poot::check_epoch_length(
         &store.reader().map_err(|e| e.to_string())?,
         config.poot_calculation_interval.as_micros() as u64,
     )?;
@@ -46,7 +47,7 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         config,
         store,
         writer,
-        verifier: crate::api::verifier::Verifier::start(),
+        verifier: crate::app::verifier::Verifier::start(),
         tokens,
         keys,
         metrics,
@@ -54,6 +55,7 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         challenges: Default::default(),
         payout_wakeup: Default::default(),
         alert_wakeup: Default::default(),
+        poot_closing: Default::default(),
     });
     Ok((app, writer_thread))
 }
@@ -76,7 +78,18 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::spawn(shutdown_on_signal(handle.clone()));
-    let jobs = crate::jobs::spawn_all(&app)?;
+    #[cfg_attr(not(feature = "mongo-sync"), allow(unused_mut))]
+    let mut jobs = crate::jobs::spawn_all(&app)?;
+    // The mirror's sync task runs beside the timers and stops with them.
+    #[cfg(feature = "mongo-sync")]
+    if app
+        .metrics
+        .mirror
+        .enabled
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        jobs.push(tokio::spawn(crate::sync::run(app.clone())));
+    }
     let router = api::router(app.clone());
     let service = router.into_make_service();
     let served = match tls_paths {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::extract::{ApiJson, ApiQuery};
-use super::AppState;
+use crate::app::AppState;
 use crate::domain::alert::{
     validate_settings, AlertSettings, EventType, SettingsRequest, Subscriber,
     DEFAULT_OFFLINE_AFTER_SECONDS,

@@ -1,5 +1,5 @@
 //! `POST /api/v1/backup` (admin): a consistent copy of the database, made inside the
-//! service through one read transaction (see [`crate::store::snapshot`]) and streamed back as the
+//! service through one read transaction (see `store::snapshot`) and streamed back as the
 //! redb file. The route sits outside the request timeout: a copy takes as long as the
 //! database is large.
 
@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::auth::Caller;
-use super::AppState;
+use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::store::snapshot::backup_for_download;
 

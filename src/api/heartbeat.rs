@@ -12,14 +12,14 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use super::extract::{ApiJson, ApiPath};
-use super::AppState;
+use crate::app::monitor::record_transition;
+use crate::app::AppState;
 use crate::domain::heartbeat::{canonical_bytes, StoredHeartbeat};
 use crate::domain::ids::is_valid_id;
 use crate::domain::node::NodeStatus;
 use crate::domain::role::Role;
 use crate::domain::timefmt::{parse_rfc3339_us, rfc3339_us};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::monitor::record_transition;
 use crate::store::Urgency;
 
 /// The numbers are kept as the node wrote them: the signature covers their text.
@@ -165,7 +165,7 @@ async fn accept(
         .node(&node_id)?
         .ok_or_else(|| ApiError::not_found("node", &node_id))?;
     // Waits for the verifier thread, which checks the signatures waiting together in one
-    // batch (see `verifier`); decides as `crypto::signatures::verify_signature_bytes` (the one nuance is
+    // batch (see `app::verifier`); decides as `crypto::signatures::verify_signature_bytes` (the one nuance is
     // in `crypto::signatures::verify_signatures`).
     let hb = &checked.stored;
     if !app

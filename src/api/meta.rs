@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Serialize;
 
-use super::AppState;
+use crate::app::AppState;
 use crate::crypto::keys::key_id;
 use crate::domain::timefmt::rfc3339_us;
 use crate::store::tables::POOLS_COUNTER;

@@ -1,5 +1,6 @@
-//! HTTP: the axum router, shared state and cross-cutting layers. Handlers live in one
-//! module per resource and stay thin: parse, authorize, call the store, shape the answer.
+//! HTTP: the axum router and cross-cutting layers. Handlers live in one module per
+//! resource and stay thin: parse, authorize, call the store or a use case in
+//! [`crate::app`], shape the answer. The shared state, [`crate::app::App`], lives in `app`.
 
 pub mod alerts;
 pub mod audit;
@@ -16,9 +17,7 @@ pub mod pools;
 pub mod poot;
 pub mod tokens;
 pub mod ui;
-pub mod verifier;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -30,33 +29,8 @@ use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::crypto::keys::ServiceKeys;
-use crate::crypto::tokens::TokenService;
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::store::{Store, Writer};
-
-/// Everything a handler may need. Shared behind an `Arc`.
-pub struct App {
-    pub config: Config,
-    pub store: Store,
-    pub writer: Writer<ApiError>,
-    /// Checks heartbeat signatures in batches.
-    pub verifier: verifier::Verifier,
-    pub tokens: TokenService,
-    pub keys: ServiceKeys,
-    pub metrics: Arc<Metrics>,
-    pub clock: Clock,
-    pub challenges: auth::Challenges,
-    /// Wakes the payout delivery loop when payouts are created.
-    pub payout_wakeup: tokio::sync::Notify,
-    /// Wakes the alert delivery loop when alerts are queued.
-    pub alert_wakeup: tokio::sync::Notify,
-}
-
-pub type AppState = Arc<App>;
 
 /// The complete router.
 pub fn router(app: AppState) -> Router {

@@ -9,58 +9,20 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
+use super::created;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::nodes::visible_node;
 use super::pagination::{ListPage, PageParams};
-use super::{created, AppState};
+use crate::app::payouts::process as run_payouts;
+use crate::app::AppState;
 use crate::domain::ids::is_valid_id;
-use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::money::format_usdt;
 use crate::domain::node::validate_text;
-use crate::domain::payout::{normalize_tx_hash, Payout, PayoutState};
+use crate::domain::payout::{normalize_tx_hash, PayoutState};
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::payouts::process as run_payouts;
 use crate::store::payouts;
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PayoutView {
-    pub payout_id: String,
-    pub node_id: String,
-    pub amount_usdt: String,
-    pub payout_address: String,
-    pub state: PayoutState,
-    pub created_at: String,
-    pub updated_at: String,
-    pub tx_hash: Option<String>,
-    pub attempts: u32,
-    pub error: Option<String>,
-    pub next_attempt_at: Option<String>,
-    /// The sink cannot settle it alone; an operator should confirm or fail it.
-    pub needs_attention: bool,
-}
-
-impl From<&Payout> for PayoutView {
-    fn from(p: &Payout) -> Self {
-        Self {
-            payout_id: p.payout_id.clone(),
-            node_id: p.node_id.clone(),
-            amount_usdt: format_usdt(p.amount),
-            payout_address: p.payout_address.clone(),
-            state: p.state,
-            created_at: rfc3339_us(p.created_at_us),
-            updated_at: rfc3339_us(p.updated_at_us),
-            tx_hash: p.tx_hash.clone(),
-            attempts: p.attempts,
-            error: p.error.clone(),
-            next_attempt_at: p
-                .next_attempt_at_us
-                .filter(|_| p.state.is_open())
-                .map(rfc3339_us),
-            needs_attention: p.needs_attention,
-        }
-    }
-}
+use crate::views::{LedgerEntryView, PayoutView};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct NodePayouts {
@@ -312,37 +274,6 @@ pub async fn fail(
         })
         .await?;
     Ok(Json(PayoutView::from(&payout)))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct LedgerEntryView {
-    pub seq: u64,
-    pub at: String,
-    /// credit, debit, recredit or adjustment.
-    pub kind: String,
-    /// Signed decimal string: debits are negative.
-    pub amount_usdt: String,
-    pub reference: String,
-}
-
-impl From<&LedgerEntry> for LedgerEntryView {
-    fn from(e: &LedgerEntry) -> Self {
-        let mut amount = e.amount;
-        amount.rescale(6);
-        Self {
-            seq: e.seq,
-            at: rfc3339_us(e.at_us),
-            kind: match e.kind {
-                EntryKind::Credit => "credit",
-                EntryKind::Debit => "debit",
-                EntryKind::Recredit => "recredit",
-                EntryKind::Adjustment => "adjustment",
-            }
-            .to_string(),
-            amount_usdt: amount.to_string(),
-            reference: e.reference.clone(),
-        }
-    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
+use super::created;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListPage, PageParams};
-use super::{created, AppState};
+use crate::app::AppState;
 use crate::domain::ids::{is_valid_id, new_id};
 use crate::domain::node::validate_text;
 use crate::domain::pool::Pool;

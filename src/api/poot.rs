@@ -8,11 +8,11 @@ use super::auth::Caller;
 use super::extract::{optional_json_object, ApiPath, ApiQuery};
 use super::nodes::visible_node;
 use super::pagination::{ListPage, PageParams};
-use super::AppState;
+use crate::app::poot::close_due_epochs;
+use crate::app::AppState;
 use crate::domain::proof::ProofDocument;
 use crate::domain::role::Role;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::poot::close_due_epochs;
 use crate::store::queries::Reader;
 
 /// Most proofs one `calculate` answer carries.

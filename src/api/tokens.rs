@@ -7,8 +7,9 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::auth::{Caller, TokenResponse};
+use super::created;
 use super::extract::ApiJson;
-use super::{created, AppState};
+use crate::app::AppState;
 use crate::domain::ids::is_valid_subject;
 use crate::domain::role::Role;
 use crate::domain::timefmt::rfc3339_us;

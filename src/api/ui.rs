@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::extract::ApiPath;
-use super::AppState;
+use crate::app::AppState;
 use crate::error::ApiError;
 
 /// The console's Content-Security-Policy.

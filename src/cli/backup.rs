@@ -1,6 +1,6 @@
 //! The `backup` and `restore` commands: their flags, interruption by signals, and the
 //! download of a backup from a running service. The copy itself and the restore checks
-//! are in [`crate::store::snapshot`].
+//! are in `store::snapshot`.
 
 use std::fs::File;
 use std::io::Write;
@@ -9,15 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadOnlyDatabase, ReadableDatabase};
-
 use crate::api::backup::ENTRIES_HEADER;
 use crate::config::Config;
 use crate::progress::{Progress, INTERRUPTED};
 use crate::store::db::DB_FILE;
 use crate::store::snapshot::{
-    check_schema, count_entries, open_for_backup, restore, table_names, write_backup, BackupStats,
-    Partial,
+    check_received_copy, open_for_backup, restore, table_names, write_backup, BackupStats, Partial,
 };
 
 /// A flag set by Ctrl-C (SIGINT) or SIGTERM instead of ending the process, so a long
@@ -238,13 +235,7 @@ fn remote_backup(
         .map_err(|e| format!("cannot sync {}: {e}", partial.path.display()))?;
     drop(file);
     // Check what arrived: a redb file of a known schema holding what the service sent.
-    let received = {
-        let db = ReadOnlyDatabase::open(&partial.path)
-            .map_err(|e| format!("the service sent a file that does not open as redb: {e}"))?;
-        let txn = db.begin_read().map_err(|e| e.to_string())?;
-        check_schema(&txn).map_err(|e| format!("the service sent a copy that {e}"))?;
-        count_entries(&txn)?
-    };
+    let received = check_received_copy(&partial.path)?;
     if let Some(expected) = expected {
         if expected != received {
             return Err(format!(

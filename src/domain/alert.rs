@@ -1,6 +1,6 @@
 //! Alerts: who wants word of what, when a silent node deserves a message, what the message
 //! says, and how long to wait before trying again. Pure rules; storage and delivery live in
-//! `store::alerts` and `jobs::alerts`.
+//! `store::alerts` and `app::alerts`.
 
 use serde::{Deserialize, Serialize};
 

@@ -7,47 +7,9 @@ pub mod monitor;
 pub mod payouts;
 pub mod poot;
 
-use std::time::{Duration, Instant};
-
 use tokio::task::JoinHandle;
 
-use crate::api::AppState;
-use crate::error::{ApiError, ApiResult};
-use crate::store::{Batch, Writer};
-
-/// How a job done in chunks (an epoch close, a payout run) used the writer: heartbeat
-/// ingestion waits while one of its jobs runs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WriterUse {
-    pub jobs: usize,
-    /// The longest a single job ran inside the writer.
-    pub longest_job: Duration,
-    /// The longest a single job took from sending to its durable commit.
-    pub longest_job_committed: Duration,
-}
-
-impl WriterUse {
-    /// Runs one writer job and records how long it held the writer and how long until
-    /// it was durable.
-    pub async fn write<T, F>(&mut self, writer: &Writer<ApiError>, f: F) -> ApiResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Batch<'_>) -> ApiResult<T> + Send + 'static,
-    {
-        let sent = Instant::now();
-        let (value, ran) = writer
-            .write(move |b| {
-                let started = Instant::now();
-                let value = f(b)?;
-                Ok((value, started.elapsed()))
-            })
-            .await?;
-        self.jobs += 1;
-        self.longest_job = self.longest_job.max(ran);
-        self.longest_job_committed = self.longest_job_committed.max(sent.elapsed());
-        Ok(value)
-    }
-}
+use crate::app::AppState;
 
 /// Starts every job; abort the handles to stop them.
 pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
@@ -72,15 +34,6 @@ pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
             app.clone(),
             std::sync::Arc::new(sink),
         )));
-    }
-    #[cfg(feature = "mongo-sync")]
-    if app
-        .metrics
-        .mirror
-        .enabled
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        jobs.push(tokio::spawn(crate::sync::run(app.clone())));
     }
     Ok(jobs)
 }

@@ -22,7 +22,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema [`migrate`] can upgrade from. Every release writes its version in the
 /// database's first transaction, so a database with data but no version (or version 0)
 /// was not written by this program, or is damaged: it is refused, never adopted.
-pub const OLDEST_SCHEMA_VERSION: u32 = 1;
+pub(crate) const OLDEST_SCHEMA_VERSION: u32 = 1;
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "lucid.redb";
@@ -119,7 +119,29 @@ pub struct Store {
     pub space: Arc<DiskSpace>,
 }
 
+/// What redb's pages hold: the file grows in large steps, so its size is a coarse
+/// measure of bytes kept.
+#[derive(Debug, Clone, Copy)]
+pub struct PageStats {
+    /// Pages in use, in bytes.
+    pub allocated_bytes: u64,
+    /// Bytes of keys and values stored in them.
+    pub stored_bytes: u64,
+}
+
 impl Store {
+    /// Page statistics of the database (a write transaction that is aborted; for the
+    /// retention bench and operators' diagnostics).
+    pub fn page_stats(&self) -> StoreResult<PageStats> {
+        let txn = self.db.begin_write()?;
+        let stats = txn.stats()?;
+        txn.abort()?;
+        Ok(PageStats {
+            allocated_bytes: stats.allocated_pages() * stats.page_size() as u64,
+            stored_bytes: stats.stored_bytes(),
+        })
+    }
+
     /// Sets the floor under which the writer refuses heartbeats (`STORAGE_MIN_FREE`).
     pub fn with_min_free(mut self, min_free: MinFree) -> Self {
         self.space = Arc::new(DiskSpace::new(self.path.clone(), min_free));
@@ -510,8 +532,9 @@ mod tests {
         seed::in_transaction(&store, &clock, |b| {
             seed::put_nodes(b, (0..3).map(|i| seed::node("node_vx", i, 0))).unwrap();
         });
-        let key = crate::crypto::keys::generate_signing_key().verifying_key();
-        let check = || crate::verify::verify_database(&store.reader().unwrap(), &key, |_| {});
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+        let check =
+            || crate::store::verify::verify_database(&store.reader().unwrap(), &key, |_| {});
         assert!(check().is_ok());
         // A node written around `put_node` with another status: the index is stale.
         seed::in_transaction(&store, &clock, |b| {

@@ -3,52 +3,51 @@
 //! With the mirror enabled, every mutation made through [`Batch`] also appends an
 //! [`OutboxEntry`] (the mirrored document, as JSON text) to the OUTBOX table, in the same
 //! write transaction as the change: the change and its entry commit together or not at
-//! all. The sync task (`crate::sync`) drains the table in sequence order and deletes
+//! all. The mirror's sync task (module `sync`) drains the table in sequence order and deletes
 //! entries (through the writer) only after MongoDB acknowledged them.
 //!
 //! Without a mirror, `Batch` carries no [`OutboxConfig`] and nothing here runs.
 //!
 //! The bound: at `OUTBOX_MAX_ENTRIES` entries the batch stops appending and sets
-//! [`MIRROR_OVERFLOW_KEY`]; the sync task then clears the outbox and copies everything
+//! `MIRROR_OVERFLOW_KEY`; the sync task then clears the outbox and copies everything
 //! again (a full resync) once MongoDB is reachable. Writes are never refused because of
 //! the mirror.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::batch::Batch;
 use super::codec::{decode, encode};
 use super::error::StoreResult;
+use super::queries::Reader;
 use super::tables::{EPOCHS, META, OUTBOX, POOL_MEMBERS};
-use crate::api::audit::AuditEventView;
-use crate::api::nodes::NodeView;
-use crate::api::payouts::{LedgerEntryView, PayoutView};
 use crate::domain::audit::AuditEvent;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
 use crate::domain::proof::{Epoch, Proof};
-use crate::domain::timefmt::rfc3339_us;
-use crate::sync::MirrorStatus;
+use crate::views::{
+    AuditEventView, BareProofDocument, LedgerEntryView, NodeView, PayoutView, PoolDocument,
+};
 
 /// META: set (1) once a full copy to MongoDB completed; absent means the sync task must
 /// copy everything (first enable on existing data, or after an overflow).
-pub const MIRROR_INITIALIZED_KEY: &str = "mirror.initialized";
+pub(crate) const MIRROR_INITIALIZED_KEY: &str = "mirror.initialized";
 /// META: set (1) when the outbox reached its bound; appends stop until a full resync.
-pub const MIRROR_OVERFLOW_KEY: &str = "mirror.overflow";
+pub(crate) const MIRROR_OVERFLOW_KEY: &str = "mirror.overflow";
 
 /// The six mirrored collections.
-pub const NODES_COLLECTION: &str = "nodes";
-pub const POOLS_COLLECTION: &str = "pools";
-pub const PROOFS_COLLECTION: &str = "poot_proofs";
-pub const LEDGER_COLLECTION: &str = "ledger";
-pub const PAYOUTS_COLLECTION: &str = "payouts";
-pub const AUDIT_COLLECTION: &str = "audit_events";
+pub(crate) const NODES_COLLECTION: &str = "nodes";
+pub(crate) const POOLS_COLLECTION: &str = "pools";
+pub(crate) const PROOFS_COLLECTION: &str = "poot_proofs";
+pub(crate) const LEDGER_COLLECTION: &str = "ledger";
+pub(crate) const PAYOUTS_COLLECTION: &str = "payouts";
+pub(crate) const AUDIT_COLLECTION: &str = "audit_events";
 pub const COLLECTIONS: [&str; 6] = [
     NODES_COLLECTION,
     POOLS_COLLECTION,
@@ -79,12 +78,41 @@ pub struct OutboxEntry {
 pub struct OutboxConfig {
     pub site_id: String,
     pub max_entries: u64,
-    pub status: Arc<MirrorStatus>,
+    pub status: Arc<OutboxStatus>,
+}
+
+/// The outbox as the rest of the process sees it without a read transaction: kept
+/// current by the batches that append and acknowledge entries. The mirror's status
+/// (`sync::MirrorStatus`) holds one and shows it in `/health` and `/metrics`.
+#[derive(Default)]
+pub struct OutboxStatus {
+    /// Entries waiting for MongoDB.
+    pub len: AtomicU64,
+    /// The outbox hit its bound; a full resync is pending.
+    pub overflowed: AtomicBool,
+    near_full_warned: AtomicBool,
+}
+
+impl OutboxStatus {
+    /// Records the outbox length; warns once when it reaches 80 % of the bound.
+    pub fn note_len(&self, len: u64, max: u64) {
+        self.len.store(len, Ordering::Relaxed);
+        let near = len.saturating_mul(5) >= max.saturating_mul(4);
+        if near && !self.near_full_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                outbox = len,
+                max_entries = max,
+                "mirror outbox is at 80% of OUTBOX_MAX_ENTRIES: MongoDB is not keeping up or unreachable; at the bound, queuing stops and a full resync follows"
+            );
+        } else if !near && len.saturating_mul(10) < max.saturating_mul(7) {
+            self.near_full_warned.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Per-transaction outbox cursor, loaded on first use.
 #[derive(Default)]
-pub struct OutboxState {
+pub(crate) struct OutboxState {
     /// (next sequence number, current length)
     cursor: Option<(u64, u64)>,
     /// The overflow marker as read at the start of this transaction (or set in it).
@@ -93,7 +121,7 @@ pub struct OutboxState {
     pending_proofs: Vec<Proof>,
 }
 
-pub fn doc_id(site_id: &str, natural: &str) -> String {
+fn doc_id(site_id: &str, natural: &str) -> String {
     format!("{site_id}:{natural}")
 }
 
@@ -107,70 +135,51 @@ fn with_ids(site_id: &str, natural: &str, view: impl Serialize) -> Value {
     v
 }
 
-pub fn node_doc(site: &str, n: &Node) -> (String, Value) {
+fn node_doc(site: &str, n: &Node) -> (String, Value) {
     (
         n.node_id.clone(),
         with_ids(site, &n.node_id, NodeView::from(n)),
     )
 }
 
-pub fn pool_doc(site: &str, p: &Pool, members: Vec<String>) -> (String, Value) {
-    let view = json!({
-        "pool_id": p.pool_id,
-        "name": p.name,
-        "region": p.region,
-        "capacity": p.capacity,
-        "member_count": p.member_count,
-        "members": members,
-        "created_at": rfc3339_us(p.created_at_us),
-    });
+fn pool_doc(site: &str, p: &Pool, members: Vec<String>) -> (String, Value) {
+    let view = PoolDocument::new(p, members);
     (p.pool_id.clone(), with_ids(site, &p.pool_id, view))
 }
 
-pub fn proof_doc(site: &str, p: &Proof, epoch: Option<&Epoch>) -> (String, Value) {
+fn proof_doc(site: &str, p: &Proof, epoch: Option<&Epoch>) -> (String, Value) {
     let natural = format!("{}:{}", p.node_id, p.epoch);
     let view = match epoch {
         Some(e) => serde_json::to_value(p.document(e)).unwrap_or(Value::Null),
         // The epoch record was not found: the proof's own fields.
-        None => json!({
-            "node_id": p.node_id,
-            "epoch": p.epoch,
-            "window_start": rfc3339_us(p.window_start_us),
-            "window_end": rfc3339_us(p.window_end_us),
-            "operational_seconds": p.operational_seconds,
-            "heartbeat_count": p.heartbeat_count,
-            "heartbeats_root": hex::encode(p.heartbeats_root),
-            "credits_usdt": crate::domain::money::format_usdt(p.credits_usdt),
-            "prev_proof_hash": p.prev_proof_hash.map(hex::encode),
-            "proof_hash": hex::encode(p.proof_hash),
-        }),
+        None => serde_json::to_value(BareProofDocument::from(p)).unwrap_or(Value::Null),
     };
     let id = natural.clone();
     (natural, with_ids(site, &id, view))
 }
 
-pub fn ledger_doc(site: &str, e: &LedgerEntry) -> (String, Value) {
+fn ledger_doc(site: &str, e: &LedgerEntry) -> (String, Value) {
     let natural = format!("{}:{}", e.node_id, e.seq);
     let mut v = with_ids(site, &natural, LedgerEntryView::from(e));
     v["node_id"] = Value::String(e.node_id.clone());
     (natural, v)
 }
 
-pub fn payout_doc(site: &str, p: &Payout) -> (String, Value) {
+fn payout_doc(site: &str, p: &Payout) -> (String, Value) {
     (
         p.payout_id.clone(),
         with_ids(site, &p.payout_id, PayoutView::from(p)),
     )
 }
 
-pub fn audit_doc(site: &str, e: &AuditEvent) -> (String, Value) {
+fn audit_doc(site: &str, e: &AuditEvent) -> (String, Value) {
     let natural = e.seq.to_string();
     let v = with_ids(site, &natural, AuditEventView::from(e.clone()));
     (natural, v)
 }
 
 /// The members of a pool, in id order.
-pub fn pool_members(
+fn pool_members(
     t: &impl ReadableTable<(&'static str, &'static str), ()>,
     pool_id: &str,
 ) -> StoreResult<Vec<String>> {
@@ -229,7 +238,7 @@ impl Batch<'_> {
         };
         table.insert(next, encode(&entry).as_slice())?;
         self.outbox.cursor = Some((next + 1, len + 1));
-        cfg.status.note_outbox_len(len + 1, cfg.max_entries);
+        cfg.status.note_len(len + 1, cfg.max_entries);
         Ok(())
     }
 
@@ -335,7 +344,7 @@ impl Batch<'_> {
         drop(t);
         self.outbox.cursor = None;
         if let Some(cfg) = self.mirror {
-            cfg.status.note_outbox_len(len, cfg.max_entries);
+            cfg.status.note_len(len, cfg.max_entries);
         }
         Ok(removed)
     }
@@ -353,7 +362,7 @@ impl Batch<'_> {
         self.outbox.blocked = Some(false);
         if let Some(cfg) = self.mirror {
             cfg.status.overflowed.store(false, Ordering::Relaxed);
-            cfg.status.note_outbox_len(0, cfg.max_entries);
+            cfg.status.note_len(0, cfg.max_entries);
         }
         Ok(())
     }
@@ -376,8 +385,33 @@ pub enum Cursor {
     Done,
 }
 
+impl Reader {
+    /// Outbox length, last sequence number and the two META markers (initialized,
+    /// overflowed), in this reader's snapshot.
+    pub fn outbox_state(&self) -> StoreResult<(u64, u64, bool, bool)> {
+        read_state(&self.txn)
+    }
+
+    /// The outbox entries after `after` (up to `limit`), in order.
+    pub fn outbox_entries(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, OutboxEntry)>> {
+        read_entries(&self.txn, after, limit)
+    }
+
+    /// One page of a collection's mirror documents after `cursor`, for the full copy; the
+    /// cursor to continue from comes with it.
+    pub fn mirror_page(
+        &self,
+        collection: &str,
+        cursor: &Cursor,
+        site: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<(String, Value)>, Cursor)> {
+        snapshot_page(&self.txn, collection, cursor, site, limit)
+    }
+}
+
 /// The outbox entries after `after` (up to `limit`), in order.
-pub fn read_entries(
+fn read_entries(
     txn: &redb::ReadTransaction,
     after: u64,
     limit: usize,
@@ -396,7 +430,7 @@ pub fn read_entries(
 
 /// Outbox length, last sequence number and the two META markers
 /// (initialized, overflowed).
-pub fn read_state(txn: &redb::ReadTransaction) -> StoreResult<(u64, u64, bool, bool)> {
+fn read_state(txn: &redb::ReadTransaction) -> StoreResult<(u64, u64, bool, bool)> {
     let t = txn.open_table(OUTBOX)?;
     let len = t.len()?;
     let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
@@ -407,7 +441,7 @@ pub fn read_state(txn: &redb::ReadTransaction) -> StoreResult<(u64, u64, bool, b
 }
 
 /// One page of a collection's documents from a snapshot, for the full copy.
-pub fn snapshot_page(
+fn snapshot_page(
     txn: &redb::ReadTransaction,
     collection: &str,
     cursor: &Cursor,
@@ -512,7 +546,10 @@ pub fn snapshot_page(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // writes batches without a writer thread
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::clock::Clock;
     use crate::store::batch::{Actor, AuditHead};
@@ -609,5 +646,173 @@ mod tests {
             b.mirror_mark_initialized().unwrap();
         });
         assert_eq!(state(&store), (0, 0, true, false));
+    }
+
+    /// One document of each mirrored collection, exactly as the outbox stores it (the
+    /// JSON text of `OutboxEntry::document`). MongoDB holds these documents: a change of
+    /// text here is a change of the mirror's data.
+    mod pinned_documents {
+        use rust_decimal::Decimal;
+
+        use super::*;
+        use crate::domain::ledger::EntryKind;
+        use crate::domain::node::NodeStatus;
+        use crate::domain::payout::PayoutState;
+
+        const SITE: &str = "site-a";
+        /// 2024-05-06T07:08:09.123456Z
+        const T: u64 = 1_714_979_289_123_456;
+
+        /// With the mirror (cargo feature `mongo-sync`), bson turns on serde_json's
+        /// `preserve_order`: keys keep their insertion order and the text is pinned byte
+        /// for byte. Without it (no mirror runs then) keys are sorted: same document.
+        fn assert_pinned(natural: &str, (id, doc): (String, Value), expected: &str) {
+            assert_eq!(id, natural);
+            if cfg!(feature = "mongo-sync") {
+                assert_eq!(doc.to_string(), expected);
+            } else {
+                assert_eq!(doc, serde_json::from_str::<Value>(expected).unwrap());
+            }
+        }
+
+        fn proof() -> Proof {
+            Proof {
+                node_id: "node_a1".into(),
+                epoch: 5_716_597,
+                window_start_us: 1_714_979_100_000_000,
+                window_end_us: 1_714_979_400_000_000,
+                operational_seconds: 290,
+                heartbeat_count: 10,
+                heartbeats_root: [0x11; 32],
+                credits_usdt: Decimal::new(4_027_777, 9),
+                prev_proof_hash: Some([0x22; 32]),
+                proof_hash: [0x33; 32],
+                inclusion_path: vec![(true, [0x44; 32]), (false, [0x55; 32])],
+            }
+        }
+
+        #[test]
+        fn node() {
+            let n = Node {
+                node_id: "node_a1".into(),
+                name: "relay \"one\"".into(),
+                operator_id: "op_7".into(),
+                public_key: [7; 32],
+                payout_address: Some("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t".into()),
+                region: None,
+                pool_id: Some("pool_x".into()),
+                status: NodeStatus::Online,
+                registered_at_us: T,
+                last_heartbeat_at_us: Some(T + 1),
+                balance_usdt: Decimal::new(12_345_678, 7),
+                operational_seconds_total: 86_400,
+                token_generation: 3,
+                last_seq: Some(9),
+                credit_carry: Decimal::new(1, 12),
+                last_proof: Some((5, [1; 32])),
+            };
+            assert_pinned("node_a1", node_doc(SITE, &n), NODE);
+        }
+
+        #[test]
+        fn pool() {
+            let p = Pool {
+                pool_id: "pool_x".into(),
+                name: "Lisbon".into(),
+                region: Some("eu-west".into()),
+                capacity: 50,
+                member_count: 2,
+                created_at_us: T,
+            };
+            let members = vec!["node_a1".to_string(), "node_b2".to_string()];
+            assert_pinned("pool_x", pool_doc(SITE, &p, members), POOL);
+        }
+
+        #[test]
+        fn proof_with_its_epoch() {
+            let e = Epoch {
+                epoch: 5_716_597,
+                root: [0x66; 32],
+                signature: vec![0xab; 64],
+                key_id: "k1".into(),
+                proof_count: 3,
+                closed_at_us: T,
+                length_us: 300_000_000,
+                timeout_us: 90_000_000,
+                reward_per_hour: Decimal::new(5, 2),
+            };
+            assert_pinned(
+                "node_a1:5716597",
+                proof_doc(SITE, &proof(), Some(&e)),
+                PROOF,
+            );
+        }
+
+        #[test]
+        fn proof_without_its_epoch() {
+            let mut p = proof();
+            p.prev_proof_hash = None;
+            assert_pinned(
+                "node_a1:5716597",
+                proof_doc(SITE, &p, None),
+                PROOF_WITHOUT_EPOCH,
+            );
+        }
+
+        #[test]
+        fn ledger_entry() {
+            let e = LedgerEntry {
+                seq: 42,
+                node_id: "node_a1".into(),
+                at_us: T,
+                kind: EntryKind::Debit,
+                amount: Decimal::new(-25, 1),
+                reference: "payout:payout_9".into(),
+            };
+            assert_pinned("node_a1:42", ledger_doc(SITE, &e), LEDGER);
+        }
+
+        #[test]
+        fn payout() {
+            let p = Payout {
+                payout_id: "payout_9".into(),
+                node_id: "node_a1".into(),
+                amount: Decimal::new(25, 1),
+                payout_address: "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t".into(),
+                state: PayoutState::Submitted,
+                created_at_us: T,
+                updated_at_us: T + 1_000_000,
+                tx_hash: None,
+                attempts: 2,
+                error: Some("the webhook answered 502".into()),
+                next_attempt_at_us: Some(T + 60_000_000),
+                needs_attention: false,
+            };
+            assert_pinned("payout_9", payout_doc(SITE, &p), PAYOUT);
+        }
+
+        #[test]
+        fn audit_event() {
+            let e = AuditEvent {
+                seq: 7,
+                at_us: T,
+                actor_subject: "admin".into(),
+                actor_role: "admin".into(),
+                action: "pool.create".into(),
+                target: "pool_x".into(),
+                detail: r#"{"name":"Lisbon","capacity":50}"#.into(),
+                prev_hash: Some([0x77; 32]),
+                hash: [0x88; 32],
+            };
+            assert_pinned("7", audit_doc(SITE, &e), AUDIT);
+        }
+
+        const NODE: &str = r#"{"node_id":"node_a1","name":"relay \"one\"","operator_id":"op_7","public_key":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","payout_address":"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t","region":null,"pool_id":"pool_x","status":"online","registered_at":"2024-05-06T07:08:09.123456Z","last_heartbeat_at":"2024-05-06T07:08:09.123457Z","balance_usdt":"1.234567","operational_seconds_total":86400,"_id":"site-a:node_a1","site_id":"site-a"}"#;
+        const POOL: &str = r#"{"pool_id":"pool_x","name":"Lisbon","region":"eu-west","capacity":50,"member_count":2,"members":["node_a1","node_b2"],"created_at":"2024-05-06T07:08:09.123456Z","_id":"site-a:pool_x","site_id":"site-a"}"#;
+        const PROOF: &str = r#"{"node_id":"node_a1","epoch":5716597,"window_start":"2024-05-06T07:05:00.000000Z","window_end":"2024-05-06T07:10:00.000000Z","operational_seconds":290,"heartbeat_count":10,"heartbeats_root":"1111111111111111111111111111111111111111111111111111111111111111","credits_usdt":"0.004027","score":"96.67","prev_proof_hash":"2222222222222222222222222222222222222222222222222222222222222222","proof_hash":"3333333333333333333333333333333333333333333333333333333333333333","epoch_root":"6666666666666666666666666666666666666666666666666666666666666666","inclusion_path":["L:4444444444444444444444444444444444444444444444444444444444444444","R:5555555555555555555555555555555555555555555555555555555555555555"],"epoch_signature":"q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urqw==","key_id":"k1","_id":"site-a:node_a1:5716597","site_id":"site-a"}"#;
+        const PROOF_WITHOUT_EPOCH: &str = r#"{"node_id":"node_a1","epoch":5716597,"window_start":"2024-05-06T07:05:00.000000Z","window_end":"2024-05-06T07:10:00.000000Z","operational_seconds":290,"heartbeat_count":10,"heartbeats_root":"1111111111111111111111111111111111111111111111111111111111111111","credits_usdt":"0.004027","prev_proof_hash":null,"proof_hash":"3333333333333333333333333333333333333333333333333333333333333333","_id":"site-a:node_a1:5716597","site_id":"site-a"}"#;
+        const LEDGER: &str = r#"{"seq":42,"at":"2024-05-06T07:08:09.123456Z","kind":"debit","amount_usdt":"-2.500000","reference":"payout:payout_9","_id":"site-a:node_a1:42","site_id":"site-a","node_id":"node_a1"}"#;
+        const PAYOUT: &str = r#"{"payout_id":"payout_9","node_id":"node_a1","amount_usdt":"2.500000","payout_address":"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t","state":"submitted","created_at":"2024-05-06T07:08:09.123456Z","updated_at":"2024-05-06T07:08:10.123456Z","tx_hash":null,"attempts":2,"error":"the webhook answered 502","next_attempt_at":"2024-05-06T07:09:09.123456Z","needs_attention":false,"_id":"site-a:payout_9","site_id":"site-a"}"#;
+        const AUDIT: &str = r#"{"seq":7,"at":"2024-05-06T07:08:09.123456Z","actor":{"subject":"admin","role":"admin"},"action":"pool.create","target":"pool_x","detail":{"name":"Lisbon","capacity":50},"prev_hash":"7777777777777777777777777777777777777777777777777777777777777777","hash":"8888888888888888888888888888888888888888888888888888888888888888","detail_json":"{\"name\":\"Lisbon\",\"capacity\":50}","_id":"site-a:7","site_id":"site-a"}"#;
     }
 }

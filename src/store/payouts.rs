@@ -447,8 +447,8 @@ mod tests {
             .collect();
         seqs.sort();
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-        let key = crate::crypto::keys::generate_signing_key().verifying_key();
-        crate::verify::verify_database(&r, &key, |_| {}).unwrap();
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+        crate::store::verify::verify_database(&r, &key, |_| {}).unwrap();
         let last = r.audit(0, 100).unwrap().items;
         assert_eq!(
             last.iter().filter(|e| e.action == "payout.create").count(),

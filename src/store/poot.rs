@@ -1,4 +1,4 @@
-//! Storage side of closing a PoOT epoch in chunks (see `jobs::poot`).
+//! Storage side of closing a PoOT epoch in chunks (see `app::poot`).
 //!
 //! - [`epoch_proofs`] computes an epoch's proofs from read transactions, outside the
 //!   writer: once an epoch is finished its heartbeats cannot change (receive stamps are
@@ -40,7 +40,7 @@ struct HeartbeatLeafFields<'a> {
 
 /// `leaf_hash(canonical || signature)` of a stored heartbeat of `node_id`, from its
 /// encoded bytes (either form, see `codec::encode_heartbeat`).
-pub fn heartbeat_leaf(node_id: &str, bytes: &[u8]) -> StoreResult<Hash> {
+pub(crate) fn heartbeat_leaf(node_id: &str, bytes: &[u8]) -> StoreResult<Hash> {
     if bytes.first() == Some(&crate::domain::heartbeat::compact::TAG) {
         let hb = super::codec::decode_heartbeat(node_id, bytes)?;
         return Ok(leaf_hash_parts(&[hb.canonical.as_bytes(), &hb.signature]));
@@ -188,7 +188,7 @@ fn put_varint(out: &mut Vec<u8>, v: u64) {
 /// `codec::encode(proof)`, byte for byte, written directly: through serde every hash
 /// byte is a separate call, which made encoding the largest single cost of closing an
 /// epoch. A test holds the two equal.
-pub fn encode_proof(p: &Proof) -> Vec<u8> {
+pub(crate) fn encode_proof(p: &Proof) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + p.node_id.len() + 33 * p.inclusion_path.len());
     put_varint(&mut out, p.node_id.len() as u64);
     out.extend_from_slice(p.node_id.as_bytes());

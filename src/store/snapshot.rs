@@ -9,9 +9,9 @@
 //! - Service running (it holds the database's exclusive lock): the CLI asks the service,
 //!   `POST /api/v1/backup` (admin), which makes the same copy inside the service and
 //!   streams it back; the CLI checks what it received before renaming it into place
-//!   (see [`crate::cli::backup`]).
+//!   (see `cli::backup`, and [`check_received_copy`] here).
 //! - Restore refuses while the service runs, stages the copy inside the state directory,
-//!   checks it (redb page checksums, schema version, [`crate::verify::verify_database`]),
+//!   checks it (redb page checksums, schema version, [`super::verify::verify_database`]),
 //!   keeps the old database as `lucid.redb.before-restore-<timestamp>` and renames the
 //!   staged copy in place (at every moment `lucid.redb` names a complete database).
 
@@ -85,7 +85,7 @@ fn check_tables_known(txn: &ReadTransaction) -> Result<(), String> {
 }
 
 /// Entries in all known tables.
-pub(crate) fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
+fn count_entries(txn: &ReadTransaction) -> Result<u64, String> {
     struct Count<'a>(&'a ReadTransaction, u64);
     impl TableVisitor for Count<'_> {
         fn visit<K: Key + 'static, V: Value + 'static>(
@@ -403,8 +403,18 @@ fn schema_version(txn: &ReadTransaction) -> Result<Option<u32>, String> {
     Ok(Some(u32::from_le_bytes(bytes)))
 }
 
+/// A copy as the backup command received it from the service: opens the file read-only,
+/// checks its schema and counts its entries (to compare with what the service announced).
+pub(crate) fn check_received_copy(path: &Path) -> Result<u64, String> {
+    let db = ReadOnlyDatabase::open(path)
+        .map_err(|e| format!("the service sent a file that does not open as redb: {e}"))?;
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    check_schema(&txn).map_err(|e| format!("the service sent a copy that {e}"))?;
+    count_entries(&txn)
+}
+
 /// The copy is a database of a schema version this build can open.
-pub(crate) fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
+fn check_schema(txn: &ReadTransaction) -> Result<u32, String> {
     match schema_version(txn)? {
         None => Err("it has no schema version: not a lucid-node-management database".into()),
         Some(v) if v > SCHEMA_VERSION => Err(format!(
@@ -504,7 +514,7 @@ pub fn restore(
         progress.check()?;
         let reader = Reader::new(txn);
         let mut p = |step: &str| progress.note(&format!("restore: verifying {step}"));
-        crate::verify::verify_database(&reader, proof_key, &mut p).map_err(|e| {
+        super::verify::verify_database(&reader, proof_key, &mut p).map_err(|e| {
             bad(format!(
                 "it does not verify ({}); if it comes from another appliance, copy that appliance's keys/ into {} first",
                 first_line(&e),

@@ -69,7 +69,7 @@ impl MinFree {
 }
 
 /// Free and total bytes of the filesystem holding `path`.
-pub fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(path.as_os_str().as_bytes())

@@ -3,31 +3,32 @@
 use redb::{Key, TableDefinition, Value};
 
 /// `schema_version` and other single values.
-pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// node_id -> Node
 pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// public key bytes -> node_id (a key registers once)
-pub const NODE_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("node_keys");
+pub(crate) const NODE_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("node_keys");
 /// (operator_id, node_id) -> () : an operator's nodes in id order
-pub const OPERATOR_NODES: TableDefinition<(&str, &str), ()> =
+pub(crate) const OPERATOR_NODES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("operator_nodes");
 /// (status, node_id) -> () : nodes by status, kept in step with NODES by `Batch::put_node`
 /// (schema 2). The alert watcher reads the offline nodes here instead of scanning all.
-pub const NODES_BY_STATUS: TableDefinition<(&str, &str), ()> =
+pub(crate) const NODES_BY_STATUS: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("nodes_by_status");
 /// pool_id -> Pool
-pub const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
+pub(crate) const POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("pools");
 /// pool name -> pool_id (names are unique)
-pub const POOL_NAMES: TableDefinition<&str, &str> = TableDefinition::new("pool_names");
+pub(crate) const POOL_NAMES: TableDefinition<&str, &str> = TableDefinition::new("pool_names");
 /// (pool_id, node_id) -> () : a pool's members in id order
-pub const POOL_MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("pool_members");
+pub(crate) const POOL_MEMBERS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("pool_members");
 /// seq -> AuditEvent
-pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// counter name -> value (nodes per status, pools, members), kept in step with the data
 /// inside each transaction so metrics never scan.
-pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
-pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 /// Counter names.
 pub fn status_counter(status: crate::domain::node::NodeStatus) -> String {
@@ -40,33 +41,34 @@ pub const POOL_MEMBERS_COUNTER: &str = "pool_members";
 /// sequential range scan, and pruning old heartbeats removes a prefix.
 pub const HEARTBEATS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("heartbeats");
 /// (node_id, epoch) -> Proof
-pub const PROOFS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("proofs");
+pub(crate) const PROOFS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("proofs");
 /// epoch -> Epoch (root, signature)
-pub const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
+pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
 /// (node_id, entry seq) -> LedgerEntry: append-only credits and debits.
-pub const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ledger");
+pub(crate) const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ledger");
 
 /// META keys (u64 little-endian values).
 pub const POOT_CLOSED_UNTIL_KEY: &str = "poot.closed_until_us";
 /// The epoch length (µs) this database's epochs were closed with.
 pub const POOT_LENGTH_KEY: &str = "poot.length_us";
-pub const LEDGER_SEQ_KEY: &str = "ledger.seq";
-pub const CLOCK_HIGH_WATER_KEY: &str = "clock.high_water_us";
+pub(crate) const LEDGER_SEQ_KEY: &str = "ledger.seq";
+pub(crate) const CLOCK_HIGH_WATER_KEY: &str = "clock.high_water_us";
 /// Heartbeats received before this have been pruned.
 pub const HEARTBEATS_PRUNED_BEFORE_KEY: &str = "heartbeats.pruned_before_us";
 
 pub const HEARTBEATS_COUNTER: &str = "heartbeats.stored";
-pub const PROOFS_COUNTER: &str = "proofs";
+pub(crate) const PROOFS_COUNTER: &str = "proofs";
 
 /// payout_id -> Payout
-pub const PAYOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("payouts");
+pub(crate) const PAYOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("payouts");
 /// (node_id, payout_id) -> () : a node's payouts
-pub const NODE_PAYOUTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("node_payouts");
+pub(crate) const NODE_PAYOUTS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("node_payouts");
 /// (state, payout_id) -> () : payouts by state (export, sink work queue)
-pub const PAYOUTS_BY_STATE: TableDefinition<(&str, &str), ()> =
+pub(crate) const PAYOUTS_BY_STATE: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("payouts_by_state");
 /// tx_hash -> payout_id : a receipt confirms one payout only
-pub const TX_HASHES: TableDefinition<&str, &str> = TableDefinition::new("tx_hashes");
+pub(crate) const TX_HASHES: TableDefinition<&str, &str> = TableDefinition::new("tx_hashes");
 
 pub fn payout_state_counter(state: crate::domain::payout::PayoutState) -> String {
     format!("payouts.state.{}", state.as_str())
@@ -76,21 +78,22 @@ pub const PAID_MICROS_COUNTER: &str = "payouts.paid_micros";
 
 /// seq -> OutboxEntry: changes waiting for the MongoDB mirror (see `outbox`). Empty and
 /// untouched when the mirror is off.
-pub const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// subscriber key (`operator:{id}` or `fleet`) -> AlertSettings
-pub const ALERT_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_settings");
+pub(crate) const ALERT_SETTINGS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("alert_settings");
 /// seq -> QueuedAlert: events written with the change that caused them, removed once a
 /// webhook acknowledged them (or after ALERT_MAX_AGE of failures).
-pub const ALERT_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_queue");
+pub(crate) const ALERT_QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_queue");
 /// (subscriber key, node_id) -> when `node.offline` was queued: a `node.online` is owed.
-pub const ALERT_OFFLINE_SENT: TableDefinition<(&str, &str), u64> =
+pub(crate) const ALERT_OFFLINE_SENT: TableDefinition<(&str, &str), u64> =
     TableDefinition::new("alert_offline_sent");
-pub const ALERT_SEQ_KEY: &str = "alerts.seq";
+pub(crate) const ALERT_SEQ_KEY: &str = "alerts.seq";
 pub const ALERTS_QUEUED_COUNTER: &str = "alerts.queued";
 
 /// Something done once per table, for every key/value type pair.
-pub trait TableVisitor {
+pub(crate) trait TableVisitor {
     fn visit<K: Key + 'static, V: Value + 'static>(
         &mut self,
         table: TableDefinition<'static, K, V>,
@@ -102,7 +105,7 @@ pub trait TableVisitor {
 /// `snapshot::tests::every_table_defined_in_the_source_is_backed_up` fails otherwise, and at run time a
 /// backup of a database holding a table missing from this list is refused rather than made
 /// incomplete.
-pub fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
+pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(META)?;
     v.visit(NODES)?;
     v.visit(NODE_KEYS)?;

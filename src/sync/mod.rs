@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::store::outbox::OutboxConfig;
+use crate::store::outbox::{OutboxConfig, OutboxStatus};
 use crate::store::Store;
 
 #[cfg(feature = "mongo-sync")]
@@ -30,35 +30,20 @@ pub struct MirrorStatus {
     pub enabled: AtomicBool,
     pub connected: AtomicBool,
     pub initial_sync_done: AtomicBool,
-    pub overflowed: AtomicBool,
-    pub outbox_len: AtomicU64,
+    /// The outbox's length and overflow marker, which the writer's batches keep current
+    /// (the store's side of this status).
+    pub outbox: Arc<OutboxStatus>,
     pub outbox_max: AtomicU64,
     pub documents_mirrored: AtomicU64,
     pub sync_errors: AtomicU64,
     /// Unix time (µs) of the last successful write to MongoDB; 0 = never.
     pub last_sync_at_us: AtomicU64,
-    near_full_warned: AtomicBool,
     /// Why the mirror is disabled, or the last sync error.
     pub reason: Mutex<Option<String>>,
     pub site_id: Mutex<String>,
 }
 
 impl MirrorStatus {
-    /// Records the outbox length; warns once when it reaches 80 % of the bound.
-    pub fn note_outbox_len(&self, len: u64, max: u64) {
-        self.outbox_len.store(len, Ordering::Relaxed);
-        let near = len.saturating_mul(5) >= max.saturating_mul(4);
-        if near && !self.near_full_warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                outbox = len,
-                max_entries = max,
-                "mirror outbox is at 80% of OUTBOX_MAX_ENTRIES: MongoDB is not keeping up or unreachable; at the bound, queuing stops and a full resync follows"
-            );
-        } else if !near && len.saturating_mul(10) < max.saturating_mul(7) {
-            self.near_full_warned.store(false, Ordering::Relaxed);
-        }
-    }
-
     pub fn set_reason(&self, reason: Option<String>) {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
@@ -79,9 +64,9 @@ impl MirrorStatus {
             "connected": self.connected.load(Ordering::Relaxed),
             "site_id": self.site_id.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             "initial_sync_done": self.initial_sync_done.load(Ordering::Relaxed),
-            "outbox": self.outbox_len.load(Ordering::Relaxed),
+            "outbox": self.outbox.len.load(Ordering::Relaxed),
             "outbox_max": self.outbox_max.load(Ordering::Relaxed),
-            "outbox_overflowed": self.overflowed.load(Ordering::Relaxed),
+            "outbox_overflowed": self.outbox.overflowed.load(Ordering::Relaxed),
             "documents_mirrored": self.documents_mirrored.load(Ordering::Relaxed),
             "last_sync_at": (last > 0).then(|| crate::domain::timefmt::rfc3339_us(last)),
             "reason": reason,
@@ -93,7 +78,7 @@ impl MirrorStatus {
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let b = |v: &AtomicBool| u8::from(v.load(Ordering::Relaxed));
         let max = g(&self.outbox_max);
-        let len = g(&self.outbox_len);
+        let len = g(&self.outbox.len);
         let mut line = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
                 out,
@@ -134,7 +119,7 @@ impl MirrorStatus {
             "lucid_mirror_outbox_overflowed",
             "gauge",
             "1 when the outbox hit its bound; a full resync is pending.",
-            b(&self.overflowed).to_string(),
+            b(&self.outbox.overflowed).to_string(),
         );
         line(
             "lucid_mirror_documents_total",
@@ -233,18 +218,18 @@ pub fn prepare(
             status.configured.store(true, Ordering::Relaxed);
             status.enabled.store(true, Ordering::Relaxed);
             *status.site_id.lock().unwrap_or_else(|e| e.into_inner()) = site_id.clone();
-            if let Ok(txn) = store.db.begin_read() {
-                if let Ok((len, _, init, over)) = crate::store::outbox::read_state(&txn) {
-                    status.note_outbox_len(len, config.outbox_max_entries);
+            if let Ok(reader) = store.reader() {
+                if let Ok((len, _, init, over)) = reader.outbox_state() {
+                    status.outbox.note_len(len, config.outbox_max_entries);
                     status.initial_sync_done.store(init, Ordering::Relaxed);
-                    status.overflowed.store(over, Ordering::Relaxed);
+                    status.outbox.overflowed.store(over, Ordering::Relaxed);
                 }
             }
             tracing::info!(site_id = %site_id, "MongoDB mirror enabled");
             Some(Arc::new(OutboxConfig {
                 site_id,
                 max_entries: config.outbox_max_entries,
-                status: status.clone(),
+                status: status.outbox.clone(),
             }))
         }
     }

@@ -10,9 +10,9 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 
 use super::{plan, MirrorStatus, Plan};
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::outbox::{self, Cursor, Op, OutboxEntry, COLLECTIONS};
+use crate::store::outbox::{Cursor, Op, OutboxEntry, COLLECTIONS};
 
 /// Outbox entries (or snapshot documents) per round trip.
 const BATCH: usize = 500;
@@ -98,33 +98,36 @@ async fn mirror_loop(
     let mut last_ping = Instant::now();
     let mut first = true;
     loop {
-        let txn = match app.store.db.begin_read() {
-            Ok(t) => t,
+        let reader = match app.store.reader() {
+            Ok(r) => r,
             Err(e) => return format!("reading the outbox: {e}"),
         };
-        let (len, _, initialized, overflowed) = match outbox::read_state(&txn) {
+        let (len, _, initialized, overflowed) = match reader.outbox_state() {
             Ok(s) => s,
             Err(e) => return format!("reading the outbox: {e}"),
         };
-        status.note_outbox_len(len, max);
-        status.overflowed.store(overflowed, Ordering::Relaxed);
+        status.outbox.note_len(len, max);
+        status
+            .outbox
+            .overflowed
+            .store(overflowed, Ordering::Relaxed);
         if first {
             first = false;
             mark_ok(status, backoff);
             tracing::info!(outbox = len, "MongoDB mirror connected");
         }
         if !initialized || overflowed {
-            drop(txn);
+            drop(reader);
             if let Err(e) = full_sync(app, mirror, site_id, status).await {
                 return e;
             }
             continue;
         }
-        let entries = match outbox::read_entries(&txn, 0, BATCH) {
+        let entries = match reader.outbox_entries(0, BATCH) {
             Ok(e) => e,
             Err(e) => return format!("reading the outbox: {e}"),
         };
-        drop(txn);
+        drop(reader);
         let Some(&(upto, _)) = entries.last() else {
             if last_ping.elapsed() >= IDLE_PING {
                 last_ping = Instant::now();
@@ -205,18 +208,19 @@ async fn full_sync(
         b.outbox_reset_for_full_sync().map_err(ApiError::from)
     })
     .await;
-    let txn = app
+    let reader = app
         .store
-        .db
-        .begin_read()
+        .reader()
         .map_err(|e| format!("reading the database: {e}"))?;
-    let (_, covered, _, _) =
-        outbox::read_state(&txn).map_err(|e| format!("reading the outbox: {e}"))?;
+    let (_, covered, _, _) = reader
+        .outbox_state()
+        .map_err(|e| format!("reading the outbox: {e}"))?;
     let mut total = 0usize;
     for collection in COLLECTIONS {
         let mut cursor = Cursor::Start;
         while cursor != Cursor::Done {
-            let (docs, next) = outbox::snapshot_page(&txn, collection, &cursor, site_id, BATCH)
+            let (docs, next) = reader
+                .mirror_page(collection, &cursor, site_id, BATCH)
                 .map_err(|e| format!("reading the database: {e}"))?;
             cursor = next;
             if docs.is_empty() {
@@ -234,14 +238,14 @@ async fn full_sync(
                 .fetch_add(k as u64, Ordering::Relaxed);
         }
     }
-    drop(txn);
+    drop(reader);
     ack(app, move |b| {
         b.outbox_ack(covered)?;
         b.mirror_mark_initialized().map_err(ApiError::from)
     })
     .await;
     status.initial_sync_done.store(true, Ordering::Relaxed);
-    status.overflowed.store(false, Ordering::Relaxed);
+    status.outbox.overflowed.store(false, Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         documents = total,

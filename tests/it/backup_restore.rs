@@ -446,6 +446,7 @@ async fn the_backup_route_is_for_admins_only() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // seeds raw heartbeat rows in one write transaction
 fn ctrl_c_during_a_backup_leaves_no_file() {
     use lucid_node_management::clock::Clock;
     use lucid_node_management::store::tables::HEARTBEATS;

@@ -182,6 +182,7 @@ async fn jwt_secret_switches_to_hs256() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // seeds a raw redb file of a future schema
 fn a_database_from_a_newer_version_is_refused_not_opened() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lucid.redb");

@@ -1,0 +1,292 @@
+//! Alerts: the watcher's pass that raises `node.offline` / `node.online` for subscribers,
+//! and the delivery pass that POSTs queued events to their webhooks (the loops that run
+//! them are in `jobs::alerts`).
+//!
+//! Both stay off the heartbeat path: the watcher finds candidates in a read transaction
+//! and hands the writer one small job per pass; delivery is plain HTTP outside the writer,
+//! and only its outcome (remove, or back off) is written. An event is removed only after a
+//! 2xx, so a crash between sending and recording sends it again with the same `event_id`
+//! (at least once; receivers drop duplicates).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::AppState;
+use crate::domain::alert::{
+    expired, offline_alert_due, online_alert_due, retry_delay_us, AlertSettings, EventType,
+    QueuedAlert, Subscriber,
+};
+use crate::domain::node::{Node, NodeStatus};
+use crate::domain::timefmt::rfc3339_us;
+use crate::error::ApiResult;
+use crate::payout_sink::webhook::signature;
+use crate::store::queries::Reader;
+
+/// Longest wait between two attempts of one delivery.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+/// Deliveries attempted per pass.
+const DELIVERIES_PER_PASS: usize = 256;
+
+/// What the watcher found for one subscriber and node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAlert {
+    pub subscriber_key: String,
+    pub node_id: String,
+    pub event: EventType,
+}
+
+/// One pass; returns how long to wait before the next one (a quarter of the shortest
+/// grace, so an alert is at most that late; nothing to watch: check settings again soon).
+pub async fn watch_nodes(app: &AppState) -> ApiResult<Duration> {
+    let reader = app.store.reader()?;
+    let settings: HashMap<String, AlertSettings> = reader
+        .all_alert_settings()?
+        .into_iter()
+        .filter(|(_, s)| s.wants(EventType::NodeOffline) || s.wants(EventType::NodeOnline))
+        .collect();
+    let Some(shortest_grace) = settings.values().map(|s| s.offline_after_seconds).min() else {
+        return Ok(Duration::from_secs(1));
+    };
+    let pause = Duration::from_millis(shortest_grace * 250)
+        .clamp(Duration::from_millis(250), Duration::from_secs(10));
+    let found = find_node_alerts(&reader, &settings, app.clock.now_us())?;
+    drop(reader);
+    if found.is_empty() {
+        return Ok(pause);
+    }
+    let queued = app
+        .writer
+        .write(move |b| {
+            let now = b.now_us();
+            let mut queued = 0;
+            for alert in found {
+                let Some(settings) = b.alert_settings(&alert.subscriber_key)? else {
+                    continue;
+                };
+                let Some(node) = b.node(&alert.node_id)? else {
+                    continue;
+                };
+                let was_sent = b.offline_alert_sent(&alert.subscriber_key, &node.node_id)?;
+                // Re-checked in the transaction: a heartbeat may have arrived meanwhile.
+                let still_due = match alert.event {
+                    EventType::NodeOffline => {
+                        !was_sent && offline_alert_due(&node, settings.offline_after_seconds, now)
+                    }
+                    _ => was_sent && online_alert_due(&node),
+                };
+                if !still_due {
+                    continue;
+                }
+                let offline = alert.event == EventType::NodeOffline;
+                b.set_offline_alert_sent(&alert.subscriber_key, &node.node_id, offline)?;
+                if settings.wants(alert.event) {
+                    b.queue_alert(
+                        &alert.subscriber_key,
+                        alert.event,
+                        &node.node_id,
+                        &node.operator_id,
+                        node_detail(&node, &settings),
+                    )?;
+                    queued += 1;
+                }
+            }
+            Ok(queued)
+        })
+        .await?;
+    if queued > 0 {
+        app.alert_wakeup.notify_one();
+    }
+    Ok(pause)
+}
+
+/// Every node alert owed now, from a read snapshot. Only two kinds of node can owe one:
+/// offline nodes (`node.offline`) and nodes a subscriber was told are offline
+/// (`node.online`). The status index and the "offline sent" marks name them, so a pass
+/// reads those nodes, not every node (at 100k nodes a full scan is ~0.25 s of CPU, and a
+/// short grace repeats the pass every 250 ms).
+pub fn find_node_alerts(
+    reader: &Reader,
+    settings: &HashMap<String, AlertSettings>,
+    now: u64,
+) -> ApiResult<Vec<NodeAlert>> {
+    let sent: HashSet<(String, String)> = reader.offline_alerts_sent()?.into_iter().collect();
+    let mut candidates: BTreeSet<String> = reader
+        .node_ids_in_status(NodeStatus::Offline)?
+        .into_iter()
+        .collect();
+    candidates.extend(sent.iter().map(|(_, node_id)| node_id.clone()));
+    let mut found = Vec::new();
+    for id in candidates {
+        if let Some(node) = reader.node(&id)? {
+            found.extend(alerts_for(&node, settings, &sent, now));
+        }
+    }
+    Ok(found)
+}
+
+/// The node alerts owed to each subscriber of `node`.
+fn alerts_for(
+    node: &Node,
+    settings: &HashMap<String, AlertSettings>,
+    sent: &HashSet<(String, String)>,
+    now: u64,
+) -> Vec<NodeAlert> {
+    let mut out = Vec::new();
+    for subscriber in Subscriber::for_operator(&node.operator_id) {
+        let key = subscriber.key();
+        let Some(s) = settings.get(&key) else {
+            continue;
+        };
+        let was_sent = sent.contains(&(key.clone(), node.node_id.clone()));
+        let event = if !was_sent && offline_alert_due(node, s.offline_after_seconds, now) {
+            EventType::NodeOffline
+        } else if was_sent && online_alert_due(node) {
+            EventType::NodeOnline
+        } else {
+            continue;
+        };
+        out.push(NodeAlert {
+            subscriber_key: key,
+            node_id: node.node_id.clone(),
+            event,
+        });
+    }
+    out
+}
+
+fn node_detail(node: &Node, settings: &AlertSettings) -> serde_json::Value {
+    json!({
+        "name": node.name,
+        "status": node.status.as_str(),
+        "pool_id": node.pool_id,
+        "last_heartbeat_at": node.last_heartbeat_at_us.map(rfc3339_us),
+        "offline_after_seconds": settings.offline_after_seconds,
+    })
+}
+
+// ---- delivery ----
+
+/// The result of one attempt.
+enum Outcome {
+    Delivered,
+    Failed(String),
+    /// The subscriber removed its settings: nowhere to send it.
+    NoWebhook,
+}
+
+/// Sends every delivery that is due; returns how many were acknowledged.
+pub async fn deliver_due(app: &AppState, client: &reqwest::Client) -> ApiResult<usize> {
+    let now = app.clock.now_us();
+    let reader = app.store.reader()?;
+    let due = reader.due_alerts(now, DELIVERIES_PER_PASS)?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    // One queue per subscriber, in event order; subscribers are served concurrently so a
+    // slow receiver does not hold up the others.
+    let mut by_subscriber: BTreeMap<String, Vec<(u64, QueuedAlert)>> = BTreeMap::new();
+    for (seq, alert) in due {
+        by_subscriber
+            .entry(alert.subscriber_key.clone())
+            .or_default()
+            .push((seq, alert));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (key, alerts) in by_subscriber {
+        let settings = reader.alert_settings(&key)?;
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut outcomes = Vec::new();
+            for (seq, alert) in alerts {
+                let outcome = match &settings {
+                    None => Outcome::NoWebhook,
+                    Some(s) => send(&client, s, &alert).await,
+                };
+                let failed = matches!(outcome, Outcome::Failed(_));
+                outcomes.push((seq, outcome));
+                if failed {
+                    break; // the receiver is struggling: the rest wait for the next pass
+                }
+            }
+            outcomes
+        });
+    }
+    drop(reader);
+    let mut outcomes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(o) = done {
+            outcomes.extend(o);
+        }
+    }
+    let base_us = app.config.alert_retry_base.as_micros() as u64;
+    let max_age_us = app.config.alert_max_age.as_micros() as u64;
+    let max_delay_us = MAX_RETRY_DELAY.as_micros() as u64;
+    let (delivered, failed, dropped) = app
+        .writer
+        .write(move |b| {
+            let now = b.now_us();
+            let (mut delivered, mut failed, mut dropped) = (Vec::new(), 0u64, 0u64);
+            for (seq, outcome) in outcomes {
+                let Some(mut alert) = b.queued_alert(seq)? else {
+                    continue;
+                };
+                match outcome {
+                    Outcome::Delivered => {
+                        b.remove_queued_alert(seq)?;
+                        delivered.push(alert.event_type);
+                    }
+                    Outcome::NoWebhook => {
+                        b.remove_queued_alert(seq)?;
+                    }
+                    Outcome::Failed(error) => {
+                        failed += 1;
+                        alert.attempts += 1;
+                        if expired(&alert, max_age_us, now) {
+                            tracing::warn!(event_id = %alert.event_id, attempts = alert.attempts, %error,
+                                "alert given up after ALERT_MAX_AGE of failed deliveries");
+                            b.remove_queued_alert(seq)?;
+                            dropped += 1;
+                            continue;
+                        }
+                        alert.next_attempt_at_us =
+                            now + retry_delay_us(base_us, max_delay_us, alert.attempts);
+                        alert.last_error = Some(error);
+                        b.update_queued_alert(seq, &alert)?;
+                    }
+                }
+            }
+            Ok((delivered, failed, dropped))
+        })
+        .await?;
+    for event in &delivered {
+        app.metrics
+            .alerts_sent
+            .with_label_values(&[event.as_str()])
+            .inc();
+    }
+    app.metrics.alerts_failed.inc_by(failed);
+    app.metrics.alerts_dropped.inc_by(dropped);
+    Ok(delivered.len())
+}
+
+/// One POST: the stored body, its event id, and the HMAC of the body with the current secret.
+async fn send(client: &reqwest::Client, settings: &AlertSettings, alert: &QueuedAlert) -> Outcome {
+    let sent = client
+        .post(&settings.webhook_url)
+        .header("content-type", "application/json")
+        .header("X-Lucid-Event-Id", &alert.event_id)
+        .header(
+            "X-Lucid-Signature",
+            signature(&settings.secret, alert.body.as_bytes()),
+        )
+        .body(alert.body.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => Outcome::Delivered,
+        Ok(r) => Outcome::Failed(format!("the webhook answered {}", r.status().as_u16())),
+        Err(e) => Outcome::Failed(format!("the webhook request failed: {e}")),
+    }
+}

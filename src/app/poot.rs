@@ -1,0 +1,699 @@
+//! PoOT: closes every finished epoch (catching up after downtime), computing its proofs
+//! outside the writer and storing them in short chunks, and prunes raw heartbeats past
+//! retention whose epochs are proven. The timer that runs both is `jobs::poot`; the
+//! `calculate` handler closes on demand.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::{AppState, WriterUse};
+use crate::clock::Micros;
+use crate::crypto::keys::key_id;
+use crate::domain::merkle::{levels as merkle_levels, levels_root, path_at, Hash};
+use crate::domain::poot::{
+    epoch_window, first_epoch_at_or_after, path_entries, proof_leaf, EpochParams, NodeEpochOutput,
+};
+use crate::domain::proof::{sign_epoch, Epoch};
+use crate::error::{ApiError, ApiResult};
+use crate::store::poot::{epoch_proofs, ProofWrite};
+use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
+use crate::store::{Actor, Batch, Store, Writer};
+
+/// Heartbeats removed per write transaction while pruning (keeps each batch short).
+const PRUNE_CHUNK: usize = 10_000;
+
+/// Everything closing an epoch needs, captured once.
+#[derive(Clone)]
+pub struct CloseParams {
+    pub length_us: Micros,
+    pub timeout_us: Micros,
+    pub reward_per_hour: Decimal,
+    pub proof_key: SigningKey,
+}
+
+impl CloseParams {
+    pub fn from_app(app: &AppState) -> Self {
+        Self {
+            length_us: app.config.poot_calculation_interval.as_micros() as u64,
+            timeout_us: app.config.heartbeat_timeout.as_micros() as u64,
+            reward_per_hour: app.config.reward_usdt_per_hour,
+            proof_key: app.keys.proof.clone(),
+        }
+    }
+}
+
+/// Refuses an epoch length that differs from the one this database was closed with:
+/// epoch numbers would change meaning and signed epochs would be renumbered.
+pub fn check_epoch_length(
+    reader: &crate::store::queries::Reader,
+    length_us: Micros,
+) -> Result<(), String> {
+    match reader.meta_u64(POOT_LENGTH_KEY).map_err(|e| e.to_string())? {
+        Some(stored) if stored != length_us => Err(format!(
+            "invalid value {}s for POOT_CALCULATION_INTERVAL: this database's epochs are {}s long; changing the epoch length of existing data is not supported (it would renumber signed epochs)",
+            length_us / 1_000_000,
+            stored / 1_000_000
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Proofs sent per writer job while closing an epoch; a job stops early once it has run
+/// for [`JOB_BUDGET`]. Each job holds the writer (and so heartbeat ingestion) for a few
+/// milliseconds; the epoch's proofs are computed before, outside the writer.
+pub const PROOF_CHUNK: usize = 2000;
+
+/// How long one chunk job may run inside the writer before it stops (its commit follows).
+pub const JOB_BUDGET: Duration = Duration::from_millis(20);
+
+/// Debug builds only: `LUCID_DEBUG_POOT_CHUNK` (proofs per job) and
+/// `LUCID_DEBUG_POOT_CHUNK_PAUSE_MS` (a pause after each job) let a test kill the server
+/// in the middle of a close.
+fn debug_knob(name: &str) -> Option<u64> {
+    if cfg!(debug_assertions) {
+        std::env::var(name).ok().and_then(|v| v.parse().ok())
+    } else {
+        None
+    }
+}
+
+/// The next epoch to close, as the writer found it.
+#[derive(Debug, Clone)]
+pub struct DueEpoch {
+    pub epoch: u64,
+    /// The stamp that showed the epoch finished (its `closed_at`).
+    pub now: Micros,
+    /// Set when a close of this epoch was interrupted: its record is already stored and
+    /// the close resumes with the record's parameters.
+    pub record: Option<Epoch>,
+}
+
+/// What closing one epoch did and how long it held the writer.
+#[derive(Debug, Clone, Default)]
+pub struct CloseReport {
+    pub epoch: u64,
+    /// Proofs written now (fewer than the epoch's when a close resumed).
+    pub proofs_written: usize,
+    pub proof_count: u64,
+    pub resumed: bool,
+    /// Reading heartbeats and computing proofs (outside the writer).
+    pub compute: Duration,
+    pub writer: WriterUse,
+    pub total: Duration,
+}
+
+/// Closes every finished epoch not yet closed; returns their numbers. Idempotent: an
+/// epoch is closed once, and an open epoch never.
+pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
+    let params = CloseParams::from_app(app);
+    if !maybe_due(&app.store, &params, app.clock.now_us())? {
+        return Ok(Vec::new());
+    }
+    let closing = &app.poot_closing;
+    let reports = close_due_epochs_with(closing, &app.writer, &app.store, &params, |r| {
+        app.metrics.proofs.inc_by(r.proofs_written as u64);
+        app.metrics.epochs_closed.inc();
+        app.metrics
+            .epoch_close_seconds
+            .observe(r.total.as_secs_f64());
+    })
+    .await?;
+    Ok(reports.into_iter().map(|r| r.epoch).collect())
+}
+
+/// [`close_due_epochs`] on a writer and store; `closed` sees each epoch as it closes.
+/// `closing` makes one closer run at a time: the service passes [`super::App::poot_closing`]
+/// (shared by the timer and `calculate`).
+///
+/// Each epoch: (1) a short writer job finds the next finished epoch; (2) its proofs are
+/// computed from a read snapshot, outside the writer; (3) a writer job stores the signed
+/// epoch record; (4) jobs of [`PROOF_CHUNK`] proofs store proofs, credits and node
+/// updates; (5) a last job moves `closed_until` past the epoch and audits it. A crash
+/// anywhere resumes at (2) with the stored record: proofs are recomputed identically,
+/// stored ones are skipped, the root must match the record.
+pub async fn close_due_epochs_with(
+    closing: &tokio::sync::Mutex<()>,
+    writer: &Writer<ApiError>,
+    store: &Store,
+    params: &CloseParams,
+    mut closed: impl FnMut(&CloseReport),
+) -> ApiResult<Vec<CloseReport>> {
+    let _one_closer = closing.lock().await;
+    let mut reports = Vec::new();
+    loop {
+        let p = params.clone();
+        let Some(due) = writer.write(move |b| next_due_epoch(b, &p)).await? else {
+            break;
+        };
+        let report = close_epoch_in_chunks(writer, store, params, due).await?;
+        tracing::info!(
+            epoch = report.epoch,
+            proofs = report.proof_count,
+            written = report.proofs_written,
+            resumed = report.resumed,
+            seconds = report.total.as_secs_f64(),
+            longest_writer_job_ms = report.writer.longest_job.as_secs_f64() * 1000.0,
+            "closed PoOT epoch"
+        );
+        closed(&report);
+        reports.push(report);
+        if reports.len() % 100 == 0 {
+            tracing::info!(closed = reports.len(), "catching up on PoOT epochs");
+        }
+    }
+    Ok(reports)
+}
+
+/// Whether an epoch may be due, from a read snapshot: the timer asks every second, and
+/// asking the writer each time cost a durable commit a second on an idle appliance (about
+/// 32 KiB written each, 2.7 GB a day of flash wear for nothing). The writer decides for
+/// real ([`next_due_epoch`]); this only rules out the ticks where nothing can be due.
+fn maybe_due(store: &Store, p: &CloseParams, now_us: Micros) -> ApiResult<bool> {
+    let reader = store.reader()?;
+    let Some(closed_until) = reader.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
+        return Ok(true); // first start: the writer records where closing begins
+    };
+    let epoch = first_epoch_at_or_after(closed_until, p.length_us);
+    let (_, end) = epoch_window(epoch, p.length_us);
+    Ok(end <= now_us || reader.epoch(epoch)?.is_some())
+}
+
+/// Finds the oldest finished epoch not closed yet, if there is one.
+pub fn next_due_epoch(b: &mut Batch<'_>, p: &CloseParams) -> ApiResult<Option<DueEpoch>> {
+    // A stamp is strictly after every heartbeat stamped before, and heartbeats are stamped
+    // only here in the writer: once `now` is past an epoch's end, no heartbeat for its
+    // window can still arrive, and every one stamped before is committed with this job.
+    let now = b.stamp_us();
+    let current_start = now - now % p.length_us;
+    let Some(mut closed_until) = b.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
+        // First start: the current epoch is the first one to close.
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, current_start)?;
+        b.set_meta_u64(POOT_LENGTH_KEY, p.length_us)?;
+        return Ok(None);
+    };
+    let epoch = first_epoch_at_or_after(closed_until, p.length_us);
+    if let Some(record) = b.epoch(epoch)? {
+        // Its record is stored but `closed_until` did not move past it: a close that was
+        // interrupted. Finish it with the parameters it was signed with.
+        if record.length_us != p.length_us {
+            return Err(ApiError::unavailable(format!(
+                "epoch {epoch} is already closed with another length; refusing to rewrite it"
+            )));
+        }
+        return Ok(Some(DueEpoch {
+            epoch,
+            now,
+            record: Some(record),
+        }));
+    }
+    // Skip, in one step, epochs in which no node can have been up: a long outage or a
+    // clock that was far behind must not cost one transaction per empty epoch.
+    let first = b.first_heartbeat_at_or_after(closed_until.saturating_sub(p.timeout_us))?;
+    let busy_from = first.map_or(current_start, |t| (t - t % p.length_us).min(current_start));
+    if busy_from > closed_until {
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, busy_from)?;
+        closed_until = busy_from;
+    }
+    let epoch = first_epoch_at_or_after(closed_until, p.length_us);
+    let (_, end) = epoch_window(epoch, p.length_us);
+    if end > now {
+        return Ok(None);
+    }
+    if b.epoch(epoch)?.is_some() {
+        // Signed epochs are never rewritten (this would mean the epoch length changed).
+        return Err(ApiError::unavailable(format!(
+            "epoch {epoch} is already closed; refusing to rewrite it"
+        )));
+    }
+    Ok(Some(DueEpoch {
+        epoch,
+        now,
+        record: None,
+    }))
+}
+
+/// An epoch's proofs and signed record, computed outside the writer.
+pub struct EpochPlan {
+    pub record: Epoch,
+    /// Proofs still to store, in `node_id` order, without their inclusion paths yet.
+    pub outputs: Vec<NodeEpochOutput>,
+    /// Each output's position among all the epoch's proofs (its Merkle leaf index).
+    pub positions: Vec<usize>,
+    /// The epoch tree's levels, to read the inclusion paths off.
+    pub levels: Vec<Vec<Hash>>,
+}
+
+impl EpochPlan {
+    /// The proofs `range` of `outputs`, with their inclusion paths, ready to store.
+    pub fn writes(&self, range: std::ops::Range<usize>) -> Vec<ProofWrite> {
+        self.outputs[range.clone()]
+            .iter()
+            .zip(&self.positions[range])
+            .map(|(o, &pos)| {
+                let mut proof = o.proof.clone();
+                proof.inclusion_path = path_entries(path_at(&self.levels, pos));
+                ProofWrite {
+                    proof,
+                    credit_carry: o.credit_carry,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Computes an epoch's proofs and record from a read snapshot. Deterministic: the same
+/// stored data gives the same proofs and root, so an interrupted close resumes exactly.
+pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<EpochPlan> {
+    let (length_us, timeout_us, reward_per_hour) = match &due.record {
+        Some(r) => (r.length_us, r.timeout_us, r.reward_per_hour),
+        None => (p.length_us, p.timeout_us, p.reward_per_hour),
+    };
+    let (start, end) = epoch_window(due.epoch, length_us);
+    let params = EpochParams {
+        epoch: due.epoch,
+        length_us,
+        timeout_us,
+        reward_per_hour,
+    };
+    let (stored, outputs) = epoch_proofs(
+        &*store.db.current()?,
+        &params,
+        start.saturating_sub(timeout_us),
+        end,
+        due.record.is_some(),
+    )?;
+    // Every proof of the epoch in node_id order: the ones stored before an interruption
+    // and the ones to store now.
+    let mut leaves: Vec<(&str, Hash, Option<usize>)> =
+        Vec::with_capacity(outputs.len() + stored.len());
+    leaves.extend(
+        stored
+            .iter()
+            .map(|s| (s.node_id.as_str(), proof_leaf(s), None)),
+    );
+    leaves.extend(
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.proof.node_id.as_str(), proof_leaf(&o.proof), Some(i))),
+    );
+    if !stored.is_empty() {
+        leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+    let mut positions = vec![0; outputs.len()];
+    for (pos, (_, _, out)) in leaves.iter().enumerate() {
+        if let Some(i) = out {
+            positions[*i] = pos;
+        }
+    }
+    let hashes: Vec<Hash> = leaves.iter().map(|l| l.1).collect();
+    let proof_count = hashes.len() as u64;
+    drop(leaves);
+    let levels = merkle_levels(&hashes);
+    drop(hashes);
+    let root = levels_root(&levels);
+    let record = match &due.record {
+        Some(r) => {
+            if r.root != root || r.proof_count != proof_count {
+                return Err(ApiError::unavailable(format!(
+                    "resuming the close of epoch {}: recomputed {proof_count} proofs with another root than its record ({} proofs); refusing to continue",
+                    due.epoch, r.proof_count
+                )));
+            }
+            r.clone()
+        }
+        None => Epoch {
+            epoch: due.epoch,
+            root,
+            signature: sign_epoch(&p.proof_key, due.epoch, &root),
+            key_id: key_id(&p.proof_key.verifying_key()),
+            proof_count,
+            closed_at_us: due.now,
+            length_us,
+            timeout_us,
+            reward_per_hour,
+        },
+    };
+    Ok(EpochPlan {
+        record,
+        outputs,
+        positions,
+        levels,
+    })
+}
+
+/// Steps (2) to (5) of [`close_due_epochs_with`] for one epoch.
+pub async fn close_epoch_in_chunks(
+    writer: &Writer<ApiError>,
+    store: &Store,
+    p: &CloseParams,
+    due: DueEpoch,
+) -> ApiResult<CloseReport> {
+    let started = Instant::now();
+    let epoch = due.epoch;
+    let mut report = CloseReport {
+        epoch,
+        resumed: due.record.is_some(),
+        ..Default::default()
+    };
+    if report.resumed {
+        tracing::warn!(epoch, "resuming an interrupted PoOT epoch close");
+    }
+    let plan = {
+        let (store, p) = (store.clone(), p.clone());
+        tokio::task::spawn_blocking(move || plan_epoch(&store, &p, &due))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("computing epoch proofs failed: {e}")))??
+    };
+    report.compute = started.elapsed();
+    report.proof_count = plan.record.proof_count;
+    let plan = Arc::new(plan);
+
+    // The signed record first: a proof is never stored without its epoch's root and
+    // signature (the API and the mirror publish proofs with them).
+    let record = plan.record.clone();
+    report
+        .writer
+        .write(writer, move |b| match b.epoch(record.epoch)? {
+            Some(stored) if stored == record => Ok(()),
+            Some(_) => Err(ApiError::unavailable(format!(
+                "epoch {} has a different record stored; refusing to rewrite it",
+                record.epoch
+            ))),
+            None => Ok(b.put_epoch(&record)?),
+        })
+        .await?;
+
+    let chunk = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(PROOF_CHUNK, |c| c.max(1) as usize);
+    let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
+    let mut from = 0;
+    while from < plan.outputs.len() {
+        let to = (from + chunk).min(plan.outputs.len());
+        // Paths are read off the tree while the writer is busy with other jobs.
+        let writes = plan.writes(from..to);
+        let (consumed, written) = report
+            .writer
+            .write(writer, move |b| {
+                b.write_epoch_proofs(epoch, &writes, JOB_BUDGET)
+                    .map_err(ApiError::from)
+            })
+            .await?;
+        report.proofs_written += written;
+        from += consumed.max(1);
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    let (_, end) = epoch_window(epoch, plan.record.length_us);
+    let (proof_count, root) = (plan.record.proof_count, plan.record.root);
+    report
+        .writer
+        .write(writer, move |b| {
+            if b.meta_u64(POOT_CLOSED_UNTIL_KEY)?.unwrap_or(0) >= end {
+                return Ok(());
+            }
+            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
+            if proof_count > 0 {
+                // An epoch without proofs changed nothing but the bookkeeping: no audit event,
+                // so an idle appliance does not grow its audit log every few minutes.
+                b.audit(
+                    &Actor::system(),
+                    "poot.epoch_close",
+                    &format!("epoch:{epoch}"),
+                    json!({"epoch": epoch, "proofs": proof_count, "epoch_root": hex::encode(root)}),
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    report.total = started.elapsed();
+    Ok(report)
+}
+
+/// Removes raw heartbeats older than the retention whose epochs are closed (a heartbeat
+/// still needed to cover the start of the next epoch is kept).
+pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
+    let retention_us = app.config.heartbeat_retention.as_micros() as u64;
+    let timeout_us = app.config.heartbeat_timeout.as_micros() as u64;
+    let mut total = 0;
+    loop {
+        let removed = app
+            .writer
+            .write(move |b| {
+                let Some(closed_until) = b.meta_u64(POOT_CLOSED_UNTIL_KEY)? else {
+                    return Ok(0);
+                };
+                let cutoff = b
+                    .now_us()
+                    .saturating_sub(retention_us)
+                    .min(closed_until.saturating_sub(timeout_us));
+                let removed = b.prune_heartbeats(cutoff, PRUNE_CHUNK)?;
+                if removed > 0 {
+                    // Epochs whose windows reach back before this cannot be recomputed
+                    // from raw heartbeats any more (verify skips that part for them).
+                    let before = b.meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY)?.unwrap_or(0);
+                    b.set_meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY, before.max(cutoff))?;
+                }
+                Ok(removed)
+            })
+            .await?;
+        total += removed;
+        if removed < PRUNE_CHUNK {
+            break;
+        }
+    }
+    if total > 0 {
+        tracing::info!(removed = total, "pruned heartbeats past retention");
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::WriterSettings;
+
+    const S: u64 = 1_000_000;
+
+    fn params() -> CloseParams {
+        CloseParams {
+            length_us: 300 * S,
+            timeout_us: 90 * S,
+            reward_per_hour: Decimal::new(5, 2),
+            proof_key: crate::crypto::keys::generate_signing_key(),
+        }
+    }
+
+    /// Closes every due epoch through a writer, as the service does; returns them.
+    async fn close_all(
+        store: &crate::store::Store,
+        clock: &crate::clock::Clock,
+        p: &CloseParams,
+    ) -> Vec<CloseReport> {
+        let (writer, thread) =
+            Writer::start(store, clock.clone(), WriterSettings::new(1000)).unwrap();
+        // Without an App: a closer lock of its own.
+        let closing = tokio::sync::Mutex::new(());
+        let mut reports = Vec::new();
+        // The first call on a fresh database only records where closing starts.
+        for _ in 0..2 {
+            reports.extend(
+                close_due_epochs_with(&closing, &writer, store, p, |_| {})
+                    .await
+                    .unwrap(),
+            );
+        }
+        drop(writer);
+        thread.join().unwrap();
+        reports
+    }
+
+    #[tokio::test]
+    async fn a_long_silent_outage_is_skipped_in_one_step_not_one_epoch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        let p = params();
+        let now = clock.now_us();
+        let long_ago = (now / p.length_us - 10_000) * p.length_us;
+        let recent = now - 2 * p.length_us;
+        crate::store::seed::in_transaction(&store, &clock, |b| {
+            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, long_ago).unwrap();
+            b.set_meta_u64(POOT_LENGTH_KEY, p.length_us).unwrap();
+            let hb = crate::store::seed::heartbeat("node_x", 1);
+            b.insert_heartbeat(recent, "node_x", &hb).unwrap();
+        });
+        let closed: Vec<u64> = close_all(&store, &clock, &p)
+            .await
+            .iter()
+            .map(|r| r.epoch)
+            .collect();
+        // 10,000 silent epochs cost nothing; only the epochs around the heartbeat close.
+        assert!(
+            closed.len() <= 3,
+            "closed {} epochs: {closed:?}",
+            closed.len()
+        );
+        assert!(closed.contains(&(recent / p.length_us)));
+    }
+
+    /// `n` nodes with five heartbeats each in the epoch starting at `start`, and
+    /// `closed_until` at `start`: the same data every call.
+    fn prepare(store: &crate::store::Store, clock: &crate::clock::Clock, n: usize, start: u64) {
+        use crate::store::seed;
+        seed::in_transaction(store, clock, |b| {
+            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
+            b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
+            seed::put_nodes(b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
+            seed::put_heartbeats(b, "node_", n, 5, |i, h| {
+                start + h * 40 * S + (i as u64) * 7 * S
+            })
+            .unwrap();
+        });
+    }
+
+    fn all_proofs(store: &crate::store::Store) -> Vec<crate::domain::proof::Proof> {
+        let mut out = Vec::new();
+        store
+            .reader()
+            .unwrap()
+            .for_each_proof(|p| {
+                out.push(p);
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_close_resumes_with_identical_proofs_and_credits_once() {
+        let p = params();
+        let n = 25;
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
+        let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
+        let start = (clock_a.now_us() / p.length_us - 3) * p.length_us;
+        prepare(&a, &clock_a, n, start);
+        prepare(&b, &clock_b, n, start);
+
+        // A closes without interruption.
+        let reports_a = close_all(&a, &clock_a, &p).await;
+        assert!(reports_a.iter().all(|r| !r.resumed));
+
+        // B stores the record and one chunk of ten, twice (a retried chunk), then
+        // "crashes": the writer goes away mid-close.
+        {
+            let (writer, thread) =
+                Writer::start(&b, clock_b.clone(), WriterSettings::new(100)).unwrap();
+            let q = p.clone();
+            let due = writer
+                .write(move |w| next_due_epoch(w, &q))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(due.epoch, start / p.length_us);
+            let plan = plan_epoch(&b, &p, &due).unwrap();
+            assert_eq!(plan.outputs.len(), n);
+            let record = plan.record.clone();
+            writer
+                .write(move |w| Ok(w.put_epoch(&record)?))
+                .await
+                .unwrap();
+            for expected in [10, 0] {
+                let writes = plan.writes(0..10);
+                let epoch = due.epoch;
+                let (consumed, written) = writer
+                    .write(move |w| Ok(w.write_epoch_proofs(epoch, &writes, Duration::MAX)?))
+                    .await
+                    .unwrap();
+                assert_eq!(consumed, 10);
+                assert_eq!(written, expected, "a stored proof is never written again");
+            }
+            // Out of time budget: one proof is written, the caller resends the rest.
+            let (writes, epoch) = (plan.writes(10..12), due.epoch);
+            let cut = writer
+                .write(move |w| Ok(w.write_epoch_proofs(epoch, &writes, Duration::ZERO)?))
+                .await
+                .unwrap();
+            assert_eq!(cut, (1, 1));
+            drop(writer);
+            thread.join().unwrap();
+        }
+        // The half-closed database verifies (the close is reported as under way).
+        let key = p.proof_key.verifying_key();
+        let half =
+            crate::store::verify::verify_database(&b.reader().unwrap(), &key, |_| {}).unwrap();
+        assert_eq!((half.epochs_being_closed, half.proofs), (1, 11));
+
+        // The restart resumes: 14 proofs left in the first epoch, then the next epochs.
+        let reports_b = close_all(&b, &clock_b, &p).await;
+        assert!(reports_b[0].resumed);
+        assert_eq!(reports_b[0].proofs_written, n - 11);
+        assert_eq!(reports_b[0].proof_count, n as u64);
+
+        // Identical content: proofs, roots and signatures, balances; one credit per proof.
+        assert_eq!(all_proofs(&a), all_proofs(&b));
+        let (ra, rb) = (a.reader().unwrap(), b.reader().unwrap());
+        let epochs_a = ra.all_epochs().unwrap();
+        let epochs_b = rb.all_epochs().unwrap();
+        assert_eq!(epochs_a.len(), epochs_b.len());
+        for (ea, eb) in epochs_a.values().zip(epochs_b.values()) {
+            assert_eq!(
+                (ea.epoch, ea.root, &ea.signature, ea.proof_count),
+                (eb.epoch, eb.root, &eb.signature, eb.proof_count)
+            );
+        }
+        for i in 0..n {
+            let id = crate::store::seed::node_id("node_", i);
+            let (na, nb) = (
+                ra.node(&id).unwrap().unwrap(),
+                rb.node(&id).unwrap().unwrap(),
+            );
+            assert_eq!(
+                (
+                    na.balance_usdt,
+                    na.credit_carry,
+                    na.last_proof,
+                    na.operational_seconds_total
+                ),
+                (
+                    nb.balance_usdt,
+                    nb.credit_carry,
+                    nb.last_proof,
+                    nb.operational_seconds_total
+                )
+            );
+            let mut refs: Vec<String> = rb
+                .ledger(&id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.reference)
+                .collect();
+            let before = refs.len();
+            refs.dedup();
+            assert_eq!(refs.len(), before, "{id} was credited twice for an epoch");
+        }
+        for (store, name) in [(&a, "a"), (&b, "b")] {
+            let r = crate::store::verify::verify_database(&store.reader().unwrap(), &key, |_| {})
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(r.epochs_being_closed, 0);
+            assert!(r.epochs_recomputed_from_heartbeats >= 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_different_epoch_length_is_refused_for_existing_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        let p = params();
+        close_all(&store, &clock, &p).await; // first start records the length
+        let reader = store.reader().unwrap();
+        assert!(check_epoch_length(&reader, p.length_us).is_ok());
+        let err = check_epoch_length(&reader, 600 * S).unwrap_err();
+        assert!(err.contains("POOT_CALCULATION_INTERVAL"), "{err}");
+    }
+}
