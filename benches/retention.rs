@@ -17,6 +17,8 @@
 use std::time::Instant;
 
 use lucid_node_management::clock::Clock;
+use lucid_node_management::domain::heartbeat::{canonical_bytes, StoredHeartbeat};
+use lucid_node_management::domain::timefmt::rfc3339_us;
 use lucid_node_management::store::{self, seed};
 
 const S: u64 = 1_000_000;
@@ -32,6 +34,27 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+fn agent_heartbeat(node_id: &str, seq: u64, at: u64) -> StoredHeartbeat {
+    let sent_at = rfc3339_us(at);
+    StoredHeartbeat {
+        seq,
+        canonical: canonical_bytes(
+            node_id,
+            &seq.to_string(),
+            &sent_at,
+            "1",
+            "2048",
+            "0.25",
+            "256",
+        ),
+        signature: (0..64u8).map(|b| b.wrapping_mul(seq as u8)).collect(),
+        sessions_active: 1,
+        bytes_relayed: 2048,
+        cpu_load: 0.25,
+        mem_used_mb: 256,
+    }
+}
+
 fn main() {
     let nodes = env_or("RETENTION_NODES", 1000) as usize;
     let days = env_or("RETENTION_DAYS", 14);
@@ -40,9 +63,13 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (store, clock) = store::db::open_with_clock(dir.path(), 100).unwrap();
     let file = dir.path().join(store::db::DB_FILE);
-    let ids: Vec<String> = (0..nodes).map(|i| seed::node_id("node_r", i)).collect();
+    // Ids as long as real ones (`node_` and 20 characters), heartbeats as the agent sends
+    // them (its time form, the numbers of benches/flash_wear.rs, a 64-byte signature).
+    const PREFIX: &str = "node_retention_abc";
+    let ids: Vec<String> = (0..nodes).map(|i| seed::node_id(PREFIX, i)).collect();
+    assert_eq!(ids[0].len(), 25);
     seed::in_transaction(&store, &clock, |b| {
-        seed::put_nodes(b, (0..nodes).map(|i| seed::node("node_r", i, 0)))
+        seed::put_nodes(b, (0..nodes).map(|i| seed::node(PREFIX, i, 0)))
     })
     .unwrap();
     let start = 1_800_000_000 * S; // any fixed time
@@ -65,7 +92,7 @@ fn main() {
                 let slot = (at - start) % PERIOD;
                 let i = (slot as u128 * nodes as u128 / PERIOD as u128) as usize;
                 seq[i] += 1;
-                let hb = seed::heartbeat(&ids[i], seq[i]);
+                let hb = agent_heartbeat(&ids[i], seq[i], at);
                 b.insert_heartbeat(at, &ids[i], &hb).unwrap();
                 rows_written += 1;
                 rows_kept += 1;

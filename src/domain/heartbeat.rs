@@ -160,14 +160,27 @@ pub mod compact {
         put_varint(&mut out, p.bytes_relayed);
         put_varint(&mut out, p.mem_used_mb);
         put_text(&mut out, p.cpu_load)?;
-        match round_trip_nanos(p.sent_at) {
-            Some(nanos) => {
-                out.push(1);
-                put_varint(&mut out, nanos);
-            }
-            None => {
-                out.push(0);
-                put_text(&mut out, p.sent_at)?;
+        // The agent's own form (six fraction digits) in 8 bytes, whole seconds in 5, any
+        // other UTC time that round-trips from nanoseconds in 9, else the text.
+        if let Some(us) = crate::domain::timefmt::parse_rfc3339_us(p.sent_at)
+            .filter(|us| crate::domain::timefmt::rfc3339_us(*us) == p.sent_at)
+        {
+            out.push(2);
+            put_varint(&mut out, us);
+        } else {
+            match round_trip_nanos(p.sent_at) {
+                Some(nanos) if nanos % 1_000_000_000 == 0 => {
+                    out.push(3);
+                    put_varint(&mut out, nanos / 1_000_000_000);
+                }
+                Some(nanos) => {
+                    out.push(1);
+                    put_varint(&mut out, nanos);
+                }
+                None => {
+                    out.push(0);
+                    put_text(&mut out, p.sent_at)?;
+                }
             }
         }
         out.extend_from_slice(&hb.signature);
@@ -220,6 +233,8 @@ pub mod compact {
         let cpu_text = r.text()?;
         let sent_at = match r.byte()? {
             1 => nanos_text(r.varint()?)?,
+            2 => crate::domain::timefmt::rfc3339_us(r.varint()?),
+            3 => nanos_text(r.varint()?.checked_mul(1_000_000_000)?)?,
             0 => r.text()?.to_string(),
             _ => return None,
         };
@@ -277,6 +292,25 @@ pub mod compact {
             let row = encode("node_abcdefghijklmnopqrst", &hb).unwrap();
             assert!(row.len() <= 96, "{} bytes", row.len());
             assert_eq!(decode("node_abcdefghijklmnopqrst", &row).unwrap(), hb);
+        }
+
+        #[test]
+        fn the_agents_time_form_takes_eight_bytes_whatever_its_digits() {
+            for sent_at in [
+                "2026-12-01T10:00:00.123456Z",
+                "2026-12-01T10:00:00.123450Z",
+                "2026-12-01T10:00:00.000000Z",
+            ] {
+                let hb = heartbeat("node_a", 1, sent_at, "0.5");
+                let row = encode("node_a", &hb).unwrap();
+                assert_eq!(decode("node_a", &row).unwrap(), hb, "{sent_at}");
+                let whole = encode(
+                    "node_a",
+                    &heartbeat("node_a", 1, "2026-12-01T10:00:00Z", "0.5"),
+                )
+                .unwrap();
+                assert_eq!(row.len(), whole.len() + 3, "{sent_at}");
+            }
         }
 
         #[test]
