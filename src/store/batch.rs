@@ -217,7 +217,7 @@ impl<'a> Batch<'a> {
     ) -> StoreResult<()> {
         self.txn.open_table(HEARTBEATS)?.insert(
             (received_at_us, node_id),
-            encode_heartbeat(node_id, hb).as_slice(),
+            encode_heartbeat(node_id, received_at_us, hb).as_slice(),
         )?;
         Ok(())
     }
@@ -234,7 +234,7 @@ impl<'a> Batch<'a> {
         for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
             let (k, v) = entry?;
             let (at, node) = k.value();
-            f(at, node, decode_heartbeat(node, v.value())?);
+            f(at, node, decode_heartbeat(node, at, v.value())?);
         }
         Ok(())
     }

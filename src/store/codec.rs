@@ -22,18 +22,25 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 
 /// A heartbeat row: the compact form (see `domain::heartbeat::compact`) whenever it
 /// rebuilds the signed bytes exactly, else the full bincode form. Both decode.
-pub fn encode_heartbeat(node_id: &str, hb: &crate::domain::heartbeat::StoredHeartbeat) -> Vec<u8> {
-    crate::domain::heartbeat::compact::encode(node_id, hb).unwrap_or_else(|| encode(hb))
+pub fn encode_heartbeat(
+    node_id: &str,
+    received_us: u64,
+    hb: &crate::domain::heartbeat::StoredHeartbeat,
+) -> Vec<u8> {
+    crate::domain::heartbeat::compact::encode(node_id, received_us, hb)
+        .unwrap_or_else(|| encode(hb))
 }
 
-/// The heartbeat of `node_id` stored as `bytes`, in either form.
+/// The heartbeat of `node_id` received at `received_us` (the row's key), stored as
+/// `bytes`, in either form.
 pub fn decode_heartbeat(
     node_id: &str,
+    received_us: u64,
     bytes: &[u8],
 ) -> Result<crate::domain::heartbeat::StoredHeartbeat, StoreError> {
     use crate::domain::heartbeat::compact;
     if bytes.first() == Some(&compact::TAG) {
-        compact::decode(node_id, bytes).ok_or_else(|| {
+        compact::decode(node_id, received_us, bytes).ok_or_else(|| {
             tracing::error!(node_id, "stored heartbeat does not decode");
             StoreError::corrupt("a stored heartbeat does not decode")
         })

@@ -40,9 +40,9 @@ struct HeartbeatLeafFields<'a> {
 
 /// `leaf_hash(canonical || signature)` of a stored heartbeat of `node_id`, from its
 /// encoded bytes (either form, see `codec::encode_heartbeat`).
-pub(crate) fn heartbeat_leaf(node_id: &str, bytes: &[u8]) -> StoreResult<Hash> {
+pub(crate) fn heartbeat_leaf(node_id: &str, received_us: u64, bytes: &[u8]) -> StoreResult<Hash> {
     if bytes.first() == Some(&crate::domain::heartbeat::compact::TAG) {
-        let hb = super::codec::decode_heartbeat(node_id, bytes)?;
+        let hb = super::codec::decode_heartbeat(node_id, received_us, bytes)?;
         return Ok(leaf_hash_parts(&[hb.canonical.as_bytes(), &hb.signature]));
     }
     let (hb, _): (HeartbeatLeafFields<'_>, usize) =
@@ -89,7 +89,7 @@ fn prove_part(
             if part_of(node) != part {
                 continue;
             }
-            let leaf = heartbeat_leaf(node, v.value())?;
+            let leaf = heartbeat_leaf(node, at, v.value())?;
             match windows.get_mut(node) {
                 Some(w) => w.push(params, at, leaf),
                 None => {
@@ -378,17 +378,17 @@ mod tests {
         };
         // The full (bincode) form, as rows written before the compact one are...
         assert_eq!(
-            heartbeat_leaf("node_x", &encode(&hb)).unwrap(),
+            heartbeat_leaf("node_x", 7, &encode(&hb)).unwrap(),
             leaf_hash(&hb.leaf_data())
         );
         // ...and the compact form give the same leaf.
-        let compact = super::super::codec::encode_heartbeat("node_x", &hb);
+        let compact = super::super::codec::encode_heartbeat("node_x", 7, &hb);
         assert_eq!(compact[0], crate::domain::heartbeat::compact::TAG);
         assert_eq!(
-            heartbeat_leaf("node_x", &compact).unwrap(),
+            heartbeat_leaf("node_x", 7, &compact).unwrap(),
             leaf_hash(&hb.leaf_data())
         );
-        assert!(heartbeat_leaf("node_x", &[0xff]).is_err());
-        assert!(heartbeat_leaf("node_x", &[0x01]).is_err());
+        assert!(heartbeat_leaf("node_x", 7, &[0xff]).is_err());
+        assert!(heartbeat_leaf("node_x", 7, &[0x01]).is_err());
     }
 }

@@ -96,7 +96,7 @@ impl Reader {
             let (k, v) = entry?;
             let (at, node_id) = k.value();
             if nodes.remove(node_id) {
-                let hb: StoredHeartbeat = decode_heartbeat(node_id, v.value())?;
+                let hb: StoredHeartbeat = decode_heartbeat(node_id, at, v.value())?;
                 found.push((
                     node_id.to_string(),
                     Live {
@@ -434,7 +434,7 @@ impl Reader {
         for entry in t.range::<(u64, &str)>((from, "")..(to, ""))? {
             let (k, v) = entry?;
             let (at, node) = k.value();
-            out.push((at, node.to_string(), decode_heartbeat(node, v.value())?));
+            out.push((at, node.to_string(), decode_heartbeat(node, at, v.value())?));
         }
         Ok(out)
     }
@@ -453,7 +453,7 @@ impl Reader {
             let (k, v) = entry?;
             let (at, node) = k.value();
             if node == node_id {
-                out.push((at, decode_heartbeat(node, v.value())?));
+                out.push((at, decode_heartbeat(node, at, v.value())?));
             }
         }
         Ok(out)

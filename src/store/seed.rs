@@ -77,7 +77,7 @@ pub fn put_heartbeats(
         for h in 0..per_node {
             t.insert(
                 (received_at(i, h), id.as_str()),
-                encode_heartbeat(&id, &heartbeat(&id, h)).as_slice(),
+                encode_heartbeat(&id, received_at(i, h), &heartbeat(&id, h)).as_slice(),
             )?;
         }
     }
