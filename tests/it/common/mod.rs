@@ -16,6 +16,15 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lucid-node-management");
 
+/// The binary under test: this build's, or the one in `LUCID_TEST_BIN` (scripts/ci-package
+/// runs the disk-full tests against the release binary that way).
+pub fn bin() -> String {
+    std::env::var("LUCID_TEST_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| BIN.to_string())
+}
+
 /// A valid TRON address (the USDT contract).
 pub const TRON_ADDRESS: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
 
@@ -31,7 +40,7 @@ pub struct TestServer {
 
 /// Runs the binary with the test's environment (nothing inherited but PATH).
 pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATA_DIR", data_dir)
