@@ -171,6 +171,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "30",
         "longest a request may take, seconds",
     ),
+    (
+        "HEARTBEAT_MIN_INTERVAL",
+        "5",
+        "a node's heartbeat sooner than this after its last accepted one gets 429, seconds; 0 turns it off",
+    ),
+    (
+        "MAX_NODES_PER_OPERATOR",
+        "1000",
+        "nodes one operator may register (deregistered ones count: their records stay); 0 turns it off",
+    ),
 ];
 
 /// Where payouts go.
@@ -228,6 +238,10 @@ pub struct Config {
     /// Free space under which heartbeats are refused with 507.
     pub storage_min_free: crate::store::space::MinFree,
     pub request_timeout: Duration,
+    /// Shortest spacing of a node's accepted heartbeats (zero: no pacing).
+    pub heartbeat_min_interval: Duration,
+    /// Most nodes one operator may register (None: no quota).
+    pub max_nodes_per_operator: Option<u32>,
 }
 
 /// A configuration error: one line naming the variable, the value and its source.
@@ -436,6 +450,20 @@ impl RawConfig {
             storage_min_free: self
                 .parse("STORAGE_MIN_FREE", crate::store::space::MinFree::parse)?,
             request_timeout: self.parse("REQUEST_TIMEOUT", parse_duration)?,
+            heartbeat_min_interval: self.parse("HEARTBEAT_MIN_INTERVAL", |v| {
+                if v == "0" || v == "0s" {
+                    Ok(Duration::ZERO)
+                } else {
+                    parse_duration(v)
+                }
+            })?,
+            max_nodes_per_operator: self.parse("MAX_NODES_PER_OPERATOR", |v| {
+                if v == "0" {
+                    Ok(None)
+                } else {
+                    positive_int(v, 1_000_000).map(Some)
+                }
+            })?,
         };
         if config.payout_sink == PayoutSinkKind::Webhook
             && (config.payout_webhook_url.is_none() || config.payout_webhook_secret.is_none())
@@ -574,6 +602,23 @@ mod tests {
         assert_eq!(c.log_level, "info");
         assert!(c.mongodb_uri.is_none());
         assert!(!c.tls_disable);
+        assert_eq!(c.heartbeat_min_interval, Duration::from_secs(5));
+        assert_eq!(c.max_nodes_per_operator, Some(1000));
+    }
+
+    #[test]
+    fn flood_limits_turn_off_with_zero() {
+        let c = build(&[
+            ("HEARTBEAT_MIN_INTERVAL", "0"),
+            ("MAX_NODES_PER_OPERATOR", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.heartbeat_min_interval, Duration::ZERO);
+        assert_eq!(c.max_nodes_per_operator, None);
+        let c = build(&[("HEARTBEAT_MIN_INTERVAL", "1m")]).unwrap();
+        assert_eq!(c.heartbeat_min_interval, Duration::from_secs(60));
+        assert!(build(&[("MAX_NODES_PER_OPERATOR", "-1")]).is_err());
+        assert!(build(&[("HEARTBEAT_MIN_INTERVAL", "soon")]).is_err());
     }
 
     #[test]

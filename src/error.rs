@@ -90,6 +90,18 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, kind, detail)
     }
 
+    /// 429 with `Retry-After` (whole seconds, at least 1): too soon; try again then.
+    pub fn too_many_requests(
+        kind: &'static str,
+        detail: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, detail)
+        }
+    }
+
     /// 503 with `Retry-After`: the writer queue is full.
     pub fn overloaded() -> Self {
         Self {
@@ -150,6 +162,8 @@ impl ApiError {
             "invalid-state" => "Not allowed in the current state",
             "invalid-status-change" => "Status change not allowed",
             "replayed-heartbeat" => "Heartbeat replayed",
+            "heartbeat-too-frequent" => "Heartbeats too frequent",
+            "operator-quota" => "Operator's node quota reached",
             "duplicate-tx-hash" => "Receipt already used",
             "negative-balance" => "Balance would go negative",
             "node-inactive" => "Node is suspended or deregistered",
@@ -301,6 +315,14 @@ mod tests {
             response.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    #[test]
+    fn too_many_requests_asks_to_wait_at_least_a_second() {
+        let response =
+            ApiError::too_many_requests("heartbeat-too-frequent", "x", 0).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::extract::{ApiJson, ApiPath};
 use crate::app::monitor::record_transition;
 use crate::app::AppState;
-use crate::domain::heartbeat::{canonical_bytes, StoredHeartbeat};
+use crate::domain::heartbeat::{canonical_bytes, paced, StoredHeartbeat, MAX_NUMBER_TEXT};
 use crate::domain::ids::is_valid_id;
 use crate::domain::node::NodeStatus;
 use crate::domain::role::Role;
@@ -51,7 +51,18 @@ pub struct HeartbeatAccepted {
     pub seq: u64,
 }
 
+/// Refuses a number whose raw text is longer than [`MAX_NUMBER_TEXT`].
+fn short(field: &str, raw: &RawValue) -> ApiResult<()> {
+    if raw.get().len() > MAX_NUMBER_TEXT {
+        return Err(ApiError::validation(format!(
+            "{field} is longer than {MAX_NUMBER_TEXT} characters"
+        )));
+    }
+    Ok(())
+}
+
 fn whole(field: &str, raw: &RawValue) -> ApiResult<u64> {
+    short(field, raw)?;
     raw.get()
         .parse::<u64>()
         .map_err(|_| ApiError::validation(format!("{field} must be a whole number >= 0")))
@@ -77,6 +88,7 @@ fn check(node_id: &str, req: &HeartbeatRequest) -> ApiResult<Checked> {
     let sessions_active = whole("sessions_active", &req.sessions_active)?;
     let bytes_relayed = whole("bytes_relayed", &req.bytes_relayed)?;
     let mem_used_mb = whole("mem_used_mb", &req.mem_used_mb)?;
+    short("cpu_load", &req.cpu_load)?;
     let cpu_load: f64 = req
         .cpu_load
         .get()
@@ -123,7 +135,8 @@ fn check(node_id: &str, req: &HeartbeatRequest) -> ApiResult<Checked> {
     request_body = HeartbeatRequest,
     responses((status = 202, body = HeartbeatAccepted),
         (status = 401, description = "invalid-signature", body = crate::error::Problem),
-        (status = 409, description = "replayed-heartbeat", body = crate::error::Problem)),
+        (status = 409, description = "replayed-heartbeat", body = crate::error::Problem),
+        (status = 429, description = "heartbeat-too-frequent (with Retry-After)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn heartbeat(
     State(app): State<AppState>,
@@ -182,6 +195,11 @@ async fn accept(
     // many heartbeats is what keeps an SD card alive) and is answered after that commit.
     // Only a status change writes the node record; otherwise the row and the in-memory
     // liveness carry `seq` and the receive time (see `store::liveness`).
+    // Pacing is decided here, in the writer, on receive stamps: two heartbeats sent at
+    // once are judged one after the other, the second against the first's stamp even
+    // while that one still lingers uncommitted (`b.node` carries staged liveness).
+    let min_interval_us =
+        u64::try_from(app.config.heartbeat_min_interval.as_micros()).unwrap_or(u64::MAX);
     let (received_at, status, seq, transition) = app
         .writer
         .write_with(Urgency::Linger, move |b| {
@@ -205,6 +223,18 @@ async fn accept(
                         ),
                     ));
                 }
+            }
+            // Every stamp handed out later is at least `now`, so a heartbeat passing here
+            // is stamped at least the interval after the last accepted one.
+            if let Err(wait) = paced(current.last_heartbeat_at_us, b.now_us(), min_interval_us) {
+                return Err(ApiError::too_many_requests(
+                    "heartbeat-too-frequent",
+                    format!(
+                        "heartbeats of a node must be at least {} s apart; retry in {wait} s",
+                        min_interval_us as f64 / 1e6
+                    ),
+                    wait,
+                ));
             }
             let at = b.stamp_us();
             b.insert_heartbeat(at, &node_id, &checked.stored)?;

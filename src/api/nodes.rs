@@ -64,7 +64,8 @@ pub struct CreateNodeRequest {
 #[utoipa::path(post, operation_id = "nodes_create", path = "/api/v1/nodes", tag = "nodes",
     request_body = CreateNodeRequest,
     responses((status = 201, body = NodeView), (status = 400, body = crate::error::Problem),
-        (status = 409, body = crate::error::Problem)),
+        (status = 409, description = "duplicate-public-key", body = crate::error::Problem),
+        (status = 422, description = "operator-quota", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<AppState>,
@@ -91,14 +92,29 @@ pub async fn create(
     let payout_address = checked_address(req.payout_address)?;
     let region = checked_text("region", req.region)?;
     let actor = caller.actor();
+    let quota = app.config.max_nodes_per_operator;
     let node = app
         .writer
         .write(move |b| {
-            if let Some(existing) = b.node_id_for_key(&public_key)? {
+            // Only that the key is taken: the node holding it may be another operator's.
+            if b.node_id_for_key(&public_key)?.is_some() {
                 return Err(ApiError::conflict(
                     "duplicate-public-key",
-                    format!("this public key is already registered (node {existing})"),
+                    "this public key is already registered",
                 ));
+            }
+            // Counted in the writer's transaction: concurrent registrations are judged
+            // one after the other, each seeing the ones before it.
+            if let Some(quota) = quota {
+                let quota = quota as usize;
+                if b.operator_node_count(&operator_id, quota)? >= quota {
+                    return Err(ApiError::unprocessable(
+                        "operator-quota",
+                        format!(
+                            "operator {operator_id} has registered {quota} nodes, the most allowed (MAX_NODES_PER_OPERATOR)"
+                        ),
+                    ));
+                }
             }
             let node = Node {
                 payout_address,

@@ -1,6 +1,6 @@
 //! Node login challenges: single-use nonces a node signs to get a token.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,7 +16,45 @@ use rand::RngCore;
 /// restart only means a node asks again.
 pub struct Challenges {
     key: [u8; 32],
-    used: Mutex<HashMap<String, u64>>,
+    used: Mutex<UsedNonces>,
+}
+
+/// Answered nonces until they expire: a set to look them up and the same nonces ordered by
+/// expiry, so pruning takes only the expired ones from the front (never a whole scan).
+#[derive(Debug, Default)]
+struct UsedNonces {
+    nonces: HashSet<String>,
+    by_expiry: BTreeSet<(u64, String)>,
+}
+
+impl UsedNonces {
+    fn contains(&self, nonce: &str) -> bool {
+        self.nonces.contains(nonce)
+    }
+
+    /// Drops every nonce expired at `now_secs`.
+    fn prune(&mut self, now_secs: u64) {
+        while let Some((expiry, _)) = self.by_expiry.first() {
+            if *expiry > now_secs {
+                break;
+            }
+            let (_, nonce) = self.by_expiry.pop_first().expect("a first entry");
+            self.nonces.remove(&nonce);
+        }
+    }
+
+    /// False if it was there already.
+    fn insert(&mut self, nonce: &str, expiry: u64) -> bool {
+        if !self.nonces.insert(nonce.to_string()) {
+            return false;
+        }
+        self.by_expiry.insert((expiry, nonce.to_string()));
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.nonces.len()
+    }
 }
 
 impl Default for Challenges {
@@ -72,20 +110,23 @@ impl Challenges {
             .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-        mac_ok && expiry > now_secs && !self.lock_used().contains_key(nonce)
+        mac_ok && expiry > now_secs && !self.lock_used().contains(nonce)
     }
 
-    /// Marks a nonce used; false if it already was (a concurrent replay).
+    /// Marks a nonce used; false if it already was (a concurrent replay). Expired nonces
+    /// are dropped first, in expiry order: an expired nonce is refused by its own expiry.
     pub fn consume(&self, nonce: &str, now_secs: u64) -> bool {
         let mut used = self.lock_used();
-        if used.len() > 10_000 {
-            used.retain(|_, expiry| *expiry > now_secs);
-        }
-        used.insert(nonce.to_string(), now_secs + CHALLENGE_TTL.as_secs())
-            .is_none()
+        used.prune(now_secs);
+        used.insert(nonce, now_secs + CHALLENGE_TTL.as_secs())
     }
 
-    fn lock_used(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    /// How many answered nonces are remembered.
+    pub fn used_len(&self) -> usize {
+        self.lock_used().len()
+    }
+
+    fn lock_used(&self) -> std::sync::MutexGuard<'_, UsedNonces> {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -115,6 +156,32 @@ mod tests {
         let (foreign, _) = other.issue("node_a", 1000);
         assert!(!c.is_valid("node_a", &foreign, 1000));
         assert!(!c.is_valid("node_a", "garbage", 1000));
+    }
+
+    #[test]
+    fn used_nonces_are_forgotten_in_expiry_order_once_expired() {
+        let c = Challenges::default();
+        let (first, _) = c.issue("node_a", 1000);
+        assert!(c.consume(&first, 1000)); // remembered until 1060
+        let mut later = Vec::new();
+        for i in 0..100 {
+            let (n, _) = c.issue("node_a", 1030);
+            assert!(c.consume(&n, 1030 + i % 2)); // until 1090 / 1091
+            later.push(n);
+        }
+        assert_eq!(c.used_len(), 101);
+        // Still within the first one's life: nothing goes, a replay is still caught.
+        assert!(!c.consume(&first, 1059));
+        assert_eq!(c.used_len(), 101);
+        // The first has expired: only it goes.
+        let (n, _) = c.issue("node_a", 1060);
+        assert!(c.consume(&n, 1060));
+        assert_eq!(c.used_len(), 101);
+        assert!(!c.consume(&later[0], 1060));
+        // All the later ones expired too; the one used at 1060 stays until 1120.
+        let (n, _) = c.issue("node_a", 1091);
+        assert!(c.consume(&n, 1091));
+        assert_eq!(c.used_len(), 2);
     }
 
     #[test]

@@ -42,9 +42,40 @@ pub fn canonical_bytes(
     )
 }
 
+/// Longest raw JSON text of a heartbeat number (`seq`, `cpu_load`, ...): they are kept and
+/// signed as sent, and the stored row holds `cpu_load`'s text with a one-byte length.
+pub const MAX_NUMBER_TEXT: usize = 32;
+
+/// `HEARTBEAT_MIN_INTERVAL`: whether a heartbeat received at `now_us` comes too soon after
+/// the node's last accepted one (received at `last_us`). `Err` carries the whole seconds
+/// (at least 1) until one would be accepted. A zero interval never refuses.
+pub fn paced(last_us: Option<u64>, now_us: u64, min_interval_us: u64) -> Result<(), u64> {
+    let Some(last) = last_us else {
+        return Ok(());
+    };
+    let allowed_at = last.saturating_add(min_interval_us);
+    if min_interval_us == 0 || now_us >= allowed_at {
+        return Ok(());
+    }
+    Err((allowed_at - now_us).div_ceil(1_000_000).max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_refuses_until_the_interval_has_passed_and_says_how_long_to_wait() {
+        const S: u64 = 1_000_000;
+        assert_eq!(paced(None, 10 * S, 5 * S), Ok(()));
+        assert_eq!(paced(Some(10 * S), 10 * S, 5 * S), Err(5));
+        assert_eq!(paced(Some(10 * S), 11 * S + 1, 5 * S), Err(4));
+        assert_eq!(paced(Some(10 * S), 15 * S - 1, 5 * S), Err(1));
+        assert_eq!(paced(Some(10 * S), 15 * S, 5 * S), Ok(()));
+        // A clock that went back still refuses, for the whole interval at most.
+        assert_eq!(paced(Some(10 * S), 9 * S, 5 * S), Err(6));
+        assert_eq!(paced(Some(10 * S), 10 * S, 0), Ok(()));
+    }
 
     #[test]
     fn canonical_form_matches_the_contract() {

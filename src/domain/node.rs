@@ -110,8 +110,15 @@ impl Node {
 /// Longest accepted node or pool name, region and similar free text.
 pub const MAX_TEXT_LEN: usize = 128;
 
-/// Checks a free-text field (name, region): non-empty after trimming, bounded, no control
-/// characters. Returns the trimmed value.
+/// Characters that change how text around them is shown without being visible: zero-width
+/// ones (U+200B-U+200F, U+FEFF) and bidi embeddings, overrides and isolates (U+202A-U+202E,
+/// U+2066-U+2069). In a name they make one node look like another, or reorder a log line.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Checks a free-text field (name, region, reason): non-empty after trimming, bounded, no
+/// control characters, no zero-width or bidi control characters. Returns the trimmed value.
 pub fn validate_text(field: &str, value: &str) -> Result<String, String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -122,6 +129,11 @@ pub fn validate_text(field: &str, value: &str) -> Result<String, String> {
     }
     if trimmed.chars().any(char::is_control) {
         return Err(format!("{field} contains control characters"));
+    }
+    if trimmed.chars().any(is_invisible_format) {
+        return Err(format!(
+            "{field} contains zero-width or bidirectional control characters"
+        ));
     }
     Ok(trimmed.to_string())
 }
@@ -197,6 +209,22 @@ mod tests {
         assert!(validate_text("name", "   ").is_err());
         assert!(validate_text("name", "a\u{7}b").is_err());
         assert!(validate_text("name", &"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn text_fields_refuse_zero_width_and_bidi_controls() {
+        for c in [
+            '\u{200B}', '\u{200D}', '\u{200F}', '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}',
+            '\u{FEFF}',
+        ] {
+            let err = validate_text("name", &format!("pi{c}1")).unwrap_err();
+            assert!(err.contains("bidirectional"), "{c:?}: {err}");
+            // Also at the ends, where trimming does not remove them.
+            assert!(validate_text("name", &format!("{c}pi")).is_err(), "{c:?}");
+        }
+        // Ordinary non-ASCII text stays accepted.
+        assert_eq!(validate_text("name", "Zürich-東京").unwrap(), "Zürich-東京");
+        assert!(validate_text("name", "a\u{2010}b").is_ok());
     }
 
     #[test]

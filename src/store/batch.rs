@@ -335,6 +335,21 @@ impl<'a> Batch<'a> {
         Ok(id)
     }
 
+    /// How many nodes `operator_id` has registered (any status), counting at most `up_to`:
+    /// a walk of the operator index, bounded by the quota it is checked against.
+    pub fn operator_node_count(&self, operator_id: &str, up_to: usize) -> StoreResult<usize> {
+        let t = self.txn.open_table(OPERATOR_NODES)?;
+        let mut n = 0;
+        for entry in t.range::<(&str, &str)>((operator_id, "")..)?.take(up_to) {
+            let (k, _) = entry?;
+            if k.value().0 != operator_id {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Stores a node. `previous` is the stored version (None for a new node); indexes and
     /// counters are kept in step here, in one place.
     pub fn put_node(&mut self, node: &Node, previous: Option<&Node>) -> StoreResult<()> {

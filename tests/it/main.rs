@@ -16,6 +16,7 @@ mod console;
 mod crash_durability;
 mod disk_full;
 mod flash;
+mod floods;
 mod heartbeat_batch;
 mod lifecycle;
 mod metrics_labels;

@@ -48,7 +48,9 @@ pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
         .env("LOG_LEVEL", "info")
         // Heartbeats commit as soon as the writer is idle unless a test sets its own
         // interval (the default lingers 3 s to save flash; see tests/flash.rs).
-        .env("COMMIT_INTERVAL", "0");
+        .env("COMMIT_INTERVAL", "0")
+        // Tests send heartbeats back to back; tests of pacing set their own interval.
+        .env("HEARTBEAT_MIN_INTERVAL", "0");
     for (k, v) in env {
         cmd.env(k, v);
     }
