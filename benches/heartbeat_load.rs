@@ -63,6 +63,8 @@ fn boot(dir: &std::path::Path) -> Server {
         // Flat out: a closed loop of C connections would otherwise get C heartbeats per
         // commit interval (the linger is measured by benches/flash_wear.rs).
         .env("COMMIT_INTERVAL", "0")
+        // Flat out, each node beats far faster than a real one may (HEARTBEAT_MIN_INTERVAL).
+        .env("HEARTBEAT_MIN_INTERVAL", "0")
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn server");
