@@ -250,13 +250,20 @@ impl<S> Watched<S> {
         }
     }
 
-    /// The instant this connection must be closed at, if nothing changes first.
-    fn deadline(&mut self) -> Option<Instant> {
+    /// Forgets the head being read once the service has seen it; returns the requests
+    /// begun so far.
+    fn sync_started(&mut self) -> u64 {
         let started = self.state.started.load(Ordering::Acquire);
         if started != self.seen_started {
             self.seen_started = started;
             self.head_began = None;
         }
+        started
+    }
+
+    /// The instant this connection must be closed at, if nothing changes first.
+    fn deadline(&mut self) -> Option<Instant> {
+        let started = self.sync_started();
         if self.state.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -286,6 +293,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.sync_started();
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -361,5 +369,96 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// A watched server end with the given timeouts, and the client end.
+    fn pair(header: Duration, idle: Duration) -> (Watched<DuplexStream>, DuplexStream) {
+        let (server, client) = tokio::io::duplex(1024);
+        let state = Arc::new(ConnState::new(None));
+        let timeouts = Timeouts {
+            header: Some(header),
+            idle: Some(idle),
+        };
+        (
+            Watched::new(server, state, timeouts, Instant::now()),
+            client,
+        )
+    }
+
+    /// As the service does when a request's head is parsed and answered.
+    fn one_request_answered(watched: &Watched<DuplexStream>) {
+        watched.state.started.fetch_add(1, Ordering::AcqRel);
+        watched.state.in_flight.fetch_add(1, Ordering::AcqRel);
+        drop(InFlight(watched.state.clone()));
+    }
+
+    /// The client sends `bytes` and the server end reads them.
+    async fn pass(watched: &mut Watched<DuplexStream>, client: &mut DuplexStream, bytes: &[u8]) {
+        client.write_all(bytes).await.unwrap();
+        let mut got = vec![0u8; bytes.len()];
+        watched.read_exact(&mut got).await.unwrap();
+    }
+
+    async fn read_error(watched: &mut Watched<DuplexStream>) -> io::ErrorKind {
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(Duration::from_secs(10), watched.read(&mut buf))
+            .await
+            .expect("the wrapper closes within its timeouts")
+            .expect_err("a stalled read is an error")
+            .kind()
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_header_timeout() {
+        let (mut watched, _client) = pair(Duration::from_millis(50), Duration::from_secs(60));
+        assert_eq!(read_error(&mut watched).await, io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_slow_http1_head_between_requests_gets_the_header_timeout() {
+        let (mut watched, mut client) = pair(Duration::from_millis(50), Duration::from_secs(60));
+        pass(&mut watched, &mut client, b"GET / HTTP/1.1\r\n\r\n").await;
+        one_request_answered(&watched);
+        pass(&mut watched, &mut client, b"GET / HT").await;
+        assert_eq!(read_error(&mut watched).await, io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn http2_frames_between_requests_leave_only_the_idle_timeout() {
+        let (mut watched, mut client) = pair(Duration::from_millis(50), Duration::from_secs(3));
+        let mut buf = [0u8; 64];
+        pass(
+            &mut watched,
+            &mut client,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        )
+        .await;
+        one_request_answered(&watched);
+        // A window update after the response is not the start of a head.
+        pass(&mut watched, &mut client, b"\0\0\x04\x08\0\0\0\0\0").await;
+        let early = tokio::time::timeout(Duration::from_millis(300), watched.read(&mut buf)).await;
+        assert!(early.is_err(), "closed before the idle timeout: {early:?}");
+        assert_eq!(read_error(&mut watched).await, io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_is_not_cut_by_either_timeout() {
+        let (mut watched, mut client) = pair(Duration::from_millis(50), Duration::from_millis(50));
+        let mut buf = [0u8; 64];
+        pass(&mut watched, &mut client, b"GET / HTTP/1.1\r\n\r\n").await;
+        watched.state.started.fetch_add(1, Ordering::AcqRel);
+        watched.state.in_flight.fetch_add(1, Ordering::AcqRel);
+        let in_flight = InFlight(watched.state.clone());
+        let early = tokio::time::timeout(Duration::from_millis(300), watched.read(&mut buf)).await;
+        assert!(early.is_err(), "closed with a request in flight: {early:?}");
+        // Answered: the idle timeout runs from here, and the waiting read is woken for it.
+        drop(in_flight);
+        assert_eq!(read_error(&mut watched).await, io::ErrorKind::TimedOut);
     }
 }
