@@ -25,7 +25,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "./data",
         "state directory (database, keys, certificate)",
     ),
-    ("BIND_ADDRESS", "0.0.0.0", "address to listen on"),
+    (
+        "BIND_ADDRESS",
+        "",
+        "address to listen on (default: 0.0.0.0 with TLS, 127.0.0.1 with TLS_DISABLE, since tokens would cross it in clear)",
+    ),
     ("NODE_MANAGEMENT_PORT", "8095", "TCP port of the API"),
     (
         "TLS_DISABLE",
@@ -181,6 +185,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "1000",
         "nodes one operator may register (deregistered ones count: their records stay); 0 turns it off",
     ),
+    (
+        "REQUEST_HEADER_TIMEOUT",
+        "10",
+        "a connection must send a whole request head within this of connecting (TLS handshake included) or of the head's first byte; 0 turns it off",
+    ),
+    (
+        "IDLE_TIMEOUT",
+        "120",
+        "a keep-alive connection with no request for this long is closed; above the agent's 30 s interval; 0 turns it off",
+    ),
+    (
+        "MAX_CONNECTIONS",
+        "2048",
+        "open connections beyond which new ones wait to be accepted; 0 turns the cap off",
+    ),
 ];
 
 /// Where payouts go.
@@ -242,6 +261,12 @@ pub struct Config {
     pub heartbeat_min_interval: Duration,
     /// Most nodes one operator may register (None: no quota).
     pub max_nodes_per_operator: Option<u32>,
+    /// `None`: off.
+    pub request_header_timeout: Option<Duration>,
+    /// `None`: off.
+    pub idle_timeout: Option<Duration>,
+    /// 0: no cap.
+    pub max_connections: usize,
 }
 
 /// A configuration error: one line naming the variable, the value and its source.
@@ -368,10 +393,15 @@ impl RawConfig {
 
     /// Parses and validates every value.
     pub fn build(&self) -> Result<Config, ConfigError> {
-        let config = Config {
+        let mut config = Config {
             data_dir: self.parse("DATA_DIR", non_empty_path)?,
             bind_address: self.parse("BIND_ADDRESS", |v| {
-                IpAddr::from_str(v).map_err(|e| e.to_string())
+                if v.is_empty() {
+                    // Resolved below, once TLS_DISABLE is known.
+                    Ok(IpAddr::from([0, 0, 0, 0]))
+                } else {
+                    IpAddr::from_str(v).map_err(|e| e.to_string())
+                }
             })?,
             port: self.parse("NODE_MANAGEMENT_PORT", |v| {
                 v.parse::<u16>()
@@ -464,7 +494,22 @@ impl RawConfig {
                     positive_int(v, 1_000_000).map(Some)
                 }
             })?,
+            request_header_timeout: self
+                .parse("REQUEST_HEADER_TIMEOUT", parse_optional_duration)?,
+            idle_timeout: self.parse("IDLE_TIMEOUT", parse_optional_duration)?,
+            max_connections: self.parse("MAX_CONNECTIONS", |v| {
+                if v == "0" {
+                    Ok(0)
+                } else {
+                    positive_int(v, 1_000_000).map(|n| n as usize)
+                }
+            })?,
         };
+        // Plain HTTP carries bearer tokens in clear: it listens on loopback (behind a
+        // local TLS proxy) unless an address is set explicitly.
+        if config.tls_disable && self.optional("BIND_ADDRESS").is_none() {
+            config.bind_address = IpAddr::from([127, 0, 0, 1]);
+        }
         if config.payout_sink == PayoutSinkKind::Webhook
             && (config.payout_webhook_url.is_none() || config.payout_webhook_secret.is_none())
         {
@@ -537,6 +582,15 @@ pub fn parse_commit_interval(v: &str) -> Result<Duration, String> {
         return Err("must be at most 3 s (a heartbeat's acknowledgement waits this long)".into());
     }
     Ok(interval)
+}
+
+/// A timeout that `0` turns off (`None`); otherwise as [`parse_duration`].
+pub fn parse_optional_duration(v: &str) -> Result<Option<Duration>, String> {
+    if v.trim() == "0" || v.trim() == "0s" {
+        Ok(None)
+    } else {
+        parse_duration(v).map(Some)
+    }
 }
 
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
@@ -670,6 +724,38 @@ mod tests {
         std::fs::write(&file, "node_managment_port = 9000\n").unwrap();
         let err = RawConfig::defaults().apply_toml_file(&file).unwrap_err();
         assert!(err.0.contains("node_managment_port"));
+    }
+
+    #[test]
+    fn connection_limits_default_on_and_zero_turns_each_off() {
+        let c = build(&[]).unwrap();
+        assert_eq!(c.request_header_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.max_connections, 2048);
+        let c = build(&[
+            ("REQUEST_HEADER_TIMEOUT", "0"),
+            ("IDLE_TIMEOUT", "0"),
+            ("MAX_CONNECTIONS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.request_header_timeout, None);
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.max_connections, 0);
+        assert!(build(&[("IDLE_TIMEOUT", "soon")]).is_err());
+        assert!(build(&[("MAX_CONNECTIONS", "-1")]).is_err());
+    }
+
+    #[test]
+    fn plain_http_binds_loopback_unless_an_address_is_set() {
+        let any = IpAddr::from([0, 0, 0, 0]);
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(build(&[]).unwrap().bind_address, any);
+        let c = build(&[("TLS_DISABLE", "true")]).unwrap();
+        assert_eq!(c.bind_address, loopback);
+        let c = build(&[("TLS_DISABLE", "true"), ("BIND_ADDRESS", "0.0.0.0")]).unwrap();
+        assert_eq!(c.bind_address, any);
+        let c = build(&[("BIND_ADDRESS", "10.0.0.1")]).unwrap();
+        assert_eq!(c.bind_address, IpAddr::from([10, 0, 0, 1]));
     }
 
     #[test]

@@ -47,10 +47,11 @@ enum Command {
         /// TCP port. Env: NODE_MANAGEMENT_PORT.
         #[arg(long)]
         port: Option<u16>,
-        /// Address to bind. Env: BIND_ADDRESS.
+        /// Address to bind. Env: BIND_ADDRESS. Default 0.0.0.0, or 127.0.0.1 with --http.
         #[arg(long)]
         bind: Option<String>,
         /// Serve plain HTTP (behind a TLS-terminating proxy). Env: TLS_DISABLE=true.
+        /// Listens on 127.0.0.1 unless --bind / BIND_ADDRESS is given.
         #[arg(long)]
         http: bool,
     },

@@ -1,11 +1,14 @@
 //! `serve`: open the store, start the writer, bind, serve until a signal, shut down
 //! gracefully (in-flight requests finish, the writer commits what it was sent).
 
+mod connections;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
 use crate::api;
@@ -16,6 +19,10 @@ use crate::crypto::tokens::TokenService;
 use crate::metrics::Metrics;
 use crate::store::{self, Writer, WriterSettings};
 use crate::tls;
+
+/// The TLS handshake's own bound (axum-server's default), lowered to
+/// `REQUEST_HEADER_TIMEOUT` when that is shorter: the handshake is part of sending a head.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long in-flight requests get after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(20);
@@ -91,20 +98,35 @@ pub async fn run(config: Config) -> Result<(), String> {
         jobs.push(tokio::spawn(crate::sync::run(app.clone())));
     }
     let router = api::router(app.clone());
-    let service = router.into_make_service();
+    let service = connections::Capped::new(router.into_make_service(), app.config.max_connections);
+    let timeouts = connections::Timeouts {
+        header: app.config.request_header_timeout,
+        idle: app.config.idle_timeout,
+    };
+    let max_connections = app.config.max_connections;
     let served = match tls_paths {
         Some((cert, key)) => {
             let fingerprint = tls::fingerprint(&cert)?;
             let rustls = RustlsConfig::from_config(tls::server_config(&cert, &key)?);
-            tracing::info!(addr = %local, scheme = "https", cert = %cert.display(), sha256_fingerprint = %fingerprint, data_dir = %app.config.data_dir.display(), version = crate::VERSION, "listening");
-            axum_server::from_tcp_rustls(listener, rustls)
+            let handshake = timeouts
+                .header
+                .map_or(TLS_HANDSHAKE_TIMEOUT, |h| h.min(TLS_HANDSHAKE_TIMEOUT));
+            let acceptor = connections::Guarded::new(
+                RustlsAcceptor::new(rustls).handshake_timeout(handshake),
+                timeouts,
+            );
+            tracing::info!(addr = %local, scheme = "https", cert = %cert.display(), sha256_fingerprint = %fingerprint, data_dir = %app.config.data_dir.display(), version = crate::VERSION, max_connections, "listening");
+            axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(service)
                 .await
         }
         None => {
-            tracing::info!(addr = %local, scheme = "http", data_dir = %app.config.data_dir.display(), version = crate::VERSION, "listening");
+            let acceptor = connections::Guarded::new(DefaultAcceptor::new(), timeouts);
+            tracing::info!(addr = %local, scheme = "http", data_dir = %app.config.data_dir.display(), version = crate::VERSION, max_connections, "listening");
             axum_server::from_tcp(listener)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(service)
                 .await

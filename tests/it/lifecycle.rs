@@ -77,6 +77,33 @@ async fn plain_http_when_asked() {
     assert_eq!(status, 200);
 }
 
+/// `--http` without an address listens on loopback only (bearer tokens cross it in clear),
+/// and says so in its log.
+#[test]
+fn plain_http_listens_on_loopback_unless_an_address_is_set() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = crate::common::command(dir.path(), &[])
+        .args(["serve", "--port", "0", "--http"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let stderr = child.stderr.take().unwrap();
+    let listening = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .find(|v| v["message"] == "listening");
+    let _ = child.kill();
+    let _ = child.wait();
+    let addr = listening.expect("a listening line")["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+}
+
 #[tokio::test]
 async fn metrics_expose_the_documented_families() {
     let server = TestServer::start().await;

@@ -29,3 +29,4 @@ mod payouts;
 mod pool_capacity;
 mod poot;
 mod poot_chunks;
+mod stalled;
