@@ -28,3 +28,4 @@ mod payouts;
 mod pool_capacity;
 mod poot;
 mod poot_chunks;
+mod ssrf;
