@@ -133,6 +133,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "longest wait for an alert webhook",
     ),
     (
+        "WEBHOOK_ALLOWED_NETWORKS",
+        "",
+        "comma-separated CIDRs webhooks may reach beyond public addresses (loopback, link-local, private, CGNAT are refused otherwise)",
+    ),
+    (
         "HEARTBEAT_RETENTION",
         "7d",
         "raw heartbeats kept this long once their epochs are proven",
@@ -245,6 +250,8 @@ pub struct Config {
     pub alert_retry_base: Duration,
     pub alert_max_age: Duration,
     pub alert_webhook_timeout: Duration,
+    /// Networks webhooks may reach on top of public addresses.
+    pub webhook_allowed_networks: crate::domain::netguard::AllowedNetworks,
     pub log_level: String,
     pub log_format: LogFormat,
     pub jwt_secret: Option<String>,
@@ -443,6 +450,10 @@ impl RawConfig {
             alert_retry_base: self.parse("ALERT_RETRY_BASE", parse_duration)?,
             alert_max_age: self.parse("ALERT_MAX_AGE", parse_duration)?,
             alert_webhook_timeout: self.parse("ALERT_WEBHOOK_TIMEOUT", parse_duration)?,
+            webhook_allowed_networks: self.parse(
+                "WEBHOOK_ALLOWED_NETWORKS",
+                crate::domain::netguard::AllowedNetworks::parse,
+            )?,
             log_level: self.parse("LOG_LEVEL", |v| {
                 let level = v.to_ascii_lowercase();
                 match level.as_str() {
@@ -685,6 +696,17 @@ mod tests {
         assert!(err.0.contains("PAYOUT_THRESHOLD_USDT"));
         let err = build(&[("HEARTBEAT_TIMEOUT", "0")]).unwrap_err();
         assert!(err.0.contains("HEARTBEAT_TIMEOUT"));
+    }
+
+    #[test]
+    fn webhook_allowed_networks_are_cidrs() {
+        assert!(build(&[]).unwrap().webhook_allowed_networks.is_empty());
+        let c = build(&[("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,192.168.1.0/24")]).unwrap();
+        assert!(c
+            .webhook_allowed_networks
+            .contains("192.168.1.9".parse().unwrap()));
+        let err = build(&[("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/40")]).unwrap_err();
+        assert!(err.0.contains("WEBHOOK_ALLOWED_NETWORKS"), "{err}");
     }
 
     #[test]

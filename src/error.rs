@@ -167,6 +167,7 @@ impl ApiError {
             "duplicate-tx-hash" => "Receipt already used",
             "negative-balance" => "Balance would go negative",
             "node-inactive" => "Node is suspended or deregistered",
+            "webhook-address-refused" => "Webhook address refused",
             "overloaded" => "Service overloaded",
             "insufficient-storage" => "Storage full",
             "storage" | "unavailable" => "Service unavailable",

@@ -68,6 +68,14 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
 }
 
 pub async fn run(config: Config) -> Result<(), String> {
+    if config.payout_sink == crate::config::PayoutSinkKind::Webhook {
+        // Before anything opens: a payment service the guard refuses stops the start.
+        crate::payout_sink::webhook::check_at_start(
+            config.payout_webhook_url.as_deref().unwrap_or_default(),
+            &config.webhook_allowed_networks,
+        )
+        .await?;
+    }
     let addr = SocketAddr::new(config.bind_address, config.port);
     let tls_paths = if config.tls_disable {
         None

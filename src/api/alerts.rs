@@ -17,6 +17,7 @@ use crate::domain::alert::{
     DEFAULT_OFFLINE_AFTER_SECONDS,
 };
 use crate::domain::ids::is_valid_subject;
+use crate::domain::netguard::redact_url;
 use crate::domain::role::Role;
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
@@ -31,7 +32,10 @@ pub struct AlertsQuery {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSettingsRequest {
-    /// `https://...` or `http://...` (receivers on the local network).
+    /// `https://...` or `http://...`. A host that is, or resolves to, a loopback,
+    /// link-local, private, CGNAT, unspecified, multicast or broadcast address (or does not
+    /// resolve) is refused with 422 `webhook-address-refused`, unless
+    /// `WEBHOOK_ALLOWED_NETWORKS` holds it.
     pub webhook_url: String,
     /// HMAC-SHA256 key of `X-Lucid-Signature`; required the first time, kept when left out.
     pub secret: Option<String>,
@@ -120,7 +124,8 @@ pub async fn get_settings(
 #[utoipa::path(put, operation_id = "alerts_put", path = "/api/v1/alerts", tag = "alerts",
     params(AlertsQuery), request_body = AlertSettingsRequest,
     responses((status = 200, body = AlertSettingsView), (status = 400, body = crate::error::Problem),
-        (status = 403, body = crate::error::Problem)),
+        (status = 403, body = crate::error::Problem),
+        (status = 422, description = "`webhook-address-refused`: the host is, or resolves to, an address webhooks may not reach (see `WEBHOOK_ALLOWED_NETWORKS`), or does not resolve", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn put_settings(
     State(app): State<AppState>,
@@ -136,6 +141,11 @@ pub async fn put_settings(
         events: req.events,
     };
     let key = subscriber.key();
+    // A malformed request is a 400 whatever its host; then where the hook leads is checked
+    // (resolved, nothing sent) before it is stored, and again at every delivery.
+    let current = app.store.reader()?.alert_settings(&key)?;
+    validate_settings(request.clone(), current.as_ref(), 0).map_err(ApiError::validation)?;
+    crate::app::alerts::check_webhook_url(&app, &request.webhook_url).await?;
     let actor = caller.actor();
     let saved = app
         .writer
@@ -150,7 +160,8 @@ pub async fn put_settings(
                 "alerts.set",
                 &key,
                 json!({
-                    "webhook_url": settings.webhook_url,
+                    // Scheme and host only: a hook's path or query is often its secret.
+                    "webhook_url": redact_url(&settings.webhook_url),
                     "offline_after_seconds": settings.offline_after_seconds,
                     "events": settings.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
                 }),

@@ -18,9 +18,11 @@ use crate::domain::alert::{
     expired, offline_alert_due, online_alert_due, retry_delay_us, AlertSettings, EventType,
     QueuedAlert, Subscriber,
 };
+use crate::domain::netguard::AllowedNetworks;
 use crate::domain::node::{Node, NodeStatus};
 use crate::domain::timefmt::rfc3339_us;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
+use crate::payout_sink::target::{resolve, Refusal};
 use crate::payout_sink::webhook::signature;
 use crate::store::queries::Reader;
 
@@ -176,8 +178,22 @@ enum Outcome {
     NoWebhook,
 }
 
+/// Checks where a webhook URL leads before it is stored (`PUT /api/v1/alerts`): 400 when it
+/// is no http(s) URL, 422 `webhook-address-refused` when its host is, or resolves to, an
+/// address the guard refuses, or does not resolve. Nothing is sent to the host.
+pub async fn check_webhook_url(app: &AppState, url: &str) -> ApiResult<()> {
+    match resolve(url.trim(), &app.config.webhook_allowed_networks).await {
+        Ok(_) => Ok(()),
+        Err(Refusal::Invalid(why)) => Err(ApiError::validation(format!("webhook_url: {why}"))),
+        Err(refusal) => Err(ApiError::unprocessable(
+            "webhook-address-refused",
+            refusal.to_string(),
+        )),
+    }
+}
+
 /// Sends every delivery that is due; returns how many were acknowledged.
-pub async fn deliver_due(app: &AppState, client: &reqwest::Client) -> ApiResult<usize> {
+pub async fn deliver_due(app: &AppState) -> ApiResult<usize> {
     let now = app.clock.now_us();
     let reader = app.store.reader()?;
     let due = reader.due_alerts(now, DELIVERIES_PER_PASS)?;
@@ -196,13 +212,14 @@ pub async fn deliver_due(app: &AppState, client: &reqwest::Client) -> ApiResult<
     let mut tasks = tokio::task::JoinSet::new();
     for (key, alerts) in by_subscriber {
         let settings = reader.alert_settings(&key)?;
-        let client = client.clone();
+        let allowed = app.config.webhook_allowed_networks.clone();
+        let timeout = app.config.alert_webhook_timeout;
         tasks.spawn(async move {
             let mut outcomes = Vec::new();
             for (seq, alert) in alerts {
                 let outcome = match &settings {
                     None => Outcome::NoWebhook,
-                    Some(s) => send(&client, s, &alert).await,
+                    Some(s) => send(s, &alert, &allowed, timeout).await,
                 };
                 let failed = matches!(outcome, Outcome::Failed(_));
                 outcomes.push((seq, outcome));
@@ -271,10 +288,29 @@ pub async fn deliver_due(app: &AppState, client: &reqwest::Client) -> ApiResult<
     Ok(delivered.len())
 }
 
-/// One POST: the stored body, its event id, and the HMAC of the body with the current secret.
-async fn send(client: &reqwest::Client, settings: &AlertSettings, alert: &QueuedAlert) -> Outcome {
+/// One POST: the stored body, its event id, and the HMAC of the body with the current
+/// secret. The host is resolved and checked for every attempt (DNS can change) and the
+/// request goes only to the address checked; a redirect is an answer like any other (not
+/// followed), and the answer's body is not read.
+async fn send(
+    settings: &AlertSettings,
+    alert: &QueuedAlert,
+    allowed: &AllowedNetworks,
+    timeout: Duration,
+) -> Outcome {
+    let target = match resolve(&settings.webhook_url, allowed).await {
+        Ok(t) => t,
+        Err(refusal) => {
+            tracing::warn!(event_id = %alert.event_id, %refusal, "alert webhook not sent");
+            return Outcome::Failed(refusal.to_string());
+        }
+    };
+    let client = match target.client(timeout) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(e),
+    };
     let sent = client
-        .post(&settings.webhook_url)
+        .post(target.url.clone())
         .header("content-type", "application/json")
         .header("X-Lucid-Event-Id", &alert.event_id)
         .header(
@@ -286,7 +322,15 @@ async fn send(client: &reqwest::Client, settings: &AlertSettings, alert: &Queued
         .await;
     match sent {
         Ok(r) if r.status().is_success() => Outcome::Delivered,
-        Ok(r) => Outcome::Failed(format!("the webhook answered {}", r.status().as_u16())),
-        Err(e) => Outcome::Failed(format!("the webhook request failed: {e}")),
+        Ok(r) => Outcome::Failed(format!(
+            "the webhook {} answered {}",
+            target.shown(),
+            r.status().as_u16()
+        )),
+        Err(e) => Outcome::Failed(format!(
+            "the webhook request to {} failed: {}",
+            target.shown(),
+            e.without_url()
+        )),
     }
 }

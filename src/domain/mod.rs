@@ -8,6 +8,7 @@ pub mod ids;
 pub mod ledger;
 pub mod merkle;
 pub mod money;
+pub mod netguard;
 pub mod node;
 pub mod payout;
 pub mod pool;

@@ -20,24 +20,11 @@ pub async fn run_watcher(app: AppState) {
     }
 }
 
+/// Each delivery builds (or reuses) a client pinned to the address it checked (see
+/// [`crate::payout_sink::target`]).
 pub async fn run_delivery(app: AppState) {
-    let client = match reqwest::Client::builder()
-        .timeout(app.config.alert_webhook_timeout)
-        .connect_timeout(
-            app.config
-                .alert_webhook_timeout
-                .min(Duration::from_secs(10)),
-        )
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the alert webhook client; alerts stay queued");
-            return;
-        }
-    };
     loop {
-        if let Err(e) = deliver_due(&app, &client).await {
+        if let Err(e) = deliver_due(&app).await {
             tracing::warn!(error = %e, "alert delivery pass failed");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), app.alert_wakeup.notified()).await;

@@ -29,7 +29,8 @@ pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
                 .as_deref()
                 .unwrap_or_default(),
             app.config.payout_webhook_timeout,
-        )?;
+            app.config.webhook_allowed_networks.clone(),
+        );
         jobs.push(tokio::spawn(payouts::run_webhook(
             app.clone(),
             std::sync::Arc::new(sink),

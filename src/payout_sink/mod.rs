@@ -2,6 +2,7 @@
 //! external treasury that exports them and confirms them through the API. `webhook` posts
 //! each payout to a payment service.
 
+pub mod target;
 pub mod webhook;
 
 /// The result of one delivery attempt.

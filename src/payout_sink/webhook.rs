@@ -9,15 +9,18 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
+use super::target::{read_capped, resolve, Refusal, MAX_ANSWER_BYTES};
 use super::Delivery;
 use crate::domain::money::format_usdt;
+use crate::domain::netguard::AllowedNetworks;
 use crate::domain::payout::{normalize_tx_hash, Payout};
 use crate::domain::timefmt::rfc3339_us;
 
 pub struct WebhookSink {
-    client: reqwest::Client,
     url: String,
     secret: String,
+    timeout: Duration,
+    allowed: AllowedNetworks,
 }
 
 /// `sha256=<hex HMAC-SHA256(body, secret)>`.
@@ -41,25 +44,44 @@ pub fn body(payout: &Payout) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Checks `PAYOUT_WEBHOOK_URL` at start: an address the guard refuses stops the start. A
+/// host that does not resolve now is only logged (DNS may come up after us); every
+/// delivery resolves and checks again.
+pub async fn check_at_start(url: &str, allowed: &AllowedNetworks) -> Result<(), String> {
+    match resolve(url, allowed).await {
+        Ok(_) => Ok(()),
+        Err(Refusal::Unresolvable(why)) => {
+            tracing::warn!(%why, "PAYOUT_WEBHOOK_URL does not resolve now; each delivery tries again");
+            Ok(())
+        }
+        Err(refusal) => Err(format!("PAYOUT_WEBHOOK_URL: {refusal}")),
+    }
+}
+
 impl WebhookSink {
-    pub fn new(url: &str, secret: &str, timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
-        Ok(Self {
-            client,
+    pub fn new(url: &str, secret: &str, timeout: Duration, allowed: AllowedNetworks) -> Self {
+        Self {
             url: url.to_string(),
             secret: secret.to_string(),
-        })
+            timeout,
+            allowed,
+        }
     }
 
     pub async fn deliver(&self, payout: &Payout) -> Delivery {
+        // Resolved and checked again for each payout (DNS can change), and the request
+        // goes to the address checked. Refused: never sent, so certainly not paid.
+        let target = match resolve(&self.url, &self.allowed).await {
+            Ok(t) => t,
+            Err(refusal) => return not_paid(&refusal.to_string()),
+        };
+        let client = match target.client(self.timeout) {
+            Ok(c) => c,
+            Err(e) => return not_paid(&e),
+        };
         let body = body(payout);
-        let sent = self
-            .client
-            .post(&self.url)
+        let sent = client
+            .post(target.url.clone())
             .header("content-type", "application/json")
             .header("Idempotency-Key", &payout.payout_id)
             .header("X-Lucid-Signature", signature(&self.secret, &body))
@@ -70,17 +92,25 @@ impl WebhookSink {
             Ok(r) => r,
             // Never connected: the request cannot have been paid.
             Err(e) if e.is_connect() => {
-                return not_paid(&format!("cannot connect to the payment service: {e}"))
+                return not_paid(&format!(
+                    "cannot connect to the payment service: {}",
+                    e.without_url()
+                ))
             }
             Err(e) if e.is_timeout() => {
                 return unknown("the payment service did not answer in time")
             }
-            Err(e) => return unknown(&format!("the request to the payment service failed: {e}")),
+            Err(e) => {
+                return unknown(&format!(
+                    "the request to the payment service failed: {}",
+                    e.without_url()
+                ))
+            }
         };
         let status = response.status().as_u16();
-        match response.text().await {
-            Ok(text) => classify(status, &text),
-            Err(e) => unknown(&format!("reading the answer failed: {e}")),
+        match read_capped(response, MAX_ANSWER_BYTES).await {
+            Ok(bytes) => classify(status, &String::from_utf8_lossy(&bytes)),
+            Err(e) => unknown(&format!("reading the answer failed: {}", e.without_url())),
         }
     }
 }

@@ -374,7 +374,7 @@ async fn operators_cannot_read_or_change_each_others_alert_settings() {
     let admin = server.admin.clone();
     let alice = server.cli_token("operator", "alice");
     let bob = server.cli_token("operator", "bob");
-    let hook = json!({"webhook_url": "https://hooks.example/alice", "secret": "s"});
+    let hook = json!({"webhook_url": "https://127.0.0.1:9/alice", "secret": "s"});
 
     let (s, body) = put_alerts(&server, &alice, "", hook.clone()).await;
     assert_eq!(s, 200, "{body}");
@@ -404,7 +404,7 @@ async fn operators_cannot_read_or_change_each_others_alert_settings() {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(seen["webhook_url"], "https://hooks.example/alice");
+    assert_eq!(seen["webhook_url"], "https://127.0.0.1:9/alice");
     assert_eq!(seen["secret_set"], true);
     assert!(!seen.to_string().contains("\"s\""), "no secret: {seen}");
     let (s, fleet) = server
@@ -446,7 +446,7 @@ async fn operators_cannot_read_or_change_each_others_alert_settings() {
         &server,
         &alice,
         "",
-        json!({"webhook_url": "https://hooks.example/alice2", "offline_after_seconds": 60}),
+        json!({"webhook_url": "https://127.0.0.1:9/alice2", "offline_after_seconds": 60}),
     )
     .await;
     assert_eq!(s, 200, "{changed}");

@@ -1220,7 +1220,7 @@ async fn ticked_events(c: &Client) -> Value {
 async fn an_operator_saves_and_removes_their_alert_webhook_on_the_alerts_page() {
     let server = TestServer::start().await;
     let op = server.cli_token("operator", "op-alert");
-    let url = "https://hooks.example/lucid?from=console";
+    let url = "https://127.0.0.1:9/lucid?from=console";
 
     let driver = Driver::start();
     let c = browser(&driver, None).await;
@@ -1406,7 +1406,7 @@ async fn an_admin_sets_the_fleet_hook_on_the_alerts_page_and_leaves_operators_al
             "/api/v1/alerts",
             Some(&op),
             Some(
-                json!({"webhook_url": "http://192.168.1.10:9000/op", "secret": "op secret",
+                json!({"webhook_url": "http://127.0.0.1:9/op", "secret": "op secret",
                         "offline_after_seconds": 120, "events": ["payout.created"]}),
             ),
         )
@@ -1438,7 +1438,7 @@ async fn an_admin_sets_the_fleet_hook_on_the_alerts_page_and_leaves_operators_al
     assert!(text_of(&c, "#alert-whom").await.contains("fleet-wide"));
     wait_css(&c, "#alert-url")
         .await
-        .send_keys("https://fleet.example/hook")
+        .send_keys("https://127.0.0.1:9/hook")
         .await
         .unwrap();
     wait_css(&c, "#alert-secret")
@@ -1453,7 +1453,7 @@ async fn an_admin_sets_the_fleet_hook_on_the_alerts_page_and_leaves_operators_al
     let fleet = alerts_of(&server, &server.admin, "").await;
     assert_eq!(fleet["scope"], "fleet");
     assert_eq!(fleet["configured"], true);
-    assert_eq!(fleet["webhook_url"], "https://fleet.example/hook");
+    assert_eq!(fleet["webhook_url"], "https://127.0.0.1:9/hook");
     assert_eq!(fleet["secret_set"], true);
     assert_eq!(fleet["offline_after_seconds"], 300);
     assert_eq!(fleet["events"].as_array().unwrap().len(), 5, "{fleet}");
@@ -1473,7 +1473,7 @@ async fn an_admin_sets_the_fleet_hook_on_the_alerts_page_and_leaves_operators_al
     wait_js(
         &c,
         "const u = document.getElementById('alert-url'); return u && u.value;",
-        json!("http://192.168.1.10:9000/op"),
+        json!("http://127.0.0.1:9/op"),
     )
     .await;
     wait_view(&c, "alerts").await;
@@ -1514,7 +1514,7 @@ async fn an_admin_sets_the_fleet_hook_on_the_alerts_page_and_leaves_operators_al
     wait_js(
         &c,
         "const u = document.getElementById('alert-url'); return u && u.value;",
-        json!("https://fleet.example/hook"),
+        json!("https://127.0.0.1:9/hook"),
     )
     .await;
     assert_eq!(alerts_of(&server, &op, "").await, before);

@@ -29,4 +29,5 @@ mod payouts;
 mod pool_capacity;
 mod poot;
 mod poot_chunks;
+mod ssrf;
 mod stalled;

@@ -50,7 +50,10 @@ pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
         // interval (the default lingers 3 s to save flash; see tests/flash.rs).
         .env("COMMIT_INTERVAL", "0")
         // Tests send heartbeats back to back; tests of pacing set their own interval.
-        .env("HEARTBEAT_MIN_INTERVAL", "0");
+        .env("HEARTBEAT_MIN_INTERVAL", "0")
+        // The tests' webhook receivers listen on loopback, which webhooks may not reach
+        // by default (issue 16; tests/it/ssrf.rs sets its own value).
+        .env("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8");
     for (k, v) in env {
         cmd.env(k, v);
     }
