@@ -104,23 +104,33 @@ fn data_dir_of(disk: &SmallDisk) -> tempfile::TempDir {
     tempfile::tempdir_in(&disk.path).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn under_the_free_space_floor_heartbeats_get_507_until_space_returns() {
-    let disk = SmallDisk::mount("24m");
-    let mut server = TestServer::start_in(
-        data_dir_of(&disk),
+/// A server with its state on `disk` and the given `STORAGE_MIN_FREE`, heartbeats
+/// committed at once and no timers in the way, with one registered, logged-in node.
+async fn one_node_on(
+    disk: &SmallDisk,
+    min_free: &str,
+) -> (TestServer, String, ed25519_dalek::SigningKey, String) {
+    let server = TestServer::start_in(
+        data_dir_of(disk),
         &[
-            ("STORAGE_MIN_FREE", "4MiB"),
+            ("STORAGE_MIN_FREE", min_free),
             ("COMMIT_INTERVAL", "0"),
             ("POOT_CALCULATION_INTERVAL", "3600"),
             ("PAYOUT_PROCESSING_INTERVAL", "3600"),
         ],
     )
     .await;
-    let admin = server.admin.clone();
-    let (node, key) = server.register_node(&admin, "pi-1").await;
+    let (node, key) = server.register_node(&server.admin, "pi-1").await;
     let id = node["node_id"].as_str().unwrap().to_string();
     let token = server.login_node(&id, &key).await;
+    (server, id, key, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_the_free_space_floor_heartbeats_get_507_until_space_returns() {
+    let disk = SmallDisk::mount("24m");
+    let (mut server, id, key, token) = one_node_on(&disk, "4MiB").await;
+    let admin = server.admin.clone();
     let hb_path = format!("/api/v1/nodes/{id}/heartbeat");
     let body = |seq| heartbeat_body(&id, &key, seq);
     let (status, _) = server
@@ -190,20 +200,7 @@ async fn under_the_free_space_floor_heartbeats_get_507_until_space_returns() {
 async fn a_disk_that_really_fills_refuses_writes_loses_nothing_and_recovers_without_restart() {
     let disk = SmallDisk::mount("24m");
     // No floor: the database itself meets ENOSPC.
-    let mut server = TestServer::start_in(
-        data_dir_of(&disk),
-        &[
-            ("STORAGE_MIN_FREE", "0"),
-            ("COMMIT_INTERVAL", "0"),
-            ("POOT_CALCULATION_INTERVAL", "3600"),
-            ("PAYOUT_PROCESSING_INTERVAL", "3600"),
-        ],
-    )
-    .await;
-    let admin = server.admin.clone();
-    let (node, key) = server.register_node(&admin, "pi-1").await;
-    let id = node["node_id"].as_str().unwrap().to_string();
-    let token = server.login_node(&id, &key).await;
+    let (mut server, id, key, token) = one_node_on(&disk, "0").await;
     let hb_path = format!("/api/v1/nodes/{id}/heartbeat");
     let body = |seq| heartbeat_body(&id, &key, seq);
 

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use crate::common::*;
-use serde_json::Value;
 
 /// The count of a histogram in `/metrics`.
 async fn histogram_count(server: &TestServer, name: &str) -> u64 {
@@ -15,23 +14,6 @@ async fn histogram_count(server: &TestServer, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0)
-}
-
-async fn beat(
-    server: &TestServer,
-    node_id: &str,
-    key: &ed25519_dalek::SigningKey,
-    token: &str,
-    seq: u64,
-) -> (u16, Value) {
-    server
-        .call(
-            "POST",
-            &format!("/api/v1/nodes/{node_id}/heartbeat"),
-            Some(token),
-            Some(heartbeat_body(node_id, key, seq)),
-        )
-        .await
 }
 
 /// Registers and logs in `n` nodes; returns (node_id, key, token) of each.
@@ -96,7 +78,7 @@ async fn an_acknowledged_lingering_heartbeat_survives_sigkill_and_its_seq_stays_
     // seq 1 turns the node online (its record is written); 2..=5 are rows only.
     let mut last_received = String::new();
     for seq in 1..=5 {
-        let (status, body) = beat(&server, id, key, token, seq).await;
+        let (status, body) = server.beat(id, key, token, seq).await;
         assert_eq!(status, 202, "{body}");
         last_received = body["received_at"].as_str().unwrap().to_string();
     }
@@ -115,10 +97,10 @@ async fn an_acknowledged_lingering_heartbeat_survives_sigkill_and_its_seq_stays_
     // ...and its seq (and every earlier one) is refused as a replay, with a fresh token.
     let token = server.login_node(id, key).await;
     for seq in [5, 3] {
-        let (status, body) = beat(&server, id, key, &token, seq).await;
+        let (status, body) = server.beat(id, key, &token, seq).await;
         assert_problem(status, &body, 409, "replayed-heartbeat");
     }
-    let (status, _) = beat(&server, id, key, &token, 6).await;
+    let (status, _) = server.beat(id, key, &token, 6).await;
     assert_eq!(status, 202);
 }
 
@@ -134,7 +116,7 @@ async fn the_offline_change_writes_the_last_seq_so_the_replay_guard_survives_a_r
     let nodes = fleet(&server, 1).await;
     let (id, key, token) = &nodes[0];
     for seq in [10, 11, 12] {
-        assert_eq!(beat(&server, id, key, token, seq).await.0, 202);
+        assert_eq!(server.beat(id, key, token, seq).await.0, 202);
     }
     let received = node_json(&server, id).await["last_heartbeat_at"].clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -150,9 +132,9 @@ async fn the_offline_change_writes_the_last_seq_so_the_replay_guard_survives_a_r
     assert_eq!(node["status"], "offline");
     assert_eq!(node["last_heartbeat_at"], received);
     let token = server.login_node(id, key).await;
-    let (status, body) = beat(&server, id, key, &token, 12).await;
+    let (status, body) = server.beat(id, key, &token, 12).await;
     assert_problem(status, &body, 409, "replayed-heartbeat");
-    let (status, body) = beat(&server, id, key, &token, 13).await;
+    let (status, body) = server.beat(id, key, &token, 13).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "online");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -21,23 +21,6 @@ async fn start() -> TestServer {
         ("REWARD_USDT_PER_HOUR", "36"),
     ])
     .await
-}
-
-async fn send(
-    server: &TestServer,
-    token: &str,
-    node_id: &str,
-    key: &SigningKey,
-    seq: u64,
-) -> (u16, Value) {
-    server
-        .call(
-            "POST",
-            &format!("/api/v1/nodes/{node_id}/heartbeat"),
-            Some(token),
-            Some(heartbeat_body(node_id, key, seq)),
-        )
-        .await
 }
 
 fn sha(data: &[u8]) -> [u8; 32] {
@@ -121,7 +104,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     let id = node["node_id"].as_str().unwrap().to_string();
     let token = server.login_node(&id, &key).await;
 
-    let (status, body) = send(&server, &token, &id, &key, 1).await;
+    let (status, body) = server.beat(&id, &key, &token, 1).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"], true);
     assert_eq!(body["status"], "online");
@@ -129,7 +112,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
 
     // Heartbeats every 250 ms across three epochs.
     for seq in 2..=(3 * EPOCH_SECS * 4) {
-        let (status, body) = send(&server, &token, &id, &key, seq).await;
+        let (status, body) = server.beat(&id, &key, &token, seq).await;
         assert_eq!(status, 202, "{body}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -283,7 +266,7 @@ async fn heartbeats_become_verifiable_proofs_and_credits() {
     tokio::time::sleep(Duration::from_secs(3 * EPOCH_SECS)).await;
     let after = proof_history(&server, &id).await;
     assert_eq!(after.len(), before, "silent epochs get no proof");
-    let (status, _) = send(&server, &token, &id, &key, 1000).await;
+    let (status, _) = server.beat(&id, &key, &token, 1000).await;
     assert_eq!(status, 202);
     let n = wait_for(&server, &node_path, "online again", |n| {
         n["status"] == "online"
@@ -384,14 +367,14 @@ async fn replays_forgeries_and_other_nodes_are_refused() {
     let b_id = b["node_id"].as_str().unwrap();
     let token_a = server.login_node(a_id, &key_a).await;
 
-    assert_eq!(send(&server, &token_a, a_id, &key_a, 5).await.0, 202);
-    let (status, body) = send(&server, &token_a, a_id, &key_a, 5).await;
+    assert_eq!(server.beat(a_id, &key_a, &token_a, 5).await.0, 202);
+    let (status, body) = server.beat(a_id, &key_a, &token_a, 5).await;
     assert_problem(status, &body, 409, "replayed-heartbeat");
-    let (status, body) = send(&server, &token_a, a_id, &key_a, 4).await;
+    let (status, body) = server.beat(a_id, &key_a, &token_a, 4).await;
     assert_problem(status, &body, 409, "replayed-heartbeat");
 
     // Signed by another key.
-    let (status, body) = send(&server, &token_a, a_id, &key_b, 6).await;
+    let (status, body) = server.beat(a_id, &key_b, &token_a, 6).await;
     assert_problem(status, &body, 401, "invalid-signature");
     // A field changed after signing.
     let mut tampered = heartbeat_body(a_id, &key_a, 7);
@@ -420,10 +403,10 @@ async fn replays_forgeries_and_other_nodes_are_refused() {
     assert_eq!(resp.status().as_u16(), 401);
 
     // Node A cannot send for node B, even with B's key.
-    let (status, body) = send(&server, &token_a, b_id, &key_b, 1).await;
+    let (status, body) = server.beat(b_id, &key_b, &token_a, 1).await;
     assert_problem(status, &body, 404, "not-found");
     // Operators and admins do not send heartbeats.
-    let (status, body) = send(&server, &server.admin, a_id, &key_a, 9).await;
+    let (status, body) = server.beat(a_id, &key_a, &server.admin, 9).await;
     assert_problem(status, &body, 403, "forbidden");
     // Bad shapes are 400.
     let mut bad = heartbeat_body(a_id, &key_a, 10);
@@ -438,7 +421,7 @@ async fn replays_forgeries_and_other_nodes_are_refused() {
         .await;
     assert_problem(status, &body, 400, "validation");
     // A seq beyond 2^53 - 1 would lock the node out for good: refused.
-    let (status, body) = send(&server, &token_a, a_id, &key_a, 1 << 53).await;
+    let (status, body) = server.beat(a_id, &key_a, &token_a, 1 << 53).await;
     assert_problem(status, &body, 400, "validation");
     // A suspended node's heartbeats stop at once.
     server
@@ -449,7 +432,7 @@ async fn replays_forgeries_and_other_nodes_are_refused() {
             Some(json!({"status": "suspended"})),
         )
         .await;
-    let (status, _) = send(&server, &token_a, a_id, &key_a, 11).await;
+    let (status, _) = server.beat(a_id, &key_a, &token_a, 11).await;
     assert_eq!(status, 401);
 
     let text = server.metrics_text().await;
@@ -467,7 +450,7 @@ async fn a_restarted_appliance_closes_the_epochs_it_missed() {
     let id = node["node_id"].as_str().unwrap().to_string();
     let token = server.login_node(&id, &key).await;
     for seq in 1..=12 {
-        assert_eq!(send(&server, &token, &id, &key, seq).await.0, 202);
+        assert_eq!(server.beat(&id, &key, &token, seq).await.0, 202);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (_, calc) = server
@@ -530,7 +513,7 @@ async fn old_heartbeats_are_pruned_once_proven_and_the_database_still_verifies()
     let id = node["node_id"].as_str().unwrap().to_string();
     let token = server.login_node(&id, &key).await;
     for seq in 1..=8 {
-        assert_eq!(send(&server, &token, &id, &key, seq).await.0, 202);
+        assert_eq!(server.beat(&id, &key, &token, seq).await.0, 202);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // Who may calculate: the owner and admins, not nodes nor other operators.

@@ -292,6 +292,23 @@ impl TestServer {
     }
 
     /// Registers a node for `token`'s holder; returns (node json, its signing key).
+    /// Sends heartbeat `seq` of `node_id`, signed with `key`, with the node's `token`.
+    pub async fn beat(
+        &self,
+        node_id: &str,
+        key: &SigningKey,
+        token: &str,
+        seq: u64,
+    ) -> (u16, Value) {
+        self.call(
+            "POST",
+            &format!("/api/v1/nodes/{node_id}/heartbeat"),
+            Some(token),
+            Some(heartbeat_body(node_id, key, seq)),
+        )
+        .await
+    }
+
     pub async fn register_node(&self, token: &str, name: &str) -> (Value, SigningKey) {
         let key = node_key();
         let (status, body) = self
