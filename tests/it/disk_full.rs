@@ -231,6 +231,27 @@ async fn a_disk_that_really_fills_refuses_writes_loses_nothing_and_recovers_with
         !refused["detail"].as_str().unwrap().contains("os error"),
         "redb text leaked: {refused}"
     );
+    // The disk is still full: reads answer from the last commit (the writer reopened the
+    // database at once; redb refuses reads too until it is reopened).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let node = loop {
+        let (status, node) = server
+            .call(
+                "GET",
+                &format!("/api/v1/nodes/{id}"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
+        if status == 200 || Instant::now() > deadline {
+            break node;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(node["node_id"], id.as_str(), "reads on a full disk: {node}");
+    if let Some((_, received)) = &last_acked {
+        assert_eq!(node["last_heartbeat_at"], received.as_str());
+    }
 
     // Space returns: writes resume by themselves.
     std::fs::remove_file(&filler).unwrap();
