@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -72,6 +72,8 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Sends heartbeats from `seq` on (the next one after each 202) until one is answered
+/// `want`; returns the next unused seq and that answer.
 async fn wait_for_status(
     server: &TestServer,
     path: &str,
@@ -80,8 +82,7 @@ async fn wait_for_status(
     mut seq: u64,
     want: u16,
 ) -> (u64, serde_json::Value) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let answer = wait_until(Duration::from_secs(20), async || {
         let (status, answer) = server
             .call("POST", path, Some(token), Some(body(seq)))
             .await;
@@ -89,14 +90,13 @@ async fn wait_for_status(
             seq += 1;
         }
         if status == want {
-            return (seq, answer);
+            Ok(answer)
+        } else {
+            Err(format!("never answered {want}; last {status} {answer}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "never answered {want}; last {status} {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    (seq, answer)
 }
 
 fn data_dir_of(disk: &SmallDisk) -> tempfile::TempDir {
@@ -183,15 +183,7 @@ async fn under_the_free_space_floor_heartbeats_get_507_until_space_returns() {
     assert_eq!(status, 202, "{body_answer}");
 
     server.kill();
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.verify_offline();
     drop(server);
     assert!(Path::new(&disk.path).exists());
 }
@@ -233,22 +225,22 @@ async fn a_disk_that_really_fills_refuses_writes_loses_nothing_and_recovers_with
     );
     // The disk is still full: reads answer from the last commit (the writer reopened the
     // database at once; redb refuses reads too until it is reopened).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let node = loop {
-        let (status, node) = server
+    let node = wait_until(Duration::from_secs(10), async || {
+        match server
             .call(
                 "GET",
                 &format!("/api/v1/nodes/{id}"),
                 Some(&server.admin),
                 None,
             )
-            .await;
-        if status == 200 || Instant::now() > deadline {
-            break node;
+            .await
+        {
+            (200, node) => Ok(node),
+            (status, answer) => Err(format!("reads on a full disk: {status} {answer}")),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(node["node_id"], id.as_str(), "reads on a full disk: {node}");
+    })
+    .await;
+    assert_eq!(node["node_id"], id.as_str());
     if let Some((_, received)) = &last_acked {
         assert_eq!(node["last_heartbeat_at"], received.as_str());
     }
@@ -272,13 +264,5 @@ async fn a_disk_that_really_fills_refuses_writes_loses_nothing_and_recovers_with
     assert_eq!(status, 202);
 
     server.kill();
-    let out = command(server.data_dir(), &[])
-        .arg("verify")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "verify failed after the disk filled: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.verify_offline();
 }

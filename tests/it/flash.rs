@@ -119,14 +119,13 @@ async fn the_offline_change_writes_the_last_seq_so_the_replay_guard_survives_a_r
         assert_eq!(server.beat(id, key, token, seq).await.0, 202);
     }
     let received = node_json(&server, id).await["last_heartbeat_at"].clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while node_json(&server, id).await["status"] != "offline" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node never went offline"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(Duration::from_secs(20), async || {
+        match node_json(&server, id).await["status"].clone() {
+            s if s == "offline" => Ok(()),
+            s => Err(format!("the node is still {s}")),
+        }
+    })
+    .await;
     server.restart();
     let node = node_json(&server, id).await;
     assert_eq!(node["status"], "offline");
