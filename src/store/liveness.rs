@@ -25,14 +25,6 @@ pub struct Live {
 }
 
 impl Live {
-    /// The liveness a stored node record carries (written at its last status change).
-    pub fn of_record(node: &Node) -> Option<Self> {
-        Some(Self {
-            last_seq: node.last_seq?,
-            last_heartbeat_at_us: node.last_heartbeat_at_us?,
-        })
-    }
-
     /// Puts these values on `node` when they are newer than what it carries.
     pub fn apply_to(self, node: &mut Node) {
         if node
@@ -74,19 +66,6 @@ impl Liveness {
                 *slot = live;
             }
         }
-    }
-
-    /// Nodes known here, for the monitor's pass (a copy, so no lock is held while it works).
-    pub fn snapshot(&self) -> Vec<(String, Live)> {
-        self.read().iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Live>> {
