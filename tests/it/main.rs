@@ -29,5 +29,6 @@ mod payouts;
 mod pool_capacity;
 mod poot;
 mod poot_chunks;
+mod schema_fixture;
 mod ssrf;
 mod stalled;
