@@ -116,9 +116,15 @@ async fn make_schema_2_fixture() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), out.join("keys").join(entry.file_name())).unwrap();
     }
+    // The nodes' signing keys, so a test can go on beating as the same nodes.
+    let node_keys: serde_json::Map<String, Value> = nodes
+        .iter()
+        .map(|(id, key, _)| (id.clone(), json!(hex::encode(key.to_bytes()))))
+        .collect();
     std::fs::write(
         out.join("served.json"),
-        serde_json::to_string_pretty(&json!({"nodes": served, "keys": keys})).unwrap(),
+        serde_json::to_string_pretty(&json!({"nodes": served, "keys": keys, "node_keys": node_keys}))
+            .unwrap(),
     )
     .unwrap();
 }
