@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use super::codec::{decode, decode_heartbeat, encode, encode_heartbeat};
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 use super::liveness::{Live, Liveness};
 use super::queries;
 use super::tables::*;
@@ -22,7 +22,7 @@ use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
-use crate::domain::proof::{Epoch, Proof};
+use crate::domain::proof::Epoch;
 use crate::domain::role::Role;
 use rust_decimal::Decimal;
 
@@ -274,12 +274,43 @@ impl<'a> Batch<'a> {
         Ok(removed)
     }
 
-    pub fn put_proof(&mut self, proof: &Proof) -> StoreResult<()> {
-        self.txn.open_table(PROOFS)?.insert(
-            (proof.node_id.as_str(), proof.epoch),
-            encode(proof).as_slice(),
-        )?;
-        self.mirror_proof(proof)
+    /// Stores the roots of an epoch's 512-proof blocks (with its record, before its proofs).
+    pub fn put_epoch_blocks(
+        &mut self,
+        epoch: u64,
+        roots: &[crate::domain::merkle::Hash],
+    ) -> StoreResult<()> {
+        let bytes: Vec<u8> = roots.iter().flatten().copied().collect();
+        self.txn
+            .open_table(EPOCH_BLOCKS)?
+            .insert(epoch, bytes.as_slice())?;
+        Ok(())
+    }
+
+    pub fn has_epoch_blocks(&self, epoch: u64) -> StoreResult<bool> {
+        Ok(self.txn.open_table(EPOCH_BLOCKS)?.get(epoch)?.is_some())
+    }
+
+    /// Gives a new node the next index, by which its proof rows name it.
+    pub(super) fn index_node(&mut self, node_id: &str) -> StoreResult<()> {
+        let mut index = self.txn.open_table(NODE_INDEX)?;
+        if index.get(node_id)?.is_some() {
+            return Ok(());
+        }
+        let next = {
+            let counters = self.txn.open_table(COUNTERS)?;
+            let v = counters.get(NODE_INDEX_NEXT_COUNTER)?.map(|v| v.value());
+            v.unwrap_or(0)
+        };
+        let i = u32::try_from(next)
+            .map_err(|_| StoreError::corrupt("no node index is left (4 billion nodes)"))?;
+        index.insert(node_id, i)?;
+        drop(index);
+        self.txn.open_table(NODE_IDS)?.insert(i, node_id)?;
+        self.txn
+            .open_table(COUNTERS)?
+            .insert(NODE_INDEX_NEXT_COUNTER, next + 1)?;
+        Ok(())
     }
 
     pub fn put_epoch(&mut self, epoch: &Epoch) -> StoreResult<()> {
@@ -363,6 +394,7 @@ impl<'a> Batch<'a> {
             self.txn
                 .open_table(OPERATOR_NODES)?
                 .insert((node.operator_id.as_str(), node.node_id.as_str()), ())?;
+            self.index_node(&node.node_id)?;
         }
         let old_status = previous.map(|p| p.status);
         if old_status != Some(node.status) {

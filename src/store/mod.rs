@@ -12,8 +12,12 @@ pub(crate) mod codec;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod db;
+// Opens transactions (clippy.toml forbids it outside src/store/).
+#[allow(clippy::disallowed_methods)]
+pub mod epoch_rows;
 pub mod error;
 pub mod liveness;
+pub(crate) mod migrate_rows;
 pub mod outbox;
 pub(crate) mod payouts;
 // Opens transactions (clippy.toml forbids it outside src/store/).
