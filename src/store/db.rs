@@ -316,6 +316,10 @@ pub fn open_with(
 /// Upgrades a database from `from` to [`SCHEMA_VERSION`], one step at a time, inside the
 /// start-up transaction (all or nothing).
 fn migrate(batch: &mut Batch<'_>, from: u32) -> StoreResult<()> {
+    if from < 3 {
+        // Node records changed form in schema 3; the steps below read them.
+        super::migrate_rows::reencode_nodes(batch)?;
+    }
     let mut version = from;
     while version < SCHEMA_VERSION {
         match version {

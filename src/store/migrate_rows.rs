@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, TableDefinition};
 use rust_decimal::Decimal;
 
-use super::codec::decode;
+use super::codec::{decode, encode};
 use super::epoch_rows::{encode_chunk, ProofRow, ROW_LEN};
 use super::error::{StoreError, StoreResult};
 use super::tables::{EPOCHS, EPOCH_ROWS, NODES, NODE_INDEX, POOT_CLOSED_UNTIL_KEY};
@@ -20,6 +20,7 @@ use crate::domain::credits::credit_epoch;
 use crate::domain::merkle::{
     block_roots, leaf_hash, position_from_path, root, Hash, Side, BLOCK_LEAVES,
 };
+use crate::domain::node::Node;
 use crate::domain::poot::epoch_window;
 use crate::domain::proof::{Epoch, Proof};
 
@@ -27,6 +28,69 @@ use crate::domain::proof::{Epoch, Proof};
 const LEGACY_PROOFS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("proofs");
 /// (epoch, node_id) -> position (u32 LE, `u32::MAX` when it is the rank) and the row.
 const SCRATCH: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("migration_3_proof_rows");
+
+/// A node as schemas 1 and 2 stored it (schema 3 adds the pending credits).
+#[derive(serde::Deserialize)]
+struct NodeV2 {
+    node_id: String,
+    name: String,
+    operator_id: String,
+    public_key: [u8; 32],
+    payout_address: Option<String>,
+    region: Option<String>,
+    pool_id: Option<String>,
+    status: crate::domain::node::NodeStatus,
+    registered_at_us: u64,
+    last_heartbeat_at_us: Option<u64>,
+    balance_usdt: Decimal,
+    operational_seconds_total: u64,
+    token_generation: u32,
+    last_seq: Option<u64>,
+    credit_carry: Decimal,
+    last_proof: Option<(u64, [u8; 32])>,
+}
+
+impl From<NodeV2> for Node {
+    fn from(n: NodeV2) -> Self {
+        Node {
+            node_id: n.node_id,
+            name: n.name,
+            operator_id: n.operator_id,
+            public_key: n.public_key,
+            payout_address: n.payout_address,
+            region: n.region,
+            pool_id: n.pool_id,
+            status: n.status,
+            registered_at_us: n.registered_at_us,
+            last_heartbeat_at_us: n.last_heartbeat_at_us,
+            balance_usdt: n.balance_usdt,
+            operational_seconds_total: n.operational_seconds_total,
+            token_generation: n.token_generation,
+            last_seq: n.last_seq,
+            credit_carry: n.credit_carry,
+            last_proof: n.last_proof,
+            // Every credit of an earlier schema is in the ledger already.
+            credits_pending_usdt: Decimal::ZERO,
+            credits_pending_day: 0,
+        }
+    }
+}
+
+/// Rewrites every node record in schema 3's form. Runs before the other steps of an
+/// upgrade from schema 1 or 2 (they read nodes).
+pub(super) fn reencode_nodes(batch: &mut Batch<'_>) -> StoreResult<u64> {
+    let mut nodes = batch.txn.open_table(NODES)?;
+    let mut rewritten: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in nodes.iter()? {
+        let (k, v) = entry?;
+        let node: Node = decode::<NodeV2>(v.value())?.into();
+        rewritten.push((k.value().to_string(), encode(&node)));
+    }
+    for (id, bytes) in &rewritten {
+        nodes.insert(id.as_str(), bytes.as_slice())?;
+    }
+    Ok(rewritten.len() as u64)
+}
 
 /// What the migration did.
 #[derive(Debug, Default)]

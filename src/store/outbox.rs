@@ -720,6 +720,8 @@ mod tests {
                 last_seq: Some(9),
                 credit_carry: Decimal::new(1, 12),
                 last_proof: Some((5, [1; 32])),
+                credits_pending_usdt: Decimal::ZERO,
+                credits_pending_day: 0,
             };
             assert_pinned("node_a1", node_doc(SITE, &n), NODE);
         }

@@ -14,7 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::batch::write_ledger_entry;
+use super::batch::credit_epoch_to;
 use super::codec::encode;
 use super::epoch_rows::{encode_chunk, epoch_rows, node_id_of, ProofRow};
 use super::error::{StoreError, StoreResult};
@@ -23,7 +23,7 @@ use super::tables::{
 };
 use super::Batch;
 use crate::clock::Micros;
-use crate::domain::ledger::{EntryKind, LedgerEntry};
+use crate::domain::ledger::{day_of, LedgerEntry};
 use crate::domain::merkle::{leaf_hash_parts, Hash};
 use crate::domain::node::Node;
 use crate::domain::poot::{prove_summary, EpochParams, NodeEpochOutput, WindowAccumulator};
@@ -263,6 +263,7 @@ impl Batch<'_> {
             }
         }
         let now = self.now_us();
+        let day = day_of(first.proof.window_start_us);
         let mut seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
         let mirrored = self.mirror.is_some();
         let mut mirror: Vec<(&ProofWrite, Option<LedgerEntry>, Node)> = Vec::new();
@@ -277,15 +278,14 @@ impl Batch<'_> {
                 node.operational_seconds_total += p.operational_seconds;
                 let mut entry = None;
                 if p.credits_usdt > Decimal::ZERO {
-                    seq += 1;
-                    entry = Some(write_ledger_entry(
+                    // The balance now; the ledger once per day (`credit_epoch_to`).
+                    entry = credit_epoch_to(
                         &mut ledger,
                         &mut node,
-                        (seq, now),
-                        EntryKind::Credit,
+                        (&mut seq, now),
+                        day,
                         p.credits_usdt,
-                        format!("epoch:{epoch}"),
-                    )?);
+                    )?;
                 }
                 // Written around `put_node`: the status (which its index and counters
                 // follow) never changes here.

@@ -377,6 +377,11 @@ impl Reader {
         Ok(out)
     }
 
+    /// The last ledger sequence number given.
+    pub fn ledger_seq(&self) -> StoreResult<u64> {
+        Ok(self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0))
+    }
+
     /// Every closed epoch.
     pub fn all_epochs(&self) -> StoreResult<std::collections::BTreeMap<u64, Epoch>> {
         let t = self.txn.open_table(EPOCHS)?;

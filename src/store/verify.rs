@@ -323,10 +323,18 @@ pub fn verify_database(
                     node.node_id, node.balance_usdt
                 ));
             }
-            let sum: Decimal = entries.iter().map(|en| en.amount).sum();
+            // Credits of closed epochs not entered yet are in the balance (schema 3).
+            let sum: Decimal =
+                entries.iter().map(|en| en.amount).sum::<Decimal>() + node.credits_pending_usdt;
+            if node.credits_pending_usdt < Decimal::ZERO {
+                problems.push(format!(
+                    "node {}: negative pending credits {}",
+                    node.node_id, node.credits_pending_usdt
+                ));
+            }
             if sum != node.balance_usdt {
                 problems.push(format!(
-                    "node {}: balance {} but its ledger sums to {sum}",
+                    "node {}: balance {} but its ledger and pending credits sum to {sum}",
                     node.node_id, node.balance_usdt
                 ));
             }
@@ -334,7 +342,8 @@ pub fn verify_database(
                 .iter()
                 .filter(|en| en.kind == EntryKind::Credit)
                 .map(|en| en.amount)
-                .sum();
+                .sum::<Decimal>()
+                + node.credits_pending_usdt;
             let NodeProofs {
                 last,
                 carry,
