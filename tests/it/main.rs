@@ -31,3 +31,4 @@ mod poot;
 mod poot_chunks;
 mod ssrf;
 mod stalled;
+mod token_revocation;
