@@ -110,9 +110,15 @@ impl TokenService {
         now.max(previous + 1)
     }
 
-    /// Replaces the revocations in force (at start, from the database).
+    /// Replaces the revocations in force (at start, from the database). Issue stamps
+    /// continue after the latest revocation, so a token issued now is never covered by a
+    /// revocation made earlier, even if the wall clock was stepped back since.
     pub fn load_revocations(&self, entries: impl IntoIterator<Item = Revocation>) {
         let set = Revocations::from_entries(entries);
+        if let Some(latest) = set.latest_revoked_at_us() {
+            self.last_stamp_us
+                .fetch_max(latest, std::sync::atomic::Ordering::SeqCst);
+        }
         *self.revocations.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
 
@@ -393,6 +399,23 @@ mod tests {
         let after = svc.issue_now(Role::Admin, "a", Duration::from_secs(60), None);
         assert_eq!(svc.verify(&before.token).unwrap_err().kind, "token-revoked");
         assert!(svc.verify(&after.token).is_ok());
+    }
+
+    #[test]
+    fn after_a_restart_tokens_are_stamped_after_every_loaded_revocation() {
+        use crate::domain::revocation::{RevocationTarget, MAX_TOKEN_TTL_SECONDS};
+        let svc = TokenService::new(&generate_signing_key(), None, "lucid");
+        // Revoked while the wall clock read an hour later than it does now (then stepped back).
+        let revoked_at = unix_now_us() + 3_600_000_000;
+        svc.load_revocations([Revocation::new(
+            RevocationTarget::Subject("a".into()),
+            revoked_at,
+            None,
+            MAX_TOKEN_TTL_SECONDS,
+        )]);
+        let issued = svc.issue_now(Role::Admin, "a", Duration::from_secs(60), None);
+        assert!(svc.stamp_us() > revoked_at);
+        assert!(svc.verify(&issued.token).is_ok());
     }
 
     #[test]

@@ -180,6 +180,15 @@ impl Revocations {
         self.by_jti.contains_key(jti)
     }
 
+    /// The latest revocation time of any entry.
+    pub fn latest_revoked_at_us(&self) -> Option<Micros> {
+        self.by_jti
+            .values()
+            .chain(self.by_subject.values())
+            .map(|r| r.revoked_at_us)
+            .max()
+    }
+
     /// The subject entry for `subject`, if any.
     pub fn subject_entry(&self, subject: &str) -> Option<&Revocation> {
         self.by_subject.get(subject)

@@ -78,3 +78,35 @@ impl Reader {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::revocation::RevocationTarget;
+    use crate::store::{db, seed};
+
+    const S: u64 = 1_000_000;
+
+    #[test]
+    fn stored_entries_widen_on_a_second_revocation_and_expired_ones_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        let entry = |target, at, lifetime| Revocation::new(target, at, None, lifetime);
+        seed::in_transaction(&store, &clock, |b| {
+            let jti = RevocationTarget::Jti("j".into());
+            let sub = RevocationTarget::Subject("s".into());
+            b.put_revocation(entry(jti, 10 * S, 100)).unwrap();
+            b.put_revocation(entry(sub.clone(), 10 * S, 1000)).unwrap();
+            let widened = b.put_revocation(entry(sub, 20 * S, 1000)).unwrap();
+            assert_eq!(widened.revoked_at_us, 20 * S);
+        });
+        assert_eq!(store.reader().unwrap().revocations().unwrap().len(), 2);
+        let pruned =
+            seed::in_transaction(&store, &clock, |b| b.prune_revocations(500 * S).unwrap());
+        assert_eq!(pruned, 1, "the jti entry outlived its 100 s bound");
+        let left = store.reader().unwrap().revocations().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].target, RevocationTarget::Subject("s".into()));
+        assert_eq!(left[0].revoked_at_us, 20 * S);
+    }
+}

@@ -285,6 +285,8 @@ async fn the_cli_revokes_with_the_service_stopped_and_through_the_running_servic
     let out = cli_revoke(server.data_dir(), &[], &["--jti", "a", "--subject", "b"]);
     assert!(!out.status.success(), "both --jti and --subject");
 
+    // Written through the store's writer with its audit event: the database still verifies.
+    server.verify_offline();
     server.restart();
     assert_revoked(&server, &offline_target, "revoked offline").await;
 
@@ -381,4 +383,30 @@ async fn a_restored_backup_still_refuses_a_revoked_token() {
     );
     server.restart();
     assert_revoked(&server, &token, "the token after the restore").await;
+}
+
+#[tokio::test]
+async fn token_issue_refuses_lifetimes_past_what_revocation_entries_cover() {
+    let server = TestServer::start().await;
+    let args = |ttl: &'static str| {
+        [
+            "token",
+            "issue",
+            "--role",
+            "operator",
+            "--subject",
+            "op-1",
+            "--ttl",
+            ttl,
+        ]
+    };
+    let out = run_cli(server.data_dir(), &[], &args("367d"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("366 days"));
+    let out = run_cli(server.data_dir(), &[], &args("366d"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
