@@ -151,8 +151,14 @@ impl Revocations {
 
     /// The entry that refuses a token with these claims, if any.
     pub fn covering(&self, jti: &str, subject: &str, issued: IssuedAt) -> Option<&Revocation> {
-        if let Some(r) = self.by_jti.get(jti) {
-            return Some(r);
+        // Checked on every request (heartbeats included): an empty map costs no hashing.
+        if !self.by_jti.is_empty() {
+            if let Some(r) = self.by_jti.get(jti) {
+                return Some(r);
+            }
+        }
+        if self.by_subject.is_empty() {
+            return None;
         }
         self.by_subject
             .get(subject)
