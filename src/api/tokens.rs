@@ -200,12 +200,14 @@ pub async fn list(
     }
     .limit()?;
     let lifetime = revocations::lifetime_bound(app.config.node_token_ttl);
-    let issued = revocations::recent_issued(
-        &app.store.reader()?,
-        app.clock.now_us().max(crate::crypto::tokens::unix_now_us()),
-        lifetime,
-        limit,
-    )?;
+    let reader = app.store.reader()?;
+    let now_us = app.clock.now_us().max(crate::crypto::tokens::unix_now_us());
+    // A walk of the audit log: off the async threads.
+    let issued = tokio::task::spawn_blocking(move || {
+        revocations::recent_issued(&reader, now_us, lifetime, limit)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("the listing was interrupted: {e}")))??;
     let set = app.tokens.revocations();
     let items = issued
         .iter()

@@ -167,7 +167,11 @@ pub async fn commit(
 pub async fn revoke(app: &App, target: RevocationTarget, actor: Actor) -> ApiResult<Revocation> {
     let revoked_at = app.tokens.stamp_us();
     let lifetime = lifetime_bound(app.config.node_token_ttl);
-    let entry = plan(&app.store.reader()?, target, revoked_at, lifetime)?;
+    let reader = app.store.reader()?;
+    // The jti's expiry is looked up in the audit log, a walk off the async threads.
+    let entry = tokio::task::spawn_blocking(move || plan(&reader, target, revoked_at, lifetime))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the revocation was interrupted: {e}")))??;
     let stored = commit(&app.writer, entry, actor, revoked_at).await?;
     app.tokens.add_revocation(stored.clone(), revoked_at);
     Ok(stored)

@@ -7,10 +7,21 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use lucid_node_management::domain::timefmt::parse_rfc3339_us;
+
 use crate::common::{assert_problem, run_cli, TestServer};
+
+fn micros(rfc3339: &Value) -> u64 {
+    parse_rfc3339_us(rfc3339.as_str().expect("a time stamp")).expect("RFC 3339")
+}
 
 /// Issues a token through the API; returns (token, jti).
 async fn issue(server: &TestServer, role: &str, subject: &str) -> (String, String) {
+    issue_full(server, role, subject).await.0
+}
+
+/// Issues a token through the API; returns (token, jti) and the whole answer.
+async fn issue_full(server: &TestServer, role: &str, subject: &str) -> ((String, String), Value) {
     let (status, body) = server
         .call(
             "POST",
@@ -21,7 +32,7 @@ async fn issue(server: &TestServer, role: &str, subject: &str) -> (String, Strin
         .await;
     assert_eq!(status, 201, "{body}");
     let jti = body["jti"].as_str().expect("jti in the answer").to_string();
-    (body["token"].as_str().unwrap().to_string(), jti)
+    ((body["token"].as_str().unwrap().to_string(), jti), body)
 }
 
 async fn revoke(server: &TestServer, body: Value) -> (u16, Value) {
@@ -64,7 +75,7 @@ fn port_of(base: &str) -> String {
 #[tokio::test]
 async fn revoking_a_jti_refuses_that_token_at_once_and_spares_the_subjects_other_tokens() {
     let server = TestServer::start().await;
-    let (first, jti) = issue(&server, "operator", "op-1").await;
+    let ((first, jti), answer) = issue_full(&server, "operator", "op-1").await;
     let (second, _) = issue(&server, "operator", "op-1").await;
     // Both verified once: the service now remembers their signatures.
     assert_works(&server, &first, "the first token").await;
@@ -74,8 +85,10 @@ async fn revoking_a_jti_refuses_that_token_at_once_and_spares_the_subjects_other
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["jti"], jti.as_str());
     assert!(body.get("subject").is_none(), "{body}");
-    assert!(
-        body["revoked_at"].is_string() && body["expires_at"].is_string(),
+    // The entry expires with the token (plus the verification leeway), not a year later.
+    assert_eq!(
+        micros(&body["expires_at"]),
+        micros(&answer["expires_at"]) + 5_000_000,
         "{body}"
     );
 
@@ -114,6 +127,11 @@ async fn revoking_a_subject_refuses_every_earlier_token_of_it_and_not_one_issued
     let (status, body) = revoke(&server, json!({"subject": "op-1"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["subject"], "op-1");
+    // Kept as long as the longest-lived token of the subject could verify.
+    assert!(
+        micros(&body["expires_at"]) >= micros(&body["revoked_at"]) + 366 * 86_400 * 1_000_000,
+        "{body}"
+    );
 
     // Issued right after, within the same second as the revocation: not covered.
     let (after, _) = issue(&server, "operator", "op-1").await;
