@@ -8,6 +8,7 @@ pub mod challenges;
 pub mod monitor;
 pub mod payouts;
 pub mod poot;
+pub mod revocations;
 pub mod verifier;
 
 use std::sync::Arc;

@@ -24,6 +24,7 @@ pub(crate) mod payouts;
 #[allow(clippy::disallowed_methods)]
 pub mod poot;
 pub mod queries;
+pub(crate) mod revocations;
 #[doc(hidden)] // for the benches and tests only
 #[allow(clippy::disallowed_methods)] // seeds data in a write transaction of its own
 pub mod seed;

@@ -103,6 +103,10 @@ pub(crate) const ALERT_OFFLINE_SENT: TableDefinition<(&str, &str), u64> =
 pub(crate) const ALERT_SEQ_KEY: &str = "alerts.seq";
 pub const ALERTS_QUEUED_COUNTER: &str = "alerts.queued";
 
+/// "jti:{jti}" or "sub:{subject}" -> Revocation: the token revocations in force, pruned
+/// once no token they cover can verify any more (see `domain::revocation`).
+pub(crate) const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("revocations");
+
 /// Something done once per table, for every key/value type pair.
 pub(crate) trait TableVisitor {
     fn visit<K: Key + 'static, V: Value + 'static>(
@@ -142,5 +146,6 @@ pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(ALERT_SETTINGS)?;
     v.visit(ALERT_QUEUE)?;
     v.visit(ALERT_OFFLINE_SENT)?;
+    v.visit(REVOCATIONS)?;
     Ok(())
 }

@@ -32,3 +32,4 @@ mod poot_chunks;
 mod schema_fixture;
 mod ssrf;
 mod stalled;
+mod token_revocation;
