@@ -39,6 +39,19 @@ impl JumpDetector {
     }
 }
 
+/// Debug builds only: `LUCID_DEBUG_CLOCK_AHEAD_SECS` starts the service clock that far
+/// ahead of the wall clock, so a black-box test can see days pass (proofs rolled up past
+/// `PROOF_RETENTION`). Release builds ignore it.
+fn debug_ahead_us() -> Micros {
+    if !cfg!(debug_assertions) {
+        return 0;
+    }
+    std::env::var("LUCID_DEBUG_CLOCK_AHEAD_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |s| s * 1_000_000)
+}
+
 impl Default for Clock {
     fn default() -> Self {
         Self::new()
@@ -57,7 +70,7 @@ impl Clock {
     /// recorded. A board that boots without a real-time clock starts with a stale wall time;
     /// continuing from the recorded time keeps stored times in order across restarts.
     pub fn starting_at_least(floor_us: Micros) -> Self {
-        let wall = wall_now_us();
+        let wall = wall_now_us() + debug_ahead_us();
         if wall < floor_us {
             tracing::warn!(
                 behind_seconds = (floor_us - wall) / 1_000_000,

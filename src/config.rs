@@ -142,6 +142,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "7d",
         "raw heartbeats kept this long once their epochs are proven",
     ),
+    (
+        "PROOF_RETENTION",
+        "30d",
+        "epoch proofs kept this long; older ones are rolled up into signed daily records (0: keep every proof)",
+    ),
     ("LOG_LEVEL", "INFO", "trace, debug, info, warn or error"),
     ("LOG_FORMAT", "text", "text or json"),
     (
@@ -241,6 +246,7 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     pub reward_usdt_per_hour: Decimal,
     pub heartbeat_retention: Duration,
+    pub proof_retention: Duration,
     pub payout_sink: PayoutSinkKind,
     pub payout_webhook_url: Option<String>,
     pub payout_webhook_secret: Option<String>,
@@ -429,6 +435,7 @@ impl RawConfig {
             heartbeat_timeout: self.parse("HEARTBEAT_TIMEOUT", parse_duration)?,
             reward_usdt_per_hour: self.parse("REWARD_USDT_PER_HOUR", usdt_amount)?,
             heartbeat_retention: self.parse("HEARTBEAT_RETENTION", parse_duration)?,
+            proof_retention: self.parse("PROOF_RETENTION", parse_duration)?,
             payout_sink: self.parse("PAYOUT_SINK", |v| match v.to_ascii_lowercase().as_str() {
                 "ledger" | "" => Ok(PayoutSinkKind::Ledger),
                 "webhook" => Ok(PayoutSinkKind::Webhook),

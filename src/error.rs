@@ -158,6 +158,7 @@ impl ApiError {
             "invalid-challenge" => "Invalid or expired challenge",
             "forbidden" => "Not allowed",
             "not-found" => "Not found",
+            "proof-expired" => "Proof rolled up into a daily record",
             "pool-full" => "Pool is full",
             "duplicate-public-key" => "Public key already registered",
             "duplicate-pool-name" => "Pool name already taken",

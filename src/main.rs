@@ -312,8 +312,17 @@ fn verify_proof_file(
         std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
     };
     let key = proof_public_key(public_key, common)?;
-    let mut proofs = verify::parse_proofs(&text)?;
-    verify::verify_proofs(&mut proofs, &key)?;
+    let (mut proofs, mut days) = verify::parse_documents(&text)?;
+    if !proofs.is_empty() {
+        verify::verify_proofs(&mut proofs, &key)?;
+    }
+    verify::verify_days(&mut days, &proofs, &key)?;
+    for d in &days {
+        println!(
+            "valid: {} day {} ({} epochs, {} s operational, {} heartbeats, {} USDT)",
+            d.node_id, d.day, d.epochs, d.operational_seconds, d.heartbeat_count, d.credits_usdt
+        );
+    }
     for p in &proofs {
         println!(
             "valid: {} epoch {} ({} s operational, {} heartbeats, {} USDT)",

@@ -61,6 +61,7 @@ pub fn router(app: AppState) -> Router {
         .route("/poot/calculate", post(poot::calculate))
         .route("/poot/{node_id}", get(poot::get_proof))
         .route("/poot/{node_id}/history", get(poot::history))
+        .route("/poot/{node_id}/days", get(poot::days))
         .route("/poot/{node_id}/heartbeats", get(poot::heartbeats))
         .route("/pools", post(pools::create).get(pools::list))
         .route("/pools/{pool_id}", get(pools::get_one))

@@ -33,7 +33,7 @@ impl Modify for BearerAuth {
         tokens::issue, tokens::list, tokens::revoke, auth::challenge, auth::token,
         nodes::create, nodes::list, nodes::get_one, nodes::update, nodes::deregister,
         pools::create, pools::list, pools::get_one, pools::join,
-        heartbeat::heartbeat, poot::get_proof, poot::history, poot::heartbeats, poot::calculate,
+        heartbeat::heartbeat, poot::get_proof, poot::history, poot::days, poot::heartbeats, poot::calculate,
         payouts::for_node, payouts::process, payouts::export, payouts::confirm, payouts::fail,
         payouts::ledger, payouts::adjust,
         audit::list,

@@ -56,15 +56,62 @@ pub async fn get_proof(
             )
         })?,
     };
-    document(&app.store.reader()?, &node_id, epoch)?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "not-found",
-                format!("node {node_id} has no proof for epoch {epoch}"),
-            )
-        })
+    let reader = app.store.reader()?;
+    if let Some(doc) = document(&reader, &node_id, epoch)? {
+        return Ok(Json(doc));
+    }
+    if let Some(day) = reader.rolled_up_day_of(&node_id, epoch)? {
+        return Err(expired(&node_id, epoch, day));
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not-found",
+        format!("node {node_id} has no proof for epoch {epoch}"),
+    ))
+}
+
+/// 410 for a proof past `PROOF_RETENTION`, naming the day whose record holds it.
+fn expired(node_id: &str, epoch: u64, day: u32) -> ApiError {
+    let date = crate::domain::day::date(day);
+    ApiError::new(
+        axum::http::StatusCode::GONE,
+        "proof-expired",
+        format!(
+            "the proof of {node_id} for epoch {epoch} is past PROOF_RETENTION and rolled up into its daily record of {date} (GET /api/v1/poot/{node_id}/days)"
+        ),
+    )
+}
+
+/// A node's daily records (its proofs past `PROOF_RETENTION`, rolled up one record per
+/// UTC day), newest first, each with its inclusion path to the day's signed root.
+#[utoipa::path(get, operation_id = "poot_days", path = "/api/v1/poot/{node_id}/days", tag = "poot",
+    params(("node_id" = String, Path), PageParams),
+    responses((status = 200, body = ListPage<crate::domain::day::DayDocument>), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn days(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> ApiResult<Json<ListPage<crate::domain::day::DayDocument>>> {
+    visible_node(&app, &caller, &node_id)?;
+    let before = match page.after()? {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u32>()
+                .map_err(|_| ApiError::validation("cursor is not one this service issued"))?,
+        ),
+    };
+    let result = app
+        .store
+        .reader()?
+        .day_history(&node_id, before, page.limit()?)?;
+    let items = result
+        .items
+        .iter()
+        .map(|(record, root, path)| record.document(root, path))
+        .collect();
+    Ok(Json(ListPage::new(items, result.next)))
 }
 
 /// A node's proofs, newest first.

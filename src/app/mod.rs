@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod payouts;
 pub mod poot;
 pub mod revocations;
+pub mod rollup;
 pub mod verifier;
 
 use std::sync::Arc;

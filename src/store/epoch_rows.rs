@@ -77,6 +77,28 @@ pub struct ProofRow {
     pub proof_hash: Hash,
 }
 
+/// A fixed-size row of a chunk (proof rows, daily-record rows): chunks of either kind are
+/// found, split and searched the same way.
+pub trait StoredRow: Sized + Copy + 'static {
+    const LEN: usize;
+    fn decode(bytes: &[u8]) -> Self;
+    fn encode_into(&self, out: &mut Vec<u8>);
+    fn node_index(&self) -> u32;
+}
+
+impl StoredRow for ProofRow {
+    const LEN: usize = ROW_LEN;
+    fn decode(bytes: &[u8]) -> Self {
+        ProofRow::decode(bytes)
+    }
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        ProofRow::encode_into(self, out)
+    }
+    fn node_index(&self) -> u32 {
+        self.node_index
+    }
+}
+
 impl ProofRow {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.node_index.to_le_bytes());
@@ -181,8 +203,8 @@ fn micros(d: Decimal) -> Option<u64> {
 }
 
 /// A chunk value: its first row's position, then its rows.
-pub fn encode_chunk(position: u32, rows: &[ProofRow]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CHUNK_HEADER + rows.len() * ROW_LEN);
+pub fn encode_chunk<R: StoredRow>(position: u32, rows: &[R]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHUNK_HEADER + rows.len() * R::LEN);
     out.extend_from_slice(&position.to_le_bytes());
     for r in rows {
         r.encode_into(&mut out);
@@ -191,10 +213,10 @@ pub fn encode_chunk(position: u32, rows: &[ProofRow]) -> Vec<u8> {
 }
 
 /// A chunk's first position and its rows' bytes.
-pub fn split_chunk(bytes: &[u8]) -> StoreResult<(u64, &[u8])> {
-    if bytes.len() < CHUNK_HEADER || !(bytes.len() - CHUNK_HEADER).is_multiple_of(ROW_LEN) {
+pub fn split_chunk<R: StoredRow>(bytes: &[u8]) -> StoreResult<(u64, &[u8])> {
+    if bytes.len() < CHUNK_HEADER || !(bytes.len() - CHUNK_HEADER).is_multiple_of(R::LEN) {
         return Err(StoreError::corrupt(format!(
-            "a stored proof chunk of {} bytes is not whole rows",
+            "a stored chunk of {} bytes is not whole rows",
             bytes.len()
         )));
     }
@@ -202,8 +224,8 @@ pub fn split_chunk(bytes: &[u8]) -> StoreResult<(u64, &[u8])> {
     Ok((position.into(), &bytes[CHUNK_HEADER..]))
 }
 
-pub fn rows_of(rows: &[u8]) -> impl Iterator<Item = ProofRow> + '_ {
-    rows.chunks_exact(ROW_LEN).map(ProofRow::decode)
+pub fn rows_of<R: StoredRow>(rows: &[u8]) -> impl Iterator<Item = R> + '_ {
+    rows.chunks_exact(R::LEN).map(R::decode)
 }
 
 /// The node id a row's index names.
@@ -216,37 +238,34 @@ pub fn node_id_of(ids: &impl ReadableTable<u32, &'static str>, index: u32) -> St
     }
 }
 
-/// A node's row in an epoch, and the chunk it was found in.
-pub struct Located {
+/// A node's row in an epoch (or day), and the chunk it was found in.
+pub struct Located<R = ProofRow> {
     pub position: u64,
-    pub row: ProofRow,
+    pub row: R,
     /// The chunk's first position and its rows' bytes.
     pub chunk_position: u64,
     pub chunk: Vec<u8>,
 }
 
-/// Finds `node_id`'s row in `epoch`: the chunk whose first node is the last at or before
-/// it, then a binary search of its rows (sorted by node id).
-pub fn find_row(
+/// Finds `node_id`'s row under `key` (an epoch, or a day): the chunk whose first node is
+/// the last at or before it, then a binary search of its rows (sorted by node id).
+pub fn find_row<R: StoredRow>(
     rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     ids: &impl ReadableTable<u32, &'static str>,
-    epoch: u64,
+    key: u64,
     node_id: &str,
-) -> StoreResult<Option<Located>> {
-    let Some(entry) = rows_table
-        .range((epoch, "")..=(epoch, node_id))?
-        .next_back()
-    else {
+) -> StoreResult<Option<Located<R>>> {
+    let Some(entry) = rows_table.range((key, "")..=(key, node_id))?.next_back() else {
         return Ok(None);
     };
     let (_, v) = entry?;
-    let (chunk_position, bytes) = split_chunk(v.value())?;
-    let count = bytes.len() / ROW_LEN;
+    let (chunk_position, bytes) = split_chunk::<R>(v.value())?;
+    let count = bytes.len() / R::LEN;
     let (mut lo, mut hi) = (0usize, count);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let row = ProofRow::decode(&bytes[mid * ROW_LEN..(mid + 1) * ROW_LEN]);
-        let id = node_id_of(ids, row.node_index)?;
+        let row = R::decode(&bytes[mid * R::LEN..(mid + 1) * R::LEN]);
+        let id = node_id_of(ids, row.node_index())?;
         match id.as_str().cmp(node_id) {
             std::cmp::Ordering::Equal => {
                 return Ok(Some(Located {
@@ -263,23 +282,31 @@ pub fn find_row(
     Ok(None)
 }
 
-/// Every stored row of `epoch` with its position, in position order.
-pub fn epoch_rows(
+/// Every stored row under `key` (an epoch, or a day) with its position, in order.
+pub fn rows_at<R: StoredRow>(
     rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
-    epoch: u64,
-) -> StoreResult<Vec<(u64, ProofRow)>> {
+    key: u64,
+) -> StoreResult<Vec<(u64, R)>> {
     let mut out = Vec::new();
-    for entry in rows_table.range((epoch, "")..(epoch + 1, ""))? {
+    for entry in rows_table.range((key, "")..(key + 1, ""))? {
         let (_, v) = entry?;
-        let (position, bytes) = split_chunk(v.value())?;
+        let (position, bytes) = split_chunk::<R>(v.value())?;
         out.extend(
-            rows_of(bytes)
+            rows_of::<R>(bytes)
                 .enumerate()
                 .map(|(i, r)| (position + i as u64, r)),
         );
     }
     out.sort_unstable_by_key(|(p, _)| *p);
     Ok(out)
+}
+
+/// Every stored proof row of `epoch` with its position, in position order.
+pub fn epoch_rows(
+    rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    epoch: u64,
+) -> StoreResult<Vec<(u64, ProofRow)>> {
+    rows_at(rows_table, epoch)
 }
 
 /// The epoch's block roots, if its record's close stored them.
@@ -317,7 +344,7 @@ fn block_leaves(
     if found.chunk_position <= start && end <= chunk_end {
         let from = (start - found.chunk_position) as usize;
         return Ok(Some(
-            rows_of(&found.chunk[from * ROW_LEN..])
+            rows_of::<ProofRow>(&found.chunk[from * ROW_LEN..])
                 .take((end - start) as usize)
                 .map(|r| leaf_hash(&r.proof_hash))
                 .collect(),
@@ -364,6 +391,8 @@ pub fn inclusion_path(
 /// The read side of the stored proofs, on any transaction.
 pub struct ProofTables<R, B, I, E> {
     pub rows: R,
+    /// Daily records (`DAY_ROWS`): where a retained proof's rolled-up predecessor is.
+    pub day_rows: R,
     pub blocks: B,
     pub ids: I,
     pub epochs: E,
@@ -394,12 +423,35 @@ where
                 "{node_id}'s proof of epoch {epoch} links before epoch 0"
             ))
         })?;
-        match find_row(&self.rows, &self.ids, prev, node_id)? {
-            Some(found) => Ok(Some(found.row.proof_hash)),
-            None => Err(StoreError::corrupt(format!(
-                "{node_id}'s proof of epoch {epoch} links to epoch {prev}, which holds no proof of it"
-            ))),
+        if let Some(found) = find_row::<ProofRow>(&self.rows, &self.ids, prev, node_id)? {
+            return Ok(Some(found.row.proof_hash));
         }
+        // Rolled up: the previous proof is the last of its day's record.
+        if let Some(day) = self.rolled_day(prev)? {
+            if let Some(h) =
+                super::day_rows::rolled_proof_hash(&self.day_rows, &self.ids, node_id, day, prev)?
+            {
+                return Ok(Some(h));
+            }
+        }
+        Err(StoreError::corrupt(format!(
+            "{node_id}'s proof of epoch {epoch} links to epoch {prev}, which holds no proof of it"
+        )))
+    }
+
+    /// The UTC day of `epoch` when its proofs are rolled up (its rows are gone and the day
+    /// has records).
+    fn rolled_day(&self, epoch: u64) -> StoreResult<Option<u32>> {
+        let Some(record) = self.record(epoch)? else {
+            return Ok(None);
+        };
+        let day = crate::domain::ledger::day_of(epoch_window(epoch, record.length_us).0);
+        let rolled = self
+            .day_rows
+            .range((u64::from(day), "")..(u64::from(day) + 1, ""))?
+            .next()
+            .is_some();
+        Ok(rolled.then_some(day))
     }
 
     /// The whole proof from a located row.
@@ -417,7 +469,7 @@ where
 
     /// `node_id`'s proof for `epoch`, path included.
     pub fn proof(&self, node_id: &str, epoch: u64) -> StoreResult<Option<Proof>> {
-        let Some(found) = find_row(&self.rows, &self.ids, epoch, node_id)? else {
+        let Some(found) = find_row::<ProofRow>(&self.rows, &self.ids, epoch, node_id)? else {
             return Ok(None);
         };
         let record = self.record(epoch)?.ok_or_else(|| {
@@ -439,7 +491,7 @@ where
         // page returned), else walk down from the latest.
         let mut next: Option<u64> = latest;
         if let Some(b) = before {
-            next = match find_row(&self.rows, &self.ids, b, node_id)? {
+            next = match find_row::<ProofRow>(&self.rows, &self.ids, b, node_id)? {
                 Some(found) if found.row.prev_delta > 0 => {
                     Some(b - u64::from(found.row.prev_delta))
                 }
@@ -447,7 +499,7 @@ where
                 None => {
                     let mut e = latest;
                     while let Some(epoch) = e.filter(|e| *e >= b) {
-                        e = match find_row(&self.rows, &self.ids, epoch, node_id)? {
+                        e = match find_row::<ProofRow>(&self.rows, &self.ids, epoch, node_id)? {
                             Some(f) if f.row.prev_delta > 0 => {
                                 Some(epoch - u64::from(f.row.prev_delta))
                             }
@@ -467,11 +519,14 @@ where
                     next: cursor,
                 });
             }
-            let found = find_row(&self.rows, &self.ids, epoch, node_id)?.ok_or_else(|| {
-                StoreError::corrupt(format!(
+            let Some(found) = find_row::<ProofRow>(&self.rows, &self.ids, epoch, node_id)? else {
+                if self.rolled_day(epoch)?.is_some() {
+                    break; // older proofs are in the node's daily records
+                }
+                return Err(StoreError::corrupt(format!(
                     "{node_id}'s proof chain names epoch {epoch}, which holds no proof of it"
-                ))
-            })?;
+                )));
+            };
             let record = self.record(epoch)?.ok_or_else(|| {
                 StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
             })?;
@@ -497,6 +552,7 @@ pub fn read_tables(
 > {
     Ok(ProofTables {
         rows: txn.open_table(EPOCH_ROWS)?,
+        day_rows: txn.open_table(super::tables::DAY_ROWS)?,
         blocks: txn.open_table(EPOCH_BLOCKS)?,
         ids: txn.open_table(NODE_IDS)?,
         epochs: txn.open_table(EPOCHS)?,
@@ -571,8 +627,9 @@ impl Reader {
                 let path = match &full {
                     Some(levels) => path_entries(path_at(levels, position as usize)),
                     None => {
-                        let found = find_row(&tables.rows, &tables.ids, epoch, &node_id)?
-                            .ok_or_else(|| StoreError::corrupt("a stored row vanished"))?;
+                        let found =
+                            find_row::<ProofRow>(&tables.rows, &tables.ids, epoch, &node_id)?
+                                .ok_or_else(|| StoreError::corrupt("a stored row vanished"))?;
                         // A close in progress whose block is not whole yet: no path.
                         inclusion_path(
                             &tables.rows,
@@ -614,9 +671,9 @@ mod tests {
             prop_assert_eq!(bytes.len(), ROW_LEN);
             prop_assert_eq!(ProofRow::decode(&bytes), row);
             let chunk = encode_chunk(7, &[row, row]);
-            let (position, rows) = split_chunk(&chunk).unwrap();
+            let (position, rows) = split_chunk::<ProofRow>(&chunk).unwrap();
             prop_assert_eq!(position, 7);
-            prop_assert_eq!(rows_of(rows).collect::<Vec<_>>(), vec![row, row]);
+            prop_assert_eq!(rows_of::<ProofRow>(rows).collect::<Vec<_>>(), vec![row, row]);
         }
 
         #[test]
@@ -643,8 +700,8 @@ mod tests {
 
     #[test]
     fn a_chunk_that_is_not_whole_rows_is_corrupt() {
-        assert!(split_chunk(&[0, 0, 0]).is_err());
-        assert!(split_chunk(&[0; 4 + ROW_LEN + 1]).is_err());
-        assert!(split_chunk(&[0; 4]).is_ok());
+        assert!(split_chunk::<ProofRow>(&[0, 0, 0]).is_err());
+        assert!(split_chunk::<ProofRow>(&[0; 4 + ROW_LEN + 1]).is_err());
+        assert!(split_chunk::<ProofRow>(&[0; 4]).is_ok());
     }
 }

@@ -11,6 +11,9 @@ pub(crate) mod batch;
 pub(crate) mod codec;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
+pub mod day_rows;
+// Opens transactions (clippy.toml forbids it outside src/store/).
+#[allow(clippy::disallowed_methods)]
 pub mod db;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]

@@ -47,6 +47,13 @@ pub(crate) const EPOCH_ROWS: TableDefinition<(u64, &str), &[u8]> =
 /// epoch -> the roots of its 512-proof blocks, 32 bytes each (inclusion paths are
 /// computed from one block and these).
 pub(crate) const EPOCH_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("epoch_blocks");
+/// day (UTC, days since 1970-01-01) -> DayRoot: a rolled-up day's signed root (kept forever).
+pub(crate) const DAYS: TableDefinition<u64, &[u8]> = TableDefinition::new("days");
+/// day -> the roots of its 512-record blocks, 32 bytes each.
+pub(crate) const DAY_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("day_blocks");
+/// (day, node_id of its first row) -> a chunk of the day's records as 144-byte rows in leaf
+/// order (see `day_rows`).
+pub(crate) const DAY_ROWS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("day_rows");
 /// node_id -> the index its proof rows name it by (given at registration, never reused).
 pub(crate) const NODE_INDEX: TableDefinition<&str, u32> = TableDefinition::new("node_index");
 /// node index -> node_id
@@ -134,6 +141,9 @@ pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(HEARTBEATS)?;
     v.visit(EPOCH_ROWS)?;
     v.visit(EPOCH_BLOCKS)?;
+    v.visit(DAYS)?;
+    v.visit(DAY_BLOCKS)?;
+    v.visit(DAY_ROWS)?;
     v.visit(NODE_INDEX)?;
     v.visit(NODE_IDS)?;
     v.visit(EPOCHS)?;

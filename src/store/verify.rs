@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::audit::ChainVerifier;
 use crate::domain::credits::credit_epoch;
+use crate::domain::day::{verify_day_chain, verify_day_document, DayDocument};
 use crate::domain::ledger::EntryKind;
 use crate::domain::merkle::{leaf_hash, root, root_from_path, Hash, Side};
 use crate::domain::node::NodeStatus;
@@ -33,6 +34,9 @@ pub struct DbReport {
     /// Epochs whose close is under way (proofs are stored in chunks after the record).
     pub epochs_being_closed: u64,
     pub payouts: u64,
+    /// Rolled-up days and their daily records (proofs past `PROOF_RETENTION`).
+    pub days: u64,
+    pub day_records: u64,
 }
 
 impl std::fmt::Display for DbReport {
@@ -47,6 +51,11 @@ impl std::fmt::Display for DbReport {
             f,
             "proofs: {} proofs in {} epochs: hashes, chains, credits, roots and signatures verify",
             self.proofs, self.epochs
+        )?;
+        writeln!(
+            f,
+            "daily records: {} records in {} rolled-up days: hashes, chains, roots and signatures verify",
+            self.day_records, self.days
         )?;
         writeln!(
             f,
@@ -87,6 +96,13 @@ struct Leaf {
     heartbeats_root: Hash,
 }
 
+/// Whether `signature` is the proof key's over `message`.
+fn signed_by(key: &VerifyingKey, message: &str, signature: &[u8]) -> bool {
+    ed25519_dalek::Signature::from_slice(signature)
+        .map(|sig| key.verify_strict(message.as_bytes(), &sig).is_ok())
+        .unwrap_or(false)
+}
+
 /// Checks the whole database; `Err` lists what is wrong (first problems first).
 pub fn verify_database(
     reader: &Reader,
@@ -102,11 +118,64 @@ pub fn verify_database(
     reader.for_each_audit(|event| chain.push(&event).map_err(|e| e.to_string()))?;
     report.audit_events = chain.checked;
 
+    // node -> (last proof, carry, seconds, credits)
+    let mut per_node: BTreeMap<String, NodeProofs> = BTreeMap::new();
+
+    progress("daily records");
+    // node -> its latest daily record's hash
+    let mut last_day: BTreeMap<String, Hash> = BTreeMap::new();
+    let mut rolled_days = std::collections::BTreeSet::new();
+    reader
+        .for_each_day(|day_root, records| {
+            report.days += 1;
+            rolled_days.insert(day_root.day);
+            let name = crate::domain::day::date(day_root.day);
+            if records.len() as u64 != day_root.record_count {
+                problems.push(format!(
+                    "day {name}: {} records stored, its root says {}",
+                    records.len(),
+                    day_root.record_count
+                ));
+            }
+            let leaves: Vec<Hash> = records
+                .iter()
+                .map(|(_, r, _)| leaf_hash(&r.day_hash))
+                .collect();
+            if root(&leaves) != day_root.root {
+                problems.push(format!("day {name}: root does not match its records"));
+            }
+            let message = crate::domain::day::day_root_message(day_root.day, &day_root.root);
+            if !signed_by(proof_key, &message, &day_root.signature) {
+                problems.push(format!(
+                    "day {name}: signature does not verify with the proof key"
+                ));
+            }
+            for (_, record, row) in records {
+                report.day_records += 1;
+                let where_ = format!("daily record of {} for {name}", record.node_id);
+                if record.compute_hash() != record.day_hash {
+                    problems.push(format!("{where_}: day_hash does not match its fields"));
+                }
+                if record.prev_day_hash != last_day.get(&record.node_id).copied() {
+                    problems.push(format!(
+                        "{where_}: does not link to the node's previous daily record"
+                    ));
+                }
+                last_day.insert(record.node_id.clone(), record.day_hash);
+                // The node's proof chain goes on from the day's last proof.
+                let state = per_node.entry(record.node_id.clone()).or_default();
+                state.last = Some((record.last_epoch, record.last_proof_hash));
+                state.carry = row.carry();
+                state.seconds += record.operational_seconds;
+                state.credits += record.credits_usdt;
+            }
+            Ok(())
+        })
+        .map_err(e)?;
+
     progress("proofs");
     let epochs = reader.all_epochs().map_err(e)?;
     let mut per_epoch: BTreeMap<u64, Vec<Leaf>> = BTreeMap::new();
-    // node -> (last proof, carry, seconds, credits)
-    let mut per_node: BTreeMap<String, NodeProofs> = BTreeMap::new();
     reader
         .for_each_proof(|p: Proof| {
             report.proofs += 1;
@@ -172,6 +241,19 @@ pub fn verify_database(
     for (k, ep) in &epochs {
         report.epochs += 1;
         let mut leaves = per_epoch.remove(k).unwrap_or_default();
+        let rolled_up = rolled_days.contains(&crate::domain::ledger::day_of(
+            epoch_window(*k, ep.length_us).0,
+        ));
+        if rolled_up && leaves.is_empty() {
+            // Past PROOF_RETENTION: its proofs are in the daily records checked above;
+            // the epoch's signed root stays and is checked below.
+            if !signed_by(proof_key, &epoch_message(*k, &ep.root), &ep.signature) {
+                problems.push(format!(
+                    "epoch {k}: signature does not verify with the proof key"
+                ));
+            }
+            continue;
+        }
         leaves.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         // A close in progress (a crash or a running service between its chunks): the
         // record is stored first, its proofs follow; each stored one must still be in
@@ -213,13 +295,7 @@ pub fn verify_database(
                 ));
             }
         }
-        let sig_ok = ed25519_dalek::Signature::from_slice(&ep.signature)
-            .map(|sig| {
-                proof_key
-                    .verify_strict(epoch_message(*k, &ep.root).as_bytes(), &sig)
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let sig_ok = signed_by(proof_key, &epoch_message(*k, &ep.root), &ep.signature);
         if !sig_ok {
             problems.push(format!(
                 "epoch {k}: signature does not verify with the proof key"
@@ -425,8 +501,10 @@ pub fn verify_database(
     }
 }
 
-/// Reads proofs from JSON text: one proof, an array, or a list page (`{"items": [...]}`).
-pub fn parse_proofs(text: &str) -> Result<Vec<ProofDocument>, String> {
+/// Reads published documents from JSON text: one document, an array, or a list page
+/// (`{"items": [...]}`); each a proof, or a daily record (it has a `day_hash`). Returns
+/// (proofs, daily records).
+pub fn parse_documents(text: &str) -> Result<(Vec<ProofDocument>, Vec<DayDocument>), String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let items = match value {
@@ -440,12 +518,53 @@ pub fn parse_proofs(text: &str) -> Result<Vec<ProofDocument>, String> {
         other => vec![other],
     };
     if items.is_empty() {
-        return Err("no proof in the file".into());
+        return Err("no proof or daily record in the file".into());
     }
-    items
-        .into_iter()
-        .map(|v| serde_json::from_value(v).map_err(|e| format!("not a proof: {e}")))
-        .collect()
+    let (mut proofs, mut days) = (Vec::new(), Vec::new());
+    for v in items {
+        if v.get("day_hash").is_some() {
+            days.push(serde_json::from_value(v).map_err(|e| format!("not a daily record: {e}"))?);
+        } else {
+            proofs.push(serde_json::from_value(v).map_err(|e| format!("not a proof: {e}"))?);
+        }
+    }
+    Ok((proofs, days))
+}
+
+/// Checks published daily records: each alone, then (several of one node) their chain in
+/// day order; and with the node's proofs, that the oldest proof links to the newest
+/// record's last proof.
+pub fn verify_days(
+    days: &mut [DayDocument],
+    proofs: &[ProofDocument],
+    public_key: &VerifyingKey,
+) -> Result<(), String> {
+    for doc in days.iter() {
+        verify_day_document(doc, public_key)
+            .map_err(|e| format!("daily record of {} for {}: {e}", doc.node_id, doc.day))?;
+    }
+    days.sort_by(|a, b| a.day.cmp(&b.day));
+    let same_node = days.windows(2).all(|w| w[0].node_id == w[1].node_id);
+    let linked = days.windows(2).all(|w| w[1].prev_day_hash.is_some());
+    if days.len() > 1 && same_node && linked {
+        verify_day_chain(days)?;
+    }
+    // The chain from the rolled-up days into the retained proofs: with a node's records
+    // and its proofs (the oldest retained among them), the oldest proof links to the last
+    // proof of the newest record.
+    if let (Some(newest), Some(oldest)) = (days.last(), proofs.iter().min_by_key(|p| p.epoch)) {
+        if same_node
+            && oldest.node_id == newest.node_id
+            && oldest.epoch > newest.last_epoch
+            && oldest.prev_proof_hash.as_deref() != Some(newest.last_proof_hash.as_str())
+        {
+            return Err(format!(
+                "the proof of epoch {} does not link to the last proof of the daily record of {} (give the node's oldest retained proofs with its records)",
+                oldest.epoch, newest.day
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks published proofs: each one alone, then (for several proofs of one node) the

@@ -29,6 +29,7 @@ mod payouts;
 mod pool_capacity;
 mod poot;
 mod poot_chunks;
+mod poot_rollup;
 mod schema_fixture;
 mod ssrf;
 mod stalled;
