@@ -12,6 +12,7 @@ pub(crate) mod codec;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod db;
+pub(crate) mod enrollments;
 pub mod error;
 pub mod liveness;
 pub mod outbox;

@@ -15,6 +15,7 @@ mod cli_and_config;
 mod console;
 mod crash_durability;
 mod disk_full;
+mod enrollments;
 mod flash;
 mod floods;
 mod heartbeat_batch;
