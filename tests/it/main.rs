@@ -6,6 +6,7 @@ mod common;
 
 mod access_matrix;
 mod agent;
+mod agent_enrol;
 mod alerts;
 mod audit_chain;
 mod backpressure;
