@@ -26,8 +26,10 @@ pub struct EnrollArgs {
     /// The enrolment code from the console or POST /api/v1/enrollments.
     #[arg(long)]
     pub code: String,
-    /// The appliance certificate's SHA-256 fingerprint (sha256:<hex>), as shown with the code.
-    #[arg(long, conflicts_with = "ca_cert", required_unless_present = "ca_cert")]
+    /// The appliance certificate's SHA-256 fingerprint (sha256:<hex>), as shown with the
+    /// code. Without it or --ca-cert the system's trusted roots are used (an appliance
+    /// behind a proxy with a public certificate).
+    #[arg(long, conflicts_with = "ca_cert")]
     pub fingerprint: Option<String>,
     /// Or: trust this PEM certificate.
     #[arg(long)]
@@ -104,7 +106,7 @@ pub fn enroll(args: EnrollArgs) -> Result<(), String> {
             )
         }
         (None, Some(ca)) => (Trust::CaCert(ca.clone()), None),
-        (None, None) => return Err("give --fingerprint (shown with the code) or --ca-cert".into()),
+        (None, None) => (Trust::System, None),
     };
     let client = build_client(&trust)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
