@@ -78,6 +78,22 @@ fn mkdir_private(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
+/// Gives the files enrol wrote to the owner of the state directory: the package makes
+/// the directory the agent user's, and `enroll` runs as root, so without this the service
+/// could not read its own key. Nothing to do when they are the same user already.
+fn hand_over(dir: &Path, files: &[PathBuf]) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for f in files.iter().filter(|f| f.exists()) {
+        let m = std::fs::metadata(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        if (m.uid(), m.gid()) != (meta.uid(), meta.gid()) {
+            std::os::unix::fs::chown(f, Some(meta.uid()), Some(meta.gid()))
+                .map_err(|e| format!("cannot give {} to the agent's user: {e}", f.display()))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn enroll(args: EnrollArgs) -> Result<(), String> {
     let key_path = args.state_dir.join(KEY_FILE);
     if !args.force {
@@ -186,6 +202,13 @@ pub fn enroll(args: EnrollArgs) -> Result<(), String> {
         );
     }
 
+    hand_over(
+        &args.state_dir,
+        &[
+            key_path.clone(),
+            PathBuf::from(format!("{}.pub", key_path.display())),
+        ],
+    )?;
     let file = AgentFile {
         server: Some(server.clone()),
         node_id: Some(node.node_id.clone()),
