@@ -392,3 +392,75 @@ async fn enrolment_is_audited_without_the_code() {
     server.terminate().await;
     server.verify_offline();
 }
+
+#[tokio::test]
+async fn only_operators_and_admins_manage_codes_and_redeeming_needs_no_token() {
+    let server = TestServer::start().await;
+    let op = server.cli_token("operator", "op-m");
+    let (node, key) = server.register_node(&op, "n").await;
+    let node_token = server
+        .login_node(node["node_id"].as_str().unwrap(), &key)
+        .await;
+    let created = make_code(&server, &op, json!({})).await;
+    let path = format!(
+        "/api/v1/enrollments/{}",
+        created["enrollment_id"].as_str().unwrap()
+    );
+    for (method, p) in [("GET", "/api/v1/enrollments"), ("DELETE", path.as_str())] {
+        let (s, body) = server.call(method, p, None, None).await;
+        assert_eq!(s, 401, "{method} {p}: {body}");
+        let (s, body) = server.call(method, p, Some("not-a-jwt"), None).await;
+        assert_eq!(s, 401, "{method} {p}: {body}");
+        let (s, body) = server.call(method, p, Some(&node_token), None).await;
+        assert_problem(s, &body, 403, "forbidden");
+    }
+    // An id that is not an enrolment id at all: 404, as for any unknown id.
+    let (s, body) = server
+        .call("DELETE", "/api/v1/enrollments/node_x", Some(&op), None)
+        .await;
+    assert_problem(s, &body, 404, "not-found");
+    // Redeeming ignores whatever token comes with it.
+    let (s, body) = server
+        .call(
+            "POST",
+            "/api/v1/enrollments/redeem",
+            Some("not-a-jwt"),
+            Some(json!({"code": created["code"], "public_key": public_b64(&node_key())})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    // The route is in the OpenAPI document.
+    let (_, doc) = server.call("GET", "/api/v1/openapi.json", None, None).await;
+    for route in [
+        "/api/v1/enrollments",
+        "/api/v1/enrollments/redeem",
+        "/api/v1/enrollments/{enrollment_id}",
+    ] {
+        assert!(doc["paths"].get(route).is_some(), "{route} not documented");
+    }
+}
+
+#[tokio::test]
+async fn expired_codes_are_pruned_with_an_audit_event() {
+    let server = TestServer::start().await;
+    let op = server.cli_token("operator", "op-exp");
+    let short = make_code(&server, &op, json!({"ttl_seconds": 1})).await;
+    let short_id = short["enrollment_id"].as_str().unwrap().to_string();
+    let expired_event = async || {
+        paginate_all(&server, "/api/v1/audit", &server.admin)
+            .await
+            .into_iter()
+            .find(|e| e["action"] == "enrollment.expire" && e["target"] == short_id.as_str())
+    };
+    assert!(expired_event().await.is_none());
+    // Making a code prunes the expired ones (the timer does too, every minute).
+    wait_until(Duration::from_secs(20), async || {
+        make_code(&server, &op, json!({})).await;
+        expired_event().await.ok_or("not pruned yet")
+    })
+    .await;
+    let listed = paginate_all(&server, "/api/v1/enrollments", &server.admin).await;
+    assert!(listed
+        .iter()
+        .all(|e| e["enrollment_id"] != short_id.as_str()));
+}
