@@ -320,7 +320,7 @@ async fn an_enrolled_agent_keeps_verified_receipts_across_epochs_and_catches_tam
 }
 
 #[tokio::test]
-async fn enrolling_with_a_wrong_fingerprint_is_refused_before_the_code_is_used() {
+async fn a_wrong_fingerprint_is_refused_before_the_code_is_used_and_status_reports_problems() {
     let server = start().await;
     let op = server.cli_token("operator", "op-pin");
     let (code, fingerprint) = make_code(&server, &op).await;
@@ -362,4 +362,14 @@ async fn enrolling_with_a_wrong_fingerprint_is_refused_before_the_code_is_used()
         "{}",
         text(&out)
     );
+    // The appliance gone: said so, and still non-zero.
+    let mut server = server;
+    server.kill();
+    let out = node.agent("status", &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("unreachable"), "{}", text(&out));
+    // --offline asks nobody: only the missing heartbeat is reported.
+    let out = node.agent("status", &["--offline"]);
+    assert!(!out.status.success());
+    assert!(!text(&out).contains("unreachable"), "{}", text(&out));
 }
