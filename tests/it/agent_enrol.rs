@@ -373,3 +373,131 @@ async fn a_wrong_fingerprint_is_refused_before_the_code_is_used_and_status_repor
     assert!(!out.status.success());
     assert!(!text(&out).contains("unreachable"), "{}", text(&out));
 }
+
+/// Forwards everything to the real appliance over its TLS and hands back its answers,
+/// except that proofs come back with their credits raised: an appliance (or anything on
+/// the path) serving a tampered proof, with no fake server behind it. Plain HTTP towards
+/// the agent (`--server http://...` overrides agent.toml's server).
+async fn tampering_relay(server: &TestServer) -> String {
+    use axum::response::IntoResponse;
+    let upstream = server.base.clone();
+    let client = server.client.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let upstream = upstream.clone();
+        let client = client.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            let mut forward = client
+                .request(parts.method.clone(), format!("{upstream}{path}"))
+                .body(body.to_vec());
+            for name in ["authorization", "content-type"] {
+                if let Some(v) = parts.headers.get(name) {
+                    forward = forward.header(name, v);
+                }
+            }
+            let resp = forward.send().await.unwrap();
+            let status = resp.status();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .cloned()
+                .unwrap_or(axum::http::HeaderValue::from_static("application/json"));
+            let mut bytes = resp.bytes().await.unwrap().to_vec();
+            if parts.uri.path().starts_with("/api/v1/poot/") && status.is_success() {
+                let mut doc: Value = serde_json::from_slice(&bytes).unwrap();
+                let raise = |p: &mut Value| p["credits_usdt"] = json!("999.000000");
+                match doc.get_mut("items").and_then(Value::as_array_mut) {
+                    Some(items) => items.iter_mut().for_each(raise),
+                    None => raise(&mut doc),
+                }
+                bytes = serde_json::to_vec(&doc).unwrap();
+            }
+            (
+                status,
+                [(axum::http::header::CONTENT_TYPE, content_type)],
+                bytes,
+            )
+                .into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_proof_served_to_the_agent_is_refused_and_never_kept() {
+    let server = start().await;
+    let op = server.cli_token("operator", "op-mitm");
+    let (code, fingerprint) = make_code(&server, &op).await;
+    let node = Node::new();
+    let out = node.enroll(&server.base, &code, &fingerprint, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let relay = tampering_relay(&server).await;
+    let notify_path = node.dir.path().join("notify.sock");
+    let _notify = UnixDatagram::bind(&notify_path).unwrap();
+
+    // Through the relay: heartbeats pass, every proof arrives with forged credits.
+    let agent = command(
+        node.dir.path(),
+        &[("NOTIFY_SOCKET".into(), notify_path.display().to_string())],
+    )
+    .args([
+        "agent",
+        "run",
+        "--config",
+        node.config().to_str().unwrap(),
+        "--server",
+        &relay,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let status = wait_until(Duration::from_secs(60), async || {
+        let out = node.agent("status", &["--offline"]);
+        let t = text(&out);
+        if !out.status.success() && t.contains("proof_hash does not match") {
+            Ok(t)
+        } else {
+            Err(t)
+        }
+    })
+    .await;
+    stop(agent);
+    assert!(status.contains("problem:"), "{status}");
+    assert!(node.receipt_lines().is_empty(), "a forged proof was kept");
+
+    // Straight to the appliance: the same epochs verify and are kept; status is healthy.
+    let agent = node.run(&notify_path);
+    let kept = wait_until(Duration::from_secs(60), async || {
+        let lines = node.receipt_lines();
+        if lines.len() >= 2 {
+            Ok(lines)
+        } else {
+            Err(format!("{} receipts so far", lines.len()))
+        }
+    })
+    .await;
+    assert!(kept
+        .iter()
+        .all(|r| r["proof"]["credits_usdt"] != "999.000000"));
+    wait_until(Duration::from_secs(30), async || {
+        let out = node.agent("status", &[]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    })
+    .await;
+    stop(agent);
+    assert!(node.agent("receipts", &["--verify"]).status.success());
+}
