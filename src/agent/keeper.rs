@@ -21,8 +21,12 @@ fn check_every(interval: Duration) -> Duration {
     (interval * 2).min(Duration::from_secs(60)).max(interval)
 }
 
-/// The most proofs fetched in one round (the rest come next round).
-const MAX_NEW_PER_ROUND: usize = 1000;
+/// The most proofs one round pages back through (100 pages of 500: half a year of 5-minute
+/// epochs). Proofs are read newest first and kept oldest first, each chained to the one
+/// before, so a round must reach back to the last receipt: the bound only stops a history
+/// that never ends.
+const MAX_NEW_PER_ROUND: usize = 50_000;
+const PAGE: usize = 500;
 
 pub(super) struct Keeper {
     node_id: String,
@@ -253,8 +257,8 @@ impl Agent {
         let mut cursor: Option<String> = None;
         'pages: loop {
             let url = match &cursor {
-                Some(c) => format!("{base}/history?limit=100&cursor={c}"),
-                None => format!("{base}/history?limit=100"),
+                Some(c) => format!("{base}/history?limit={PAGE}&cursor={c}"),
+                None => format!("{base}/history?limit={PAGE}"),
             };
             let page: HistoryPage = match get_json(&client, &url, Some(&token)).await {
                 Ok(p) => p,
