@@ -31,7 +31,7 @@ impl Modify for BearerAuth {
     info(title = "lucid-node-management", description = "Node pool manager of the Lucid network"),
     paths(
         meta::health, meta::metrics, meta::keys, document,
-        tokens::issue, auth::challenge, auth::token,
+        tokens::issue, tokens::list, tokens::revoke, auth::challenge, auth::token,
         nodes::create, nodes::list, nodes::get_one, nodes::update, nodes::deregister,
         enrollments::create, enrollments::list, enrollments::withdraw, enrollments::redeem,
         pools::create, pools::list, pools::get_one, pools::join,

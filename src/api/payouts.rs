@@ -294,11 +294,22 @@ pub async fn ledger(
     ApiPath(node_id): ApiPath<String>,
 ) -> ApiResult<Json<NodeLedger>> {
     let node = visible_node(&app, &caller, &node_id)?;
-    let entries = app.store.reader()?.ledger(&node_id)?;
+    let reader = app.store.reader()?;
+    let mut entries: Vec<LedgerEntryView> = reader
+        .ledger(&node_id)?
+        .iter()
+        .map(LedgerEntryView::from)
+        .collect();
+    let next_seq = reader.ledger_seq()? + 1;
+    entries.extend(LedgerEntryView::pending(
+        &node,
+        next_seq,
+        app.clock.now_us(),
+    ));
     Ok(Json(NodeLedger {
         node_id,
         balance_usdt: format_usdt(node.balance_usdt),
-        entries: entries.iter().map(LedgerEntryView::from).collect(),
+        entries,
     }))
 }
 

@@ -31,5 +31,7 @@ mod payouts;
 mod pool_capacity;
 mod poot;
 mod poot_chunks;
+mod schema_fixture;
 mod ssrf;
 mod stalled;
+mod token_revocation;

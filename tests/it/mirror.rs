@@ -278,6 +278,10 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
             .await;
         assert_eq!(s, 200, "{l}");
         for e in l["entries"].as_array().unwrap() {
+            if e["pending"] == true {
+                // Today's epoch credits, not entered yet: the node's balance carries them.
+                continue;
+            }
             let id = format!("{site}:{nid}:{}", e["seq"]);
             let m = ledger
                 .get(&id)
