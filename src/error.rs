@@ -167,6 +167,7 @@ impl ApiError {
             "replayed-heartbeat" => "Heartbeat replayed",
             "heartbeat-too-frequent" => "Heartbeats too frequent",
             "operator-quota" => "Operator's node quota reached",
+            "invalid-enrollment-code" => "Invalid enrolment code",
             "duplicate-tx-hash" => "Receipt already used",
             "negative-balance" => "Balance would go negative",
             "node-inactive" => "Node is suspended or deregistered",

@@ -56,8 +56,10 @@ enum Command {
         #[arg(long)]
         http: bool,
     },
-    /// Run the node agent: log in with the node key and send signed heartbeats.
-    Agent(lucid_node_management::agent::AgentArgs),
+    /// Run the node agent: log in with the node key and send signed heartbeats. Also
+    /// `agent enroll` (one-command onboarding with a code), `agent run` (the service),
+    /// `agent status` and `agent receipts`.
+    Agent(Box<lucid_node_management::agent::AgentCli>),
     /// Issue tokens offline with the keys in the state directory.
     Token {
         #[command(subcommand)]
@@ -155,7 +157,7 @@ fn main() -> ExitCode {
             bind,
             http,
         } => serve(common, port, bind, http),
-        Command::Agent(args) => lucid_node_management::agent::run(args),
+        Command::Agent(cli) => lucid_node_management::agent::main(*cli),
         Command::Token {
             command:
                 TokenCommand::Issue {

@@ -27,7 +27,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(20);
 
-pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
+pub fn build_app(
+    config: Config,
+    tls_fingerprint: Option<String>,
+) -> Result<(Arc<App>, std::thread::JoinHandle<()>), String> {
     let (store, clock) = store::db::open_with_clock(&config.data_dir, config.max_nodes_per_pool)?;
     let store = store.with_min_free(config.storage_min_free);
     crate::app::poot::check_epoch_length(
@@ -71,6 +74,7 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
         payout_wakeup: Default::default(),
         alert_wakeup: Default::default(),
         poot_closing: Default::default(),
+        tls_fingerprint,
     });
     Ok((app, writer_thread))
 }
@@ -90,7 +94,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     } else {
         Some(tls::certificate_paths(&config)?)
     };
-    let (app, writer_thread) = build_app(config)?;
+    let pinned = match &tls_paths {
+        Some((cert, _)) => Some(tls::pin_fingerprint(cert)?),
+        None => None,
+    };
+    let (app, writer_thread) = build_app(config, pinned)?;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;

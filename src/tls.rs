@@ -64,6 +64,16 @@ pub fn fingerprint(cert_path: &Path) -> Result<String, String> {
         .join(":"))
 }
 
+/// `sha256:<lowercase hex>` of the first certificate in a PEM file: the form enrolment
+/// codes carry and `agent enroll --fingerprint` pins.
+pub fn pin_fingerprint(cert_path: &Path) -> Result<String, String> {
+    let der = CertificateDer::from_pem_file(cert_path)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert_path.display()))?;
+    Ok(crate::domain::enrollment::certificate_fingerprint(
+        der.as_ref(),
+    ))
+}
+
 /// A rustls server configuration (HTTP/2 and HTTP/1.1 by ALPN) from PEM files.
 pub fn server_config(
     cert_path: &Path,

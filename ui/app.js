@@ -483,6 +483,7 @@
 
     return el("div", null,
       el("h1", null, "Nodes"),
+      state.claims.role === "node" ? null : addNodeCard(pools),
       el("form", { class: "filters", on: { submit: (e) => e.preventDefault() } },
         el("label", null, "Status ", status),
         el("label", null, "Pool ", poolSel),
@@ -492,6 +493,108 @@
       tableWrap(el("table", { class: "nodes", id: "nodes-table" },
         el("thead", null, el("tr", null, el("th", null, "Name"), el("th", null, "Status"), el("th", null, "Pool"), el("th", null, "Last heartbeat"), el("th", { class: "num" }, "Balance"))),
         tbody)));
+  }
+
+  // ---------- add node: enrolment codes ----------------------------------------------
+
+  // The one command a new node runs: the appliance's own address (the console is served
+  // by it), the code, and the certificate fingerprint to pin. Codes, fingerprints and
+  // origins hold no shell metacharacters, so the line is pasted as it is.
+  function enrollCommand(c) {
+    let cmd = "lucid-node-management agent enroll --server " + location.origin + " --code " + c.code;
+    if (c.tls_fingerprint) cmd += " --fingerprint " + c.tls_fingerprint;
+    return cmd + "\nsystemctl enable --now lucid-node-agent";
+  }
+
+  function addNodeCard(pools) {
+    const admin = state.claims.role === "admin";
+    const name = el("input", { id: "enroll-name", maxlength: 128, autocomplete: "off", placeholder: "optional" });
+    const poolSel = el("select", { id: "enroll-pool" },
+      el("option", { value: "" }, "no pool"), pools.map((p) => el("option", { value: p.pool_id }, p.name)));
+    const operator = admin ? el("input", { id: "enroll-operator", maxlength: 128, autocomplete: "off", placeholder: "yourself" }) : null;
+    const result = formResult();
+    const out = el("div", { id: "enroll-out", class: "token-out", hidden: true });
+    const openList = el("div", { id: "enroll-open" });
+    const form = el("form", { id: "add-node", class: "stack" },
+      el("label", null, "Name (optional)", name),
+      el("label", null, "Pool (optional)", poolSel),
+      admin ? el("label", null, "For operator (optional)", operator) : null,
+      el("button", { type: "submit", id: "add-node-submit" }, "Make code"), result, out);
+
+    async function refreshOpen() {
+      let codes;
+      try {
+        codes = await listAll("/api/v1/enrollments");
+      } catch (err) {
+        if (!(err instanceof SignedOut)) {
+          clear(openList);
+          append(openList, [message("error", "Open codes not loaded: " + err.message)]);
+        }
+        return;
+      }
+      clear(openList);
+      if (!codes.length) return;
+      const rows = codes.map((c) => {
+        const withdraw = el("button", {
+          type: "button", class: "secondary withdraw",
+          on: {
+            click: async () => {
+              try {
+                await api("/api/v1/enrollments/" + encodeURIComponent(c.enrollment_id), { method: "DELETE" });
+                await refreshOpen();
+              } catch (err) {
+                if (!(err instanceof SignedOut)) showResult(result, "error", "Not withdrawn: " + err.message);
+              }
+            },
+          },
+        }, "Withdraw");
+        return el("tr", { dataset: { enrollmentId: c.enrollment_id } },
+          el("td", null, c.name || "—"), el("td", null, c.operator_id),
+          el("td", { class: "num" }, c.uses_left + " of " + c.uses), el("td", null, timeCell(c.expires_at)), el("td", null, withdraw));
+      });
+      append(openList, [el("h3", null, "Open codes"), tableWrap(el("table", { id: "enroll-open-table" },
+        el("thead", null, el("tr", null, el("th", null, "Name"), el("th", null, "Operator"), el("th", { class: "num" }, "Uses left"), el("th", null, "Expires"), el("th", null, ""))),
+        el("tbody", null, rows)))]);
+    }
+
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const body = {};
+      if (name.value.trim()) body.name = name.value.trim();
+      if (poolSel.value) body.pool_id = poolSel.value;
+      if (operator && operator.value.trim()) body.operator_id = operator.value.trim();
+      try {
+        const c = await api("/api/v1/enrollments", { method: "POST", body });
+        const area = el("textarea", { id: "enroll-command", readonly: true, rows: 4, spellcheck: "false" });
+        area.value = enrollCommand(c);
+        const copy = el("button", {
+          type: "button", class: "secondary",
+          on: {
+            click: async () => {
+              area.select();
+              try {
+                await navigator.clipboard.writeText(area.value);
+                copy.textContent = "Copied";
+              } catch (err) {
+                copy.textContent = "Press Ctrl+C to copy";
+              }
+            },
+          },
+        }, "Copy");
+        clear(out).hidden = false;
+        append(out, [el("p", null, "Run this on the new node as root. The code registers " + c.uses + " node(s) until " +
+          fmtTime(c.expires_at) + " and is shown only now:"), area, copy]);
+        result.hidden = true;
+        await refreshOpen();
+      } catch (err) {
+        if (!(err instanceof SignedOut)) showResult(result, "error", "No code made: " + err.message);
+      }
+    });
+    refreshOpen();
+    return el("section", { class: "card", id: "add-node-card" },
+      el("details", null, el("summary", null, "Add node"),
+        el("p", { class: "muted" }, "Makes a one-time enrolment code and shows the one command that connects a new node."),
+        form, openList));
   }
 
   // ---------- node page ---------------------------------------------------------------

@@ -1,7 +1,6 @@
 //! The agent's HTTP client side: the one client, the login and heartbeat requests, and
 //! what each answer means for the agent (back off, log in again, move on, give up).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -10,6 +9,7 @@ use ed25519_dalek::Signer;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
+use super::config::Trust;
 use super::wire::{
     last_accepted_seq_hint, ChallengeReply, HeartbeatFields, HeartbeatReply, Problem, TokenReply,
 };
@@ -134,38 +134,92 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The one HTTP client: keep-alive, rustls with the ring provider, and the trust chosen
-/// on the command line.
-pub(super) fn build_client(
-    ca_cert: Option<&Path>,
-    insecure: bool,
-) -> Result<reqwest::Client, String> {
+/// on the command line or in agent.toml.
+pub(super) fn build_client(trust: &Trust) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .user_agent(format!("lucid-node-agent/{}", crate::VERSION))
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .tcp_keepalive(Duration::from_secs(60))
         .pool_max_idle_per_host(2);
-    if let Some(path) = ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("--ca-cert {} is not PEM: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "--ca-cert {} holds no PEM certificate",
-                path.display()
-            ));
+    match trust {
+        Trust::System => {}
+        Trust::CaCert(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("--ca-cert {} is not PEM: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "--ca-cert {} holds no PEM certificate",
+                    path.display()
+                ));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
         }
-        builder = builder.tls_built_in_root_certs(false);
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
+        Trust::Fingerprint(digest) => {
+            builder = builder.use_preconfigured_tls(super::pin::pinned_client_config(*digest)?);
         }
-    } else if insecure {
-        builder = builder.danger_accept_invalid_certs(true);
+        Trust::Insecure => builder = builder.danger_accept_invalid_certs(true),
     }
     builder
         .build()
         .map_err(|e| format!("cannot set up HTTPS: {}", error_chain(&e)))
+}
+
+/// GET `url` (with a bearer token when given); non-success answers and unreadable bodies
+/// become one-line reasons.
+pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Result<T, GetError> {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| GetError::Unreachable(error_chain(&e)))?;
+    let status = resp.status();
+    let retry_after = retry_after(resp.headers());
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| GetError::Unreachable(error_chain(&e)))?
+        .to_vec();
+    if !status.is_success() {
+        let reply = Reply {
+            status,
+            retry_after,
+            body,
+        };
+        return Err(GetError::Status(status.as_u16(), reply.describe()));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| GetError::Status(status.as_u16(), format!("unexpected answer: {e}")))
+}
+
+/// Why a GET failed.
+#[derive(Debug)]
+pub(super) enum GetError {
+    /// No answer (connection, TLS, timeout).
+    Unreachable(String),
+    /// An answer with this status (or a body that did not parse).
+    Status(u16, String),
+}
+
+impl std::fmt::Display for GetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GetError::Unreachable(r) => write!(f, "server unreachable: {r}"),
+            GetError::Status(_, r) => f.write_str(r),
+        }
+    }
 }
 
 impl Agent {
@@ -367,6 +421,18 @@ impl Agent {
             other => Err(other),
         }
     }
+    /// The current token, logging in first when needed.
+    pub(super) async fn token(&mut self) -> Result<String, Failure> {
+        self.ensure_session().await?;
+        self.session
+            .as_ref()
+            .map(|s| s.token.clone())
+            .ok_or(Failure::Transient {
+                reason: "not logged in".into(),
+                retry_after: None,
+            })
+    }
+
     /// Log in if needed and send one heartbeat; on a 401, log in again and retry once.
     pub(super) async fn beat(&mut self) -> Result<HeartbeatReply, Failure> {
         self.ensure_session().await?;

@@ -8,7 +8,11 @@
 //! - [`wire`]: what goes over the wire (the heartbeat's fields, body and signature; the
 //!   answers read back);
 //! - [`state`]: the persisted state (the last accepted seq) and the seq counter;
-//! - `http`: the HTTP client side (login, heartbeat requests, classifying answers).
+//! - `http`: the HTTP client side (login, heartbeat requests, classifying answers);
+//! - [`config`]: `agent.toml` and the flags over it; [`pin`]: certificate pinning;
+//! - `enroll`: `agent enroll` (a code, a key, the pinned certificate, `agent.toml`);
+//! - `keeper` and [`receipts`]: the node's own proofs, checked and kept after each epoch;
+//! - `status`: `agent status` and `agent receipts`.
 //!
 //! Failure policy:
 //! - connection errors, 408, 429 and 5xx: exponential backoff (1 s doubling to 60 s,
@@ -19,12 +23,18 @@
 //!   deregistered node: exit non-zero with a one-line reason, since nothing will fix them;
 //! - any other 4xx: log it and try again next tick.
 
+pub mod config;
+mod enroll;
 mod http;
+mod keeper;
+pub mod pin;
+pub mod receipts;
 pub mod state;
+mod status;
 pub mod wire;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,33 +58,105 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// Renew the token when it expires within this (or half its lifetime, if shorter).
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-/// `lucid-node-management agent` flags.
+/// `lucid-node-management agent`: without a subcommand it runs the agent from flags (as
+/// before there were subcommands); `run` does the same reading `agent.toml` first.
 #[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentCli {
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+    #[command(flatten)]
+    pub run: AgentArgs,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum AgentCommand {
+    /// Enrol this node with a code from the console or the API: make its key, register it,
+    /// pin the appliance's certificate and write agent.toml.
+    Enroll(enroll::EnrollArgs),
+    /// Run the agent (what lucid-node-agent.service starts): reads --config (default
+    /// /etc/lucid-node-agent/agent.toml); every flag overrides the file.
+    Run(AgentArgs),
+    /// Print the node's health; exit non-zero when it is not healthy.
+    Status(status::StatusArgs),
+    /// Summarise the kept proofs (receipts), or re-check them all with --verify.
+    Receipts(status::ReceiptsArgs),
+}
+
+/// The agent's run flags (each overrides agent.toml's value of the same name).
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct AgentArgs {
+    /// agent.toml written by `agent enroll` (`agent run` reads
+    /// /etc/lucid-node-agent/agent.toml when this is not given).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Base URL of the service, e.g. https://nodes.example:8443
     #[arg(long)]
-    pub server: String,
+    pub server: Option<String>,
     /// This node's id (node_...), as returned at registration.
     #[arg(long)]
-    pub node_id: String,
+    pub node_id: Option<String>,
     /// Node key file written by `keygen` (base64 Ed25519 seed).
     #[arg(long)]
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
     /// Trust only this PEM certificate (e.g. the service's DATA_DIR/tls/cert.pem).
-    #[arg(long, conflicts_with = "insecure")]
+    #[arg(long, conflicts_with_all = ["insecure", "fingerprint"])]
     pub ca_cert: Option<PathBuf>,
+    /// Trust only the certificate with this SHA-256 fingerprint (sha256:<hex>).
+    #[arg(long, conflicts_with = "insecure")]
+    pub fingerprint: Option<String>,
     /// Do not check the server's certificate (testing only).
     #[arg(long)]
     pub insecure: bool,
-    /// Time between heartbeats: seconds or with a unit (30s, 2m).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub interval: Duration,
+    /// Time between heartbeats: seconds or with a unit (30s, 2m). Default 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
     /// Where the last accepted seq is kept (default: the key path + ".state").
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Keep receipts and the status file here (set by `enroll`).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// Exit 0 after this many accepted heartbeats.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_heartbeats: Option<u64>,
+}
+
+impl AgentArgs {
+    /// The settings: the config file (when given, or by default for `agent run`) under
+    /// the flags.
+    pub fn settings(&self, default_config: bool) -> Result<config::Settings, String> {
+        let file = match (&self.config, default_config) {
+            (Some(path), _) => config::AgentFile::load(path, true)?,
+            (None, true) => config::AgentFile::load(Path::new(config::DEFAULT_CONFIG), false)?,
+            (None, false) => None,
+        };
+        config::Settings::resolve(
+            file,
+            config::Overrides {
+                server: self.server.clone(),
+                node_id: self.node_id.clone(),
+                key: self.key.clone(),
+                ca_cert: self.ca_cert.clone(),
+                fingerprint: self.fingerprint.clone(),
+                insecure: self.insecure,
+                interval: self.interval,
+                state: self.state.clone(),
+                state_dir: self.state_dir.clone(),
+            },
+        )
+    }
+}
+
+/// `lucid-node-management agent ...`.
+pub fn main(cli: AgentCli) -> Result<(), String> {
+    match cli.command {
+        None => run(cli.run, false),
+        Some(AgentCommand::Run(args)) => run(args, true),
+        Some(AgentCommand::Enroll(args)) => enroll::enroll(args),
+        Some(AgentCommand::Status(args)) => status::status(args),
+        Some(AgentCommand::Receipts(args)) => status::receipts(args),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -211,6 +293,10 @@ struct Agent {
     session: Option<Session>,
     last_status: Option<String>,
     state_write_failed: bool,
+    /// Receipts and the status file (when the agent has a state directory).
+    keeper: Option<keeper::Keeper>,
+    /// READY=1 went to systemd (after the first accepted heartbeat).
+    notified_ready: bool,
 }
 
 impl Agent {
@@ -240,6 +326,15 @@ impl Agent {
                     Ok(answer) => {
                         accepted += 1;
                         backoff.reset();
+                        if let Some(k) = self.keeper.as_mut() {
+                            k.on_accepted(self.seq.last(), answer.received_at.as_deref());
+                        }
+                        if !self.notified_ready {
+                            // Type=notify: the unit is "started" once the appliance took a
+                            // heartbeat. Outside systemd this does nothing.
+                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                            self.notified_ready = true;
+                        }
                         let status_changed = answer.status.is_some()
                             && answer.status.as_deref() != self.last_status.as_deref();
                         if accepted == 1 || failing || status_changed {
@@ -265,6 +360,9 @@ impl Agent {
                     }) => {
                         let wait = backoff.delay(retry_after);
                         tracing::warn!(%reason, retry_in = ?wait, "heartbeat failed; retrying");
+                        if let Some(k) = self.keeper.as_mut() {
+                            k.on_failure(&reason);
+                        }
                         failing = true;
                         retried = true;
                         tokio::time::sleep(wait).await;
@@ -280,12 +378,18 @@ impl Agent {
                     }
                     Err(Failure::Rejected { reason } | Failure::Unauthorized { reason, .. }) => {
                         tracing::warn!(%reason, "heartbeat refused; trying again next interval");
+                        if let Some(k) = self.keeper.as_mut() {
+                            k.on_failure(&reason);
+                        }
                         failing = true;
                         backoff.reset();
                         break;
                     }
                     Err(Failure::Fatal(reason)) => return Err(reason),
                 }
+            }
+            if self.keeper.as_ref().is_some_and(|k| k.due()) {
+                self.keep_receipts().await;
             }
             let next = if retried {
                 tokio::time::Instant::now() + interval
@@ -297,45 +401,47 @@ impl Agent {
     }
 }
 
-/// `lucid-node-management agent`: runs until stopped (exit 0), until `--max-heartbeats`
-/// are accepted (exit 0), or until a failure nothing will fix (Err: exit non-zero).
-pub fn run(args: AgentArgs) -> Result<(), String> {
+/// `lucid-node-management agent [run]`: runs until stopped (exit 0), until
+/// `--max-heartbeats` are accepted (exit 0), or until a failure nothing will fix (Err: exit
+/// non-zero).
+pub fn run(args: AgentArgs, default_config: bool) -> Result<(), String> {
     let level = std::env::var("LOG_LEVEL")
         .ok()
         .filter(|l| !l.trim().is_empty())
         .unwrap_or_else(|| "info".to_string());
     crate::logging::init(&level, LogFormat::Text);
 
-    let server = args.server.trim().trim_end_matches('/').to_string();
+    let settings = args.settings(default_config)?;
+    let server = settings.server.trim().trim_end_matches('/').to_string();
     let url = reqwest::Url::parse(&server).map_err(|e| format!("--server {server:?}: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(format!("--server {server:?}: use an https:// URL"));
     }
-    if !crate::domain::ids::is_valid_id("node", &args.node_id) {
+    if !crate::domain::ids::is_valid_id("node", &settings.node_id) {
         return Err(format!(
             "--node-id {:?} is not a node id (node_...)",
-            args.node_id
+            settings.node_id
         ));
     }
-    let key = read_signing_key(&args.key)?;
-    if let Ok(meta) = std::fs::metadata(&args.key) {
+    let key = read_signing_key(&settings.key)?;
+    if let Ok(meta) = std::fs::metadata(&settings.key) {
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(
-                path = %args.key.display(),
+                path = %settings.key.display(),
                 "the key file is readable by others; chmod 600 it"
             );
         }
     }
-    if args.insecure {
+    if settings.trust == config::Trust::Insecure {
         tracing::warn!(
             "--insecure: the server's certificate is NOT checked; anyone on the path can impersonate it"
         );
     }
-    let client = build_client(args.ca_cert.as_deref(), args.insecure)?;
-    let state_path = args
+    let client = build_client(&settings.trust)?;
+    let state_path = settings
         .state
         .clone()
-        .unwrap_or_else(|| default_state_path(&args.key));
+        .unwrap_or_else(|| default_state_path(&settings.key));
     let persisted = match load_state(&state_path) {
         Ok(v) => v,
         Err(e) => {
@@ -343,20 +449,27 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
             None
         }
     };
+    let keeper = match &settings.state_dir {
+        Some(dir) => Some(keeper::Keeper::open(dir, &settings)?),
+        None => None,
+    };
     let mut agent = Agent {
         client,
         base: server,
-        node_id: args.node_id.clone(),
+        node_id: settings.node_id.clone(),
         key,
-        key_path: args.key.clone(),
+        key_path: settings.key.clone(),
         state_path,
         seq: SeqCounter::new(persisted),
         session: None,
         last_status: None,
         state_write_failed: false,
+        keeper,
+        notified_ready: false,
     };
-    tracing::info!(server = %agent.base, node_id = %agent.node_id, interval = ?args.interval,
-        state = %agent.state_path.display(), last_seq = ?persisted, "agent starting");
+    tracing::info!(server = %agent.base, node_id = %agent.node_id, interval = ?settings.interval,
+        state = %agent.state_path.display(), last_seq = ?persisted,
+        receipts = agent.keeper.is_some(), "agent starting");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -364,7 +477,7 @@ pub fn run(args: AgentArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
         tokio::select! {
-            r = agent.run(args.interval, args.max_heartbeats) => r,
+            r = agent.run(settings.interval, args.max_heartbeats) => r,
             _ = crate::server::shutdown_signal() => {
                 tracing::info!("stopping");
                 Ok(())

@@ -79,6 +79,68 @@ pub fn save_state(path: &Path, node_id: &str, last_seq: u64) -> std::io::Result<
     crate::crypto::keys::write_secret_file(path, format!("{text}\n").as_bytes())
 }
 
+/// The status file's name in the state directory (kept by `run`, read by `status`).
+pub const STATUS_FILE: &str = "status.json";
+/// The most acknowledged heartbeats kept while no proof covers them (about 35 days at
+/// 30 s): a bound for an appliance that never closes epochs.
+pub const MAX_ACKNOWLEDGED: usize = 100_000;
+
+/// What the running agent knows about its own health, for `agent status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub node_id: String,
+    /// This machine's clock (µs) when the last heartbeat was accepted.
+    pub last_accepted_at_us: Option<u64>,
+    pub last_accepted_seq: Option<u64>,
+    /// The appliance's receive times (µs) of acknowledged heartbeats that no receipt
+    /// covers yet, oldest first: counted against each proof's heartbeat count.
+    #[serde(default)]
+    pub acknowledged_us: Vec<u64>,
+    /// This machine's clock (µs) when the last receipt was verified.
+    pub last_receipt_at_us: Option<u64>,
+    pub last_receipt_epoch: Option<u64>,
+    /// What the last receipt check found wrong (empty: nothing).
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// The last heartbeat failure, cleared by the next accepted heartbeat.
+    pub last_error: Option<String>,
+    /// The heartbeat interval in seconds, so `status` knows what "recent" means.
+    pub interval_secs: u64,
+}
+
+impl Health {
+    /// Records an acknowledged heartbeat received by the appliance at `received_us`.
+    pub fn acknowledge(&mut self, received_us: u64) {
+        self.acknowledged_us.push(received_us);
+        if self.acknowledged_us.len() > MAX_ACKNOWLEDGED {
+            let excess = self.acknowledged_us.len() - MAX_ACKNOWLEDGED;
+            self.acknowledged_us.drain(..excess);
+        }
+    }
+
+    /// Forgets acknowledgements before `before` (covered by a receipt now).
+    pub fn forget_before(&mut self, before: u64) {
+        self.acknowledged_us.retain(|t| *t >= before);
+    }
+}
+
+/// Reads the status file; `Ok(None)` when there is none yet.
+pub fn load_health(path: &Path) -> Result<Option<Health>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| format!("{} is not an agent status file: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes the status file atomically.
+pub fn save_health(path: &Path, health: &Health) -> std::io::Result<()> {
+    let text = serde_json::to_string(health).expect("the status always serializes");
+    crate::crypto::keys::write_secret_file(path, format!("{text}\n").as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +220,32 @@ mod tests {
         assert!(load_state(&path).is_err());
         std::fs::write(&path, "42\n").unwrap();
         assert_eq!(load_state(&path).unwrap(), Some(42));
+    }
+
+    #[test]
+    fn health_keeps_a_bounded_list_of_acknowledgements_and_reads_back() {
+        let mut h = Health::default();
+        for t in 0..(MAX_ACKNOWLEDGED as u64 + 5) {
+            h.acknowledge(t);
+        }
+        assert_eq!(h.acknowledged_us.len(), MAX_ACKNOWLEDGED);
+        assert_eq!(h.acknowledged_us[0], 5);
+        h.forget_before(MAX_ACKNOWLEDGED as u64);
+        assert_eq!(
+            h.acknowledged_us,
+            vec![
+                MAX_ACKNOWLEDGED as u64,
+                MAX_ACKNOWLEDGED as u64 + 1,
+                MAX_ACKNOWLEDGED as u64 + 2,
+                MAX_ACKNOWLEDGED as u64 + 3,
+                MAX_ACKNOWLEDGED as u64 + 4
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATUS_FILE);
+        assert_eq!(load_health(&path).unwrap(), None);
+        save_health(&path, &h).unwrap();
+        assert_eq!(load_health(&path).unwrap(), Some(h));
     }
 
     #[test]

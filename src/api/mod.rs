@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod enrollments;
 pub mod extract;
 pub mod heartbeat;
 pub mod meta;
@@ -42,6 +43,15 @@ pub fn router(app: AppState) -> Router {
         .route("/auth/challenge", post(auth::challenge))
         .route("/auth/token", post(auth::token))
         .route("/nodes", post(nodes::create).get(nodes::list))
+        .route(
+            "/enrollments",
+            post(enrollments::create).get(enrollments::list),
+        )
+        .route("/enrollments/redeem", post(enrollments::redeem))
+        .route(
+            "/enrollments/{enrollment_id}",
+            axum::routing::delete(enrollments::withdraw),
+        )
         .route(
             "/nodes/{node_id}",
             get(nodes::get_one)

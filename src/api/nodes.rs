@@ -11,8 +11,8 @@ use super::auth::Caller;
 use super::created;
 use super::extract::{double_option, ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListPage, PageParams};
-use crate::app::AppState;
-use crate::domain::ids::{is_valid_id, is_valid_subject, new_id};
+use crate::app::{registration, AppState};
+use crate::domain::ids::{is_valid_id, is_valid_subject};
 use crate::domain::node::{admin_status_change, parse_public_key, validate_text, Node, NodeStatus};
 use crate::domain::role::Role;
 use crate::domain::tron::validate_tron_address;
@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::queries::{NodeIndex, Page};
 use crate::views::NodeView;
 
-fn checked_address(address: Option<String>) -> ApiResult<Option<String>> {
+pub(super) fn checked_address(address: Option<String>) -> ApiResult<Option<String>> {
     match address {
         None => Ok(None),
         Some(a) => {
@@ -92,43 +92,23 @@ pub async fn create(
     let payout_address = checked_address(req.payout_address)?;
     let region = checked_text("region", req.region)?;
     let actor = caller.actor();
-    let quota = app.config.max_nodes_per_operator;
+    let limits = registration::Limits {
+        max_nodes_per_operator: app.config.max_nodes_per_operator,
+        max_nodes_per_pool: app.config.max_nodes_per_pool,
+    };
+    let new = registration::NewNode {
+        name,
+        operator_id,
+        public_key,
+        payout_address,
+        region,
+        pool_id: None,
+    };
     let node = app
         .writer
         .write(move |b| {
-            // Only that the key is taken: the node holding it may be another operator's.
-            if b.node_id_for_key(&public_key)?.is_some() {
-                return Err(ApiError::conflict(
-                    "duplicate-public-key",
-                    "this public key is already registered",
-                ));
-            }
-            // Counted in the writer's transaction: concurrent registrations are judged
-            // one after the other, each seeing the ones before it.
-            if let Some(quota) = quota {
-                let quota = quota as usize;
-                if b.operator_node_count(&operator_id, quota)? >= quota {
-                    return Err(ApiError::unprocessable(
-                        "operator-quota",
-                        format!(
-                            "operator {operator_id} has registered {quota} nodes, the most allowed (MAX_NODES_PER_OPERATOR)"
-                        ),
-                    ));
-                }
-            }
-            let node = Node {
-                payout_address,
-                region,
-                ..Node::registered(new_id("node"), name, operator_id, public_key, b.now_us())
-            };
-            b.put_node(&node, None)?;
-            b.audit(
-                &actor,
-                "node.register",
-                &node.node_id,
-                json!({"name": node.name, "operator_id": node.operator_id}),
-            )?;
-            Ok(node)
+            registration::check(b, &new, limits)?;
+            registration::write(b, &actor, new)
         })
         .await?;
     Ok(created(NodeView::from(&node)))

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, audit, auth, backup, heartbeat, meta, nodes, payouts, pools, poot, tokens, ui,
+    alerts, audit, auth, backup, enrollments, heartbeat, meta, nodes, payouts, pools, poot, tokens,
+    ui,
 };
 
 struct BearerAuth;
@@ -32,6 +33,7 @@ impl Modify for BearerAuth {
         meta::health, meta::metrics, meta::keys, document,
         tokens::issue, tokens::list, tokens::revoke, auth::challenge, auth::token,
         nodes::create, nodes::list, nodes::get_one, nodes::update, nodes::deregister,
+        enrollments::create, enrollments::list, enrollments::withdraw, enrollments::redeem,
         pools::create, pools::list, pools::get_one, pools::join,
         heartbeat::heartbeat, poot::get_proof, poot::history, poot::days, poot::heartbeats, poot::calculate,
         payouts::for_node, payouts::process, payouts::export, payouts::confirm, payouts::fail,

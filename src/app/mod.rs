@@ -5,9 +5,11 @@
 
 pub mod alerts;
 pub mod challenges;
+pub mod enrollments;
 pub mod monitor;
 pub mod payouts;
 pub mod poot;
+pub mod registration;
 pub mod revocations;
 pub mod rollup;
 pub mod verifier;
@@ -42,6 +44,9 @@ pub struct App {
     /// One PoOT epoch closer at a time: the timer and `calculate` share it (see
     /// [`poot::close_due_epochs`]).
     pub poot_closing: tokio::sync::Mutex<()>,
+    /// `sha256:<hex>` of the serving certificate (None when serving plain HTTP): handed
+    /// out with enrolment codes so a new node can pin it.
+    pub tls_fingerprint: Option<String>,
 }
 
 pub type AppState = Arc<App>;

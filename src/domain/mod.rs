@@ -4,6 +4,7 @@ pub mod alert;
 pub mod audit;
 pub mod credits;
 pub mod day;
+pub mod enrollment;
 pub mod heartbeat;
 pub mod ids;
 pub mod ledger;

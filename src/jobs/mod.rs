@@ -3,6 +3,7 @@
 //! writer like any request, so it shares the same transactions and audit chain.
 
 pub mod alerts;
+pub mod enrollments;
 pub mod monitor;
 pub mod payouts;
 pub mod poot;
@@ -20,6 +21,7 @@ pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
         tokio::spawn(watch_wall_clock(app.clone())),
         tokio::spawn(alerts::run_watcher(app.clone())),
         tokio::spawn(alerts::run_delivery(app.clone())),
+        tokio::spawn(enrollments::run(app.clone())),
     ];
     if app.config.payout_sink == crate::config::PayoutSinkKind::Webhook {
         let sink = crate::payout_sink::webhook::WebhookSink::new(

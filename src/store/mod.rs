@@ -15,6 +15,7 @@ pub mod day_rows;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod db;
+pub(crate) mod enrollments;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod epoch_rows;

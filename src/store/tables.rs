@@ -110,6 +110,15 @@ pub(crate) const ALERT_OFFLINE_SENT: TableDefinition<(&str, &str), u64> =
 pub(crate) const ALERT_SEQ_KEY: &str = "alerts.seq";
 pub const ALERTS_QUEUED_COUNTER: &str = "alerts.queued";
 
+/// enrollment_id -> Enrollment: open enrolment codes (stored by hash only). Removed when
+/// used up, withdrawn or expired.
+pub(crate) const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollments");
+/// SHA-256 of a code -> enrollment_id: how a redeemed code finds its enrolment.
+pub(crate) const ENROLLMENT_CODES: TableDefinition<&[u8], &str> =
+    TableDefinition::new("enrollment_codes");
+/// (expires_at_us, enrollment_id) -> () : pruning expired codes removes a prefix.
+pub(crate) const ENROLLMENTS_BY_EXPIRY: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("enrollments_by_expiry");
 /// "jti:{jti}" or "sub:{subject}" -> Revocation: the token revocations in force, pruned
 /// once no token they cover can verify any more (see `domain::revocation`).
 pub(crate) const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("revocations");
@@ -156,6 +165,9 @@ pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(ALERT_SETTINGS)?;
     v.visit(ALERT_QUEUE)?;
     v.visit(ALERT_OFFLINE_SENT)?;
+    v.visit(ENROLLMENTS)?;
+    v.visit(ENROLLMENT_CODES)?;
+    v.visit(ENROLLMENTS_BY_EXPIRY)?;
     v.visit(REVOCATIONS)?;
     Ok(())
 }

@@ -1665,3 +1665,93 @@ async fn the_console_is_served_with_strict_security_headers_and_slash_redirects(
     assert_eq!(health["poot"]["epoch_length_seconds"], 300);
     assert!(health["poot"]["last_closed_epoch"].is_null(), "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_node_shows_the_one_command_that_enrols_a_node_in_the_chosen_pool() {
+    let server = TestServer::start().await;
+    let op = server.cli_token("operator", "op-add");
+    let pools = paginate_all(&server, "/api/v1/pools", &op).await;
+    let pool_id = pools[0]["pool_id"].as_str().unwrap().to_string();
+
+    let driver = Driver::start();
+    let c = browser(&driver, None).await;
+    sign_in(&c, &server, &op).await;
+    wait_view(&c, "overview").await;
+    js(
+        &c,
+        "window.cspViolations = []; document.addEventListener('securitypolicyviolation', (e) => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI)); return null;",
+    )
+    .await;
+    go(&c, &server, "nodes").await;
+    wait_view(&c, "nodes").await;
+    click(&c, "#add-node-card summary").await;
+    wait_css(&c, "#enroll-name")
+        .await
+        .send_keys("<b>rack-7</b>")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#enroll-pool"))
+        .await
+        .unwrap()
+        .select_by_value(&pool_id)
+        .await
+        .unwrap();
+    click(&c, "#add-node-submit").await;
+    wait_css(&c, "#enroll-command").await;
+    let command = value_of(&c, "#enroll-command").await;
+    let lines: Vec<&str> = command.lines().collect();
+    assert_eq!(lines.len(), 2, "{command}");
+    assert_eq!(lines[1], "systemctl enable --now lucid-node-agent");
+    let words: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(
+        &words[..4],
+        &["lucid-node-management", "agent", "enroll", "--server"],
+        "{command}"
+    );
+    assert_eq!(words[4], server.base);
+    let arg = |flag: &str| {
+        let i = words.iter().position(|w| *w == flag).unwrap();
+        words[i + 1].to_string()
+    };
+    let code = arg("--code");
+    let fingerprint = arg("--fingerprint");
+    assert!(fingerprint.starts_with("sha256:"), "{command}");
+    // The open code is listed, without its secret.
+    wait_css(&c, "#enroll-open-table tbody tr").await;
+    let listed = text_of(&c, "#enroll-open-table").await;
+    assert!(
+        listed.contains("<b>rack-7</b>") && !listed.contains(&code),
+        "{listed}"
+    );
+    let violations = js(&c, "return window.cspViolations;").await;
+    assert_eq!(violations, json!([]), "the console broke its own CSP");
+    let injected = js(&c, "return document.querySelectorAll('#view b').length;").await;
+    assert_eq!(injected, 0);
+    c.close().await.unwrap();
+
+    // The command as shown, run on a "node" (with its files in a temporary directory):
+    // it pins the certificate, redeems the code, and the node is the operator's, in the pool.
+    let node_dir = tempfile::tempdir().unwrap();
+    let config = node_dir.path().join("agent.toml");
+    let state = node_dir.path().join("state");
+    let mut args: Vec<&str> = words[1..].to_vec();
+    args.extend([
+        "--config",
+        config.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let out = run_cli(node_dir.path(), &[], &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes = paginate_all(&server, "/api/v1/nodes", &op).await;
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["pool_id"], pool_id.as_str());
+    assert_eq!(nodes[0]["name"], "<b>rack-7</b>");
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains(nodes[0]["node_id"].as_str().unwrap()));
+}

@@ -6,6 +6,7 @@ mod common;
 
 mod access_matrix;
 mod agent;
+mod agent_enrol;
 mod alerts;
 mod audit_chain;
 mod backpressure;
@@ -15,6 +16,7 @@ mod cli_and_config;
 mod console;
 mod crash_durability;
 mod disk_full;
+mod enrollments;
 mod flash;
 mod floods;
 mod heartbeat_batch;
