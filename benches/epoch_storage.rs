@@ -7,15 +7,26 @@
 //! - written: this process's `write_bytes` (/proc/self/io), per node-epoch;
 //! - time: each close, and the longest it held the writer.
 //!
+//! Then, per M (EPOCH_STORAGE_DAY_NODES, default 1000): three days of 1-hour epochs (two
+//! heartbeats per node per epoch) are closed and the two oldest days rolled up past a
+//! one-day retention; measured per table (redb's own table statistics): what a node-day
+//! keeps forever (its daily record, its ledger entry) and what the rolled-up proof rows
+//! gave back.
+//!
 //! `cargo bench --bench epoch_storage` (EPOCH_STORAGE_NODES, default `1000,10000`;
-//! EPOCH_STORAGE_EPOCHS, default 12 = one hour of 5-minute epochs). Prints a table; no
+//! EPOCH_STORAGE_EPOCHS, default 12 = one hour of 5-minute epochs). Prints tables; no
 //! assertions (the machine is shared and noisy).
 
 use std::time::{Duration, Instant};
 
-use lucid_node_management::app::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
+use lucid_node_management::app::poot::{
+    close_due_epochs_with, close_epoch_in_chunks, next_due_epoch, CloseParams,
+};
+use lucid_node_management::app::rollup::roll_up_due_days_with;
 use lucid_node_management::crypto::keys::generate_signing_key;
 use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
+use lucid_node_management::store::tables::POOT_LENGTH_KEY;
+use lucid_node_management::store::Store;
 use lucid_node_management::store::{self, seed, Writer, WriterSettings};
 use rust_decimal::Decimal;
 
@@ -71,6 +82,7 @@ fn main() {
             reward_per_hour: Decimal::new(5, 2),
             proof_key: generate_signing_key(),
         };
+        let tables_before = store.table_bytes().unwrap();
         let pages_before = store.page_stats().unwrap();
         let written_before = write_bytes();
         let mut closes: Vec<Duration> = Vec::new();
@@ -99,11 +111,15 @@ fn main() {
         let written = write_bytes() - written_before;
         let pages_after = store.page_stats().unwrap();
         let node_epochs = proofs.max(1) as f64;
+        let grown = table_growth(&tables_before, &store.table_bytes().unwrap());
+        let per = |name: &str| grown.get(name).copied().unwrap_or(0) as f64 / node_epochs;
         closes.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         rows.push(format!(
-            "| {n} | {} | {proofs} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} |",
+            "| {n} | {} | {proofs} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} |",
             closes.len(),
+            per("epoch_rows") + per("epoch_blocks"),
+            per("ledger"),
             (pages_after.allocated_bytes as f64 - pages_before.allocated_bytes as f64)
                 / node_epochs,
             (pages_after.stored_bytes as f64 - pages_before.stored_bytes as f64) / node_epochs,
@@ -115,9 +131,92 @@ fn main() {
     }
     println!("Closing {epochs} consecutive epochs (10 heartbeats per node per epoch): bytes per node-epoch over the closes only");
     println!();
-    println!("| nodes | epochs | proofs | kept: redb pages (B) | kept: stored bytes (B) | written (B) | close median / max (ms) | longest writer job (ms) |");
-    println!("|---:|---:|---:|---:|---:|---:|---|---:|");
+    println!("| nodes | epochs | proofs | kept: proof rows (B) | kept: ledger (B) | kept: redb pages, all tables (B) | kept: stored bytes, all tables (B) | written (B) | close median / max (ms) | longest writer job (ms) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for r in rows {
         println!("{r}");
     }
+    println!();
+    let day_nodes = env_list("EPOCH_STORAGE_DAY_NODES", "1000");
+    println!("Rolling two days up (1-hour epochs, past a one-day retention): bytes per node-day, from redb's table statistics (occupied = stored + metadata + fragmentation)");
+    println!();
+    println!("| nodes | days rolled up | daily records kept (B) | ledger kept (B) | day roots kept, per day (B) | proof rows given back (B) | roll-up time per day (ms) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for n in day_nodes {
+        println!("{}", roll_up_days(&rt, n));
+    }
+}
+
+/// Occupied bytes each table gained (negative: gave back) between two measurements.
+fn table_growth(
+    before: &[(String, u64, u64)],
+    after: &[(String, u64, u64)],
+) -> std::collections::HashMap<String, i64> {
+    after
+        .iter()
+        .map(|(name, _, occupied)| {
+            let was = before
+                .iter()
+                .find(|b| &b.0 == name)
+                .map_or(0, |b| b.2 as i64);
+            (name.clone(), *occupied as i64 - was)
+        })
+        .collect()
+}
+
+/// Three days of 1-hour epochs for `n` nodes, closed, then the two oldest rolled up.
+fn roll_up_days(rt: &tokio::runtime::Runtime, n: usize) -> String {
+    const HOUR: u64 = 3600 * S;
+    const DAY: u64 = 24 * HOUR;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock): (Store, _) = store::db::open_with_clock(dir.path(), 100).unwrap();
+    let today = clock.now_us() / DAY;
+    let start = (today - 3) * DAY;
+    seed::in_transaction(&store, &clock, |b| {
+        b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
+        b.set_meta_u64(POOT_LENGTH_KEY, HOUR).unwrap();
+        seed::put_nodes(b, (0..n).map(|i| seed::node(PREFIX, i, start))).unwrap();
+        // Every 30 minutes for three days.
+        seed::put_heartbeats(b, PREFIX, n, 144, |i, h| start + h * 1800 * S + i as u64).unwrap();
+    });
+    let params = CloseParams {
+        length_us: HOUR,
+        timeout_us: 2400 * S,
+        reward_per_hour: Decimal::new(5, 2),
+        proof_key: generate_signing_key(),
+    };
+    let (writer, thread) =
+        Writer::start(&store, clock.clone(), WriterSettings::new(10_000)).unwrap();
+    let closing = tokio::sync::Mutex::new(());
+    let (before, after, days, took) = rt.block_on(async {
+        for _ in 0..2 {
+            close_due_epochs_with(&closing, &writer, &store, &params, |_| {})
+                .await
+                .unwrap();
+        }
+        let before = store.table_bytes().unwrap();
+        let started = Instant::now();
+        let days = roll_up_due_days_with(&closing, &writer, &store, &params.proof_key, DAY, || {
+            clock.now_us()
+        })
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        (before, store.table_bytes().unwrap(), days.len(), took)
+    });
+    drop(writer);
+    thread.join().unwrap();
+    let grown = table_growth(&before, &after);
+    let node_days = (n * days.max(1)) as f64;
+    let g = |name: &str| grown.get(name).copied().unwrap_or(0) as f64;
+    let ledger_total = after.iter().find(|t| t.0 == "ledger").map_or(0, |t| t.2) as f64;
+    format!(
+        "| {n} | {days} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        (g("day_rows") + g("day_blocks")) / node_days,
+        // Two days' credits entered (the third's are still pending).
+        ledger_total / node_days,
+        g("days") / days.max(1) as f64,
+        -(g("epoch_rows") + g("epoch_blocks")) / node_days,
+        took.as_secs_f64() * 1000.0 / days.max(1) as f64,
+    )
 }

@@ -144,6 +144,30 @@ impl Store {
         })
     }
 
+    /// Bytes each table holds: (name, stored bytes, bytes its pages occupy: stored plus
+    /// redb's metadata and fragmentation). For the benches that measure bytes kept.
+    pub fn table_bytes(&self) -> StoreResult<Vec<(String, u64, u64)>> {
+        use redb::{ReadableTableMetadata, TableHandle};
+        struct Sizes<'a>(&'a redb::ReadTransaction, Vec<(String, u64, u64)>);
+        impl super::tables::TableVisitor for Sizes<'_> {
+            fn visit<K: redb::Key + 'static, V: redb::Value + 'static>(
+                &mut self,
+                table: redb::TableDefinition<'static, K, V>,
+            ) -> Result<(), String> {
+                let name = table.name().to_string();
+                let t = self.0.open_table(table).map_err(|e| e.to_string())?;
+                let st = t.stats().map_err(|e| e.to_string())?;
+                let occupied = st.stored_bytes() + st.metadata_bytes() + st.fragmented_bytes();
+                self.1.push((name, st.stored_bytes(), occupied));
+                Ok(())
+            }
+        }
+        let txn = self.db.begin_read()?;
+        let mut sizes = Sizes(&txn, Vec::new());
+        super::tables::visit_tables(&mut sizes).map_err(StoreError::corrupt)?;
+        Ok(sizes.1)
+    }
+
     /// Sets the floor under which the writer refuses heartbeats (`STORAGE_MIN_FREE`).
     pub fn with_min_free(mut self, min_free: MinFree) -> Self {
         self.space = Arc::new(DiskSpace::new(self.path.clone(), min_free));
