@@ -28,6 +28,8 @@ pub struct Metrics {
     pub pools: IntGauge,
     pub pool_members: IntGauge,
     pub auth_failures: IntCounterVec,
+    /// Label `limit`: `auth` or `token` (see `app::rate_limits::LimitKind`).
+    pub rate_limited: IntCounterVec,
     pub heartbeats: IntCounterVec,
     pub node_transitions: IntCounterVec,
     pub epochs_closed: IntCounter,
@@ -178,6 +180,17 @@ impl Metrics {
                         "Refused authentications by reason.",
                     ),
                     &["reason"],
+                )
+                .unwrap(),
+            ),
+            rate_limited: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lucid_rate_limited_total",
+                        "Requests refused with 429 rate-limited, by limit (auth: per client address on the login routes; token: per token subject).",
+                    ),
+                    &["limit"],
                 )
                 .unwrap(),
             ),
@@ -334,6 +347,9 @@ impl Metrics {
         // Series that exist from the start (at 0), so rate() and alerting rules see them
         // before the first event.
         metrics.heartbeats.with_label_values(&["accepted"]);
+        for limit in ["auth", "token"] {
+            metrics.rate_limited.with_label_values(&[limit]);
+        }
         for event in crate::domain::alert::EventType::ALL {
             metrics.alerts_sent.with_label_values(&[event.as_str()]);
         }

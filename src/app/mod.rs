@@ -5,9 +5,11 @@
 
 pub mod alerts;
 pub mod challenges;
+pub mod heavy;
 pub mod monitor;
 pub mod payouts;
 pub mod poot;
+pub mod rate_limits;
 pub mod verifier;
 
 use std::sync::Arc;
@@ -40,6 +42,10 @@ pub struct App {
     /// One PoOT epoch closer at a time: the timer and `calculate` share it (see
     /// [`poot::close_due_epochs`]).
     pub poot_closing: tokio::sync::Mutex<()>,
+    /// Per-address and per-token request limits.
+    pub rate_limits: rate_limits::RateLimits,
+    /// Permits of the heavy reads (see [`heavy::heavy_read`]).
+    pub heavy_reads: heavy::HeavyReads,
 }
 
 pub type AppState = Arc<App>;

@@ -346,6 +346,35 @@ impl Reader {
         Ok(out)
     }
 
+    /// One page of a node's ledger, in entry order, after entry `after` (its `seq`):
+    /// a range read of `limit + 1` rows at most, never the whole ledger.
+    pub fn ledger_page(
+        &self,
+        node_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<LedgerEntry>> {
+        let t = self.txn.open_table(LEDGER)?;
+        let mut items: Vec<LedgerEntry> = Vec::new();
+        let first = match after {
+            None => 0,
+            // Nothing comes after the last possible seq.
+            Some(a) => match a.checked_add(1) {
+                Some(f) => f,
+                None => return Ok(Page { items, next: None }),
+            },
+        };
+        for entry in t.range::<(&str, u64)>((node_id, first)..=(node_id, u64::MAX))? {
+            let (_, v) = entry?;
+            if items.len() == limit {
+                let next = items.last().map(|l| l.seq.to_string());
+                return Ok(Page { items, next });
+            }
+            items.push(decode(v.value())?);
+        }
+        Ok(Page { items, next: None })
+    }
+
     pub fn counter(&self, name: &str) -> StoreResult<u64> {
         let table = self.txn.open_table(COUNTERS)?;
         Ok(table.get(name)?.map(|v| v.value()).unwrap_or(0))

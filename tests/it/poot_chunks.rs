@@ -118,23 +118,18 @@ async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once
     // One credit per node for the epoch, and the balance is the ledger's sum.
     let reference = format!("epoch:{epoch}");
     for id in after.keys() {
-        let (status, ledger) = server
-            .call(
-                "GET",
-                &format!("/api/v1/nodes/{id}/ledger"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{ledger}");
-        let credits = ledger["entries"]
-            .as_array()
-            .unwrap()
+        let ledger = paginate_all(
+            &server,
+            &format!("/api/v1/nodes/{id}/ledger?limit=500"),
+            &server.admin,
+        )
+        .await;
+        let credits = ledger
             .iter()
             .filter(|e| e["reference"] == reference.as_str())
             .count();
         let credited = after[id]["credits_usdt"].as_str().unwrap() != "0.000000";
-        assert_eq!(credits, usize::from(credited), "{id}: {ledger}");
+        assert_eq!(credits, usize::from(credited), "{id}: {ledger:?}");
     }
     let _ = server.terminate().await;
     server.verify_offline();
