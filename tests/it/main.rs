@@ -18,6 +18,8 @@ mod disk_full;
 mod flash;
 mod floods;
 mod heartbeat_batch;
+mod heavy_reads;
+mod ledger_pages;
 mod lifecycle;
 mod metrics_labels;
 // Needs the feature (the binary must carry the mirror) and SecantusDB (scripts/ensure-mongo).
@@ -29,5 +31,7 @@ mod payouts;
 mod pool_capacity;
 mod poot;
 mod poot_chunks;
+mod rate_limits;
+mod slow_alerts;
 mod ssrf;
 mod stalled;
