@@ -136,6 +136,8 @@ pub async fn create(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 pub struct NodeFilters {
     /// Only nodes in this status.
     pub status: Option<String>,

@@ -76,6 +76,8 @@ pub async fn process(State(app): State<AppState>, caller: Caller) -> ApiResult<J
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// pending, submitted, confirmed or failed; all when absent.
     pub state: Option<String>,

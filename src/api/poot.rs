@@ -30,6 +30,8 @@ fn document(reader: &Reader, node_id: &str, epoch: u64) -> ApiResult<Option<Proo
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 pub struct ProofQuery {
     /// One epoch instead of the latest.
     pub epoch: Option<u64>,
