@@ -151,7 +151,9 @@ impl ApiError {
         match self.kind {
             "validation" => "Invalid request",
             "payload-too-large" => "Request body too large",
-            "missing-token" | "invalid-token" | "token-expired" => "Not authenticated",
+            "missing-token" | "invalid-token" | "token-expired" | "token-revoked" => {
+                "Not authenticated"
+            }
             "invalid-signature" => "Invalid signature",
             "invalid-challenge" => "Invalid or expired challenge",
             "forbidden" => "Not allowed",

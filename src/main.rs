@@ -11,6 +11,7 @@ use lucid_node_management::crypto::keys::{
     generate_signing_key, read_signing_key, write_key_pair, ServiceKeys, PROOF_KEY_FILE,
 };
 use lucid_node_management::crypto::tokens::TokenService;
+use lucid_node_management::domain::revocation::MAX_TOKEN_TTL_SECONDS;
 use lucid_node_management::domain::role::Role;
 use lucid_node_management::store::verify;
 use lucid_node_management::{logging, server, store};
@@ -116,6 +117,14 @@ enum TokenCommand {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Revoke one token (--jti) or every token of a subject issued up to now (--subject).
+    /// Goes through the service when it runs, else writes to the database.
+    Revoke {
+        #[command(flatten)]
+        args: lucid_node_management::cli::tokens::RevokeArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 fn load_config(common: &CommonArgs, flags: &[(&str, String)]) -> Result<Config, String> {
@@ -156,6 +165,10 @@ fn main() -> ExitCode {
                     common,
                 },
         } => issue_token(&common, &role, &subject, &ttl),
+        Command::Token {
+            command: TokenCommand::Revoke { args, common },
+        } => load_config(&common, &[])
+            .and_then(|config| lucid_node_management::cli::tokens::cli_revoke(args, &config)),
         Command::Keygen { out, force } => keygen(&out, force),
         Command::Verify {
             file,
@@ -214,14 +227,26 @@ fn issue_token(common: &CommonArgs, role: &str, subject: &str, ttl: &str) -> Res
         return Err("--subject must be 1-128 characters of letters, digits and _-.@:".into());
     }
     let ttl: Duration = parse_duration(ttl).map_err(|e| format!("--ttl {ttl:?}: {e}"))?;
+    // The same bound as POST /api/v1/tokens: revocation entries are kept as long as the
+    // longest-lived token can verify, so no token may outlive that.
+    if ttl.as_secs() > MAX_TOKEN_TTL_SECONDS {
+        return Err(format!(
+            "--ttl must be at most {} days",
+            MAX_TOKEN_TTL_SECONDS / 86_400
+        ));
+    }
     let keys = ServiceKeys::load_or_create(&config.data_dir)?;
     let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
-    let (token, _) = tokens.issue(role, subject, ttl, None, now);
-    println!("{token}");
+    // Microseconds, like the service's own tokens: a revocation of the subject covers
+    // this token exactly when it was made after it.
+    let issued = tokens.issue_at(
+        role,
+        subject,
+        ttl,
+        None,
+        lucid_node_management::crypto::tokens::unix_now_us(),
+    );
+    println!("{}", issued.token);
     Ok(())
 }
 

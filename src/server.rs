@@ -36,6 +36,14 @@ pub fn build_app(config: Config) -> Result<(Arc<App>, std::thread::JoinHandle<()
     )?;
     let keys = ServiceKeys::load_or_create(&config.data_dir)?;
     let tokens = TokenService::new(&keys.jwt, config.jwt_secret.as_deref(), &config.jwt_issuer);
+    // Revocations are in force from the first request (expired ones are pruned at the next
+    // revocation).
+    let now_us = crate::crypto::tokens::unix_now_us();
+    let revoked = store
+        .reader()
+        .and_then(|r| r.revocations())
+        .map_err(|e| format!("cannot read the token revocations: {e}"))?;
+    tokens.load_revocations(revoked.into_iter().filter(|r| !r.is_expired(now_us)));
     let metrics = Arc::new(Metrics::new());
     metrics
         .writer_queue_capacity

@@ -172,6 +172,9 @@
     if (type === "token-expired") {
       return "Your token has expired" + detail + ". Ask an admin for a new one and sign in again.";
     }
+    if (type === "token-revoked") {
+      return "Your token has been revoked" + detail + ". Ask an admin for a new one and sign in again.";
+    }
     return "The token was not accepted" + detail + ". Check that you pasted all of it, or ask an admin for a new one.";
   }
 
@@ -744,8 +747,82 @@
     if (state.claims.role !== "admin") {
       return el("div", null, el("h1", null, "Admin"), message("error", "This page is for admins; your token's role is " + (state.claims.role || "unknown") + "."));
     }
-    const [pending, pools] = await Promise.all([listAll("/api/v1/payouts?state=pending"), loadPools()]);
+    const [pending, pools, issued] = await Promise.all([
+      listAll("/api/v1/payouts?state=pending"), loadPools(), api("/api/v1/tokens?limit=100")]);
     if (!current()) return null;
+
+    // Tokens issued through the API that have not expired (from the audit log), each with
+    // a revoke button; and revoking every token of a subject.
+    const tokensBody = el("tbody");
+    const tokensEmpty = el("p", { class: "muted" }, "No unexpired tokens were issued here (tokens from the token issue command and node logins are not listed).");
+    const tokensTable = el("table", { id: "issued-tokens" },
+      el("thead", null, el("tr", null, el("th", null, "Subject"), el("th", null, "Role"), el("th", null, "Issued"), el("th", null, "Expires"), el("th", null, "Token id"), el("th", null, "State"))),
+      tokensBody);
+    const tokensWrap = tableWrap(tokensTable);
+    function revokedCell(t) {
+      return el("span", { class: "badge status-revoked", title: t.revoked_at ? "revoked " + t.revoked_at : "" }, "revoked");
+    }
+    function tokenRow(t) {
+      const state = el("td", { class: "token-state" });
+      const row = el("tr", { dataset: { jti: t.jti } },
+        el("td", null, t.subject), el("td", null, t.role), el("td", null, timeCell(t.issued_at)),
+        el("td", null, timeCell(t.expires_at)), el("td", null, el("code", null, t.jti)), state);
+      if (t.revoked) {
+        append(state, [revokedCell(t)]);
+        return row;
+      }
+      // Two clicks: the first arms the button, the second revokes.
+      const button = el("button", { type: "button", class: "small danger revoke-token" }, "Revoke");
+      const result = el("div", { class: "small" });
+      button.addEventListener("click", async () => {
+        if (button.dataset.armed !== "yes") {
+          button.dataset.armed = "yes";
+          button.textContent = "Really revoke?";
+          return;
+        }
+        button.disabled = true;
+        try {
+          const r = await api("/api/v1/tokens/revoke", { method: "POST", body: { jti: t.jti } });
+          append(clear(state), [revokedCell({ revoked_at: r.revoked_at })]);
+        } catch (err) {
+          if (!(err instanceof SignedOut)) {
+            button.disabled = false;
+            result.className = "small message error";
+            result.textContent = "Not revoked: " + err.message;
+          }
+        }
+      });
+      append(state, [button, result]);
+      return row;
+    }
+    function showTokens(list) {
+      append(clear(tokensBody), list.items.map(tokenRow));
+      tokensWrap.hidden = list.items.length === 0;
+      tokensEmpty.hidden = list.items.length !== 0;
+    }
+    async function refreshTokens() {
+      const list = await api("/api/v1/tokens?limit=100");
+      if (current()) showTokens(list);
+    }
+    showTokens(issued);
+
+    const revokeSubject = el("input", { id: "revoke-subject", required: true, maxlength: 128, pattern: "[A-Za-z0-9_.@:\\-]+", autocomplete: "off", placeholder: "op-1 or node_…" });
+    const revokeResult = formResult();
+    const revokeForm = el("form", { id: "revoke-subject-form", class: "stack" },
+      el("label", null, "Subject (operator id, admin name or node id)", revokeSubject),
+      el("button", { type: "submit", class: "danger" }, "Revoke all tokens of this subject"), revokeResult);
+    revokeForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const who = revokeSubject.value.trim();
+      try {
+        const r = await api("/api/v1/tokens/revoke", { method: "POST", body: { subject: who } });
+        showResult(revokeResult, "ok", "Every token of " + r.subject + " issued up to " + fmtTime(r.revoked_at) + " is revoked.");
+        revokeForm.reset();
+        await refreshTokens();
+      } catch (err) {
+        if (!(err instanceof SignedOut)) showResult(revokeResult, "error", "Not revoked: " + err.message);
+      }
+    });
 
     // Create a pool.
     const poolName = el("input", { id: "pool-name", required: true, maxlength: 128, autocomplete: "off" });
@@ -806,6 +883,7 @@
         clear(tokenOut).hidden = false;
         append(tokenOut, [el("p", null, "Token for " + subject.value.trim() + " (" + role.value + "), valid until " + fmtTime(t.expires_at) + ". It is shown once:"), area, copy]);
         tokenResult.hidden = true;
+        await refreshTokens();
       } catch (err) {
         if (!(err instanceof SignedOut)) showResult(tokenResult, "error", "Not issued: " + err.message);
       }
@@ -850,6 +928,8 @@
       el("div", { class: "cards" },
         el("section", { class: "card" }, el("h2", null, "Create a pool"), poolForm),
         el("section", { class: "card" }, el("h2", null, "Issue a token"), tokenForm)),
+      el("section", { class: "card", id: "tokens-card" }, el("h2", null, "Issued tokens"), tokensWrap, tokensEmpty),
+      el("section", { class: "card" }, el("h2", null, "Revoke tokens"), revokeForm),
       el("section", { class: "card" }, el("h2", null, "Pending payouts (" + pending.length + ")"),
         pending.length
           ? tableWrap(el("table", { id: "pending-table" },

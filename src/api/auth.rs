@@ -180,6 +180,8 @@ pub struct LoginRequest {
 pub struct TokenResponse {
     pub token: String,
     pub expires_at: String,
+    /// The token's `jti` claim: what `POST /api/v1/tokens/revoke` takes to revoke it.
+    pub jti: String,
 }
 
 /// Finish a node login: answer the challenge with the node key's signature.
@@ -216,15 +218,15 @@ pub async fn token(
             "the signature does not verify with the node's public key",
         ));
     }
-    let (token, exp) = app.tokens.issue(
+    let issued = app.tokens.issue_now(
         Role::Node,
         &node.node_id,
         app.config.node_token_ttl,
         Some(node.token_generation),
-        now,
     );
     Ok(Json(TokenResponse {
-        token,
-        expires_at: rfc3339_us(exp * 1_000_000),
+        token: issued.token,
+        expires_at: rfc3339_us(issued.exp * 1_000_000),
+        jti: issued.jti,
     }))
 }

@@ -33,6 +33,8 @@ impl Modify for BearerAuth {
 /// may not see); the test below makes each new operation decide.
 pub const MAY_FORBID: &[&str] = &[
     "tokens_issue",
+    "tokens_list",
+    "tokens_revoke",
     "auth_challenge",
     "auth_token",
     "nodes_create",
@@ -179,7 +181,7 @@ impl Modify for StandardErrors {
     info(title = "lucid-node-management", description = "Node pool manager of the Lucid network"),
     paths(
         meta::health, meta::metrics, meta::keys, document,
-        tokens::issue, auth::challenge, auth::token,
+        tokens::issue, tokens::list, tokens::revoke, auth::challenge, auth::token,
         nodes::create, nodes::list, nodes::get_one, nodes::update, nodes::deregister,
         pools::create, pools::list, pools::get_one, pools::join,
         heartbeat::heartbeat, poot::get_proof, poot::history, poot::heartbeats, poot::calculate,

@@ -326,11 +326,25 @@ pub async fn ledger(
     };
     let node = visible_node(&app, &caller, &node_id)?;
     heavy_read(&app, move |app| {
-        let page = app.store.reader()?.ledger_page(&node_id, after, limit)?;
-        let ListPage { items, next_cursor } = ListPage::new(
-            page.items.iter().map(LedgerEntryView::from).collect(),
-            page.next,
-        );
+        let reader = app.store.reader()?;
+        let page = reader.ledger_page(&node_id, after, limit)?;
+        let mut items: Vec<LedgerEntryView> =
+            page.items.iter().map(LedgerEntryView::from).collect();
+        let mut next = page.next;
+        // The day's pending credits close the last page as the entry they will become
+        // (after every stored one), so the entries of all pages sum to the balance.
+        if next.is_none() {
+            let next_seq = reader.ledger_seq()? + 1;
+            if let Some(pending) = LedgerEntryView::pending(&node, next_seq, app.clock.now_us()) {
+                if items.len() < limit {
+                    items.push(pending);
+                } else {
+                    // A full page: the pending entry opens one more.
+                    next = items.last().map(|e| e.seq.to_string());
+                }
+            }
+        }
+        let ListPage { items, next_cursor } = ListPage::new(items, next);
         Ok(Json(NodeLedger {
             node_id,
             balance_usdt: format_usdt(node.balance_usdt),

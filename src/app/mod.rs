@@ -10,6 +10,7 @@ pub mod monitor;
 pub mod payouts;
 pub mod poot;
 pub mod rate_limits;
+pub mod revocations;
 pub mod verifier;
 
 use std::sync::Arc;

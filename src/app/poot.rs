@@ -13,13 +13,16 @@ use serde_json::json;
 use super::{AppState, WriterUse};
 use crate::clock::Micros;
 use crate::crypto::keys::key_id;
-use crate::domain::merkle::{levels as merkle_levels, levels_root, path_at, Hash};
+use crate::domain::merkle::leaf_hash;
+use crate::domain::merkle::{
+    block_roots_from_levels, levels as merkle_levels, levels_root, path_at, Hash, BLOCK_LEAVES,
+};
 use crate::domain::poot::{
     epoch_window, first_epoch_at_or_after, path_entries, proof_leaf, EpochParams, NodeEpochOutput,
 };
 use crate::domain::proof::{sign_epoch, Epoch};
 use crate::error::{ApiError, ApiResult};
-use crate::store::poot::{epoch_proofs, ProofWrite};
+use crate::store::poot::{epoch_proofs, stored_leaves, ChunkWrite, ProofWrite};
 use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
 use crate::store::{Actor, Batch, Store, Writer};
 
@@ -244,13 +247,35 @@ pub struct EpochPlan {
     /// Each output's position among all the epoch's proofs (its Merkle leaf index).
     pub positions: Vec<usize>,
     /// The epoch tree's levels, to read the inclusion paths off.
-    pub levels: Vec<Vec<Hash>>,
+    pub levels: Arc<Vec<Vec<Hash>>>,
+    /// The roots of the epoch's 512-proof blocks (stored with the record).
+    pub block_roots: Vec<Hash>,
 }
 
 impl EpochPlan {
-    /// The proofs `range` of `outputs`, with their inclusion paths, ready to store.
-    pub fn writes(&self, range: std::ops::Range<usize>) -> Vec<ProofWrite> {
-        self.outputs[range.clone()]
+    /// The outputs grouped as they are stored: runs of consecutive positions inside one
+    /// block, of at most `max` proofs (ranges into `outputs`).
+    pub fn chunk_ranges(&self, max: usize) -> Vec<std::ops::Range<usize>> {
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        for (i, &pos) in self.positions.iter().enumerate() {
+            match ranges.last_mut() {
+                Some(r)
+                    if r.len() < max
+                        && self.positions[r.end - 1] + 1 == pos
+                        && pos % BLOCK_LEAVES != 0 =>
+                {
+                    r.end = i + 1
+                }
+                _ => ranges.push(i..i + 1),
+            }
+        }
+        ranges
+    }
+
+    /// The chunk of outputs `range`, with their inclusion paths, ready to store.
+    pub fn chunk(&self, range: std::ops::Range<usize>) -> ChunkWrite {
+        let position = self.positions[range.start] as u64;
+        let items = self.outputs[range.clone()]
             .iter()
             .zip(&self.positions[range])
             .map(|(o, &pos)| {
@@ -261,7 +286,8 @@ impl EpochPlan {
                     credit_carry: o.credit_carry,
                 }
             })
-            .collect()
+            .collect();
+        ChunkWrite { position, items }
     }
 }
 
@@ -279,22 +305,26 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
         timeout_us,
         reward_per_hour,
     };
-    let (stored, outputs) = epoch_proofs(
+    // A resumed close: the chunks stored before the interruption stay as they are.
+    let stored = match due.record {
+        Some(_) => stored_leaves(&*store.db.current()?, due.epoch)?,
+        None => Vec::new(),
+    };
+    let stored_ids: std::collections::HashSet<String> =
+        stored.iter().map(|s| s.0.clone()).collect();
+    let outputs = epoch_proofs(
         &*store.db.current()?,
         &params,
         start.saturating_sub(timeout_us),
         end,
-        due.record.is_some(),
+        &stored_ids,
     )?;
+    drop(stored_ids);
     // Every proof of the epoch in node_id order: the ones stored before an interruption
     // and the ones to store now.
     let mut leaves: Vec<(&str, Hash, Option<usize>)> =
         Vec::with_capacity(outputs.len() + stored.len());
-    leaves.extend(
-        stored
-            .iter()
-            .map(|s| (s.node_id.as_str(), proof_leaf(s), None)),
-    );
+    leaves.extend(stored.iter().map(|s| (s.0.as_str(), leaf_hash(&s.2), None)));
     leaves.extend(
         outputs
             .iter()
@@ -303,6 +333,17 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
     );
     if !stored.is_empty() {
         leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // A stored chunk says where its proofs are; the recomputed order must agree.
+        let at: std::collections::HashMap<&str, u64> =
+            stored.iter().map(|s| (s.0.as_str(), s.1)).collect();
+        for (pos, (id, _, out)) in leaves.iter().enumerate() {
+            if out.is_none() && at.get(id) != Some(&(pos as u64)) {
+                return Err(ApiError::unavailable(format!(
+                    "resuming the close of epoch {}: {id}'s stored proof is not where the recomputed epoch puts it; refusing to continue",
+                    due.epoch
+                )));
+            }
+        }
     }
     let mut positions = vec![0; outputs.len()];
     for (pos, (_, _, out)) in leaves.iter().enumerate() {
@@ -316,6 +357,7 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
     let levels = merkle_levels(&hashes);
     drop(hashes);
     let root = levels_root(&levels);
+    let block_roots = block_roots_from_levels(&levels);
     let record = match &due.record {
         Some(r) => {
             if r.root != root || r.proof_count != proof_count {
@@ -342,7 +384,8 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
         record,
         outputs,
         positions,
-        levels,
+        levels: Arc::new(levels),
+        block_roots,
     })
 }
 
@@ -373,41 +416,35 @@ pub async fn close_epoch_in_chunks(
     report.proof_count = plan.record.proof_count;
     let plan = Arc::new(plan);
 
-    // The signed record first: a proof is never stored without its epoch's root and
-    // signature (the API and the mirror publish proofs with them).
+    // The signed record and the block roots first: a proof is never stored without its
+    // epoch's root and signature (the API and the mirror publish proofs with them).
     let record = plan.record.clone();
+    let roots = plan.block_roots.clone();
     report
         .writer
-        .write(writer, move |b| match b.epoch(record.epoch)? {
-            Some(stored) if stored == record => Ok(()),
-            Some(_) => Err(ApiError::unavailable(format!(
-                "epoch {} has a different record stored; refusing to rewrite it",
-                record.epoch
-            ))),
-            None => Ok(b.put_epoch(&record)?),
+        .write(writer, move |b| {
+            match b.epoch(record.epoch)? {
+                Some(stored) if stored == record => {}
+                Some(_) => {
+                    return Err(ApiError::unavailable(format!(
+                        "epoch {} has a different record stored; refusing to rewrite it",
+                        record.epoch
+                    )))
+                }
+                None => b.put_epoch(&record)?,
+            }
+            if !b.has_epoch_blocks(record.epoch)? {
+                b.put_epoch_blocks(record.epoch, &roots)?;
+            }
+            Ok(())
         })
         .await?;
 
-    let chunk = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(PROOF_CHUNK, |c| c.max(1) as usize);
-    let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
-    let mut from = 0;
-    while from < plan.outputs.len() {
-        let to = (from + chunk).min(plan.outputs.len());
-        // Paths are read off the tree while the writer is busy with other jobs.
-        let writes = plan.writes(from..to);
-        let (consumed, written) = report
-            .writer
-            .write(writer, move |b| {
-                b.write_epoch_proofs(epoch, &writes, JOB_BUDGET)
-                    .map_err(ApiError::from)
-            })
-            .await?;
-        report.proofs_written += written;
-        from += consumed.max(1);
-        if let Some(pause) = pause {
-            tokio::time::sleep(pause).await;
-        }
-    }
+    // Proofs of a block not yet whole are served from this tree meanwhile.
+    store.closing.set(epoch, plan.levels.clone());
+    let written = write_chunks(writer, &mut report, &plan, epoch).await;
+    store.closing.clear(epoch);
+    report.proofs_written = written?;
 
     let (_, end) = epoch_window(epoch, plan.record.length_us);
     let (proof_count, root) = (plan.record.proof_count, plan.record.root);
@@ -433,6 +470,47 @@ pub async fn close_epoch_in_chunks(
         .await?;
     report.total = started.elapsed();
     Ok(report)
+}
+
+/// Step (4): the plan's proofs in chunks, a few blocks per writer job. Returns the proofs
+/// written (stored chunks are skipped).
+async fn write_chunks(
+    writer: &Writer<ApiError>,
+    report: &mut CloseReport,
+    plan: &Arc<EpochPlan>,
+    epoch: u64,
+) -> ApiResult<usize> {
+    let rows = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(BLOCK_LEAVES, |c| c.max(1) as usize);
+    let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
+    let ranges = plan.chunk_ranges(rows);
+    let mut written = 0;
+    let mut next = 0;
+    while next < ranges.len() {
+        // Chunks up to about PROOF_CHUNK proofs per job; paths are read off the tree
+        // while the writer is busy with other jobs.
+        let mut chunks = Vec::new();
+        let mut proofs = 0;
+        for r in &ranges[next..] {
+            if !chunks.is_empty() && (proofs + r.len() > PROOF_CHUNK || pause.is_some()) {
+                break;
+            }
+            proofs += r.len();
+            chunks.push(plan.chunk(r.clone()));
+        }
+        let (consumed, count) = report
+            .writer
+            .write(writer, move |b| {
+                b.write_epoch_chunks(epoch, &chunks, JOB_BUDGET)
+                    .map_err(ApiError::from)
+            })
+            .await?;
+        written += count;
+        next += consumed.max(1);
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    Ok(written)
 }
 
 /// Removes raw heartbeats older than the retention whose epochs are closed (a heartbeat
@@ -598,25 +676,30 @@ mod tests {
             assert_eq!(due.epoch, start / p.length_us);
             let plan = plan_epoch(&b, &p, &due).unwrap();
             assert_eq!(plan.outputs.len(), n);
-            let record = plan.record.clone();
+            let (record, roots) = (plan.record.clone(), plan.block_roots.clone());
             writer
-                .write(move |w| Ok(w.put_epoch(&record)?))
+                .write(move |w| {
+                    w.put_epoch(&record)?;
+                    Ok(w.put_epoch_blocks(record.epoch, &roots)?)
+                })
                 .await
                 .unwrap();
+            let ranges = plan.chunk_ranges(10);
+            assert_eq!(ranges[..2], [0..10, 10..20]);
             for expected in [10, 0] {
-                let writes = plan.writes(0..10);
+                let chunks = vec![plan.chunk(0..10)];
                 let epoch = due.epoch;
                 let (consumed, written) = writer
-                    .write(move |w| Ok(w.write_epoch_proofs(epoch, &writes, Duration::MAX)?))
+                    .write(move |w| Ok(w.write_epoch_chunks(epoch, &chunks, Duration::MAX)?))
                     .await
                     .unwrap();
-                assert_eq!(consumed, 10);
-                assert_eq!(written, expected, "a stored proof is never written again");
+                assert_eq!(consumed, 1);
+                assert_eq!(written, expected, "a stored chunk is never written again");
             }
-            // Out of time budget: one proof is written, the caller resends the rest.
-            let (writes, epoch) = (plan.writes(10..12), due.epoch);
+            // Out of time budget: one chunk is written, the caller resends the rest.
+            let (chunks, epoch) = (vec![plan.chunk(10..11), plan.chunk(11..12)], due.epoch);
             let cut = writer
-                .write(move |w| Ok(w.write_epoch_proofs(epoch, &writes, Duration::ZERO)?))
+                .write(move |w| Ok(w.write_epoch_chunks(epoch, &chunks, Duration::ZERO)?))
                 .await
                 .unwrap();
             assert_eq!(cut, (1, 1));

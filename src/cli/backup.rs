@@ -129,7 +129,7 @@ pub fn cli_backup(args: BackupArgs, config: &Config) -> Result<(), String> {
 }
 
 /// The local service's URL, from the configuration.
-fn local_server(config: &Config) -> Result<String, String> {
+pub(crate) fn local_server(config: &Config) -> Result<String, String> {
     if config.port == 0 {
         return Err(
             "the service is running with port 0 (chosen at start); pass --server URL".into(),
@@ -145,8 +145,9 @@ fn local_server(config: &Config) -> Result<String, String> {
     Ok(format!("{scheme}://{host}:{}", config.port))
 }
 
-/// An admin token signed with the keys in the state directory (valid 10 minutes).
-fn mint_admin_token(config: &Config) -> Result<String, String> {
+/// An admin token for `subject`, signed with the keys in the state directory (valid 10
+/// minutes).
+pub(crate) fn mint_admin_token(config: &Config, subject: &str) -> Result<String, String> {
     let keys_dir = config.data_dir.join("keys");
     if !keys_dir.exists() {
         return Err(format!(
@@ -161,32 +162,25 @@ fn mint_admin_token(config: &Config) -> Result<String, String> {
         config.jwt_secret.as_deref(),
         &config.jwt_issuer,
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
-    let (token, _) = tokens.issue(
+    let issued = tokens.issue_at(
         crate::domain::role::Role::Admin,
-        "backup-cli",
+        subject,
         Duration::from_secs(600),
         None,
-        now,
+        crate::crypto::tokens::unix_now_us(),
     );
-    Ok(token)
+    Ok(issued.token)
 }
 
-/// Downloads a backup from a running service to `args.out`, checking it before the rename.
-fn remote_backup(
+/// An HTTP client for the service at `server`, trusting `ca_cert` (default: TLS_CERT, else
+/// the service's own self-signed certificate in the state directory, and only that).
+pub(crate) fn service_client(
     server: &str,
-    args: &BackupArgs,
+    ca_cert: Option<&PathBuf>,
     config: &Config,
-    progress: &mut Progress,
-) -> Result<BackupStats, String> {
-    let token = match &args.token {
-        Some(t) => t.clone(),
-        None => mint_admin_token(config)?,
-    };
-    let ca = match &args.ca_cert {
+    read_timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    let ca = match ca_cert {
         Some(ca) => Some(ca.clone()),
         None if server.starts_with("https://") => Some(
             config
@@ -198,19 +192,38 @@ fn remote_backup(
     };
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(600));
+        .read_timeout(read_timeout);
     if let Some(ca) = &ca {
         let pem = std::fs::read(ca)
             .map_err(|e| format!("cannot read CA certificate {}: {e}", ca.display()))?;
         let cert = reqwest::Certificate::from_pem(&pem)
             .map_err(|e| format!("{} is not a PEM certificate: {e}", ca.display()))?;
         builder = builder.add_root_certificate(cert);
-        if args.ca_cert.is_none() && config.tls_cert.is_none() {
+        if ca_cert.is_none() && config.tls_cert.is_none() {
             // The service's own self-signed certificate is the only root to trust.
             builder = builder.tls_built_in_root_certs(false);
         }
     }
-    let client = builder.build().map_err(|e| e.to_string())?;
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// Downloads a backup from a running service to `args.out`, checking it before the rename.
+fn remote_backup(
+    server: &str,
+    args: &BackupArgs,
+    config: &Config,
+    progress: &mut Progress,
+) -> Result<BackupStats, String> {
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => mint_admin_token(config, "backup-cli")?,
+    };
+    let client = service_client(
+        server,
+        args.ca_cert.as_ref(),
+        config,
+        Duration::from_secs(600),
+    )?;
     let url = format!("{}/api/v1/backup", server.trim_end_matches('/'));
     let (partial, mut file) = Partial::beside(&args.out)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -305,7 +318,7 @@ async fn download(
     Ok(expected_entries)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

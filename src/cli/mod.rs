@@ -2,3 +2,4 @@
 //! dispatch live in `main.rs`).
 
 pub mod backup;
+pub mod tokens;

@@ -10,6 +10,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::domain::revocation::{IssuedAt, Revocation, Revocations, VERIFY_LEEWAY_SECONDS};
 use crate::domain::role::Role;
 use crate::error::ApiError;
 
@@ -19,6 +20,11 @@ pub struct Claims {
     pub sub: String,
     pub role: Role,
     pub iat: u64,
+    /// The issue time in microseconds (wall clock): what a revocation of the subject is
+    /// compared with, since `iat` has one-second resolution. Absent in tokens of older
+    /// builds and of other issuers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_us: Option<u64>,
     pub exp: u64,
     pub jti: String,
     pub iss: String,
@@ -40,6 +46,21 @@ pub struct TokenService {
     /// the Ed25519 signature once instead of every time halves the crypto per heartbeat.
     /// Expiry is still checked on every use.
     verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
+    /// The revocations in force, checked after every verification (cached or not), so a
+    /// revocation takes effect on the next request.
+    revocations: std::sync::RwLock<Revocations>,
+    /// The last issue stamp handed out (µs): stamps strictly increase, so a revocation
+    /// stamped after an issue covers it and one issued after the revocation never is.
+    last_stamp_us: std::sync::atomic::AtomicU64,
+}
+
+/// A freshly signed token.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    pub jti: String,
+    /// Seconds since the epoch.
+    pub exp: u64,
 }
 
 /// Most remembered tokens; the cache is simply emptied when full.
@@ -70,7 +91,62 @@ impl TokenService {
             decoding,
             issuer: issuer.to_string(),
             verified: Default::default(),
+            revocations: Default::default(),
+            last_stamp_us: Default::default(),
         }
+    }
+
+    /// Now on the wall clock in microseconds, strictly after every stamp this service
+    /// handed out before: for issuing tokens and for revoking them.
+    pub fn stamp_us(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let now = unix_now_us();
+        let previous = self
+            .last_stamp_us
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(0);
+        now.max(previous + 1)
+    }
+
+    /// Replaces the revocations in force (at start, from the database). Issue stamps
+    /// continue after the latest revocation, so a token issued now is never covered by a
+    /// revocation made earlier, even if the wall clock was stepped back since.
+    pub fn load_revocations(&self, entries: impl IntoIterator<Item = Revocation>) {
+        let set = Revocations::from_entries(entries);
+        if let Some(latest) = set.latest_revoked_at_us() {
+            self.last_stamp_us
+                .fetch_max(latest, std::sync::atomic::Ordering::SeqCst);
+        }
+        *self.revocations.write().unwrap_or_else(|p| p.into_inner()) = set;
+    }
+
+    /// Puts a (committed) revocation in force and forgets the expired ones.
+    pub fn add_revocation(&self, entry: Revocation, now_us: u64) {
+        let mut set = self.revocations.write().unwrap_or_else(|p| p.into_inner());
+        set.insert(entry);
+        set.prune(now_us);
+    }
+
+    /// A copy of the revocations in force (for listings).
+    pub fn revocations(&self) -> Revocations {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Signs a token issued now (see [`Self::stamp_us`]).
+    pub fn issue_now(
+        &self,
+        role: Role,
+        subject: &str,
+        ttl: Duration,
+        generation: Option<u32>,
+    ) -> Issued {
+        let stamp = self.stamp_us();
+        self.issue_at(role, subject, ttl, generation, stamp)
     }
 
     pub fn algorithm_name(&self) -> &'static str {
@@ -89,24 +165,68 @@ impl TokenService {
         generation: Option<u32>,
         now_secs: u64,
     ) -> (String, u64) {
+        let issued = self.issue_at(role, subject, ttl, generation, now_secs * 1_000_000);
+        (issued.token, issued.exp)
+    }
+
+    /// Signs a token issued at `issued_at_us` (wall-clock microseconds).
+    pub fn issue_at(
+        &self,
+        role: Role,
+        subject: &str,
+        ttl: Duration,
+        generation: Option<u32>,
+        issued_at_us: u64,
+    ) -> Issued {
         let mut jti = [0u8; 16];
         OsRng.fill_bytes(&mut jti);
+        let iat = issued_at_us / 1_000_000;
         let claims = Claims {
             sub: subject.to_string(),
             role,
-            iat: now_secs,
-            exp: now_secs + ttl.as_secs().max(1),
+            iat,
+            iat_us: Some(issued_at_us),
+            exp: iat + ttl.as_secs().max(1),
             jti: hex::encode(jti),
             iss: self.issuer.clone(),
             gen: generation,
         };
         let token = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
             .expect("signing with a valid key cannot fail");
-        (token, claims.exp)
+        Issued {
+            token,
+            jti: claims.jti,
+            exp: claims.exp,
+        }
     }
 
-    /// Verifies signature, algorithm, issuer and expiry.
+    /// Verifies signature, algorithm, issuer, expiry and that the token is not revoked.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let claims = self.verify_signed(token)?;
+        let revoked = self
+            .revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .covering(
+                &claims.jti,
+                &claims.sub,
+                IssuedAt {
+                    iat_secs: claims.iat,
+                    iat_us: claims.iat_us.filter(|us| us / 1_000_000 == claims.iat),
+                },
+            )
+            .is_some();
+        if revoked {
+            return Err(ApiError::unauthorized(
+                "token-revoked",
+                "the token has been revoked; ask an admin for a new one",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Signature, algorithm, issuer and expiry, through the cache of checked signatures.
+    fn verify_signed(&self, token: &str) -> Result<Claims, ApiError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = self
             .verified
@@ -115,7 +235,7 @@ impl TokenService {
             .get(&key)
             .cloned();
         if let Some(claims) = cached {
-            if claims.exp + 5 > unix_now_secs() {
+            if claims.exp + VERIFY_LEEWAY_SECONDS > unix_now_secs() {
                 return Ok(claims);
             }
         }
@@ -132,7 +252,7 @@ impl TokenService {
         let mut validation = Validation::new(self.algorithm);
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = VERIFY_LEEWAY_SECONDS;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
@@ -144,6 +264,14 @@ impl TokenService {
                 }
             })
     }
+}
+
+/// Microseconds since the epoch on the wall clock (see [`unix_now_secs`]).
+pub fn unix_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Seconds since the epoch on the wall clock. Token lifetimes are judged against the wall
@@ -206,6 +334,7 @@ mod tests {
             sub: "x".into(),
             role: Role::Admin,
             iat: now() - 10,
+            iat_us: None,
             exp: now() - 9,
             jti: "j".into(),
             iss: "lucid".into(),
@@ -229,6 +358,71 @@ mod tests {
         let last = forged.pop().unwrap();
         forged.push(if last == 'A' { 'B' } else { 'A' });
         assert!(svc.verify(&forged).is_err());
+    }
+
+    #[test]
+    fn a_revocation_refuses_a_remembered_token_at_once() {
+        use crate::domain::revocation::{RevocationTarget, MAX_TOKEN_TTL_SECONDS};
+        let svc = TokenService::new(&generate_signing_key(), None, "lucid");
+        let first = svc.issue_now(Role::Operator, "op", Duration::from_secs(60), None);
+        let other = svc.issue_now(Role::Operator, "op", Duration::from_secs(60), None);
+        assert!(
+            svc.verify(&first.token).is_ok(),
+            "now remembered in the cache"
+        );
+        let entry = Revocation::new(
+            RevocationTarget::Jti(first.jti.clone()),
+            svc.stamp_us(),
+            Some(first.exp),
+            MAX_TOKEN_TTL_SECONDS,
+        );
+        svc.add_revocation(entry, unix_now_us());
+        assert_eq!(svc.verify(&first.token).unwrap_err().kind, "token-revoked");
+        assert!(svc.verify(&other.token).is_ok());
+    }
+
+    #[test]
+    fn a_subject_revocation_spares_tokens_stamped_after_it() {
+        use crate::domain::revocation::{RevocationTarget, MAX_TOKEN_TTL_SECONDS};
+        let svc = TokenService::new(&generate_signing_key(), None, "lucid");
+        let before = svc.issue_now(Role::Admin, "a", Duration::from_secs(60), None);
+        let revoked_at = svc.stamp_us();
+        svc.add_revocation(
+            Revocation::new(
+                RevocationTarget::Subject("a".into()),
+                revoked_at,
+                None,
+                MAX_TOKEN_TTL_SECONDS,
+            ),
+            unix_now_us(),
+        );
+        let after = svc.issue_now(Role::Admin, "a", Duration::from_secs(60), None);
+        assert_eq!(svc.verify(&before.token).unwrap_err().kind, "token-revoked");
+        assert!(svc.verify(&after.token).is_ok());
+    }
+
+    #[test]
+    fn after_a_restart_tokens_are_stamped_after_every_loaded_revocation() {
+        use crate::domain::revocation::{RevocationTarget, MAX_TOKEN_TTL_SECONDS};
+        let svc = TokenService::new(&generate_signing_key(), None, "lucid");
+        // Revoked while the wall clock read an hour later than it does now (then stepped back).
+        let revoked_at = unix_now_us() + 3_600_000_000;
+        svc.load_revocations([Revocation::new(
+            RevocationTarget::Subject("a".into()),
+            revoked_at,
+            None,
+            MAX_TOKEN_TTL_SECONDS,
+        )]);
+        let issued = svc.issue_now(Role::Admin, "a", Duration::from_secs(60), None);
+        assert!(svc.stamp_us() > revoked_at);
+        assert!(svc.verify(&issued.token).is_ok());
+    }
+
+    #[test]
+    fn stamps_strictly_increase() {
+        let svc = TokenService::new(&generate_signing_key(), None, "lucid");
+        let stamps: Vec<u64> = (0..1000).map(|_| svc.stamp_us()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

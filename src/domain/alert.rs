@@ -227,6 +227,8 @@ mod tests {
             last_seq: None,
             credit_carry: Default::default(),
             last_proof: None,
+            credits_pending_usdt: Default::default(),
+            credits_pending_day: 0,
         }
     }
 

@@ -117,6 +117,63 @@ pub fn path_at(levels: &[Vec<Hash>], index: usize) -> Vec<(Side, Hash)> {
     path
 }
 
+/// Leaves per block of a blocked tree (a power of two). An epoch's proofs are stored in
+/// blocks of this many leaves; see [`block_roots`].
+pub const BLOCK_LEAVES: usize = 512;
+
+/// The roots of consecutive [`BLOCK_LEAVES`]-leaf blocks of `leaves` (the last one may be
+/// shorter). Because blocks are aligned to a power of two, each block root is a node of the
+/// whole tree, and the tree over the block roots is the whole tree's top: so a leaf's path
+/// is its path inside its block followed by its block's path among the block roots
+/// ([`blocked_path`]), and only one block of leaves is needed to prove one leaf.
+pub fn block_roots(leaves: &[Hash]) -> Vec<Hash> {
+    leaves.chunks(BLOCK_LEAVES).map(root).collect()
+}
+
+/// [`block_roots`] read off the whole tree's [`levels`] (the level 9 steps above the
+/// leaves), for a tree of at least one leaf.
+pub fn block_roots_from_levels(levels: &[Vec<Hash>]) -> Vec<Hash> {
+    match levels.get(BLOCK_LEAVES.trailing_zeros() as usize) {
+        Some(level) => level.clone(),
+        None => vec![levels_root(levels)],
+    }
+}
+
+/// Leaf `index`'s path in the whole tree, from the leaves of its block (`block`, which
+/// starts at `index - index % BLOCK_LEAVES`) and every block's root.
+pub fn blocked_path(block: &[Hash], index: usize, roots: &[Hash]) -> Vec<(Side, Hash)> {
+    let mut path = path_at(&levels(block), index % BLOCK_LEAVES);
+    path.extend(path_at(&levels(roots), index / BLOCK_LEAVES));
+    path
+}
+
+/// The position of the leaf whose path is `path` in a tree of `n` leaves (the inverse of
+/// [`path_at`] on the path's sides); `None` when no leaf of such a tree has that shape.
+pub fn position_from_path(n: usize, path: &[(Side, Hash)]) -> Option<usize> {
+    // Level sizes from the leaves up.
+    let mut sizes = vec![n];
+    while *sizes.last()? > 1 {
+        let s = *sizes.last()?;
+        sizes.push(s.div_ceil(2));
+    }
+    // Down from the root: at each level the node either has two children (a path step,
+    // read from the top end of the path) or carries its only child up (no step).
+    let mut index = 0usize;
+    let mut steps = path.iter().rev();
+    for level in (0..sizes.len() - 1).rev() {
+        let left = 2 * index;
+        index = if left + 1 < sizes[level] {
+            match steps.next()?.0 {
+                Side::Left => left + 1,
+                Side::Right => left,
+            }
+        } else {
+            left
+        };
+    }
+    (steps.next().is_none() && index < n).then_some(index)
+}
+
 /// Recomputes a root from a leaf hash and its path.
 pub fn root_from_path(leaf: Hash, path: &[(Side, Hash)]) -> Hash {
     path.iter().fold(leaf, |acc, (side, sibling)| match side {
@@ -220,6 +277,26 @@ mod tests {
             let l = leaves(n);
             prop_assert_eq!(levels_root(&levels(&l)), root(&l));
             prop_assert_eq!(root_and_paths(&l).0, root(&l));
+        }
+
+        #[test]
+        fn a_blocked_path_is_the_whole_trees_path(n in 1usize..3000, i in 0usize..3000) {
+            let i = i % n;
+            let l = leaves(n);
+            let roots = block_roots(&l);
+            prop_assert_eq!(root(&roots), root(&l));
+            prop_assert_eq!(&block_roots_from_levels(&levels(&l)), &roots);
+            let start = i - i % BLOCK_LEAVES;
+            let block = &l[start..(start + BLOCK_LEAVES).min(n)];
+            prop_assert_eq!(blocked_path(block, i, &roots), path_at(&levels(&l), i));
+        }
+
+        #[test]
+        fn a_position_is_read_back_from_its_path(n in 1usize..1200, i in 0usize..1200) {
+            let i = i % n;
+            let l = leaves(n);
+            let path = path_at(&levels(&l), i);
+            prop_assert_eq!(position_from_path(n, &path), Some(i));
         }
 
         #[test]

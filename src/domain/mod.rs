@@ -15,6 +15,7 @@ pub mod pool;
 pub mod poot;
 pub mod proof;
 pub mod refusal;
+pub mod revocation;
 pub mod role;
 pub mod timefmt;
 pub mod tron;

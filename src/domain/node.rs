@@ -75,6 +75,12 @@ pub struct Node {
     pub credit_carry: Decimal,
     /// Epoch and hash of the node's latest proof (the next proof links to it).
     pub last_proof: Option<(u64, [u8; 32])>,
+    /// Credits of closed epochs not entered in the ledger yet (schema 3): a day's epoch
+    /// credits become one ledger entry (see `ledger::day_reference`) once the node earns
+    /// in a later day or its ledger changes otherwise. `balance_usdt` includes them.
+    pub credits_pending_usdt: Decimal,
+    /// The UTC day (days since 1970-01-01) the pending credits were earned in.
+    pub credits_pending_day: u32,
 }
 
 impl Node {
@@ -103,6 +109,8 @@ impl Node {
             last_seq: None,
             credit_carry: Decimal::ZERO,
             last_proof: None,
+            credits_pending_usdt: Decimal::ZERO,
+            credits_pending_day: 0,
         }
     }
 }
@@ -246,6 +254,8 @@ mod tests {
             last_seq: Some(3),
             credit_carry: Decimal::new(12, 6),
             last_proof: Some((4, [5; 32])),
+            credits_pending_usdt: Decimal::ZERO,
+            credits_pending_day: 0,
         };
         let bytes = bincode::serde::encode_to_vec(&node, bincode::config::standard()).unwrap();
         let (back, _): (Node, usize) =

@@ -145,6 +145,8 @@ mod tests {
             last_seq: None,
             credit_carry: Decimal::ZERO,
             last_proof: None,
+            credits_pending_usdt: Decimal::ZERO,
+            credits_pending_day: 0,
         }
     }
 

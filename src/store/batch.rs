@@ -11,18 +11,18 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use super::codec::{decode, decode_heartbeat, encode, encode_heartbeat};
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 use super::liveness::{Live, Liveness};
 use super::queries;
 use super::tables::*;
 use crate::clock::{Clock, Micros};
 use crate::domain::audit::{audit_hash, AuditEvent};
 use crate::domain::heartbeat::StoredHeartbeat;
-use crate::domain::ledger::{EntryKind, LedgerEntry};
+use crate::domain::ledger::{day_reference, EntryKind, LedgerEntry};
 use crate::domain::node::Node;
 use crate::domain::payout::Payout;
 use crate::domain::pool::Pool;
-use crate::domain::proof::{Epoch, Proof};
+use crate::domain::proof::Epoch;
 use crate::domain::role::Role;
 use rust_decimal::Decimal;
 
@@ -80,27 +80,79 @@ impl AuditHead {
     }
 }
 
-/// Writes ledger entry `seq` (made at `at_us`) for `node` into an open ledger table and
-/// applies it to the node's balance. The caller stores the node and the sequence.
+/// Enters the node's pending epoch credits in the ledger as one `day:YYYY-MM-DD` credit
+/// (its balance includes them already). Nothing when none are pending.
+pub(super) fn enter_pending_credits(
+    ledger: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    node: &mut Node,
+    seq: &mut u64,
+    at_us: Micros,
+) -> StoreResult<Option<LedgerEntry>> {
+    if node.credits_pending_usdt.is_zero() {
+        return Ok(None);
+    }
+    *seq += 1;
+    let entry = LedgerEntry {
+        seq: *seq,
+        node_id: node.node_id.clone(),
+        at_us,
+        kind: EntryKind::Credit,
+        amount: node.credits_pending_usdt,
+        reference: day_reference(node.credits_pending_day),
+    };
+    ledger.insert((node.node_id.as_str(), *seq), encode(&entry).as_slice())?;
+    node.credits_pending_usdt = Decimal::ZERO;
+    Ok(Some(entry))
+}
+
+/// Appends a ledger entry and applies it to the node's balance (the caller stores the
+/// node and `seq`). Pending epoch credits are entered first, so entries keep their order.
+/// Returns the entries written, the asked one last.
 pub(super) fn write_ledger_entry(
     ledger: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
     node: &mut Node,
-    (seq, at_us): (u64, Micros),
+    (seq, at_us): (&mut u64, Micros),
     kind: EntryKind,
     amount: Decimal,
     reference: String,
-) -> StoreResult<LedgerEntry> {
+) -> StoreResult<Vec<LedgerEntry>> {
+    let mut written: Vec<LedgerEntry> = enter_pending_credits(ledger, node, seq, at_us)?
+        .into_iter()
+        .collect();
+    *seq += 1;
     let entry = LedgerEntry {
-        seq,
+        seq: *seq,
         node_id: node.node_id.clone(),
         at_us,
         kind,
         amount,
         reference,
     };
-    ledger.insert((node.node_id.as_str(), seq), encode(&entry).as_slice())?;
+    ledger.insert((node.node_id.as_str(), *seq), encode(&entry).as_slice())?;
     node.balance_usdt += amount;
-    Ok(entry)
+    written.push(entry);
+    Ok(written)
+}
+
+/// Credits one closed epoch of UTC day `day` to the node: its balance at once, its ledger
+/// as part of the day's entry (an earlier day's pending credits are entered now).
+/// Returns the entry written, if one was.
+pub(super) fn credit_epoch_to(
+    ledger: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    node: &mut Node,
+    (seq, at_us): (&mut u64, Micros),
+    day: u32,
+    amount: Decimal,
+) -> StoreResult<Option<LedgerEntry>> {
+    let entered = if node.credits_pending_day != day {
+        enter_pending_credits(ledger, node, seq, at_us)?
+    } else {
+        None
+    };
+    node.balance_usdt += amount;
+    node.credits_pending_usdt += amount;
+    node.credits_pending_day = day;
+    Ok(entered)
 }
 
 /// Reads a little-endian u64 from the META table.
@@ -274,12 +326,43 @@ impl<'a> Batch<'a> {
         Ok(removed)
     }
 
-    pub fn put_proof(&mut self, proof: &Proof) -> StoreResult<()> {
-        self.txn.open_table(PROOFS)?.insert(
-            (proof.node_id.as_str(), proof.epoch),
-            encode(proof).as_slice(),
-        )?;
-        self.mirror_proof(proof)
+    /// Stores the roots of an epoch's 512-proof blocks (with its record, before its proofs).
+    pub fn put_epoch_blocks(
+        &mut self,
+        epoch: u64,
+        roots: &[crate::domain::merkle::Hash],
+    ) -> StoreResult<()> {
+        let bytes: Vec<u8> = roots.iter().flatten().copied().collect();
+        self.txn
+            .open_table(EPOCH_BLOCKS)?
+            .insert(epoch, bytes.as_slice())?;
+        Ok(())
+    }
+
+    pub fn has_epoch_blocks(&self, epoch: u64) -> StoreResult<bool> {
+        Ok(self.txn.open_table(EPOCH_BLOCKS)?.get(epoch)?.is_some())
+    }
+
+    /// Gives a new node the next index, by which its proof rows name it.
+    pub(super) fn index_node(&mut self, node_id: &str) -> StoreResult<()> {
+        let mut index = self.txn.open_table(NODE_INDEX)?;
+        if index.get(node_id)?.is_some() {
+            return Ok(());
+        }
+        let next = {
+            let counters = self.txn.open_table(COUNTERS)?;
+            let v = counters.get(NODE_INDEX_NEXT_COUNTER)?.map(|v| v.value());
+            v.unwrap_or(0)
+        };
+        let i = u32::try_from(next)
+            .map_err(|_| StoreError::corrupt("no node index is left (4 billion nodes)"))?;
+        index.insert(node_id, i)?;
+        drop(index);
+        self.txn.open_table(NODE_IDS)?.insert(i, node_id)?;
+        self.txn
+            .open_table(COUNTERS)?
+            .insert(NODE_INDEX_NEXT_COUNTER, next + 1)?;
+        Ok(())
     }
 
     pub fn put_epoch(&mut self, epoch: &Epoch) -> StoreResult<()> {
@@ -304,18 +387,21 @@ impl<'a> Batch<'a> {
         amount: Decimal,
         reference: String,
     ) -> StoreResult<LedgerEntry> {
-        let seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0) + 1;
-        let entry = write_ledger_entry(
+        let mut seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
+        let now = self.now_us();
+        let entries = write_ledger_entry(
             &mut self.txn.open_table(LEDGER)?,
             node,
-            (seq, self.now_us()),
+            (&mut seq, now),
             kind,
             amount,
             reference,
         )?;
         self.set_meta_u64(LEDGER_SEQ_KEY, seq)?;
-        self.mirror_ledger(&entry)?;
-        Ok(entry)
+        for e in &entries {
+            self.mirror_ledger(e)?;
+        }
+        Ok(entries.into_iter().next_back().expect("the asked entry"))
     }
 
     // ---- nodes ----
@@ -363,6 +449,7 @@ impl<'a> Batch<'a> {
             self.txn
                 .open_table(OPERATOR_NODES)?
                 .insert((node.operator_id.as_str(), node.node_id.as_str()), ())?;
+            self.index_node(&node.node_id)?;
         }
         let old_status = previous.map(|p| p.status);
         if old_status != Some(node.status) {

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::domain::pool::{Pool, DEFAULT_POOL_ID, DEFAULT_POOL_NAME};
 
 /// The schema this build writes. Bump it with a migration in [`migrate`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest schema [`migrate`] can upgrade from. Every release writes its version in the
 /// database's first transaction, so a database with data but no version (or version 0)
@@ -117,6 +117,8 @@ pub struct Store {
     pub liveness: Arc<Liveness>,
     /// Free space of the database's filesystem and the floor for bulk writes.
     pub space: Arc<DiskSpace>,
+    /// The tree of the epoch being closed (see `epoch_rows::ClosingTree`).
+    pub closing: Arc<super::epoch_rows::ClosingTree>,
 }
 
 /// What redb's pages hold: the file grows in large steps, so its size is a coarse
@@ -151,7 +153,9 @@ impl Store {
     /// A consistent snapshot for reading; nodes read through it carry their latest
     /// liveness.
     pub fn reader(&self) -> StoreResult<Reader> {
-        Ok(Reader::new(self.db.begin_read()?).with_liveness(self.liveness.clone()))
+        Ok(Reader::new(self.db.begin_read()?)
+            .with_liveness(self.liveness.clone())
+            .with_closing(self.closing.clone()))
     }
 }
 
@@ -304,6 +308,7 @@ pub fn open_with(
         db: DbHandle::new(db, opener),
         liveness: Arc::new(liveness),
         space: Arc::new(DiskSpace::new(path.clone(), MinFree::OFF)),
+        closing: Default::default(),
         path,
     })
 }
@@ -311,10 +316,23 @@ pub fn open_with(
 /// Upgrades a database from `from` to [`SCHEMA_VERSION`], one step at a time, inside the
 /// start-up transaction (all or nothing).
 fn migrate(batch: &mut Batch<'_>, from: u32) -> StoreResult<()> {
+    if from < 3 {
+        // Node records changed form in schema 3; the steps below read them.
+        super::migrate_rows::reencode_nodes(batch)?;
+    }
     let mut version = from;
     while version < SCHEMA_VERSION {
         match version {
             1 => migrate_1_to_2(batch)?,
+            2 => {
+                let m = super::migrate_rows::migrate_2_to_3(batch)?;
+                tracing::info!(
+                    nodes = m.nodes,
+                    proofs = m.proofs,
+                    epochs = m.epochs,
+                    "database migrated to schema 3 (proofs as 96-byte rows per epoch)"
+                );
+            }
             _ => unreachable!("no migration from schema {version}"),
         }
         version += 1;
@@ -587,7 +605,7 @@ mod tests {
         let store = open(dir.path(), 100, &clock).unwrap();
         assert_eq!(
             stored_version(&store.db.current().unwrap()).unwrap(),
-            Some(2)
+            Some(SCHEMA_VERSION)
         );
         assert_eq!(status_index(&store), expected);
     }

@@ -12,14 +12,19 @@ pub(crate) mod codec;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod db;
+// Opens transactions (clippy.toml forbids it outside src/store/).
+#[allow(clippy::disallowed_methods)]
+pub mod epoch_rows;
 pub mod error;
 pub mod liveness;
+pub(crate) mod migrate_rows;
 pub mod outbox;
 pub(crate) mod payouts;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod poot;
 pub mod queries;
+pub(crate) mod revocations;
 #[doc(hidden)] // for the benches and tests only
 #[allow(clippy::disallowed_methods)] // seeds data in a write transaction of its own
 pub mod seed;

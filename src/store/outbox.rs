@@ -448,7 +448,7 @@ fn snapshot_page(
     site: &str,
     limit: usize,
 ) -> StoreResult<(Vec<(String, Value)>, Cursor)> {
-    use super::tables::{AUDIT, LEDGER, NODES, PAYOUTS, POOLS, PROOFS};
+    use super::tables::{AUDIT, LEDGER, NODES, PAYOUTS, POOLS};
     let mut docs = Vec::new();
     let mut next = Cursor::Done;
     match collection {
@@ -486,38 +486,48 @@ fn snapshot_page(
                 }
             }
         }
-        PROOFS_COLLECTION | LEDGER_COLLECTION => {
-            let def = if collection == PROOFS_COLLECTION {
-                PROOFS
-            } else {
-                LEDGER
+        PROOFS_COLLECTION => {
+            // Node by node, each node's proofs newest first along its chain; the cursor is
+            // the last (node, epoch) copied.
+            let proofs = super::epoch_rows::read_tables(txn, None)?;
+            let nodes = txn.open_table(NODES)?;
+            let (from_node, mut before) = match cursor {
+                Cursor::StrU64(s, n) => (s.clone(), Some(*n)),
+                _ => (String::new(), None),
             };
-            let t = txn.open_table(def)?;
-            let epochs = txn.open_table(EPOCHS)?;
+            'nodes: for entry in nodes.range(from_node.as_str()..)? {
+                let (k, v) = entry?;
+                let node_id = k.value();
+                if node_id != from_node {
+                    before = None;
+                }
+                let latest = decode::<Node>(v.value())?.last_proof.map(|(e, _)| e);
+                let page = proofs.history(node_id, latest, before, limit - docs.len())?;
+                let epoch = |e: u64| -> StoreResult<Option<Epoch>> { proofs.record(e) };
+                for p in page.items {
+                    let record = epoch(p.epoch)?;
+                    let doc = proof_doc(site, &p, record.as_ref());
+                    docs.push((doc_id(site, &doc.0), doc.1));
+                    if docs.len() >= limit {
+                        next = Cursor::StrU64(node_id.to_string(), p.epoch);
+                        break 'nodes;
+                    }
+                }
+            }
+        }
+        LEDGER_COLLECTION => {
+            let t = txn.open_table(LEDGER)?;
             let (from_s, from_n) = match cursor {
                 Cursor::StrU64(s, n) => (s.clone(), *n),
                 _ => (String::new(), 0),
             };
-            let mut epoch_cache: Option<(u64, Option<Epoch>)> = None;
             for entry in t.range((from_s.as_str(), from_n)..)? {
                 let (k, v) = entry?;
                 let (ks, kn) = k.value();
                 if matches!(cursor, Cursor::StrU64(s, n) if s == ks && *n == kn) {
                     continue;
                 }
-                let doc = if collection == PROOFS_COLLECTION {
-                    let p: Proof = decode(v.value())?;
-                    if epoch_cache.as_ref().map(|c| c.0) != Some(p.epoch) {
-                        let e = match epochs.get(p.epoch)? {
-                            Some(v) => Some(decode::<Epoch>(v.value())?),
-                            None => None,
-                        };
-                        epoch_cache = Some((p.epoch, e));
-                    }
-                    proof_doc(site, &p, epoch_cache.as_ref().and_then(|c| c.1.as_ref()))
-                } else {
-                    ledger_doc(site, &decode::<LedgerEntry>(v.value())?)
-                };
+                let doc = ledger_doc(site, &decode::<LedgerEntry>(v.value())?);
                 docs.push((doc_id(site, &doc.0), doc.1));
                 if docs.len() >= limit {
                     next = Cursor::StrU64(ks.to_string(), kn);
@@ -710,6 +720,8 @@ mod tests {
                 last_seq: Some(9),
                 credit_carry: Decimal::new(1, 12),
                 last_proof: Some((5, [1; 32])),
+                credits_pending_usdt: Decimal::ZERO,
+                credits_pending_day: 0,
             };
             assert_pinned("node_a1", node_doc(SITE, &n), NODE);
         }

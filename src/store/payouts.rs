@@ -95,11 +95,10 @@ pub fn create_due_chunk(
                 next_attempt_at_us: None,
                 needs_attention: false,
             };
-            ledger_seq += 1;
-            let entry = write_ledger_entry(
+            let entries = write_ledger_entry(
                 &mut ledger,
                 &mut node,
-                (ledger_seq, now),
+                (&mut ledger_seq, now),
                 EntryKind::Debit,
                 -amount,
                 format!("payout:{}", payout.payout_id),
@@ -120,7 +119,7 @@ pub fn create_due_chunk(
             audit.insert(event.seq, encode(&event).as_slice())?;
             operators.push(node.operator_id.clone());
             if b.mirror.is_some() {
-                mirrored.push((entry, node, event));
+                mirrored.push((entries, node, event));
             }
             out.created.push(payout);
         }
@@ -134,8 +133,10 @@ pub fn create_due_chunk(
         out.created.len() as i64,
     )?;
     // The mirror's outbox, in the order a payout-by-payout run wrote it.
-    for ((entry, node, event), payout) in mirrored.iter().zip(&out.created) {
-        b.mirror_ledger(entry)?;
+    for ((entries, node, event), payout) in mirrored.iter().zip(&out.created) {
+        for entry in entries {
+            b.mirror_ledger(entry)?;
+        }
         b.mirror_node(node)?;
         b.mirror_payout(payout)?;
         b.mirror_audit(event)?;

@@ -3,24 +3,27 @@
 //! - [`epoch_proofs`] computes an epoch's proofs from read transactions, outside the
 //!   writer: once an epoch is finished its heartbeats cannot change (receive stamps are
 //!   handed out inside the writer and strictly increase).
-//! - [`Batch::write_epoch_proofs`] writes one chunk of proofs with their node updates and
-//!   ledger credits. A proof that is already stored is skipped, and a proof, its credit
-//!   and its node update commit together: a crash between chunks loses nothing and
-//!   credits nothing twice.
+//! - [`Batch::write_epoch_chunks`] writes chunks of proofs (96-byte rows, see
+//!   `epoch_rows`) with their node updates and ledger credits. A chunk already stored is
+//!   skipped, and a chunk, its credits and its node updates commit together: a crash
+//!   between chunks loses nothing and credits nothing twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::batch::write_ledger_entry;
-use super::codec::{decode, encode};
+use super::batch::credit_epoch_to;
+use super::codec::encode;
+use super::epoch_rows::{encode_chunk, epoch_rows, node_id_of, ProofRow};
 use super::error::{StoreError, StoreResult};
-use super::tables::{COUNTERS, LEDGER, LEDGER_SEQ_KEY, NODES, PROOFS, PROOFS_COUNTER};
+use super::tables::{
+    COUNTERS, EPOCH_ROWS, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_IDS, NODE_INDEX, PROOFS_COUNTER,
+};
 use super::Batch;
 use crate::clock::Micros;
-use crate::domain::ledger::{EntryKind, LedgerEntry};
+use crate::domain::ledger::{day_of, LedgerEntry};
 use crate::domain::merkle::{leaf_hash_parts, Hash};
 use crate::domain::node::Node;
 use crate::domain::poot::{prove_summary, EpochParams, NodeEpochOutput, WindowAccumulator};
@@ -70,15 +73,15 @@ fn part_of(node_id: &str) -> u64 {
 
 /// Streams the heartbeats received in `[from, to)` of the nodes in share `part` into one
 /// [`WindowAccumulator`] each (no receipts are kept), then reads each node's chain state
-/// and computes its proof. Returns the proofs already stored (with `resume`) and the new
-/// ones, both in `node_id` order.
+/// and computes its proof. Nodes in `stored` (their proofs are stored already) are
+/// skipped. Returns the new proofs in `node_id` order.
 fn prove_part(
     db: &Database,
     params: &EpochParams,
     (from, to): (Micros, Micros),
-    resume: bool,
+    stored: &HashSet<String>,
     part: u64,
-) -> StoreResult<(Vec<Proof>, Vec<NodeEpochOutput>)> {
+) -> StoreResult<Vec<NodeEpochOutput>> {
     let txn = db.begin_read()?;
     let mut windows: FastMap<Box<str>, WindowAccumulator> = FastMap::default();
     {
@@ -103,15 +106,10 @@ fn prove_part(
     let mut windows: Vec<(Box<str>, WindowAccumulator)> = windows.into_iter().collect();
     windows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let nodes = txn.open_table(NODES)?;
-    let proofs = txn.open_table(PROOFS)?;
-    let mut stored = Vec::new();
     let mut outputs = Vec::with_capacity(windows.len());
     for (node_id, window) in windows {
-        if resume {
-            if let Some(v) = proofs.get((&*node_id, params.epoch))? {
-                stored.push(decode::<Proof>(v.value())?);
-                continue;
-            }
+        if stored.contains(&*node_id) {
+            continue;
         }
         let Some(node) = super::queries::node(&nodes, &node_id)? else {
             continue; // heartbeats of an unknown node prove nothing
@@ -124,26 +122,26 @@ fn prove_part(
             node.last_proof.map(|(_, h)| h),
         ));
     }
-    Ok((stored, outputs))
+    Ok(outputs)
 }
 
-/// Every proof of an epoch whose heartbeats were received in `[from, to)`, computed from
-/// read snapshots on [`SCAN_PARTS`] threads (the window's heartbeats can no longer
+/// Every new proof of an epoch whose heartbeats were received in `[from, to)`, computed
+/// from read snapshots on [`SCAN_PARTS`] threads (the window's heartbeats can no longer
 /// change, and only the closer changes a node's chain state, so every snapshot agrees).
-/// With `resume`, proofs already stored are returned as they are instead of recomputed.
-/// Returns (stored proofs, new proofs without paths), each in `node_id` order.
+/// Nodes in `stored` are skipped (a resumed close). Returns proofs without paths, in
+/// `node_id` order.
 pub fn epoch_proofs(
     db: &Database,
     params: &EpochParams,
     from: Micros,
     to: Micros,
-    resume: bool,
-) -> StoreResult<(Vec<Proof>, Vec<NodeEpochOutput>)> {
-    let results: Vec<StoreResult<(Vec<Proof>, Vec<NodeEpochOutput>)>> = std::thread::scope(|s| {
+    stored: &HashSet<String>,
+) -> StoreResult<Vec<NodeEpochOutput>> {
+    let results: Vec<StoreResult<Vec<NodeEpochOutput>>> = std::thread::scope(|s| {
         let others: Vec<_> = (1..SCAN_PARTS)
-            .map(|part| s.spawn(move || prove_part(db, params, (from, to), resume, part)))
+            .map(|part| s.spawn(move || prove_part(db, params, (from, to), stored, part)))
             .collect();
-        let mut results = vec![prove_part(db, params, (from, to), resume, 0)];
+        let mut results = vec![prove_part(db, params, (from, to), stored, 0)];
         results.extend(
             others
                 .into_iter()
@@ -151,16 +149,24 @@ pub fn epoch_proofs(
         );
         results
     });
-    let mut stored = Vec::new();
     let mut outputs = Vec::new();
     for r in results {
-        let (s, o) = r?;
-        stored.extend(s);
-        outputs.extend(o);
+        outputs.extend(r?);
     }
-    stored.sort_unstable_by(|a, b| a.node_id.cmp(&b.node_id));
     outputs.sort_unstable_by(|a, b| a.proof.node_id.cmp(&b.proof.node_id));
-    Ok((stored, outputs))
+    Ok(outputs)
+}
+
+/// The proofs of `epoch` already stored (an interrupted close): node id, position in the
+/// epoch, proof hash.
+pub fn stored_leaves(db: &Database, epoch: u64) -> StoreResult<Vec<(String, u64, Hash)>> {
+    let txn = db.begin_read()?;
+    let rows = txn.open_table(EPOCH_ROWS)?;
+    let ids = txn.open_table(NODE_IDS)?;
+    epoch_rows(&rows, epoch)?
+        .into_iter()
+        .map(|(position, row)| Ok((node_id_of(&ids, row.node_index)?, position, row.proof_hash)))
+        .collect()
 }
 
 /// One proof to store, with the node's carry after it.
@@ -169,83 +175,60 @@ pub struct ProofWrite {
     pub credit_carry: Decimal,
 }
 
-/// bincode (standard config) varint of a u64, as `codec::encode` writes it.
-fn put_varint(out: &mut Vec<u8>, v: u64) {
-    if v <= 250 {
-        out.push(v as u8);
-    } else if v <= u16::MAX as u64 {
-        out.push(251);
-        out.extend_from_slice(&(v as u16).to_le_bytes());
-    } else if v <= u32::MAX as u64 {
-        out.push(252);
-        out.extend_from_slice(&(v as u32).to_le_bytes());
-    } else {
-        out.push(253);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-}
-
-/// `codec::encode(proof)`, byte for byte, written directly: through serde every hash
-/// byte is a separate call, which made encoding the largest single cost of closing an
-/// epoch. A test holds the two equal.
-pub(crate) fn encode_proof(p: &Proof) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + p.node_id.len() + 33 * p.inclusion_path.len());
-    put_varint(&mut out, p.node_id.len() as u64);
-    out.extend_from_slice(p.node_id.as_bytes());
-    put_varint(&mut out, p.epoch);
-    put_varint(&mut out, p.window_start_us);
-    put_varint(&mut out, p.window_end_us);
-    put_varint(&mut out, p.operational_seconds);
-    put_varint(&mut out, p.heartbeat_count);
-    out.extend_from_slice(&p.heartbeats_root);
-    out.extend_from_slice(&encode(&p.credits_usdt));
-    match &p.prev_proof_hash {
-        None => out.push(0),
-        Some(h) => {
-            out.push(1);
-            out.extend_from_slice(h);
-        }
-    }
-    out.extend_from_slice(&p.proof_hash);
-    put_varint(&mut out, p.inclusion_path.len() as u64);
-    for (left, h) in &p.inclusion_path {
-        out.push(u8::from(*left));
-        out.extend_from_slice(h);
-    }
-    out
+/// Proofs at consecutive positions of an epoch, from `position` on, stored as one value.
+pub struct ChunkWrite {
+    pub position: u64,
+    pub items: Vec<ProofWrite>,
 }
 
 impl Batch<'_> {
-    /// Stores a chunk of one epoch's proofs: each proof with its ledger credit and its
-    /// node's new carry, last proof and operational total. Proofs already stored are
-    /// skipped (a resumed close). Checks every node first and writes only then, so a
-    /// refused chunk writes nothing.
+    /// Stores chunks of one epoch's proofs: each chunk as one value of rows, with each
+    /// proof's ledger credit and its node's new carry, last proof and operational total.
+    /// A chunk already stored is skipped (a resumed close). Checks every node of a chunk
+    /// first and writes only then, so a refused chunk writes nothing.
     ///
-    /// Stops writing once `budget` has passed (the writer is what heartbeats wait for),
-    /// after at least one proof. Returns `(items consumed, proofs written)`: the caller
-    /// sends the rest again.
-    pub fn write_epoch_proofs(
+    /// Stops once `budget` has passed (the writer is what heartbeats wait for), after at
+    /// least one chunk. Returns `(chunks consumed, proofs written)`: the caller sends the
+    /// rest again.
+    pub fn write_epoch_chunks(
         &mut self,
         epoch: u64,
-        items: &[ProofWrite],
+        chunks: &[ChunkWrite],
         budget: std::time::Duration,
     ) -> StoreResult<(usize, usize)> {
         let started = std::time::Instant::now();
-        // (index in `items`, item, its node as stored)
-        let mut todo: Vec<(usize, &ProofWrite, Node)> = Vec::with_capacity(items.len());
+        let mut written = 0;
+        for (consumed, chunk) in chunks.iter().enumerate() {
+            if consumed > 0 && started.elapsed() >= budget {
+                return Ok((consumed, written));
+            }
+            written += self.write_epoch_chunk(epoch, chunk)?;
+        }
+        Ok((chunks.len(), written))
+    }
+
+    fn write_epoch_chunk(&mut self, epoch: u64, chunk: &ChunkWrite) -> StoreResult<usize> {
+        let Some(first) = chunk.items.first() else {
+            return Ok(0);
+        };
+        let key = (epoch, first.proof.node_id.as_str());
+        if self.txn.open_table(EPOCH_ROWS)?.get(key)?.is_some() {
+            return Ok(0);
+        }
+        let position = u32::try_from(chunk.position)
+            .map_err(|_| StoreError::corrupt("an epoch of more than 4 billion proofs"))?;
+        // (item, its node as stored, its row)
+        let mut todo: Vec<(&ProofWrite, Node, ProofRow)> = Vec::with_capacity(chunk.items.len());
         {
-            let proofs = self.txn.open_table(PROOFS)?;
             let nodes = self.txn.open_table(NODES)?;
-            for (index, item) in items.iter().enumerate() {
+            let index = self.txn.open_table(NODE_INDEX)?;
+            for item in &chunk.items {
                 let p = &item.proof;
                 if p.epoch != epoch {
                     return Err(StoreError::corrupt(format!(
                         "a proof for epoch {} in a chunk of epoch {epoch}",
                         p.epoch
                     )));
-                }
-                if proofs.get((p.node_id.as_str(), epoch))?.is_some() {
-                    continue;
                 }
                 let node = super::queries::node(&nodes, &p.node_id)?.ok_or_else(|| {
                     StoreError::corrupt(format!("node {} of a proof is missing", p.node_id))
@@ -256,53 +239,65 @@ impl Batch<'_> {
                         p.node_id
                     )));
                 }
-                todo.push((index, item, node));
+                let node_index = index
+                    .get(p.node_id.as_str())?
+                    .map(|v| v.value())
+                    .ok_or_else(|| {
+                        StoreError::corrupt(format!("node {} has no index", p.node_id))
+                    })?;
+                let prev_delta = match node.last_proof {
+                    None => 0,
+                    Some((e, _)) => epoch
+                        .checked_sub(e)
+                        .filter(|d| *d > 0)
+                        .and_then(|d| u32::try_from(d).ok())
+                        .ok_or_else(|| {
+                            StoreError::corrupt(format!(
+                                "node {}'s previous proof (epoch {e}) is not before epoch {epoch}",
+                                p.node_id
+                            ))
+                        })?,
+                };
+                let row = ProofRow::of_proof(p, node_index, prev_delta, item.credit_carry)?;
+                todo.push((item, node, row));
             }
         }
-        if todo.is_empty() {
-            return Ok((items.len(), 0));
-        }
         let now = self.now_us();
+        let day = day_of(first.proof.window_start_us);
         let mut seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
-        let mut consumed = items.len();
-        let mut count = 0;
         let mirrored = self.mirror.is_some();
-        let mut written: Vec<(&ProofWrite, Option<LedgerEntry>, Node)> = Vec::new();
+        let mut mirror: Vec<(&ProofWrite, Option<LedgerEntry>, Node)> = Vec::new();
+        let rows: Vec<ProofRow> = todo.iter().map(|t| t.2).collect();
         {
-            let mut proofs = self.txn.open_table(PROOFS)?;
             let mut nodes = self.txn.open_table(NODES)?;
             let mut ledger = self.txn.open_table(LEDGER)?;
-            for (index, item, mut node) in todo {
-                if count > 0 && started.elapsed() >= budget {
-                    consumed = index;
-                    break;
-                }
-                count += 1;
+            for (item, mut node, _) in todo {
                 let p = &item.proof;
                 node.credit_carry = item.credit_carry;
                 node.last_proof = Some((epoch, p.proof_hash));
                 node.operational_seconds_total += p.operational_seconds;
                 let mut entry = None;
                 if p.credits_usdt > Decimal::ZERO {
-                    seq += 1;
-                    entry = Some(write_ledger_entry(
+                    // The balance now; the ledger once per day (`credit_epoch_to`).
+                    entry = credit_epoch_to(
                         &mut ledger,
                         &mut node,
-                        (seq, now),
-                        EntryKind::Credit,
+                        (&mut seq, now),
+                        day,
                         p.credits_usdt,
-                        format!("epoch:{epoch}"),
-                    )?);
+                    )?;
                 }
-                proofs.insert((p.node_id.as_str(), epoch), encode_proof(p).as_slice())?;
                 // Written around `put_node`: the status (which its index and counters
                 // follow) never changes here.
                 nodes.insert(node.node_id.as_str(), encode(&node).as_slice())?;
                 if mirrored {
-                    written.push((item, entry, node));
+                    mirror.push((item, entry, node));
                 }
             }
         }
+        self.txn
+            .open_table(EPOCH_ROWS)?
+            .insert(key, encode_chunk(position, &rows).as_slice())?;
         self.set_meta_u64(LEDGER_SEQ_KEY, seq)?;
         {
             let mut counters = self.txn.open_table(COUNTERS)?;
@@ -310,17 +305,17 @@ impl Batch<'_> {
                 .get(PROOFS_COUNTER)?
                 .map(|v| v.value())
                 .unwrap_or(0);
-            counters.insert(PROOFS_COUNTER, current + count as u64)?;
+            counters.insert(PROOFS_COUNTER, current + rows.len() as u64)?;
         }
         // The mirror's outbox, in the order a node-by-node close wrote it.
-        for (item, entry, node) in written {
+        for (item, entry, node) in mirror {
             if let Some(e) = entry {
                 self.mirror_ledger(&e)?;
             }
             self.mirror_proof(&item.proof)?;
             self.mirror_node(&node)?;
         }
-        Ok((consumed, count))
+        Ok(rows.len())
     }
 }
 
@@ -329,41 +324,6 @@ mod tests {
     use super::*;
     use crate::domain::heartbeat::StoredHeartbeat;
     use crate::domain::merkle::leaf_hash;
-    use proptest::prelude::*;
-
-    fn hash(seed: u8) -> Hash {
-        [seed; 32]
-    }
-
-    proptest! {
-        #[test]
-        fn the_direct_proof_encoding_equals_bincode(
-            node in "[a-z_0-9]{0,40}",
-            epoch in any::<u64>(),
-            start in any::<u64>(),
-            secs in prop_oneof![0u64..300, any::<u64>()],
-            count in prop_oneof![0u64..300, 250u64..70_000, any::<u64>()],
-            micros in 0i64..10_000_000_000,
-            prev in any::<Option<u8>>(),
-            path in proptest::collection::vec((any::<bool>(), any::<u8>()), 0..20),
-        ) {
-            let p = Proof {
-                node_id: node,
-                epoch,
-                window_start_us: start,
-                window_end_us: start / 2 + 70_000,
-                operational_seconds: secs,
-                heartbeat_count: count,
-                heartbeats_root: hash(1),
-                credits_usdt: Decimal::new(micros, 6),
-                prev_proof_hash: prev.map(hash),
-                proof_hash: hash(2),
-                inclusion_path: path.into_iter().map(|(l, s)| (l, hash(s))).collect(),
-            };
-            prop_assert_eq!(encode_proof(&p), encode(&p));
-            prop_assert_eq!(decode::<Proof>(&encode_proof(&p)).unwrap(), p);
-        }
-    }
 
     #[test]
     fn the_leaf_read_from_the_bytes_equals_the_leaf_of_the_decoded_heartbeat() {

@@ -17,7 +17,7 @@ use crate::domain::ledger::LedgerEntry;
 use crate::domain::node::{Node, NodeStatus};
 use crate::domain::payout::{Payout, PayoutState};
 use crate::domain::pool::Pool;
-use crate::domain::proof::{Epoch, Proof};
+use crate::domain::proof::Epoch;
 
 pub fn node(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -44,6 +44,8 @@ pub struct Reader {
     pub(super) txn: ReadTransaction,
     /// Applied to every node read (see `liveness`); empty for a reader of a file at rest.
     liveness: Arc<Liveness>,
+    /// The tree of an epoch being closed by this process (see `epoch_rows`).
+    pub(super) closing: Option<Arc<super::epoch_rows::ClosingTree>>,
 }
 
 /// The indexes that group nodes: by operator, by pool, by status.
@@ -65,7 +67,13 @@ impl Reader {
         Self {
             txn,
             liveness: Default::default(),
+            closing: None,
         }
+    }
+
+    pub fn with_closing(mut self, closing: Arc<super::epoch_rows::ClosingTree>) -> Self {
+        self.closing = Some(closing);
+        self
     }
 
     pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
@@ -284,12 +292,6 @@ impl Reader {
         Ok(Page { items, next: None })
     }
 
-    pub fn proof(&self, node_id: &str, epoch: u64) -> StoreResult<Option<Proof>> {
-        let t = self.txn.open_table(PROOFS)?;
-        let v = t.get((node_id, epoch))?;
-        v.map(|v| decode(v.value())).transpose()
-    }
-
     pub fn epoch(&self, epoch: u64) -> StoreResult<Option<Epoch>> {
         let t = self.txn.open_table(EPOCHS)?;
         let v = t.get(epoch)?;
@@ -301,33 +303,6 @@ impl Reader {
         let t = self.txn.open_table(EPOCHS)?;
         let last = t.last()?;
         last.map(|(_, v)| decode(v.value())).transpose()
-    }
-
-    /// A node's proofs, newest first, with epochs below `before`.
-    pub fn proof_history(
-        &self,
-        node_id: &str,
-        before: Option<u64>,
-        limit: usize,
-    ) -> StoreResult<Page<Proof>> {
-        let t = self.txn.open_table(PROOFS)?;
-        let end = match before {
-            Some(b) => Bound::Excluded((node_id, b)),
-            None => Bound::Included((node_id, u64::MAX)),
-        };
-        let mut items: Vec<Proof> = Vec::new();
-        for entry in t
-            .range::<(&str, u64)>((Bound::Included((node_id, 0)), end))?
-            .rev()
-        {
-            let (_, v) = entry?;
-            if items.len() == limit {
-                let next = items.last().map(|p| p.epoch.to_string());
-                return Ok(Page { items, next });
-            }
-            items.push(decode(v.value())?);
-        }
-        Ok(Page { items, next: None })
     }
 
     /// Ids of an operator's nodes.
@@ -431,14 +406,9 @@ impl Reader {
         Ok(out)
     }
 
-    /// Every proof in (node_id, epoch) order (for `verify`).
-    pub fn for_each_proof(&self, mut f: impl FnMut(Proof) -> StoreResult<()>) -> StoreResult<()> {
-        let t = self.txn.open_table(PROOFS)?;
-        for entry in t.iter()? {
-            let (_, v) = entry?;
-            f(decode(v.value())?)?;
-        }
-        Ok(())
+    /// The last ledger sequence number given.
+    pub fn ledger_seq(&self) -> StoreResult<u64> {
+        Ok(self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0))
     }
 
     /// Every closed epoch.

@@ -646,14 +646,19 @@ mod tests {
     use crate::progress::INTERRUPTED;
     use std::collections::BTreeSet;
 
-    /// Table names defined anywhere in `src/` (`TableDefinition::new("...")`).
+    /// Table names defined anywhere in `src/` (`TableDefinition::new("...")`), except in
+    /// migrations (`store/migrate_*.rs`): their tables are an old schema's, or scratch,
+    /// and the migration deletes them before it commits.
     fn defined_in_source() -> BTreeSet<String> {
         fn walk(dir: &Path, out: &mut BTreeSet<String>) {
             for entry in std::fs::read_dir(dir).unwrap().flatten() {
                 let path = entry.path();
+                let migration = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("migrate_"));
                 if path.is_dir() {
                     walk(&path, out);
-                } else if path.extension().is_some_and(|e| e == "rs") {
+                } else if path.extension().is_some_and(|e| e == "rs") && !migration {
                     let text = std::fs::read_to_string(&path).unwrap();
                     let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
                     for line in code {

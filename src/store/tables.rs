@@ -40,8 +40,17 @@ pub const POOL_MEMBERS_COUNTER: &str = "pool_members";
 /// (received_at_us, node_id) -> StoredHeartbeat. Time first: closing an epoch is one
 /// sequential range scan, and pruning old heartbeats removes a prefix.
 pub const HEARTBEATS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("heartbeats");
-/// (node_id, epoch) -> Proof
-pub(crate) const PROOFS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("proofs");
+/// (epoch, node_id of its first row) -> a chunk of the epoch's proofs as 96-byte rows in
+/// leaf order (schema 3; see `epoch_rows`).
+pub(crate) const EPOCH_ROWS: TableDefinition<(u64, &str), &[u8]> =
+    TableDefinition::new("epoch_rows");
+/// epoch -> the roots of its 512-proof blocks, 32 bytes each (inclusion paths are
+/// computed from one block and these).
+pub(crate) const EPOCH_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("epoch_blocks");
+/// node_id -> the index its proof rows name it by (given at registration, never reused).
+pub(crate) const NODE_INDEX: TableDefinition<&str, u32> = TableDefinition::new("node_index");
+/// node index -> node_id
+pub(crate) const NODE_IDS: TableDefinition<u32, &str> = TableDefinition::new("node_ids");
 /// epoch -> Epoch (root, signature)
 pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
 /// (node_id, entry seq) -> LedgerEntry: append-only credits and debits.
@@ -58,6 +67,8 @@ pub const HEARTBEATS_PRUNED_BEFORE_KEY: &str = "heartbeats.pruned_before_us";
 
 pub const HEARTBEATS_COUNTER: &str = "heartbeats.stored";
 pub(crate) const PROOFS_COUNTER: &str = "proofs";
+/// The next node index to give.
+pub(crate) const NODE_INDEX_NEXT_COUNTER: &str = "nodes.index_next";
 
 /// payout_id -> Payout
 pub(crate) const PAYOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("payouts");
@@ -92,6 +103,10 @@ pub(crate) const ALERT_OFFLINE_SENT: TableDefinition<(&str, &str), u64> =
 pub(crate) const ALERT_SEQ_KEY: &str = "alerts.seq";
 pub const ALERTS_QUEUED_COUNTER: &str = "alerts.queued";
 
+/// "jti:{jti}" or "sub:{subject}" -> Revocation: the token revocations in force, pruned
+/// once no token they cover can verify any more (see `domain::revocation`).
+pub(crate) const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("revocations");
+
 /// Something done once per table, for every key/value type pair.
 pub(crate) trait TableVisitor {
     fn visit<K: Key + 'static, V: Value + 'static>(
@@ -117,7 +132,10 @@ pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(AUDIT)?;
     v.visit(COUNTERS)?;
     v.visit(HEARTBEATS)?;
-    v.visit(PROOFS)?;
+    v.visit(EPOCH_ROWS)?;
+    v.visit(EPOCH_BLOCKS)?;
+    v.visit(NODE_INDEX)?;
+    v.visit(NODE_IDS)?;
     v.visit(EPOCHS)?;
     v.visit(LEDGER)?;
     v.visit(PAYOUTS)?;
@@ -128,5 +146,6 @@ pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(ALERT_SETTINGS)?;
     v.visit(ALERT_QUEUE)?;
     v.visit(ALERT_OFFLINE_SENT)?;
+    v.visit(REVOCATIONS)?;
     Ok(())
 }

@@ -55,6 +55,33 @@ pub struct LedgerEntryView {
     /// Signed decimal string: debits are negative.
     pub amount_usdt: String,
     pub reference: String,
+    /// Set on the last entry of a node's ledger when it shows credits of closed epochs
+    /// not entered yet (the day's credits are entered as one entry once the day is over):
+    /// the balance is the sum of the entries shown, this one included.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+}
+
+impl LedgerEntryView {
+    /// `node`'s pending epoch credits as the entry they will become (`seq` is the next
+    /// sequence number), if it has any.
+    pub fn pending(node: &crate::domain::node::Node, seq: u64, at_us: u64) -> Option<Self> {
+        if node.credits_pending_usdt.is_zero() {
+            return None;
+        }
+        let entry = LedgerEntry {
+            seq,
+            node_id: node.node_id.clone(),
+            at_us,
+            kind: EntryKind::Credit,
+            amount: node.credits_pending_usdt,
+            reference: crate::domain::ledger::day_reference(node.credits_pending_day),
+        };
+        Some(Self {
+            pending: true,
+            ..Self::from(&entry)
+        })
+    }
 }
 
 impl From<&LedgerEntry> for LedgerEntryView {
@@ -73,6 +100,7 @@ impl From<&LedgerEntry> for LedgerEntryView {
             .to_string(),
             amount_usdt: amount.to_string(),
             reference: e.reference.clone(),
+            pending: false,
         }
     }
 }

@@ -1427,7 +1427,7 @@ async fn unknown_routes_and_methods_answer_problem_json() {
     for (method, path) in [
         ("DELETE", "/api/v1/pools/pool_default"),
         ("PATCH", "/api/v1/nodes"),
-        ("GET", "/api/v1/tokens"),
+        ("DELETE", "/api/v1/tokens"),
         ("PUT", "/api/v1/audit"),
     ] {
         refused(

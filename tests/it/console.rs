@@ -1145,6 +1145,81 @@ async fn an_admin_creates_pools_issues_tokens_and_closes_payouts_from_the_admin_
     c.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_revokes_an_issued_token_and_a_whole_subject_from_the_admin_page() {
+    let server = TestServer::start().await;
+    let issue = async |subject: &str| {
+        let (status, body) = server
+            .call(
+                "POST",
+                "/api/v1/tokens",
+                Some(&server.admin),
+                Some(json!({"role": "operator", "subject": subject})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["token"].as_str().unwrap().to_string(),
+            body["jti"].as_str().unwrap().to_string(),
+        )
+    };
+    let (doomed, doomed_jti) = issue("op-rev").await;
+    let (kept, kept_jti) = issue("op-rev").await;
+    let whole_subject = server.cli_token("operator", "op-gone");
+    for t in [&doomed, &kept, &whole_subject] {
+        let (status, body) = server.call("GET", "/api/v1/nodes", Some(t), None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let driver = Driver::start();
+    let c = browser(&driver, None).await;
+    sign_in(&c, &server, &server.admin).await;
+    wait_view(&c, "overview").await;
+    go(&c, &server, "admin").await;
+    wait_view(&c, "admin").await;
+
+    // The issued tokens are listed; the first click arms the button, the second revokes.
+    let row = |jti: &str| format!("#issued-tokens tr[data-jti=\"{jti}\"]");
+    wait_css(&c, &row(&kept_jti)).await;
+    click(&c, &format!("{} button.revoke-token", row(&doomed_jti))).await;
+    wait_text(
+        &c,
+        &format!("{} button.revoke-token", row(&doomed_jti)),
+        "Really revoke?",
+    )
+    .await;
+    let (status, _) = server
+        .call("GET", "/api/v1/nodes", Some(&doomed), None)
+        .await;
+    assert_eq!(status, 200, "one click alone revokes nothing");
+    click(&c, &format!("{} button.revoke-token", row(&doomed_jti))).await;
+    wait_text(&c, &format!("{} .token-state", row(&doomed_jti)), "revoked").await;
+
+    let (status, body) = server
+        .call("GET", "/api/v1/nodes", Some(&doomed), None)
+        .await;
+    assert_problem(status, &body, 401, "token-revoked");
+    let (status, body) = server.call("GET", "/api/v1/nodes", Some(&kept), None).await;
+    assert_eq!(status, 200, "the other token of the subject: {body}");
+
+    // Every token of a subject.
+    wait_css(&c, "#revoke-subject")
+        .await
+        .send_keys("op-gone")
+        .await
+        .unwrap();
+    click(&c, "#revoke-subject-form button[type=submit]").await;
+    let said = text_of(&c, "#revoke-subject-form .message.ok").await;
+    assert!(said.starts_with("Every token of op-gone"), "{said}");
+    let (status, body) = server
+        .call("GET", "/api/v1/nodes", Some(&whole_subject), None)
+        .await;
+    assert_problem(status, &body, 401, "token-revoked");
+    // The page still lists the revoked token as revoked after its refresh.
+    wait_text(&c, &format!("{} .token-state", row(&doomed_jti)), "revoked").await;
+    c.close().await.unwrap();
+}
+
 /// `GET /api/v1/alerts{query}` with `token`, as the API answers it.
 async fn alerts_of(server: &TestServer, token: &str, query: &str) -> Value {
     let (status, body) = server

@@ -147,6 +147,8 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/keys", "get"),
         ("/api/v1/openapi.json", "get"),
         ("/api/v1/tokens", "post"),
+        ("/api/v1/tokens", "get"),
+        ("/api/v1/tokens/revoke", "post"),
         ("/api/v1/auth/challenge", "post"),
         ("/api/v1/auth/token", "post"),
         ("/api/v1/nodes", "post"),

@@ -32,6 +32,8 @@ mod pool_capacity;
 mod poot;
 mod poot_chunks;
 mod rate_limits;
+mod schema_fixture;
 mod slow_alerts;
 mod ssrf;
 mod stalled;
+mod token_revocation;

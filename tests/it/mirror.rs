@@ -275,6 +275,10 @@ async fn assert_mirror_equals(server: &TestServer, db: &mongodb::Database, site:
         )
         .await
         {
+            if e["pending"] == true {
+                // Today's epoch credits, not entered yet: the node's balance carries them.
+                continue;
+            }
             let id = format!("{site}:{nid}:{}", e["seq"]);
             let m = ledger
                 .get(&id)

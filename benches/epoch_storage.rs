@@ -1,0 +1,123 @@
+//! Bytes an epoch close keeps and writes per node (issue 15), on a real redb file with
+//! durable commits, closing epochs as the service does.
+//!
+//! Per N: N nodes with 10 heartbeats each in each of K consecutive epochs (seeded first);
+//! then the K epochs are closed one after another. Measured over the closes only:
+//! - kept: growth of redb's allocated pages and of its stored bytes, per node-epoch;
+//! - written: this process's `write_bytes` (/proc/self/io), per node-epoch;
+//! - time: each close, and the longest it held the writer.
+//!
+//! `cargo bench --bench epoch_storage` (EPOCH_STORAGE_NODES, default `1000,10000`;
+//! EPOCH_STORAGE_EPOCHS, default 12 = one hour of 5-minute epochs). Prints a table; no
+//! assertions (the machine is shared and noisy).
+
+use std::time::{Duration, Instant};
+
+use lucid_node_management::app::poot::{close_epoch_in_chunks, next_due_epoch, CloseParams};
+use lucid_node_management::crypto::keys::generate_signing_key;
+use lucid_node_management::store::tables::POOT_CLOSED_UNTIL_KEY;
+use lucid_node_management::store::{self, seed, Writer, WriterSettings};
+use rust_decimal::Decimal;
+
+const S: u64 = 1_000_000;
+const EPOCH: u64 = 300 * S;
+const PREFIX: &str = "node_0123456789abcdefghij"; // the length of a real node id
+
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn main() {
+    let sizes = env_list("EPOCH_STORAGE_NODES", "1000,10000");
+    let epochs = env_list("EPOCH_STORAGE_EPOCHS", "12")[0] as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = store::db::open_with_clock(dir.path(), 100).unwrap();
+        let first = clock.now_us() / EPOCH - epochs - 1;
+        let start = first * EPOCH;
+        seed::in_transaction(&store, &clock, |b| {
+            b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
+            seed::put_nodes(b, (0..n).map(|i| seed::node(PREFIX, i, start))).unwrap();
+            // Every node every 30 s, all K epochs long (unique receive times).
+            seed::put_heartbeats(b, PREFIX, n, 10 * epochs, |i, h| {
+                start + h * 30 * S + i as u64
+            })
+            .unwrap();
+        });
+        let (writer, thread) =
+            Writer::start(&store, clock.clone(), WriterSettings::new(10_000)).unwrap();
+        let params = CloseParams {
+            length_us: EPOCH,
+            timeout_us: 90 * S,
+            reward_per_hour: Decimal::new(5, 2),
+            proof_key: generate_signing_key(),
+        };
+        let pages_before = store.page_stats().unwrap();
+        let written_before = write_bytes();
+        let mut closes: Vec<Duration> = Vec::new();
+        let mut longest_job = Duration::ZERO;
+        let mut proofs = 0;
+        rt.block_on(async {
+            loop {
+                let p = params.clone();
+                let started = Instant::now();
+                let Some(due) = writer.write(move |b| next_due_epoch(b, &p)).await.unwrap() else {
+                    break;
+                };
+                if due.epoch >= first + epochs {
+                    break;
+                }
+                let report = close_epoch_in_chunks(&writer, &store, &params, due)
+                    .await
+                    .unwrap();
+                closes.push(started.elapsed());
+                longest_job = longest_job.max(report.writer.longest_job);
+                proofs += report.proofs_written;
+            }
+        });
+        drop(writer);
+        thread.join().unwrap();
+        let written = write_bytes() - written_before;
+        let pages_after = store.page_stats().unwrap();
+        let node_epochs = proofs.max(1) as f64;
+        closes.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        rows.push(format!(
+            "| {n} | {} | {proofs} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} |",
+            closes.len(),
+            (pages_after.allocated_bytes as f64 - pages_before.allocated_bytes as f64)
+                / node_epochs,
+            (pages_after.stored_bytes as f64 - pages_before.stored_bytes as f64) / node_epochs,
+            written as f64 / node_epochs,
+            ms(closes[closes.len() / 2]),
+            ms(*closes.last().unwrap()),
+            ms(longest_job),
+        ));
+    }
+    println!("Closing {epochs} consecutive epochs (10 heartbeats per node per epoch): bytes per node-epoch over the closes only");
+    println!();
+    println!("| nodes | epochs | proofs | kept: redb pages (B) | kept: stored bytes (B) | written (B) | close median / max (ms) | longest writer job (ms) |");
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|");
+    for r in rows {
+        println!("{r}");
+    }
+}

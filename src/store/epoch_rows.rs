@@ -1,0 +1,650 @@
+//! An epoch's proofs as stored (schema 3, issue 15): 96-byte rows, one per proof, in the
+//! epoch's leaf order (`node_id`), written as chunks of consecutive rows. A chunk is one
+//! redb value, so closing an epoch writes a few sequential blobs instead of one B-tree row
+//! per node, and a proof costs 96 bytes instead of 520-750.
+//!
+//! What a row leaves out is rebuilt when a proof is read:
+//! - the node id: rows name a node by its index (`NODE_INDEX`, given at registration);
+//! - the window, root and signature: the epoch record holds them once;
+//! - the previous proof hash: the proof hash of the node's row `prev_delta` epochs back;
+//! - the inclusion path: computed from the proof's 512-leaf block and the epoch's block
+//!   roots (`EPOCH_BLOCKS`, see `merkle::blocked_path`), so one chunk proves a proof.
+//!
+//! Chunks are keyed `(epoch, node_id of the first row)`: the chunk holding a node is the
+//! last one whose key is at or before it.
+
+use std::collections::HashMap;
+
+use redb::{ReadTransaction, ReadableTable};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+
+use super::codec::decode;
+use super::error::{StoreError, StoreResult};
+use super::queries::{Page, Reader};
+use super::tables::{EPOCHS, EPOCH_BLOCKS, EPOCH_ROWS, NODES, NODE_IDS};
+use crate::domain::merkle::{blocked_path, leaf_hash, levels, path_at, Hash, BLOCK_LEAVES};
+use crate::domain::poot::{epoch_window, path_entries};
+use crate::domain::proof::{Epoch, Proof};
+
+/// The tree of the epoch being closed, while its chunks are written: a proof stored in a
+/// block whose other proofs are not stored yet gets its path from here (within this
+/// process; after a crash such proofs are served once the resumed close completes).
+#[derive(Default)]
+pub struct ClosingTree(std::sync::Mutex<Option<(u64, TreeLevels)>>);
+
+/// A tree's levels (`merkle::levels`), shared.
+pub type TreeLevels = std::sync::Arc<Vec<Vec<Hash>>>;
+
+impl ClosingTree {
+    pub fn set(&self, epoch: u64, levels: TreeLevels) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((epoch, levels));
+    }
+
+    pub fn clear(&self, epoch: u64) {
+        let mut current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|(e, _)| *e == epoch) {
+            *current = None;
+        }
+    }
+
+    fn levels(&self, epoch: u64) -> Option<TreeLevels> {
+        let current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, l)| l.clone())
+    }
+}
+
+/// Bytes of one stored proof.
+pub const ROW_LEN: usize = 96;
+/// Bytes before a chunk's rows: the position of its first row in the epoch (u32 LE).
+const CHUNK_HEADER: usize = 4;
+
+/// One node's proof in an epoch, as stored. Fixed size: `ROW_LEN` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProofRow {
+    pub node_index: u32,
+    pub operational_seconds: u32,
+    pub heartbeat_count: u32,
+    /// Epochs back to the node's previous proof; 0 for its first.
+    pub prev_delta: u32,
+    pub credits_micros: u64,
+    /// The node's credit carry after this epoch, in micro-units (`credits`).
+    pub carry_micros: u32,
+    pub heartbeats_root: Hash,
+    pub proof_hash: Hash,
+}
+
+impl ProofRow {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.node_index.to_le_bytes());
+        out.extend_from_slice(&self.operational_seconds.to_le_bytes());
+        out.extend_from_slice(&self.heartbeat_count.to_le_bytes());
+        out.extend_from_slice(&self.prev_delta.to_le_bytes());
+        out.extend_from_slice(&self.credits_micros.to_le_bytes());
+        out.extend_from_slice(&self.carry_micros.to_le_bytes());
+        out.extend_from_slice(&[0; 4]); // reserved, keeps the hashes 8-aligned
+        out.extend_from_slice(&self.heartbeats_root);
+        out.extend_from_slice(&self.proof_hash);
+    }
+
+    /// Reads a row from exactly `ROW_LEN` bytes.
+    pub fn decode(b: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Self {
+            node_index: u32_at(0),
+            operational_seconds: u32_at(4),
+            heartbeat_count: u32_at(8),
+            prev_delta: u32_at(12),
+            credits_micros: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            carry_micros: u32_at(24),
+            heartbeats_root: b[32..64].try_into().expect("32 bytes"),
+            proof_hash: b[64..96].try_into().expect("32 bytes"),
+        }
+    }
+
+    /// The row of `proof`, made by a node whose index is `node_index` and whose previous
+    /// proof is `prev_delta` epochs back, with `carry` after it.
+    pub fn of_proof(
+        proof: &Proof,
+        node_index: u32,
+        prev_delta: u32,
+        carry: Decimal,
+    ) -> StoreResult<Self> {
+        let too_big = |what: &str| {
+            StoreError::corrupt(format!(
+                "proof of {} for epoch {}: {what} does not fit a stored row",
+                proof.node_id, proof.epoch
+            ))
+        };
+        Ok(Self {
+            node_index,
+            operational_seconds: u32::try_from(proof.operational_seconds)
+                .map_err(|_| too_big("operational_seconds"))?,
+            heartbeat_count: u32::try_from(proof.heartbeat_count)
+                .map_err(|_| too_big("heartbeat_count"))?,
+            prev_delta,
+            credits_micros: micros(proof.credits_usdt).ok_or_else(|| too_big("credits"))?,
+            carry_micros: micros(carry)
+                .and_then(|m| u32::try_from(m).ok())
+                .ok_or_else(|| too_big("carry"))?,
+            heartbeats_root: proof.heartbeats_root,
+            proof_hash: proof.proof_hash,
+        })
+    }
+
+    pub fn credits(&self) -> Decimal {
+        Decimal::from_i128_with_scale(self.credits_micros.into(), 6)
+    }
+
+    pub fn carry(&self) -> Decimal {
+        Decimal::from_i128_with_scale(self.carry_micros.into(), 6)
+    }
+
+    /// The proof this row stores, given what the row leaves out.
+    pub fn proof(
+        &self,
+        node_id: String,
+        record: &Epoch,
+        prev_proof_hash: Option<Hash>,
+        inclusion_path: Vec<(bool, Hash)>,
+    ) -> Proof {
+        let (start, end) = epoch_window(record.epoch, record.length_us);
+        Proof {
+            node_id,
+            epoch: record.epoch,
+            window_start_us: start,
+            window_end_us: end,
+            operational_seconds: self.operational_seconds.into(),
+            heartbeat_count: self.heartbeat_count.into(),
+            heartbeats_root: self.heartbeats_root,
+            credits_usdt: self.credits(),
+            prev_proof_hash,
+            proof_hash: self.proof_hash,
+            inclusion_path,
+        }
+    }
+}
+
+/// A non-negative amount with at most six decimals, in micro-units.
+fn micros(d: Decimal) -> Option<u64> {
+    if d.is_sign_negative() && !d.is_zero() {
+        return None;
+    }
+    let m = d * Decimal::from(1_000_000u32);
+    if !m.fract().is_zero() {
+        return None;
+    }
+    m.to_u64()
+}
+
+/// A chunk value: its first row's position, then its rows.
+pub fn encode_chunk(position: u32, rows: &[ProofRow]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHUNK_HEADER + rows.len() * ROW_LEN);
+    out.extend_from_slice(&position.to_le_bytes());
+    for r in rows {
+        r.encode_into(&mut out);
+    }
+    out
+}
+
+/// A chunk's first position and its rows' bytes.
+pub fn split_chunk(bytes: &[u8]) -> StoreResult<(u64, &[u8])> {
+    if bytes.len() < CHUNK_HEADER || !(bytes.len() - CHUNK_HEADER).is_multiple_of(ROW_LEN) {
+        return Err(StoreError::corrupt(format!(
+            "a stored proof chunk of {} bytes is not whole rows",
+            bytes.len()
+        )));
+    }
+    let position = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    Ok((position.into(), &bytes[CHUNK_HEADER..]))
+}
+
+pub fn rows_of(rows: &[u8]) -> impl Iterator<Item = ProofRow> + '_ {
+    rows.chunks_exact(ROW_LEN).map(ProofRow::decode)
+}
+
+/// The node id a row's index names.
+pub fn node_id_of(ids: &impl ReadableTable<u32, &'static str>, index: u32) -> StoreResult<String> {
+    match ids.get(index)? {
+        Some(v) => Ok(v.value().to_string()),
+        None => Err(StoreError::corrupt(format!(
+            "a stored proof names node index {index}, which no node has"
+        ))),
+    }
+}
+
+/// A node's row in an epoch, and the chunk it was found in.
+pub struct Located {
+    pub position: u64,
+    pub row: ProofRow,
+    /// The chunk's first position and its rows' bytes.
+    pub chunk_position: u64,
+    pub chunk: Vec<u8>,
+}
+
+/// Finds `node_id`'s row in `epoch`: the chunk whose first node is the last at or before
+/// it, then a binary search of its rows (sorted by node id).
+pub fn find_row(
+    rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    ids: &impl ReadableTable<u32, &'static str>,
+    epoch: u64,
+    node_id: &str,
+) -> StoreResult<Option<Located>> {
+    let Some(entry) = rows_table
+        .range((epoch, "")..=(epoch, node_id))?
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    let (_, v) = entry?;
+    let (chunk_position, bytes) = split_chunk(v.value())?;
+    let count = bytes.len() / ROW_LEN;
+    let (mut lo, mut hi) = (0usize, count);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let row = ProofRow::decode(&bytes[mid * ROW_LEN..(mid + 1) * ROW_LEN]);
+        let id = node_id_of(ids, row.node_index)?;
+        match id.as_str().cmp(node_id) {
+            std::cmp::Ordering::Equal => {
+                return Ok(Some(Located {
+                    position: chunk_position + mid as u64,
+                    row,
+                    chunk_position,
+                    chunk: bytes.to_vec(),
+                }))
+            }
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    Ok(None)
+}
+
+/// Every stored row of `epoch` with its position, in position order.
+pub fn epoch_rows(
+    rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    epoch: u64,
+) -> StoreResult<Vec<(u64, ProofRow)>> {
+    let mut out = Vec::new();
+    for entry in rows_table.range((epoch, "")..(epoch + 1, ""))? {
+        let (_, v) = entry?;
+        let (position, bytes) = split_chunk(v.value())?;
+        out.extend(
+            rows_of(bytes)
+                .enumerate()
+                .map(|(i, r)| (position + i as u64, r)),
+        );
+    }
+    out.sort_unstable_by_key(|(p, _)| *p);
+    Ok(out)
+}
+
+/// The epoch's block roots, if its record's close stored them.
+pub fn block_roots(
+    blocks: &impl ReadableTable<u64, &'static [u8]>,
+    epoch: u64,
+) -> StoreResult<Option<Vec<Hash>>> {
+    let Some(v) = blocks.get(epoch)? else {
+        return Ok(None);
+    };
+    let bytes = v.value();
+    if !bytes.len().is_multiple_of(32) {
+        return Err(StoreError::corrupt(format!(
+            "epoch {epoch}'s block roots are {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(Some(
+        bytes
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32 bytes"))
+            .collect(),
+    ))
+}
+
+/// Leaves of the block `[start, end)` of an epoch: from `found`'s chunk when it covers
+/// the block (the usual case: a close writes whole blocks), else from every chunk.
+fn block_leaves(
+    rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    epoch: u64,
+    (start, end): (u64, u64),
+    found: &Located,
+) -> StoreResult<Option<Vec<Hash>>> {
+    let chunk_end = found.chunk_position + (found.chunk.len() / ROW_LEN) as u64;
+    if found.chunk_position <= start && end <= chunk_end {
+        let from = (start - found.chunk_position) as usize;
+        return Ok(Some(
+            rows_of(&found.chunk[from * ROW_LEN..])
+                .take((end - start) as usize)
+                .map(|r| leaf_hash(&r.proof_hash))
+                .collect(),
+        ));
+    }
+    let leaves: Vec<Hash> = epoch_rows(rows_table, epoch)?
+        .into_iter()
+        .filter(|(p, _)| (start..end).contains(p))
+        .map(|(_, r)| leaf_hash(&r.proof_hash))
+        .collect();
+    Ok((leaves.len() as u64 == end - start).then_some(leaves))
+}
+
+/// The inclusion path of the row `found` in its epoch of `record.proof_count` leaves.
+pub fn inclusion_path(
+    rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    blocks: &impl ReadableTable<u64, &'static [u8]>,
+    record: &Epoch,
+    found: &Located,
+    closing: Option<&ClosingTree>,
+) -> StoreResult<Vec<(bool, Hash)>> {
+    if let Some(levels) = closing.and_then(|c| c.levels(record.epoch)) {
+        return Ok(path_entries(path_at(&levels, found.position as usize)));
+    }
+    let being_closed = || {
+        StoreError::Unavailable(format!(
+            "epoch {} is still being closed; its proofs are served once it is",
+            record.epoch
+        ))
+    };
+    let block = BLOCK_LEAVES as u64;
+    let start = found.position - found.position % block;
+    let end = (start + block).min(record.proof_count);
+    let leaves =
+        block_leaves(rows_table, record.epoch, (start, end), found)?.ok_or_else(being_closed)?;
+    let roots = block_roots(blocks, record.epoch)?.ok_or_else(being_closed)?;
+    Ok(path_entries(blocked_path(
+        &leaves,
+        found.position as usize,
+        &roots,
+    )))
+}
+
+/// The read side of the stored proofs, on any transaction.
+pub struct ProofTables<R, B, I, E> {
+    pub rows: R,
+    pub blocks: B,
+    pub ids: I,
+    pub epochs: E,
+    pub closing: Option<std::sync::Arc<ClosingTree>>,
+}
+
+impl<R, B, I, E> ProofTables<R, B, I, E>
+where
+    R: ReadableTable<(u64, &'static str), &'static [u8]>,
+    B: ReadableTable<u64, &'static [u8]>,
+    I: ReadableTable<u32, &'static str>,
+    E: ReadableTable<u64, &'static [u8]>,
+{
+    pub fn record(&self, epoch: u64) -> StoreResult<Option<Epoch>> {
+        self.epochs
+            .get(epoch)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// The proof hash of `node_id`'s proof `delta` epochs before `epoch` (None for 0).
+    fn prev_hash(&self, node_id: &str, epoch: u64, delta: u32) -> StoreResult<Option<Hash>> {
+        if delta == 0 {
+            return Ok(None);
+        }
+        let prev = epoch.checked_sub(delta.into()).ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "{node_id}'s proof of epoch {epoch} links before epoch 0"
+            ))
+        })?;
+        match find_row(&self.rows, &self.ids, prev, node_id)? {
+            Some(found) => Ok(Some(found.row.proof_hash)),
+            None => Err(StoreError::corrupt(format!(
+                "{node_id}'s proof of epoch {epoch} links to epoch {prev}, which holds no proof of it"
+            ))),
+        }
+    }
+
+    /// The whole proof from a located row.
+    fn proof_at(&self, node_id: &str, record: &Epoch, found: &Located) -> StoreResult<Proof> {
+        let prev = self.prev_hash(node_id, record.epoch, found.row.prev_delta)?;
+        let path = inclusion_path(
+            &self.rows,
+            &self.blocks,
+            record,
+            found,
+            self.closing.as_deref(),
+        )?;
+        Ok(found.row.proof(node_id.to_string(), record, prev, path))
+    }
+
+    /// `node_id`'s proof for `epoch`, path included.
+    pub fn proof(&self, node_id: &str, epoch: u64) -> StoreResult<Option<Proof>> {
+        let Some(found) = find_row(&self.rows, &self.ids, epoch, node_id)? else {
+            return Ok(None);
+        };
+        let record = self.record(epoch)?.ok_or_else(|| {
+            StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
+        })?;
+        self.proof_at(node_id, &record, &found).map(Some)
+    }
+
+    /// A node's proofs, newest first, with epochs below `before`, following the chain of
+    /// previous proofs from `latest` (the node's last proof epoch).
+    pub fn history(
+        &self,
+        node_id: &str,
+        latest: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<Proof>> {
+        // Where to start: the proof before the cursor's (the cursor is the last epoch a
+        // page returned), else walk down from the latest.
+        let mut next: Option<u64> = latest;
+        if let Some(b) = before {
+            next = match find_row(&self.rows, &self.ids, b, node_id)? {
+                Some(found) if found.row.prev_delta > 0 => {
+                    Some(b - u64::from(found.row.prev_delta))
+                }
+                Some(_) => None,
+                None => {
+                    let mut e = latest;
+                    while let Some(epoch) = e.filter(|e| *e >= b) {
+                        e = match find_row(&self.rows, &self.ids, epoch, node_id)? {
+                            Some(f) if f.row.prev_delta > 0 => {
+                                Some(epoch - u64::from(f.row.prev_delta))
+                            }
+                            _ => None,
+                        };
+                    }
+                    e
+                }
+            };
+        }
+        let mut items = Vec::new();
+        while let Some(epoch) = next {
+            if items.len() == limit {
+                let cursor = items.last().map(|p: &Proof| p.epoch.to_string());
+                return Ok(Page {
+                    items,
+                    next: cursor,
+                });
+            }
+            let found = find_row(&self.rows, &self.ids, epoch, node_id)?.ok_or_else(|| {
+                StoreError::corrupt(format!(
+                    "{node_id}'s proof chain names epoch {epoch}, which holds no proof of it"
+                ))
+            })?;
+            let record = self.record(epoch)?.ok_or_else(|| {
+                StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
+            })?;
+            items.push(self.proof_at(node_id, &record, &found)?);
+            next = (found.row.prev_delta > 0).then(|| epoch - u64::from(found.row.prev_delta));
+        }
+        Ok(Page { items, next: None })
+    }
+}
+
+/// The proof tables of a read transaction.
+#[allow(clippy::type_complexity)]
+pub fn read_tables(
+    txn: &ReadTransaction,
+    closing: Option<std::sync::Arc<ClosingTree>>,
+) -> StoreResult<
+    ProofTables<
+        redb::ReadOnlyTable<(u64, &'static str), &'static [u8]>,
+        redb::ReadOnlyTable<u64, &'static [u8]>,
+        redb::ReadOnlyTable<u32, &'static str>,
+        redb::ReadOnlyTable<u64, &'static [u8]>,
+    >,
+> {
+    Ok(ProofTables {
+        rows: txn.open_table(EPOCH_ROWS)?,
+        blocks: txn.open_table(EPOCH_BLOCKS)?,
+        ids: txn.open_table(NODE_IDS)?,
+        epochs: txn.open_table(EPOCHS)?,
+        closing,
+    })
+}
+
+/// The node's latest proof epoch, from its record.
+pub fn latest_proof_epoch(txn: &ReadTransaction, node_id: &str) -> StoreResult<Option<u64>> {
+    let nodes = txn.open_table(NODES)?;
+    Ok(super::queries::node(&nodes, node_id)?.and_then(|n| n.last_proof.map(|(e, _)| e)))
+}
+
+impl Reader {
+    pub fn proof(&self, node_id: &str, epoch: u64) -> StoreResult<Option<Proof>> {
+        read_tables(&self.txn, self.closing.clone())?.proof(node_id, epoch)
+    }
+
+    /// A node's proofs, newest first, with epochs below `before`.
+    pub fn proof_history(
+        &self,
+        node_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<Proof>> {
+        let latest = latest_proof_epoch(&self.txn, node_id)?;
+        read_tables(&self.txn, self.closing.clone())?.history(node_id, latest, before, limit)
+    }
+
+    /// Every stored proof, epoch by epoch (each node's in chain order), paths included.
+    pub fn for_each_proof(&self, mut f: impl FnMut(Proof) -> StoreResult<()>) -> StoreResult<()> {
+        let tables = read_tables(&self.txn, self.closing.clone())?;
+        let mut names: HashMap<u32, String> = HashMap::new();
+        // node index -> (epoch, proof hash) of its latest proof seen so far
+        let mut last: HashMap<u32, (u64, Hash)> = HashMap::new();
+        let mut epochs: Vec<u64> = Vec::new();
+        for entry in tables.epochs.iter()? {
+            epochs.push(entry?.0.value());
+        }
+        for epoch in epochs {
+            let rows = epoch_rows(&tables.rows, epoch)?;
+            if rows.is_empty() {
+                continue;
+            }
+            let record = tables.record(epoch)?.ok_or_else(|| {
+                StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
+            })?;
+            let complete = rows.len() as u64 == record.proof_count
+                && rows.iter().enumerate().all(|(i, (p, _))| *p == i as u64);
+            let full = complete.then(|| {
+                levels(
+                    &rows
+                        .iter()
+                        .map(|(_, r)| leaf_hash(&r.proof_hash))
+                        .collect::<Vec<_>>(),
+                )
+            });
+            for (position, row) in rows {
+                let node_id = match names.get(&row.node_index) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n = node_id_of(&tables.ids, row.node_index)?;
+                        names.insert(row.node_index, n.clone());
+                        n
+                    }
+                };
+                let prev = match (row.prev_delta, last.get(&row.node_index)) {
+                    (0, _) => None,
+                    (d, Some((e, h))) if *e + u64::from(d) == epoch => Some(*h),
+                    (d, _) => tables.prev_hash(&node_id, epoch, d)?,
+                };
+                let path = match &full {
+                    Some(levels) => path_entries(path_at(levels, position as usize)),
+                    None => {
+                        let found = find_row(&tables.rows, &tables.ids, epoch, &node_id)?
+                            .ok_or_else(|| StoreError::corrupt("a stored row vanished"))?;
+                        // A close in progress whose block is not whole yet: no path.
+                        inclusion_path(
+                            &tables.rows,
+                            &tables.blocks,
+                            &record,
+                            &found,
+                            tables.closing.as_deref(),
+                        )
+                        .unwrap_or_default()
+                    }
+                };
+                last.insert(row.node_index, (epoch, row.proof_hash));
+                f(row.proof(node_id, &record, prev, path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_row_reads_back_as_written(
+            node_index in any::<u32>(), secs in any::<u32>(), count in any::<u32>(),
+            delta in any::<u32>(), credits in any::<u64>(), carry in 0u32..3600,
+            a in any::<u8>(), b in any::<u8>(),
+        ) {
+            let row = ProofRow {
+                node_index, operational_seconds: secs, heartbeat_count: count, prev_delta: delta,
+                credits_micros: credits, carry_micros: carry,
+                heartbeats_root: [a; 32], proof_hash: [b; 32],
+            };
+            let mut bytes = Vec::new();
+            row.encode_into(&mut bytes);
+            prop_assert_eq!(bytes.len(), ROW_LEN);
+            prop_assert_eq!(ProofRow::decode(&bytes), row);
+            let chunk = encode_chunk(7, &[row, row]);
+            let (position, rows) = split_chunk(&chunk).unwrap();
+            prop_assert_eq!(position, 7);
+            prop_assert_eq!(rows_of(rows).collect::<Vec<_>>(), vec![row, row]);
+        }
+
+        #[test]
+        fn credits_and_carry_keep_their_exact_value(micros_in in 0u64..10_000_000_000_000, carry in 0u32..3600) {
+            let credits = Decimal::from_i128_with_scale(micros_in.into(), 6);
+            prop_assert_eq!(micros(credits), Some(micros_in));
+            let row = ProofRow {
+                node_index: 0, operational_seconds: 0, heartbeat_count: 0, prev_delta: 0,
+                credits_micros: micros_in, carry_micros: carry,
+                heartbeats_root: [0; 32], proof_hash: [0; 32],
+            };
+            prop_assert_eq!(row.credits(), credits);
+            prop_assert_eq!(row.carry(), Decimal::from_i128_with_scale(carry.into(), 6));
+        }
+    }
+
+    #[test]
+    fn amounts_finer_than_a_micro_or_negative_do_not_fit_a_row() {
+        assert_eq!(micros(Decimal::new(1, 7)), None);
+        assert_eq!(micros(Decimal::new(-1, 6)), None);
+        assert_eq!(micros(Decimal::new(1_500_000, 6)), Some(1_500_000));
+        assert_eq!(micros(Decimal::new(15, 1)), Some(1_500_000));
+    }
+
+    #[test]
+    fn a_chunk_that_is_not_whole_rows_is_corrupt() {
+        assert!(split_chunk(&[0, 0, 0]).is_err());
+        assert!(split_chunk(&[0; 4 + ROW_LEN + 1]).is_err());
+        assert!(split_chunk(&[0; 4]).is_ok());
+    }
+}
