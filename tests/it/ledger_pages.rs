@@ -2,7 +2,7 @@
 //! oldest first, followed by `next_cursor`.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn a_ledger_of_250_entries_pages_100_at_a_time_in_order() {
@@ -69,5 +69,83 @@ async fn a_ledger_cursor_the_service_did_not_issue_is_a_400() {
             )
             .await;
         assert_problem(s, &body, 400, "validation");
+    }
+}
+
+/// The day's epoch credits, not entered in the ledger yet, close the last page as one
+/// `pending` entry; a page never carries more than `limit` entries for it.
+#[tokio::test]
+async fn pending_credits_close_the_last_page_within_the_limit() {
+    let server = TestServer::start_with(&[
+        ("POOT_CALCULATION_INTERVAL", "2"),
+        ("HEARTBEAT_TIMEOUT", "2"),
+        ("REWARD_USDT_PER_HOUR", "36"),
+    ])
+    .await;
+    let (node, key) = server.register_node(&server.admin, "earner").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    server.credit(&id, "1").await;
+    let token = server.login_node(&id, &key).await;
+    let mut seq = 0;
+    wait_until(std::time::Duration::from_secs(60), async || {
+        seq += 1;
+        let (s, body) = server.beat(&id, &key, &token, seq).await;
+        assert_eq!(s, 202, "{body}");
+        let balance = node_json(&server, &id).await["balance_usdt"].clone();
+        if balance != "1.000000" {
+            Ok(())
+        } else {
+            Err("no epoch credit yet")
+        }
+    })
+    .await;
+    // Beats have stopped; epochs may still close. Read the balance, every paging of the
+    // ledger, and the balance again, until nothing moved in between.
+    let limits = [1usize, 2, 500];
+    let (balance, pagings) = wait_until(std::time::Duration::from_secs(60), async || {
+        let before = node_json(&server, &id).await["balance_usdt"].clone();
+        let mut pagings = Vec::new();
+        for limit in limits {
+            pagings.push(
+                pages_of(
+                    &server,
+                    &format!("/api/v1/nodes/{id}/ledger?limit={limit}"),
+                    &server.admin,
+                )
+                .await,
+            );
+        }
+        let after = node_json(&server, &id).await["balance_usdt"].clone();
+        if before == after {
+            Ok((after.as_str().unwrap().to_string(), pagings))
+        } else {
+            Err(format!("the balance moved from {before} to {after}"))
+        }
+    })
+    .await;
+    let micros = |v: &str| v.replace('.', "").parse::<i64>().unwrap();
+    for (limit, pages) in limits.into_iter().zip(pagings) {
+        let entries: Vec<Value> = pages
+            .iter()
+            .flat_map(|p| p["items"].as_array().unwrap().clone())
+            .collect();
+        assert!(
+            pages
+                .iter()
+                .all(|p| p["items"].as_array().unwrap().len() <= limit),
+            "limit {limit}: {pages:?}"
+        );
+        let pending: Vec<usize> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["pending"] == true)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(pending, [entries.len() - 1], "limit {limit}: {entries:?}");
+        let sum: i64 = entries
+            .iter()
+            .map(|e| micros(e["amount_usdt"].as_str().unwrap()))
+            .sum();
+        assert_eq!(sum, micros(&balance), "limit {limit}: {entries:?}");
     }
 }
