@@ -58,6 +58,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_429_is_a_rate_limited_problem_with_retry_after_rounded_up() {
+        let e = ApiError::too_many_requests(
+            "rate-limited",
+            "x",
+            retry_after_secs(Duration::from_millis(1500)),
+        );
+        let response = e.into_response();
+        assert_eq!(response.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
+    }
+
+    #[test]
     fn login_paths_are_auth_and_enrolment_redemption_only() {
         assert!(is_login_path("/api/v1/auth/challenge"));
         assert!(is_login_path("/api/v1/auth/token"));
