@@ -203,10 +203,6 @@ impl InFlight {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    fn contains(&self, key: &str) -> bool {
-        self.lock().contains(key)
-    }
 }
 
 /// Marks a subscriber's task as running until dropped (also when the task panics).
@@ -231,9 +227,13 @@ pub async fn deliver_due(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> ApiResult<usize> {
     let now = app.clock.now_us();
+    // Who is busy, taken before the read snapshot: a task that finishes after this has
+    // its subscriber skipped this pass; one that finished before it committed its
+    // outcomes before the snapshot, so nothing it delivered is read as due again.
+    let busy = in_flight.lock().clone();
     let reader = app.store.reader()?;
     let due = reader.due_alerts(now, DELIVERIES_PER_PASS, |a| {
-        !in_flight.contains(&a.subscriber_key)
+        !busy.contains(&a.subscriber_key)
     })?;
     if due.is_empty() {
         return Ok(0);
