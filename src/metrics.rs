@@ -30,6 +30,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Label `limit`: `auth` or `token` (see `app::rate_limits::LimitKind`).
     pub rate_limited: IntCounterVec,
+    /// Keys the rate limiters hold now, label `limit` as for `rate_limited` (set at scrape).
+    pub rate_limit_keys: IntGaugeVec,
     pub heartbeats: IntCounterVec,
     pub node_transitions: IntCounterVec,
     pub epochs_closed: IntCounter,
@@ -194,6 +196,17 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            rate_limit_keys: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "lucid_rate_limit_keys",
+                        "Client addresses (auth) and token subjects (token) the rate limiters remember; keys whose burst has refilled are forgotten every second.",
+                    ),
+                    &["limit"],
+                )
+                .unwrap(),
+            ),
             heartbeats: register(
                 &registry,
                 IntCounterVec::new(
@@ -349,6 +362,7 @@ impl Metrics {
         metrics.heartbeats.with_label_values(&["accepted"]);
         for limit in ["auth", "token"] {
             metrics.rate_limited.with_label_values(&[limit]);
+            metrics.rate_limit_keys.with_label_values(&[limit]);
         }
         for event in crate::domain::alert::EventType::ALL {
             metrics.alerts_sent.with_label_values(&[event.as_str()]);

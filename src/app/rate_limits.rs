@@ -109,6 +109,14 @@ impl RateLimits {
         }
     }
 
+    /// Keys held by the address limiter and the subject limiter (0 when off).
+    pub fn key_counts(&self) -> (usize, usize) {
+        (
+            self.auth.as_ref().map_or(0, Keyed::len),
+            self.token.as_ref().map_or(0, Keyed::len),
+        )
+    }
+
     pub fn sweep(&self) {
         if let Some(l) = &self.auth {
             l.sweep();

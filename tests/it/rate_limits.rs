@@ -195,3 +195,44 @@ async fn limits_set_to_zero_never_refuse() {
         0
     );
 }
+
+/// The keys a limiter holds (the `lucid_rate_limit_keys` gauge) fall back to none once the
+/// subjects of a flood stop: memory follows recent traffic, not every subject ever seen.
+#[tokio::test]
+async fn a_flood_of_token_subjects_is_forgotten_once_their_bursts_refill() {
+    let server = TestServer::start_with(&[
+        ("AUTH_RATE_LIMIT", "0"),
+        ("TOKEN_RATE_LIMIT", "1"),
+        ("TOKEN_RATE_BURST", "1000"),
+    ])
+    .await;
+    let keys = |metrics: &str| count_of(metrics, "lucid_rate_limit_keys{limit=\"token\"}");
+    let mut tokens = Vec::new();
+    for i in 0..200 {
+        let (s, body) = server
+            .call(
+                "POST",
+                "/api/v1/tokens",
+                Some(&server.admin),
+                Some(json!({"role": "operator", "subject": format!("op-flood-{i}"), "ttl_seconds": 3600})),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+        tokens.push(body["token"].as_str().unwrap().to_string());
+    }
+    // Each subject spends a few cells (a second each to refill); the last one 30.
+    for (i, token) in tokens.iter().enumerate() {
+        let n = if i == tokens.len() - 1 { 30 } else { 3 };
+        let answers = burst(&server, n, "GET", "/api/v1/pools", Some(token), None).await;
+        assert!(answers.iter().all(|a| a.0 == 200));
+    }
+    let held = keys(&server.metrics_text().await);
+    assert!(held >= 1, "the limiter holds no key right after the flood");
+    wait_until(std::time::Duration::from_secs(90), async || {
+        match keys(&server.metrics_text().await) {
+            0 => Ok(()),
+            n => Err(format!("{n} keys still held")),
+        }
+    })
+    .await;
+}
