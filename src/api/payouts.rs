@@ -45,13 +45,17 @@ pub async fn for_node(
     ApiPath(node_id): ApiPath<String>,
 ) -> ApiResult<Json<NodePayouts>> {
     let node = visible_node(&app, &caller, &node_id)?;
-    let list = app.store.reader()?.node_payouts(&node_id)?;
-    Ok(Json(NodePayouts {
-        node_id,
-        balance_usdt: format_usdt(node.balance_usdt),
-        threshold_usdt: format_usdt(app.config.payout_threshold_usdt),
-        payouts: list.iter().map(PayoutView::from).collect(),
-    }))
+    // A node's whole payout history: a heavy read.
+    heavy_read(&app, move |app| {
+        let list = app.store.reader()?.node_payouts(&node_id)?;
+        Ok(Json(NodePayouts {
+            node_id,
+            balance_usdt: format_usdt(node.balance_usdt),
+            threshold_usdt: format_usdt(app.config.payout_threshold_usdt),
+            payouts: list.iter().map(PayoutView::from).collect(),
+        }))
+    })
+    .await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
