@@ -210,6 +210,31 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "2048",
         "open connections beyond which new ones wait to be accepted; 0 turns the cap off",
     ),
+    (
+        "AUTH_RATE_LIMIT",
+        "10",
+        "requests per second one client address may make to /api/v1/auth/* and /api/v1/enrollments/redeem (429 rate-limited beyond); 0 turns it off",
+    ),
+    (
+        "AUTH_RATE_BURST",
+        "30",
+        "requests one client address may make at once before AUTH_RATE_LIMIT paces it",
+    ),
+    (
+        "TOKEN_RATE_LIMIT",
+        "50",
+        "requests per second one token subject (operator or node, not admin) may make to authenticated routes, heartbeats included; 0 turns it off",
+    ),
+    (
+        "TOKEN_RATE_BURST",
+        "100",
+        "requests one token subject may make at once before TOKEN_RATE_LIMIT paces it",
+    ),
+    (
+        "HEAVY_READ_CONCURRENCY",
+        "2",
+        "list, history and export reads that run at once on blocking threads; more wait their turn (within REQUEST_TIMEOUT); 0 turns the bound off",
+    ),
 ];
 
 /// Where payouts go.
@@ -280,6 +305,19 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// 0: no cap.
     pub max_connections: usize,
+    /// Per client address on the login routes; `None`: off.
+    pub auth_rate: Option<RateLimit>,
+    /// Per token subject (admins exempt); `None`: off.
+    pub token_rate: Option<RateLimit>,
+    /// Heavy reads at once; 0: no bound.
+    pub heavy_read_concurrency: usize,
+}
+
+/// A rate limit: a steady rate and the burst allowed on top of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// A configuration error: one line naming the variable, the value and its source.
@@ -396,6 +434,23 @@ impl RawConfig {
                 "invalid value {value:?} for {name} (from {source}): {why}"
             ))
         })
+    }
+
+    /// A rate (`0`: off) and its burst (at least 1).
+    fn rate_limit(
+        &self,
+        rate: &'static str,
+        burst: &'static str,
+    ) -> Result<Option<RateLimit>, ConfigError> {
+        let per_second = self.parse(rate, |v| {
+            if v == "0" {
+                Ok(0)
+            } else {
+                positive_int(v, 1_000_000)
+            }
+        })?;
+        let burst = self.parse(burst, |v| positive_int(v, 1_000_000))?;
+        Ok((per_second > 0).then_some(RateLimit { per_second, burst }))
     }
 
     fn optional(&self, name: &'static str) -> Option<String> {
@@ -520,6 +575,15 @@ impl RawConfig {
                     Ok(0)
                 } else {
                     positive_int(v, 1_000_000).map(|n| n as usize)
+                }
+            })?,
+            auth_rate: self.rate_limit("AUTH_RATE_LIMIT", "AUTH_RATE_BURST")?,
+            token_rate: self.rate_limit("TOKEN_RATE_LIMIT", "TOKEN_RATE_BURST")?,
+            heavy_read_concurrency: self.parse("HEAVY_READ_CONCURRENCY", |v| {
+                if v == "0" {
+                    Ok(0)
+                } else {
+                    positive_int(v, 1024).map(|n| n as usize)
                 }
             })?,
         };
@@ -772,6 +836,37 @@ mod tests {
         assert_eq!(c.max_connections, 0);
         assert!(build(&[("IDLE_TIMEOUT", "soon")]).is_err());
         assert!(build(&[("MAX_CONNECTIONS", "-1")]).is_err());
+    }
+
+    #[test]
+    fn rate_limits_and_heavy_reads_default_on_and_zero_turns_each_off() {
+        let c = build(&[]).unwrap();
+        assert_eq!(
+            c.auth_rate,
+            Some(RateLimit {
+                per_second: 10,
+                burst: 30
+            })
+        );
+        assert_eq!(
+            c.token_rate,
+            Some(RateLimit {
+                per_second: 50,
+                burst: 100
+            })
+        );
+        assert_eq!(c.heavy_read_concurrency, 2);
+        let c = build(&[
+            ("AUTH_RATE_LIMIT", "0"),
+            ("TOKEN_RATE_LIMIT", "0"),
+            ("HEAVY_READ_CONCURRENCY", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth_rate, None);
+        assert_eq!(c.token_rate, None);
+        assert_eq!(c.heavy_read_concurrency, 0);
+        assert!(build(&[("AUTH_RATE_BURST", "0")]).is_err());
+        assert!(build(&[("TOKEN_RATE_LIMIT", "fast")]).is_err());
     }
 
     #[test]

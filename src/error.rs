@@ -166,6 +166,7 @@ impl ApiError {
             "invalid-status-change" => "Status change not allowed",
             "replayed-heartbeat" => "Heartbeat replayed",
             "heartbeat-too-frequent" => "Heartbeats too frequent",
+            "rate-limited" => "Too many requests",
             "operator-quota" => "Operator's node quota reached",
             "invalid-enrollment-code" => "Invalid enrolment code",
             "duplicate-tx-hash" => "Receipt already used",

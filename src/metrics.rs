@@ -28,6 +28,10 @@ pub struct Metrics {
     pub pools: IntGauge,
     pub pool_members: IntGauge,
     pub auth_failures: IntCounterVec,
+    /// Label `limit`: `auth` or `token` (see `app::rate_limits::LimitKind`).
+    pub rate_limited: IntCounterVec,
+    /// Keys the rate limiters hold now, label `limit` as for `rate_limited` (set at scrape).
+    pub rate_limit_keys: IntGaugeVec,
     pub heartbeats: IntCounterVec,
     pub node_transitions: IntCounterVec,
     pub epochs_closed: IntCounter,
@@ -178,6 +182,28 @@ impl Metrics {
                         "Refused authentications by reason.",
                     ),
                     &["reason"],
+                )
+                .unwrap(),
+            ),
+            rate_limited: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lucid_rate_limited_total",
+                        "Requests refused with 429 rate-limited, by limit (auth: per client address on the login routes; token: per token subject).",
+                    ),
+                    &["limit"],
+                )
+                .unwrap(),
+            ),
+            rate_limit_keys: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "lucid_rate_limit_keys",
+                        "Client addresses (auth) and token subjects (token) the rate limiters remember; keys whose burst has refilled are forgotten every second.",
+                    ),
+                    &["limit"],
                 )
                 .unwrap(),
             ),
@@ -334,6 +360,10 @@ impl Metrics {
         // Series that exist from the start (at 0), so rate() and alerting rules see them
         // before the first event.
         metrics.heartbeats.with_label_values(&["accepted"]);
+        for limit in ["auth", "token"] {
+            metrics.rate_limited.with_label_values(&[limit]);
+            metrics.rate_limit_keys.with_label_values(&[limit]);
+        }
         for event in crate::domain::alert::EventType::ALL {
             metrics.alerts_sent.with_label_values(&[event.as_str()]);
         }

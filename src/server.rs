@@ -61,6 +61,8 @@ pub fn build_app(
             .observer(metrics.clone()),
     )
     .map_err(|e| e.to_string())?;
+    let rate_limits = crate::app::rate_limits::RateLimits::new(config.auth_rate, config.token_rate);
+    let heavy_reads = crate::app::heavy::HeavyReads::new(config.heavy_read_concurrency);
     let app = Arc::new(App {
         config,
         store,
@@ -75,6 +77,8 @@ pub fn build_app(
         alert_wakeup: Default::default(),
         poot_closing: Default::default(),
         tls_fingerprint,
+        rate_limits,
+        heavy_reads,
     });
     Ok((app, writer_thread))
 }
@@ -122,7 +126,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         jobs.push(tokio::spawn(crate::sync::run(app.clone())));
     }
     let router = api::router(app.clone());
-    let service = connections::Capped::new(router.into_make_service(), app.config.max_connections);
+    // The peer address reaches handlers as `ConnectInfo` (the per-address rate limit).
+    let service = connections::Capped::new(
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+        app.config.max_connections,
+    );
     let timeouts = connections::Timeouts {
         header: app.config.request_header_timeout,
         idle: app.config.idle_timeout,

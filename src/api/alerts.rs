@@ -23,6 +23,8 @@ use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     /// Admin only: whose settings (none: the fleet-wide hook).

@@ -6,6 +6,7 @@ use axum::Json;
 use super::auth::Caller;
 use super::extract::ApiQuery;
 use super::pagination::{ListPage, PageParams};
+use crate::app::heavy::heavy_read;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::views::AuditEventView;
@@ -27,9 +28,13 @@ pub async fn list(
             .parse::<u64>()
             .map_err(|_| ApiError::validation("cursor is not one this service issued"))?,
     };
-    let result = app.store.reader()?.audit(after, page.limit()?)?;
-    Ok(Json(ListPage::new(
-        result.items.into_iter().map(AuditEventView::from).collect(),
-        result.next,
-    )))
+    let limit = page.limit()?;
+    heavy_read(&app, move |app| {
+        let result = app.store.reader()?.audit(after, limit)?;
+        Ok(Json(ListPage::new(
+            result.items.into_iter().map(AuditEventView::from).collect(),
+            result.next,
+        )))
+    })
+    .await
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::extract::ApiJson;
+use crate::app::rate_limits::LimitKind;
 use crate::app::AppState;
 use crate::crypto::signatures::{login_message, verify_signature};
 use crate::domain::ids::is_valid_id;
@@ -67,7 +68,17 @@ impl FromRequestParts<AppState> for Caller {
         if let Err(e) = &result {
             app.metrics.auth_failures.with_label_values(&[e.kind]).inc();
         }
-        result
+        let caller = result?;
+        // Every authenticated route, heartbeats included, counts against the token's
+        // subject; admins are exempt (they run the appliance). Heartbeats count because
+        // HEARTBEAT_MIN_INTERVAL paces only accepted ones: a node sending replays or bad
+        // signatures is stopped here, before the body is read or verified.
+        if !caller.is_admin() {
+            if let Err(wait) = app.rate_limits.check_subject(&caller.subject) {
+                return Err(super::limits::rate_limited(app, LimitKind::Token, wait));
+            }
+        }
+        Ok(caller)
     }
 }
 

@@ -103,6 +103,13 @@ pub async fn health(State(app): State<AppState>) -> Response {
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let reader = app.store.reader().ok();
     app.metrics.observe_storage(&app.store.space.report());
+    let (auth_keys, token_keys) = app.rate_limits.key_counts();
+    for (limit, keys) in [("auth", auth_keys), ("token", token_keys)] {
+        app.metrics
+            .rate_limit_keys
+            .with_label_values(&[limit])
+            .set(keys as i64);
+    }
     let body = app.metrics.render(reader.as_ref(), app.writer.queue_len());
     (
         [(

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod enrollments;
 pub mod extract;
 pub mod heartbeat;
+pub mod limits;
 pub mod meta;
 pub mod nodes;
 pub mod openapi;
@@ -93,6 +94,10 @@ pub fn router(app: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            limits::by_address,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::created;
 use super::extract::{double_option, ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListPage, PageParams};
+use crate::app::heavy::heavy_read;
 use crate::app::{registration, AppState};
 use crate::domain::ids::{is_valid_id, is_valid_subject};
 use crate::domain::node::{admin_status_change, parse_public_key, validate_text, Node, NodeStatus};
@@ -115,6 +116,8 @@ pub async fn create(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 pub struct NodeFilters {
     /// Only nodes in this status.
     pub status: Option<String>,
@@ -144,46 +147,51 @@ pub async fn list(
         })?),
     };
     let pool_id = filters.pool_id.filter(|p| !p.is_empty());
-    let keep = |n: &Node| {
-        caller.can_see(n)
-            && status.is_none_or(|s| n.status == s)
-            && pool_id
-                .as_ref()
-                .is_none_or(|p| n.pool_id.as_ref() == Some(p))
-    };
-    let reader = app.store.reader()?;
-    let result = match (caller.role, &pool_id) {
-        (Role::Node, _) => {
-            let own = reader.node(&caller.subject)?.filter(|n| keep(n));
-            let items = own
-                .into_iter()
-                .filter(|n| after.as_deref().is_none_or(|a| n.node_id.as_str() > a))
-                .collect();
-            Page { items, next: None }
-        }
-        (_, Some(p)) => reader.indexed_nodes(NodeIndex::Pool, p, after.as_deref(), limit, keep)?,
-        (Role::Operator, None) => reader.indexed_nodes(
-            NodeIndex::Operator,
-            &caller.subject,
-            after.as_deref(),
-            limit,
-            keep,
-        )?,
-        (Role::Admin, None) => match status {
-            Some(s) => reader.indexed_nodes(
-                NodeIndex::Status,
-                s.as_str(),
+    heavy_read(&app, move |app| {
+        let keep = |n: &Node| {
+            caller.can_see(n)
+                && status.is_none_or(|s| n.status == s)
+                && pool_id
+                    .as_ref()
+                    .is_none_or(|p| n.pool_id.as_ref() == Some(p))
+        };
+        let reader = app.store.reader()?;
+        let result = match (caller.role, &pool_id) {
+            (Role::Node, _) => {
+                let own = reader.node(&caller.subject)?.filter(|n| keep(n));
+                let items = own
+                    .into_iter()
+                    .filter(|n| after.as_deref().is_none_or(|a| n.node_id.as_str() > a))
+                    .collect();
+                Page { items, next: None }
+            }
+            (_, Some(p)) => {
+                reader.indexed_nodes(NodeIndex::Pool, p, after.as_deref(), limit, keep)?
+            }
+            (Role::Operator, None) => reader.indexed_nodes(
+                NodeIndex::Operator,
+                &caller.subject,
                 after.as_deref(),
                 limit,
                 keep,
             )?,
-            None => reader.nodes(after.as_deref(), limit, keep)?,
-        },
-    };
-    Ok(Json(ListPage::new(
-        result.items.iter().map(NodeView::from).collect(),
-        result.next,
-    )))
+            (Role::Admin, None) => match status {
+                Some(s) => reader.indexed_nodes(
+                    NodeIndex::Status,
+                    s.as_str(),
+                    after.as_deref(),
+                    limit,
+                    keep,
+                )?,
+                None => reader.nodes(after.as_deref(), limit, keep)?,
+            },
+        };
+        Ok(Json(ListPage::new(
+            result.items.iter().map(NodeView::from).collect(),
+            result.next,
+        )))
+    })
+    .await
 }
 
 /// Loads a node the caller may see, or 404 (also for nodes it may not see).

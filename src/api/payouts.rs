@@ -13,8 +13,9 @@ use super::created;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::nodes::visible_node;
 use super::pagination::{ListPage, PageParams};
+use crate::app::heavy::heavy_read;
 use crate::app::payouts::process as run_payouts;
-use crate::app::AppState;
+use crate::app::{App, AppState};
 use crate::domain::ids::is_valid_id;
 use crate::domain::money::format_usdt;
 use crate::domain::node::validate_text;
@@ -44,13 +45,17 @@ pub async fn for_node(
     ApiPath(node_id): ApiPath<String>,
 ) -> ApiResult<Json<NodePayouts>> {
     let node = visible_node(&app, &caller, &node_id)?;
-    let list = app.store.reader()?.node_payouts(&node_id)?;
-    Ok(Json(NodePayouts {
-        node_id,
-        balance_usdt: format_usdt(node.balance_usdt),
-        threshold_usdt: format_usdt(app.config.payout_threshold_usdt),
-        payouts: list.iter().map(PayoutView::from).collect(),
-    }))
+    // A node's whole payout history: a heavy read.
+    heavy_read(&app, move |app| {
+        let list = app.store.reader()?.node_payouts(&node_id)?;
+        Ok(Json(NodePayouts {
+            node_id,
+            balance_usdt: format_usdt(node.balance_usdt),
+            threshold_usdt: format_usdt(app.config.payout_threshold_usdt),
+            payouts: list.iter().map(PayoutView::from).collect(),
+        }))
+    })
+    .await
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -75,6 +80,8 @@ pub async fn process(State(app): State<AppState>, caller: Caller) -> ApiResult<J
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// pending, submitted, confirmed or failed; all when absent.
     pub state: Option<String>,
@@ -113,6 +120,22 @@ pub async fn export(
         Some("csv") => true,
         Some(_) => return Err(ApiError::validation("format must be json or csv")),
     };
+    let limit = page.limit()?;
+    let cursor = page.after()?;
+    heavy_read(&app, move |app| {
+        export_read(app, states, csv, limit, cursor)
+    })
+    .await
+}
+
+/// The export's reads, on a blocking thread.
+fn export_read(
+    app: &App,
+    states: Vec<PayoutState>,
+    csv: bool,
+    limit: usize,
+    cursor: Option<String>,
+) -> ApiResult<Response> {
     let reader = app.store.reader()?;
     if csv {
         let mut out = String::from(
@@ -156,8 +179,7 @@ pub async fn export(
             .into_response());
     }
     // JSON: pages over the states in order; the cursor is "state:payout_id".
-    let limit = page.limit()?;
-    let (mut start_state, mut after) = match page.after()? {
+    let (mut start_state, mut after) = match cursor {
         None => (0, None),
         Some(c) => {
             let (s, id) = c
@@ -276,41 +298,65 @@ pub async fn fail(
     Ok(Json(PayoutView::from(&payout)))
 }
 
+/// One page of a node's ledger, oldest entry first.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct NodeLedger {
     pub node_id: String,
+    /// The node's balance now (the sum of all its entries, not only this page's).
     pub balance_usdt: String,
-    pub entries: Vec<LedgerEntryView>,
+    pub items: Vec<LedgerEntryView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
-/// A node's ledger: the entries its balance is the sum of.
+/// A node's ledger: the entries its balance is the sum of, oldest first, a page at a time.
 #[utoipa::path(get, operation_id = "ledger_get", path = "/api/v1/nodes/{node_id}/ledger", tag = "payouts",
-    params(("node_id" = String, Path)),
+    params(("node_id" = String, Path), PageParams),
     responses((status = 200, body = NodeLedger), (status = 404, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn ledger(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(node_id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<NodeLedger>> {
+    let limit = page.limit()?;
+    let after = match page.after()? {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::validation("cursor is not one this service issued"))?,
+        ),
+    };
     let node = visible_node(&app, &caller, &node_id)?;
-    let reader = app.store.reader()?;
-    let mut entries: Vec<LedgerEntryView> = reader
-        .ledger(&node_id)?
-        .iter()
-        .map(LedgerEntryView::from)
-        .collect();
-    let next_seq = reader.ledger_seq()? + 1;
-    entries.extend(LedgerEntryView::pending(
-        &node,
-        next_seq,
-        app.clock.now_us(),
-    ));
-    Ok(Json(NodeLedger {
-        node_id,
-        balance_usdt: format_usdt(node.balance_usdt),
-        entries,
-    }))
+    heavy_read(&app, move |app| {
+        let reader = app.store.reader()?;
+        let page = reader.ledger_page(&node_id, after, limit)?;
+        let mut items: Vec<LedgerEntryView> =
+            page.items.iter().map(LedgerEntryView::from).collect();
+        let mut next = page.next;
+        // The day's pending credits close the last page as the entry they will become
+        // (after every stored one), so the entries of all pages sum to the balance.
+        if next.is_none() {
+            let next_seq = reader.ledger_seq()? + 1;
+            if let Some(pending) = LedgerEntryView::pending(&node, next_seq, app.clock.now_us()) {
+                if items.len() < limit {
+                    items.push(pending);
+                } else {
+                    // A full page: the pending entry opens one more.
+                    next = items.last().map(|e| e.seq.to_string());
+                }
+            }
+        }
+        let ListPage { items, next_cursor } = ListPage::new(items, next);
+        Ok(Json(NodeLedger {
+            node_id,
+            balance_usdt: format_usdt(node.balance_usdt),
+            items,
+            next_cursor,
+        }))
+    })
+    .await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

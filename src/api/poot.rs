@@ -8,6 +8,7 @@ use super::auth::Caller;
 use super::extract::{optional_json_object, ApiPath, ApiQuery};
 use super::nodes::visible_node;
 use super::pagination::{ListPage, PageParams};
+use crate::app::heavy::heavy_read;
 use crate::app::poot::close_due_epochs;
 use crate::app::AppState;
 use crate::domain::proof::ProofDocument;
@@ -29,6 +30,8 @@ fn document(reader: &Reader, node_id: &str, epoch: u64) -> ApiResult<Option<Proo
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 pub struct ProofQuery {
     /// One epoch instead of the latest.
     pub epoch: Option<u64>,
@@ -102,16 +105,17 @@ pub async fn days(
                 .map_err(|_| ApiError::validation("cursor is not one this service issued"))?,
         ),
     };
-    let result = app
-        .store
-        .reader()?
-        .day_history(&node_id, before, page.limit()?)?;
-    let items = result
-        .items
-        .iter()
-        .map(|(record, root, path)| record.document(root, path))
-        .collect();
-    Ok(Json(ListPage::new(items, result.next)))
+    let limit = page.limit()?;
+    heavy_read(&app, move |app| {
+        let result = app.store.reader()?.day_history(&node_id, before, limit)?;
+        let items = result
+            .items
+            .iter()
+            .map(|(record, root, path)| record.document(root, path))
+            .collect();
+        Ok(Json(ListPage::new(items, result.next)))
+    })
+    .await
 }
 
 /// A node's proofs, newest first.
@@ -133,16 +137,20 @@ pub async fn history(
                 .map_err(|_| ApiError::validation("cursor is not one this service issued"))?,
         ),
     };
-    let reader = app.store.reader()?;
-    let result = reader.proof_history(&node_id, before, page.limit()?)?;
-    let mut items = Vec::with_capacity(result.items.len());
-    for proof in result.items {
-        let record = reader
-            .epoch(proof.epoch)?
-            .ok_or_else(|| ApiError::unavailable("epoch record missing"))?;
-        items.push(proof.document(&record));
-    }
-    Ok(Json(ListPage::new(items, result.next)))
+    let limit = page.limit()?;
+    heavy_read(&app, move |app| {
+        let reader = app.store.reader()?;
+        let result = reader.proof_history(&node_id, before, limit)?;
+        let mut items = Vec::with_capacity(result.items.len());
+        for proof in result.items {
+            let record = reader
+                .epoch(proof.epoch)?
+                .ok_or_else(|| ApiError::unavailable("epoch record missing"))?;
+            items.push(proof.document(&record));
+        }
+        Ok(Json(ListPage::new(items, result.next)))
+    })
+    .await
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -274,35 +282,38 @@ pub async fn heartbeats(
         Some(e) => e,
         None => return Err(not_found(format!("node {node_id} has no proof yet"))),
     };
-    let reader = app.store.reader()?;
-    let record = reader
-        .epoch(epoch)?
-        .ok_or_else(|| not_found(format!("epoch {epoch} is not closed")))?;
-    let (start, end) = epoch_window(epoch, record.length_us);
-    if reader.meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY)?.unwrap_or(0) > start {
-        return Err(not_found(format!(
-            "the raw heartbeats of epoch {epoch} were pruned (HEARTBEAT_RETENTION)"
-        )));
-    }
-    let mine = reader.node_heartbeats_between(&node_id, start, end)?;
-    let leaves: Vec<_> = mine
-        .iter()
-        .map(|(_, hb)| leaf_hash(&hb.leaf_data()))
-        .collect();
-    Ok(Json(EpochHeartbeats {
-        node_id,
-        epoch,
-        window_start: rfc3339_us(start),
-        window_end: rfc3339_us(end),
-        heartbeats_root: hex::encode(root(&leaves)),
-        heartbeats: mine
-            .into_iter()
-            .map(|(at, hb)| HeartbeatRecord {
-                received_at: rfc3339_us(at),
-                seq: hb.seq,
-                signature: base64::engine::general_purpose::STANDARD.encode(&hb.signature),
-                signed: hb.canonical,
-            })
-            .collect(),
-    }))
+    heavy_read(&app, move |app| {
+        let reader = app.store.reader()?;
+        let record = reader
+            .epoch(epoch)?
+            .ok_or_else(|| not_found(format!("epoch {epoch} is not closed")))?;
+        let (start, end) = epoch_window(epoch, record.length_us);
+        if reader.meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY)?.unwrap_or(0) > start {
+            return Err(not_found(format!(
+                "the raw heartbeats of epoch {epoch} were pruned (HEARTBEAT_RETENTION)"
+            )));
+        }
+        let mine = reader.node_heartbeats_between(&node_id, start, end)?;
+        let leaves: Vec<_> = mine
+            .iter()
+            .map(|(_, hb)| leaf_hash(&hb.leaf_data()))
+            .collect();
+        Ok(Json(EpochHeartbeats {
+            node_id,
+            epoch,
+            window_start: rfc3339_us(start),
+            window_end: rfc3339_us(end),
+            heartbeats_root: hex::encode(root(&leaves)),
+            heartbeats: mine
+                .into_iter()
+                .map(|(at, hb)| HeartbeatRecord {
+                    received_at: rfc3339_us(at),
+                    seq: hb.seq,
+                    signature: base64::engine::general_purpose::STANDARD.encode(&hb.signature),
+                    signed: hb.canonical,
+                })
+                .collect(),
+        }))
+    })
+    .await
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::auth::{Caller, TokenResponse};
 use super::created;
 use super::extract::{ApiJson, ApiQuery};
+use crate::app::heavy::heavy_read;
 use crate::app::revocations::{self, issue_detail, IssuedToken};
 use crate::app::AppState;
 use crate::domain::ids::is_valid_subject;
@@ -156,6 +157,8 @@ pub async fn revoke(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// Query-string parameters, optional (utoipa would document them as path parameters).
+#[into_params(parameter_in = Query)]
 pub struct IssuedParams {
     /// Most tokens to list, 1 to 500 (default 50).
     pub limit: Option<i64>,
@@ -200,14 +203,12 @@ pub async fn list(
     }
     .limit()?;
     let lifetime = revocations::lifetime_bound(app.config.node_token_ttl);
-    let reader = app.store.reader()?;
     let now_us = app.clock.now_us().max(crate::crypto::tokens::unix_now_us());
-    // A walk of the audit log: off the async threads.
-    let issued = tokio::task::spawn_blocking(move || {
-        revocations::recent_issued(&reader, now_us, lifetime, limit)
+    // A walk of the audit log: a heavy read, off the async threads.
+    let issued = heavy_read(&app, move |app| {
+        revocations::recent_issued(&app.store.reader()?, now_us, lifetime, limit)
     })
-    .await
-    .map_err(|e| ApiError::unavailable(format!("the listing was interrupted: {e}")))??;
+    .await?;
     let set = app.tokens.revocations();
     let items = issued
         .iter()

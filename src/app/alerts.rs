@@ -9,6 +9,7 @@
 //! (at least once; receivers drop duplicates).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -192,16 +193,51 @@ pub async fn check_webhook_url(app: &AppState, url: &str) -> ApiResult<()> {
     }
 }
 
-/// Sends every delivery that is due; returns how many were acknowledged.
-pub async fn deliver_due(app: &AppState) -> ApiResult<usize> {
+/// Subscribers whose delivery task is running. A pass leaves them out, so a receiver that
+/// accepts the connection and never answers holds up its own queue only (until
+/// `ALERT_WEBHOOK_TIMEOUT`), never another subscriber's alerts.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks a subscriber's task as running until dropped (also when the task panics).
+struct Running {
+    in_flight: InFlight,
+    key: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.in_flight.lock().remove(&self.key);
+    }
+}
+
+/// Starts a delivery task (in `tasks`, which the caller owns: dropping it stops them) for
+/// every subscriber with alerts due and none running; returns how many started. Each task
+/// sends its subscriber's alerts in event order, records the outcomes in its own write, and
+/// wakes the loop for what came meanwhile.
+pub async fn deliver_due(
+    app: &AppState,
+    in_flight: &InFlight,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> ApiResult<usize> {
     let now = app.clock.now_us();
+    // Who is busy, taken before the read snapshot: a task that finishes after this has
+    // its subscriber skipped this pass; one that finished before it committed its
+    // outcomes before the snapshot, so nothing it delivered is read as due again.
+    let busy = in_flight.lock().clone();
     let reader = app.store.reader()?;
-    let due = reader.due_alerts(now, DELIVERIES_PER_PASS)?;
+    let due = reader.due_alerts(now, DELIVERIES_PER_PASS, |a| {
+        !busy.contains(&a.subscriber_key)
+    })?;
     if due.is_empty() {
         return Ok(0);
     }
-    // One queue per subscriber, in event order; subscribers are served concurrently so a
-    // slow receiver does not hold up the others.
     let mut by_subscriber: BTreeMap<String, Vec<(u64, QueuedAlert)>> = BTreeMap::new();
     for (seq, alert) in due {
         by_subscriber
@@ -209,34 +245,56 @@ pub async fn deliver_due(app: &AppState) -> ApiResult<usize> {
             .or_default()
             .push((seq, alert));
     }
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut started = 0;
     for (key, alerts) in by_subscriber {
+        if !in_flight.lock().insert(key.clone()) {
+            continue;
+        }
+        let running = Running {
+            in_flight: in_flight.clone(),
+            key: key.clone(),
+        };
         let settings = reader.alert_settings(&key)?;
-        let allowed = app.config.webhook_allowed_networks.clone();
-        let timeout = app.config.alert_webhook_timeout;
+        let app = app.clone();
         tasks.spawn(async move {
-            let mut outcomes = Vec::new();
-            for (seq, alert) in alerts {
-                let outcome = match &settings {
-                    None => Outcome::NoWebhook,
-                    Some(s) => send(s, &alert, &allowed, timeout).await,
-                };
-                let failed = matches!(outcome, Outcome::Failed(_));
-                outcomes.push((seq, outcome));
-                if failed {
-                    break; // the receiver is struggling: the rest wait for the next pass
-                }
+            let outcomes = send_in_order(&app, settings.as_ref(), alerts).await;
+            if let Err(e) = record_outcomes(&app, outcomes).await {
+                tracing::warn!(error = %e, "alert delivery outcomes not recorded; they are sent again");
             }
-            outcomes
+            drop(running);
+            app.alert_wakeup.notify_one();
         });
+        started += 1;
     }
-    drop(reader);
+    Ok(started)
+}
+
+/// One subscriber's alerts, in event order, until one fails (the receiver is struggling:
+/// the rest wait for a later pass).
+async fn send_in_order(
+    app: &AppState,
+    settings: Option<&AlertSettings>,
+    alerts: Vec<(u64, QueuedAlert)>,
+) -> Vec<(u64, Outcome)> {
+    let allowed = &app.config.webhook_allowed_networks;
+    let timeout = app.config.alert_webhook_timeout;
     let mut outcomes = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(o) = done {
-            outcomes.extend(o);
+    for (seq, alert) in alerts {
+        let outcome = match settings {
+            None => Outcome::NoWebhook,
+            Some(s) => send(s, &alert, allowed, timeout).await,
+        };
+        let failed = matches!(outcome, Outcome::Failed(_));
+        outcomes.push((seq, outcome));
+        if failed {
+            break;
         }
     }
+    outcomes
+}
+
+/// Removes delivered alerts and backs off failed ones; returns how many were delivered.
+async fn record_outcomes(app: &AppState, outcomes: Vec<(u64, Outcome)>) -> ApiResult<usize> {
     let base_us = app.config.alert_retry_base.as_micros() as u64;
     let max_age_us = app.config.alert_max_age.as_micros() as u64;
     let max_delay_us = MAX_RETRY_DELAY.as_micros() as u64;

@@ -6,9 +6,11 @@
 pub mod alerts;
 pub mod challenges;
 pub mod enrollments;
+pub mod heavy;
 pub mod monitor;
 pub mod payouts;
 pub mod poot;
+pub mod rate_limits;
 pub mod registration;
 pub mod revocations;
 pub mod rollup;
@@ -47,6 +49,10 @@ pub struct App {
     /// `sha256:<hex>` of the serving certificate (None when serving plain HTTP): handed
     /// out with enrolment codes so a new node can pin it.
     pub tls_fingerprint: Option<String>,
+    /// Per-address and per-token request limits.
+    pub rate_limits: rate_limits::RateLimits,
+    /// Permits of the heavy reads (see [`heavy::heavy_read`]).
+    pub heavy_reads: heavy::HeavyReads,
 }
 
 pub type AppState = Arc<App>;

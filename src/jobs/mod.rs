@@ -22,6 +22,7 @@ pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
         tokio::spawn(alerts::run_watcher(app.clone())),
         tokio::spawn(alerts::run_delivery(app.clone())),
         tokio::spawn(enrollments::run(app.clone())),
+        tokio::spawn(sweep_rate_limits(app.clone())),
     ];
     if app.config.payout_sink == crate::config::PayoutSinkKind::Webhook {
         let sink = crate::payout_sink::webhook::WebhookSink::new(
@@ -39,6 +40,16 @@ pub fn spawn_all(app: &AppState) -> Result<Vec<JoinHandle<()>>, String> {
         )));
     }
     Ok(jobs)
+}
+
+/// Forgets rate-limit keys whose bursts have refilled, every second, so an address flood
+/// holds memory for about a burst's refill time (see `app::rate_limits`).
+async fn sweep_rate_limits(app: AppState) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        app.rate_limits.sweep();
+    }
 }
 
 /// Logs and counts wall-clock steps. Operational time is measured on the service clock

@@ -201,13 +201,18 @@ impl Reader {
     }
 
     /// Deliveries due at `now`, oldest first, at most `limit`.
-    pub fn due_alerts(&self, now_us: u64, limit: usize) -> StoreResult<Vec<(u64, QueuedAlert)>> {
+    pub fn due_alerts(
+        &self,
+        now_us: u64,
+        limit: usize,
+        keep: impl Fn(&QueuedAlert) -> bool,
+    ) -> StoreResult<Vec<(u64, QueuedAlert)>> {
         let t = self.txn.open_table(ALERT_QUEUE)?;
         let mut due = Vec::new();
         for entry in t.iter()? {
             let (k, v) = entry?;
             let alert: QueuedAlert = decode(v.value())?;
-            if alert.next_attempt_at_us <= now_us {
+            if alert.next_attempt_at_us <= now_us && keep(&alert) {
                 due.push((k.value(), alert));
                 if due.len() == limit {
                     break;

@@ -20,6 +20,8 @@ mod enrollments;
 mod flash;
 mod floods;
 mod heartbeat_batch;
+mod heavy_reads;
+mod ledger_pages;
 mod lifecycle;
 mod metrics_labels;
 // Needs the feature (the binary must carry the mirror) and SecantusDB (scripts/ensure-mongo).
@@ -32,7 +34,9 @@ mod pool_capacity;
 mod poot;
 mod poot_chunks;
 mod poot_rollup;
+mod rate_limits;
 mod schema_fixture;
+mod slow_alerts;
 mod ssrf;
 mod stalled;
 mod token_revocation;

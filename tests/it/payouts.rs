@@ -252,14 +252,14 @@ async fn threshold_boundaries_state_machine_and_export() {
             None,
         )
         .await;
-    let kinds: Vec<&str> = ledger["entries"]
+    let kinds: Vec<&str> = ledger["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["adjustment", "debit", "recredit"]);
-    assert_eq!(ledger["entries"][1]["amount_usdt"], "-15.500000");
+    assert_eq!(ledger["items"][1]["amount_usdt"], "-15.500000");
 
     // An adjustment may not make a balance negative.
     let (s, body) = server

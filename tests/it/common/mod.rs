@@ -51,6 +51,10 @@ pub fn command(data_dir: &Path, env: &[(String, String)]) -> Command {
         .env("COMMIT_INTERVAL", "0")
         // Tests send heartbeats back to back; tests of pacing set their own interval.
         .env("HEARTBEAT_MIN_INTERVAL", "0")
+        // Tests log in and call back to back from one address with one token; the tests
+        // of the rate limits set their own (tests/it/rate_limits.rs).
+        .env("AUTH_RATE_LIMIT", "0")
+        .env("TOKEN_RATE_LIMIT", "0")
         // The tests' webhook receivers listen on loopback, which webhooks may not reach
         // by default (issue 16; tests/it/ssrf.rs sets its own value).
         .env("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8");
