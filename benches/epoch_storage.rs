@@ -196,9 +196,14 @@ fn roll_up_days(rt: &tokio::runtime::Runtime, n: usize) -> String {
         }
         let before = store.table_bytes().unwrap();
         let started = Instant::now();
-        let days = roll_up_due_days_with(&closing, &writer, &store, &params.proof_key, DAY, || {
-            clock.now_us()
-        })
+        let days = roll_up_due_days_with(
+            &closing,
+            &writer,
+            &store,
+            &params.proof_key,
+            (DAY, false),
+            || clock.now_us(),
+        )
         .await
         .unwrap();
         let took = started.elapsed();

@@ -35,25 +35,32 @@ pub async fn roll_up_due_days(app: &AppState) -> ApiResult<Vec<u32>> {
     if retention_us == 0 {
         return Ok(Vec::new());
     }
+    let mirrored = app
+        .metrics
+        .mirror
+        .enabled
+        .load(std::sync::atomic::Ordering::Relaxed);
     roll_up_due_days_with(
         &app.poot_closing,
         &app.writer,
         &app.store,
         &app.keys.proof,
-        retention_us,
+        (retention_us, mirrored),
         || app.clock.now_us(),
     )
     .await
 }
 
 /// [`roll_up_due_days`] on a writer and store. `closing` is the PoOT closer's lock: a
-/// roll-up and an epoch close never run at once.
+/// roll-up and an epoch close never run at once. With `mirrored` (the MongoDB mirror is
+/// on), a day waits until MongoDB holds every proof of it: the cluster keeps the long
+/// history, and the rows are what its documents are rendered from.
 pub async fn roll_up_due_days_with(
     closing: &tokio::sync::Mutex<()>,
     writer: &Writer<ApiError>,
     store: &Store,
     proof_key: &SigningKey,
-    retention_us: u64,
+    (retention_us, mirrored): (u64, bool),
     now_us: impl Fn() -> u64,
 ) -> ApiResult<Vec<u32>> {
     let _one_at_a_time = closing.lock().await;
@@ -64,6 +71,11 @@ pub async fn roll_up_due_days_with(
         .reader()?
         .next_day_to_roll_up(now_us(), retention_us)?
     {
+        let last_epoch = epochs_of_day(day, length_us).end.saturating_sub(1);
+        if mirrored && !store.reader()?.mirror_holds_epochs_through(last_epoch)? {
+            tracing::debug!(day = %date(day), "roll-up waits for the MongoDB mirror to hold the day's proofs");
+            break;
+        }
         roll_up_day(writer, store, proof_key, (day, length_us), now_us()).await?;
         tracing::info!(day = %date(day), "rolled proofs past PROOF_RETENTION up into daily records");
         rolled.push(day);
@@ -231,12 +243,16 @@ mod tests {
         assert!(before[0].len() >= 12, "{} proofs", before[0].len());
 
         // Retention of one day: the two oldest days are due, yesterday is not.
-        let rolled =
-            roll_up_due_days_with(&closing, &writer, &store, &params.proof_key, DAY_US, || {
-                clock.now_us()
-            })
-            .await
-            .unwrap();
+        let rolled = roll_up_due_days_with(
+            &closing,
+            &writer,
+            &store,
+            &params.proof_key,
+            (DAY_US, false),
+            || clock.now_us(),
+        )
+        .await
+        .unwrap();
         assert_eq!(rolled, vec![today - 3, today - 2]);
         drop(writer);
         thread.join().unwrap();

@@ -241,7 +241,6 @@ impl<'a> Batch<'a> {
 
     /// Records the latest stamp, so a restarted clock never reads earlier.
     pub fn persist_clock_high_water(&mut self) -> StoreResult<()> {
-        self.mirror_flush_pending()?;
         let t = self.now_us().max(self.audit_head.last_stamp_us);
         self.set_meta_u64(CLOCK_HIGH_WATER_KEY, t)
     }
@@ -369,7 +368,7 @@ impl<'a> Batch<'a> {
         self.txn
             .open_table(EPOCHS)?
             .insert(epoch.epoch, encode(epoch).as_slice())?;
-        self.mirror_epoch(epoch)
+        Ok(())
     }
 
     pub fn epoch(&self, epoch: u64) -> StoreResult<Option<Epoch>> {

@@ -467,6 +467,73 @@ where
         Ok(found.row.proof(node_id.to_string(), record, prev, path))
     }
 
+    /// The proofs of the stored chunk of `epoch` whose first node is `first_node_id`,
+    /// paths included, in leaf order, with the epoch's record; None when no such chunk is
+    /// stored. Each block's tree is built once for the chunk, not once per proof.
+    pub fn chunk_proofs(
+        &self,
+        epoch: u64,
+        first_node_id: &str,
+    ) -> StoreResult<Option<(Epoch, Vec<Proof>)>> {
+        let Some(v) = self.rows.get((epoch, first_node_id))? else {
+            return Ok(None);
+        };
+        let bytes = v.value().to_vec();
+        let (chunk_position, rows) = split_chunk::<ProofRow>(&bytes)?;
+        let record = self.record(epoch)?.ok_or_else(|| {
+            StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
+        })?;
+        let being_closed = || {
+            StoreError::Unavailable(format!(
+                "epoch {epoch} is still being closed; its proofs are served once it is"
+            ))
+        };
+        let closing = self.closing.as_deref().and_then(|c| c.levels(epoch));
+        let root_levels = match closing {
+            Some(_) => Vec::new(),
+            None => levels(&block_roots(&self.blocks, epoch)?.ok_or_else(being_closed)?),
+        };
+        let block = BLOCK_LEAVES as u64;
+        // The chunk as `block_leaves` reads it (its rows cover their blocks when whole).
+        let mut found =
+            Located {
+                position: chunk_position,
+                row: ProofRow::decode(rows.get(..ROW_LEN).ok_or_else(|| {
+                    StoreError::corrupt(format!("an empty chunk of epoch {epoch}"))
+                })?),
+                chunk_position,
+                chunk: rows.to_vec(),
+            };
+        let mut tree: Option<(u64, Vec<Vec<Hash>>)> = None;
+        let mut proofs = Vec::with_capacity(rows.len() / ROW_LEN);
+        for (i, row) in rows_of::<ProofRow>(rows).enumerate() {
+            let position = chunk_position + i as u64;
+            let node_id = node_id_of(&self.ids, row.node_index)?;
+            let prev = self.prev_hash(&node_id, epoch, row.prev_delta)?;
+            let path = match &closing {
+                Some(levels) => path_entries(path_at(levels, position as usize)),
+                None => {
+                    let b = position / block;
+                    if tree.as_ref().is_none_or(|(tb, _)| *tb != b) {
+                        let start = b * block;
+                        let end = (start + block).min(record.proof_count);
+                        found.position = position;
+                        found.row = row;
+                        let leaves = block_leaves(&self.rows, epoch, (start, end), &found)?
+                            .ok_or_else(being_closed)?;
+                        tree = Some((b, levels(&leaves)));
+                    }
+                    let block_levels = &tree.as_ref().expect("built above").1;
+                    let mut path = path_at(block_levels, (position % block) as usize);
+                    path.extend(path_at(&root_levels, b as usize));
+                    path_entries(path)
+                }
+            };
+            proofs.push(row.proof(node_id, &record, prev, path));
+        }
+        Ok(Some((record, proofs)))
+    }
+
     /// `node_id`'s proof for `epoch`, path included.
     pub fn proof(&self, node_id: &str, epoch: u64) -> StoreResult<Option<Proof>> {
         let Some(found) = find_row::<ProofRow>(&self.rows, &self.ids, epoch, node_id)? else {

@@ -6,6 +6,11 @@
 //! all. The mirror's sync task (module `sync`) drains the table in sequence order and deletes
 //! entries (through the writer) only after MongoDB acknowledged them.
 //!
+//! An epoch close is the exception that keeps the outbox small: it appends one
+//! [`Op::EpochChunk`] reference per stored chunk of up to 512 proofs, and the reader
+//! renders the chunk's documents from the stored rows when the sync task asks
+//! ([`Reader::outbox_entries`]).
+//!
 //! Without a mirror, `Batch` carries no [`OutboxConfig`] and nothing here runs.
 //!
 //! The bound: at `OUTBOX_MAX_ENTRIES` entries the batch stops appending and sets
@@ -22,9 +27,10 @@ use serde_json::Value;
 
 use super::batch::Batch;
 use super::codec::{decode, encode};
+use super::epoch_rows::ClosingTree;
 use super::error::StoreResult;
 use super::queries::Reader;
-use super::tables::{EPOCHS, META, OUTBOX, POOL_MEMBERS};
+use super::tables::{META, OUTBOX, POOL_MEMBERS};
 use crate::domain::audit::AuditEvent;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::node::Node;
@@ -40,6 +46,12 @@ use crate::views::{
 pub(crate) const MIRROR_INITIALIZED_KEY: &str = "mirror.initialized";
 /// META: set (1) when the outbox reached its bound; appends stop until a full resync.
 pub(crate) const MIRROR_OVERFLOW_KEY: &str = "mirror.overflow";
+/// META: the oldest epoch that an outbox entry still references (an [`Op::EpochChunk`]);
+/// absent when none does. Rolling a day up deletes its proof rows, so it waits until
+/// MongoDB has every proof of the day (`Reader::mirror_holds_epochs_until`).
+pub(crate) const MIRROR_CHUNK_FLOOR_KEY: &str = "mirror.chunk_floor";
+/// META: the outbox sequence number of the reference that set the floor.
+pub(crate) const MIRROR_CHUNK_FLOOR_SEQ_KEY: &str = "mirror.chunk_floor_seq";
 
 /// The six mirrored collections.
 pub(crate) const NODES_COLLECTION: &str = "nodes";
@@ -61,6 +73,24 @@ pub const COLLECTIONS: [&str; 6] = [
 pub enum Op {
     Upsert,
     Delete,
+    /// A reference to one stored chunk of an epoch's proofs ([`EpochChunkRef`] as JSON in
+    /// `document`): the reader turns it into the ledger, proof and node documents of the
+    /// chunk's nodes when the sync task reads it, so a close appends one entry per chunk
+    /// of up to 512 nodes instead of three per node. (Last, so stored entries keep their
+    /// encoding.)
+    EpochChunk,
+}
+
+/// What an [`Op::EpochChunk`] entry names: the chunk of `epoch`'s proof rows whose first
+/// node is `first_node_id`, and the ledger sequence numbers its credits took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochChunkRef {
+    pub site_id: String,
+    pub epoch: u64,
+    pub first_node_id: String,
+    /// Ledger entries of this chunk have sequence numbers in `(ledger_seq_after, ledger_seq_last]`.
+    pub ledger_seq_after: u64,
+    pub ledger_seq_last: u64,
 }
 
 /// One outbox entry: the whole document to store under `doc_id` (or its deletion).
@@ -117,8 +147,6 @@ pub(crate) struct OutboxState {
     cursor: Option<(u64, u64)>,
     /// The overflow marker as read at the start of this transaction (or set in it).
     blocked: Option<bool>,
-    /// Proofs whose epoch record is not written yet (it follows in the same transaction).
-    pending_proofs: Vec<Proof>,
 }
 
 fn doc_id(site_id: &str, natural: &str) -> String {
@@ -198,8 +226,21 @@ fn pool_members(
 impl Batch<'_> {
     /// Appends an upsert of `doc` to the outbox, unless the outbox is at its bound.
     fn outbox_upsert(&mut self, collection: &str, natural: &str, doc: Value) -> StoreResult<()> {
+        self.outbox_append(collection, natural, Op::Upsert, doc.to_string())
+            .map(|_| ())
+    }
+
+    /// Appends one entry to the outbox, unless the outbox is at its bound; returns its
+    /// sequence number when it did.
+    fn outbox_append(
+        &mut self,
+        collection: &str,
+        natural: &str,
+        op: Op,
+        document: String,
+    ) -> StoreResult<Option<u64>> {
         let Some(cfg) = self.mirror else {
-            return Ok(());
+            return Ok(None);
         };
         if self.outbox.blocked.is_none() {
             let meta = self.txn.open_table(META)?;
@@ -207,7 +248,7 @@ impl Batch<'_> {
             self.outbox.blocked = Some(blocked);
         }
         if self.outbox.blocked == Some(true) {
-            return Ok(());
+            return Ok(None);
         }
         let mut table = self.txn.open_table(OUTBOX)?;
         let (next, len) = match self.outbox.cursor {
@@ -228,17 +269,51 @@ impl Batch<'_> {
                 max_entries = cfg.max_entries,
                 "mirror outbox is full: changes are no longer queued for MongoDB; a full resync runs when MongoDB is reachable again (raise OUTBOX_MAX_ENTRIES or fix the connection)"
             );
-            return Ok(());
+            return Ok(None);
         }
         let entry = OutboxEntry {
             collection: collection.to_string(),
             doc_id: doc_id(&cfg.site_id, natural),
-            op: Op::Upsert,
-            document: doc.to_string(),
+            op,
+            document,
         };
         table.insert(next, encode(&entry).as_slice())?;
         self.outbox.cursor = Some((next + 1, len + 1));
         cfg.status.note_len(len + 1, cfg.max_entries);
+        Ok(Some(next))
+    }
+
+    /// Queues a stored chunk of `epoch`'s proofs (first node `first_node_id`, ledger
+    /// sequence numbers `(seq_after, seq_last]`) as one reference: the sync task renders
+    /// its documents when it sends them (`Reader::outbox_entries`).
+    pub(super) fn mirror_epoch_chunk(
+        &mut self,
+        epoch: u64,
+        first_node_id: &str,
+        (seq_after, seq_last): (u64, u64),
+    ) -> StoreResult<()> {
+        let Some(cfg) = self.mirror else {
+            return Ok(());
+        };
+        let chunk = EpochChunkRef {
+            site_id: cfg.site_id.clone(),
+            epoch,
+            first_node_id: first_node_id.to_string(),
+            ledger_seq_after: seq_after,
+            ledger_seq_last: seq_last,
+        };
+        let natural = format!("chunk:{epoch}:{first_node_id}");
+        let document = serde_json::to_string(&chunk).unwrap_or_default();
+        if let Some(seq) =
+            self.outbox_append(PROOFS_COLLECTION, &natural, Op::EpochChunk, document)?
+        {
+            let mut meta = self.txn.open_table(META)?;
+            let floor = super::batch::meta_u64(&meta, MIRROR_CHUNK_FLOOR_KEY)?;
+            if floor.is_none_or(|f| f > epoch) {
+                meta.insert(MIRROR_CHUNK_FLOOR_KEY, epoch.to_le_bytes().as_slice())?;
+                meta.insert(MIRROR_CHUNK_FLOOR_SEQ_KEY, seq.to_le_bytes().as_slice())?;
+            }
+        }
         Ok(())
     }
 
@@ -255,53 +330,6 @@ impl Batch<'_> {
             let members = pool_members(&self.txn.open_table(POOL_MEMBERS)?, &pool.pool_id)?;
             let (id, doc) = pool_doc(&cfg.site_id, pool, members);
             self.outbox_upsert(POOLS_COLLECTION, &id, doc)?;
-        }
-        Ok(())
-    }
-
-    /// A proof is mirrored with its epoch's root and signature: when the epoch record is
-    /// not stored yet, the proof waits for [`Self::mirror_epoch`] in the same transaction.
-    pub(super) fn mirror_proof(&mut self, proof: &Proof) -> StoreResult<()> {
-        if let Some(cfg) = self.mirror {
-            let epoch = self
-                .txn
-                .open_table(EPOCHS)?
-                .get(proof.epoch)?
-                .map(|v| v.value().to_vec());
-            match epoch {
-                Some(bytes) => {
-                    let epoch: Epoch = decode(&bytes)?;
-                    let (id, doc) = proof_doc(&cfg.site_id, proof, Some(&epoch));
-                    self.outbox_upsert(PROOFS_COLLECTION, &id, doc)?;
-                }
-                None => self.outbox.pending_proofs.push(proof.clone()),
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn mirror_epoch(&mut self, epoch: &Epoch) -> StoreResult<()> {
-        if let Some(cfg) = self.mirror {
-            let pending = std::mem::take(&mut self.outbox.pending_proofs);
-            let (now, later): (Vec<Proof>, Vec<Proof>) =
-                pending.into_iter().partition(|p| p.epoch == epoch.epoch);
-            self.outbox.pending_proofs = later;
-            for p in now {
-                let (id, doc) = proof_doc(&cfg.site_id, &p, Some(epoch));
-                self.outbox_upsert(PROOFS_COLLECTION, &id, doc)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Proofs still waiting for an epoch record at the end of a batch go out with their
-    /// own fields (no epoch was written for them).
-    pub(super) fn mirror_flush_pending(&mut self) -> StoreResult<()> {
-        if let Some(cfg) = self.mirror {
-            for p in std::mem::take(&mut self.outbox.pending_proofs) {
-                let (id, doc) = proof_doc(&cfg.site_id, &p, None);
-                self.outbox_upsert(PROOFS_COLLECTION, &id, doc)?;
-            }
         }
         Ok(())
     }
@@ -341,6 +369,34 @@ impl Batch<'_> {
             false
         })?;
         let len = t.len()?;
+        // Once the reference that set the floor is acknowledged, the floor moves to the
+        // next reference left (closes append them in epoch order), or goes.
+        let floor_seq =
+            super::batch::meta_u64(&self.txn.open_table(META)?, MIRROR_CHUNK_FLOOR_SEQ_KEY)?;
+        if floor_seq.is_some_and(|s| s <= upto) {
+            let mut floor = None;
+            for entry in t.range(upto.saturating_add(1)..)? {
+                let (seq, v) = entry?;
+                let e: OutboxEntry = decode(v.value())?;
+                if e.op == Op::EpochChunk {
+                    floor = serde_json::from_str::<EpochChunkRef>(&e.document)
+                        .ok()
+                        .map(|c| (c.epoch, seq.value()));
+                    break;
+                }
+            }
+            let mut meta = self.txn.open_table(META)?;
+            match floor {
+                Some((epoch, seq)) => {
+                    meta.insert(MIRROR_CHUNK_FLOOR_KEY, epoch.to_le_bytes().as_slice())?;
+                    meta.insert(MIRROR_CHUNK_FLOOR_SEQ_KEY, seq.to_le_bytes().as_slice())?;
+                }
+                None => {
+                    meta.remove(MIRROR_CHUNK_FLOOR_KEY)?;
+                    meta.remove(MIRROR_CHUNK_FLOOR_SEQ_KEY)?;
+                }
+            }
+        }
         drop(t);
         self.outbox.cursor = None;
         if let Some(cfg) = self.mirror {
@@ -357,6 +413,8 @@ impl Batch<'_> {
         let mut meta = self.txn.open_table(META)?;
         meta.remove(MIRROR_OVERFLOW_KEY)?;
         meta.remove(MIRROR_INITIALIZED_KEY)?;
+        meta.remove(MIRROR_CHUNK_FLOOR_KEY)?;
+        meta.remove(MIRROR_CHUNK_FLOOR_SEQ_KEY)?;
         drop(meta);
         self.outbox.cursor = None;
         self.outbox.blocked = Some(false);
@@ -392,9 +450,22 @@ impl Reader {
         read_state(&self.txn)
     }
 
-    /// The outbox entries after `after` (up to `limit`), in order.
+    /// The outbox entries after `after`, in order, with each epoch-chunk reference
+    /// turned into its documents (they share the reference's sequence number); stops
+    /// after the entry that reaches `limit` documents.
     pub fn outbox_entries(&self, after: u64, limit: usize) -> StoreResult<Vec<(u64, OutboxEntry)>> {
-        read_entries(&self.txn, after, limit)
+        read_entries(&self.txn, after, limit, self.closing.clone())
+    }
+
+    /// Whether MongoDB holds every proof of epochs up to `last_epoch` (or will without
+    /// reading their rows again): the mirror's full copy is done, it did not overflow, and
+    /// no outbox reference to a chunk of those epochs is waiting. Rolling a day up deletes
+    /// its rows, so with the mirror on it waits for this.
+    pub fn mirror_holds_epochs_through(&self, last_epoch: u64) -> StoreResult<bool> {
+        let (_, _, initialized, overflowed) = read_state(&self.txn)?;
+        let meta = self.txn.open_table(META)?;
+        let floor = super::batch::meta_u64(&meta, MIRROR_CHUNK_FLOOR_KEY)?;
+        Ok(initialized && !overflowed && floor.is_none_or(|f| f > last_epoch))
     }
 
     /// One page of a collection's mirror documents after `cursor`, for the full copy; the
@@ -410,22 +481,96 @@ impl Reader {
     }
 }
 
-/// The outbox entries after `after` (up to `limit`), in order.
+/// See [`Reader::outbox_entries`].
 fn read_entries(
     txn: &redb::ReadTransaction,
     after: u64,
     limit: usize,
+    closing: Option<Arc<ClosingTree>>,
 ) -> StoreResult<Vec<(u64, OutboxEntry)>> {
     let t = txn.open_table(OUTBOX)?;
     let mut out = Vec::new();
+    let mut proofs = None;
     for entry in t.range(after + 1..)? {
         let (k, v) = entry?;
-        out.push((k.value(), decode(v.value())?));
+        let e: OutboxEntry = decode(v.value())?;
+        if e.op == Op::EpochChunk {
+            let tables = match &mut proofs {
+                Some(t) => t,
+                None => proofs.insert(super::epoch_rows::read_tables(txn, closing.clone())?),
+            };
+            expand_chunk(txn, tables, k.value(), &e, &mut out)?;
+        } else {
+            out.push((k.value(), e));
+        }
         if out.len() >= limit {
             break;
         }
     }
     Ok(out)
+}
+
+/// The documents an epoch-chunk reference stands for, in the order a node-by-node close
+/// queued them: per node, its ledger entry of the chunk (if any), its proof (as the API
+/// serves it) and its node document (as it is now: later changes are newer still).
+fn expand_chunk<R, B, I, E>(
+    txn: &redb::ReadTransaction,
+    tables: &super::epoch_rows::ProofTables<R, B, I, E>,
+    seq: u64,
+    reference: &OutboxEntry,
+    out: &mut Vec<(u64, OutboxEntry)>,
+) -> StoreResult<()>
+where
+    R: ReadableTable<(u64, &'static str), &'static [u8]>,
+    B: ReadableTable<u64, &'static [u8]>,
+    I: ReadableTable<u32, &'static str>,
+    E: ReadableTable<u64, &'static [u8]>,
+{
+    use super::tables::{LEDGER, NODES};
+    let chunk: EpochChunkRef = match serde_json::from_str(&reference.document) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, entry = seq, "MongoDB mirror: an epoch-chunk reference does not parse; skipped");
+            return Ok(());
+        }
+    };
+    let Some((record, proofs)) = tables.chunk_proofs(chunk.epoch, &chunk.first_node_id)? else {
+        // Rolled up while the mirror was off: the reference outlived its rows.
+        tracing::warn!(
+            epoch = chunk.epoch,
+            "MongoDB mirror: a referenced chunk of proofs is no longer stored; skipped"
+        );
+        return Ok(());
+    };
+    let site = chunk.site_id.as_str();
+    let ledger = txn.open_table(LEDGER)?;
+    let nodes = txn.open_table(NODES)?;
+    let mut push = |collection: &str, (natural, doc): (String, Value)| {
+        out.push((
+            seq,
+            OutboxEntry {
+                collection: collection.to_string(),
+                doc_id: doc_id(site, &natural),
+                op: Op::Upsert,
+                document: doc.to_string(),
+            },
+        ));
+    };
+    for proof in proofs {
+        let node = proof.node_id.as_str();
+        if chunk.ledger_seq_last > chunk.ledger_seq_after {
+            let range = (node, chunk.ledger_seq_after + 1)..=(node, chunk.ledger_seq_last);
+            for entry in ledger.range(range)? {
+                let (_, v) = entry?;
+                push(LEDGER_COLLECTION, ledger_doc(site, &decode(v.value())?));
+            }
+        }
+        push(PROOFS_COLLECTION, proof_doc(site, &proof, Some(&record)));
+        if let Some(n) = super::queries::node(&nodes, node)? {
+            push(NODES_COLLECTION, node_doc(site, &n));
+        }
+    }
+    Ok(())
 }
 
 /// Outbox length, last sequence number and the two META markers
@@ -621,7 +766,7 @@ mod tests {
             b.audit(&Actor::system(), "pool.create", "pool_1", json!({}))
                 .unwrap();
         });
-        let entries = read_entries(&store.db.begin_read().unwrap(), 0, 10).unwrap();
+        let entries = read_entries(&store.db.begin_read().unwrap(), 0, 10, None).unwrap();
         let ids: Vec<&str> = entries.iter().map(|(_, e)| e.doc_id.as_str()).collect();
         assert_eq!(ids, vec!["s:pool_1", "s:2"]);
         let doc: Value = serde_json::from_str(&entries[0].1.document).unwrap();
@@ -656,6 +801,59 @@ mod tests {
             b.mirror_mark_initialized().unwrap();
         });
         assert_eq!(state(&store), (0, 0, true, false));
+    }
+
+    #[test]
+    fn chunk_references_hold_back_the_roll_up_of_their_epochs_until_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path(), 100, &Clock::new()).unwrap();
+        let cfg = OutboxConfig {
+            site_id: "s".into(),
+            max_entries: 100,
+            status: Default::default(),
+        };
+        let holds = |epoch| {
+            store
+                .reader()
+                .unwrap()
+                .mirror_holds_epochs_through(epoch)
+                .unwrap()
+        };
+        // Before the first full copy MongoDB holds nothing.
+        assert!(!holds(0));
+        write(&store, Some(&cfg), |b| b.mirror_mark_initialized().unwrap());
+        assert!(holds(u64::MAX));
+        write(&store, Some(&cfg), |b| {
+            b.put_pool(&pool(1), true).unwrap(); // 1
+            b.mirror_epoch_chunk(7, "node_a", (0, 0)).unwrap(); // 2
+            b.put_pool(&pool(2), true).unwrap(); // 3
+            b.mirror_epoch_chunk(8, "node_a", (0, 0)).unwrap(); // 4
+        });
+        assert!(holds(6));
+        assert!(!holds(7));
+        // A reference whose rows are gone (no such chunk here) is skipped when read.
+        let entries = read_entries(&store.db.begin_read().unwrap(), 0, 10, None).unwrap();
+        let ids: Vec<&str> = entries.iter().map(|(_, e)| e.doc_id.as_str()).collect();
+        assert_eq!(ids, vec!["s:pool_1", "s:pool_2"]);
+
+        write(&store, Some(&cfg), |b| {
+            b.outbox_ack(1).unwrap();
+        });
+        assert!(!holds(7), "epoch 7's reference is still waiting");
+        write(&store, Some(&cfg), |b| {
+            b.outbox_ack(2).unwrap();
+        });
+        assert!(holds(7));
+        assert!(!holds(8));
+        write(&store, Some(&cfg), |b| {
+            b.outbox_ack(4).unwrap();
+        });
+        assert!(holds(u64::MAX));
+        // An overflow (references were dropped) holds every epoch back until a full copy.
+        write(&store, Some(&cfg), |b| {
+            b.set_meta_u64(MIRROR_OVERFLOW_KEY, 1).unwrap()
+        });
+        assert!(!holds(0));
     }
 
     /// One document of each mirrored collection, exactly as the outbox stores it (the

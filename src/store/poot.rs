@@ -23,7 +23,7 @@ use super::tables::{
 };
 use super::Batch;
 use crate::clock::Micros;
-use crate::domain::ledger::{day_of, LedgerEntry};
+use crate::domain::ledger::day_of;
 use crate::domain::merkle::{leaf_hash_parts, Hash};
 use crate::domain::node::Node;
 use crate::domain::poot::{prove_summary, EpochParams, NodeEpochOutput, WindowAccumulator};
@@ -264,9 +264,8 @@ impl Batch<'_> {
         }
         let now = self.now_us();
         let day = day_of(first.proof.window_start_us);
-        let mut seq = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
-        let mirrored = self.mirror.is_some();
-        let mut mirror: Vec<(&ProofWrite, Option<LedgerEntry>, Node)> = Vec::new();
+        let seq_before = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
+        let mut seq = seq_before;
         let rows: Vec<ProofRow> = todo.iter().map(|t| t.2).collect();
         {
             let mut nodes = self.txn.open_table(NODES)?;
@@ -276,23 +275,13 @@ impl Batch<'_> {
                 node.credit_carry = item.credit_carry;
                 node.last_proof = Some((epoch, p.proof_hash));
                 node.operational_seconds_total += p.operational_seconds;
-                let mut entry = None;
                 if p.credits_usdt > Decimal::ZERO {
                     // The balance now; the ledger once per day (`credit_epoch_to`).
-                    entry = credit_epoch_to(
-                        &mut ledger,
-                        &mut node,
-                        (&mut seq, now),
-                        day,
-                        p.credits_usdt,
-                    )?;
+                    credit_epoch_to(&mut ledger, &mut node, (&mut seq, now), day, p.credits_usdt)?;
                 }
                 // Written around `put_node`: the status (which its index and counters
                 // follow) never changes here.
                 nodes.insert(node.node_id.as_str(), encode(&node).as_slice())?;
-                if mirrored {
-                    mirror.push((item, entry, node));
-                }
             }
         }
         self.txn
@@ -307,14 +296,9 @@ impl Batch<'_> {
                 .unwrap_or(0);
             counters.insert(PROOFS_COUNTER, current + rows.len() as u64)?;
         }
-        // The mirror's outbox, in the order a node-by-node close wrote it.
-        for (item, entry, node) in mirror {
-            if let Some(e) = entry {
-                self.mirror_ledger(&e)?;
-            }
-            self.mirror_proof(&item.proof)?;
-            self.mirror_node(&node)?;
-        }
+        // The mirror's outbox: one reference for the chunk; its ledger, proof and node
+        // documents are rendered when the sync task sends them.
+        self.mirror_epoch_chunk(epoch, &first.proof.node_id, (seq_before, seq))?;
         Ok(rows.len())
     }
 }

@@ -735,3 +735,116 @@ async fn at_the_outbox_bound_writes_go_on_and_a_full_resync_follows() {
     let db = mongo.db("fleet").await;
     assert_mirror_equals(&server, &db, "f1").await;
 }
+
+/// (g) Issue 15: an epoch close queues one outbox entry per chunk of up to 512 nodes (the
+/// sync task renders the chunk's ledger, proof and node documents when it sends them),
+/// not documents per node; MongoDB still receives every proof exactly as the API serves
+/// it. And a day past PROOF_RETENTION is rolled up only once MongoDB holds its proofs:
+/// the cluster keeps every proof document after the appliance dropped its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_queues_one_entry_per_chunk_and_rolled_up_proofs_stay_in_mongodb() {
+    const NODES: usize = 30;
+    let mut mongo = Mongo::start();
+    let uri = mongo.uri("fleet");
+    let mut env = mirror_env(&uri, "g1");
+    env.extend([
+        ("POOT_CALCULATION_INTERVAL", "2"),
+        // Long enough that every node is proven in several epochs after one heartbeat.
+        ("HEARTBEAT_TIMEOUT", "16"),
+        ("HEARTBEAT_MIN_INTERVAL", "0"),
+        ("AUTH_RATE_LIMIT", "0"),
+        ("TOKEN_RATE_LIMIT", "0"),
+        ("REWARD_USDT_PER_HOUR", "36"),
+        ("PROOF_RETENTION", "1d"),
+        ("OUTBOX_MAX_ENTRIES", "100000"),
+    ]);
+    let mut server = TestServer::start_with(&env).await;
+    converged(&server).await;
+    mongo.stop();
+    wait_disconnected(&server).await;
+
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let (node, key) = server.register_node(&server.admin, &format!("g-{i}")).await;
+        let id = node["node_id"].as_str().unwrap().to_string();
+        let token = server.login_node(&id, &key).await;
+        nodes.push((id, key, token));
+    }
+    let before_beats = health(&server).await["mirror"]["outbox"].as_u64().unwrap();
+    for (id, key, token) in &nodes {
+        let (status, body) = server.beat(id, key, token, 1).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // Every node proven, gone silent and offline, and no epoch left to close for it.
+    let histories: Vec<Vec<Value>> = wait_until_every(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        async || {
+            let mut all = Vec::new();
+            for (id, _, _) in &nodes {
+                let n = node_json(&server, id).await;
+                if n["status"] != "offline" {
+                    return Err(format!("{id} is still {}", n["status"]));
+                }
+                all.push(proof_history(&server, id).await);
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let again = proof_history(&server, &nodes[0].0).await;
+            if again.len() != all[0].len() || all.iter().any(|h| h.is_empty()) {
+                return Err("epochs are still closing".to_string());
+            }
+            Ok(all)
+        },
+    )
+    .await;
+    let proofs: usize = histories.iter().map(Vec::len).sum();
+    let grown = health(&server).await["mirror"]["outbox"].as_u64().unwrap() - before_beats;
+    eprintln!("{proofs} proofs of {NODES} nodes queued {grown} outbox entries (beats, closes, nodes going offline)");
+    assert!(proofs >= 3 * NODES, "{proofs} proofs");
+    // One entry per proof and another per node update would be 2 * proofs and more.
+    assert!(
+        (grown as usize) < proofs,
+        "{grown} outbox entries for {proofs} proofs: the close queued documents per node"
+    );
+
+    // Three days later, MongoDB still down: the proofs are past retention, but their day
+    // waits for the mirror.
+    server.set_env(
+        "LUCID_DEBUG_CLOCK_AHEAD_SECS",
+        &(3 * DAY_SECS_MIRROR).to_string(),
+    );
+    server.restart();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let id0 = &nodes[0].0;
+    assert_eq!(
+        proof_history(&server, id0).await.len(),
+        histories[0].len(),
+        "a day was rolled up before MongoDB held its proofs"
+    );
+
+    // MongoDB back: the outbox drains, then the day is rolled up.
+    mongo.boot();
+    converged(&server).await;
+    wait_until(Duration::from_secs(60), async || {
+        if proof_history(&server, id0).await.is_empty() {
+            Ok(())
+        } else {
+            Err("the day was never rolled up")
+        }
+    })
+    .await;
+    // MongoDB holds every proof, field for field as the API served it before the roll-up.
+    let db = mongo.db("fleet").await;
+    let mirrored = mongo_docs(&db, "poot_proofs", "g1").await;
+    assert_eq!(mirrored.len(), proofs, "proof documents in MongoDB");
+    for ((id, _, _), history) in nodes.iter().zip(&histories) {
+        for p in history {
+            let m = mirrored
+                .get(&format!("g1:{id}:{}", p["epoch"]))
+                .unwrap_or_else(|| panic!("proof {id}:{} missing", p["epoch"]));
+            same_fields(p, m, "proof");
+        }
+    }
+}
+
+const DAY_SECS_MIRROR: u64 = 86_400;
