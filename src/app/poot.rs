@@ -15,13 +15,14 @@ use crate::clock::Micros;
 use crate::crypto::keys::key_id;
 use crate::domain::merkle::leaf_hash;
 use crate::domain::merkle::{
-    block_roots_from_levels, levels as merkle_levels, levels_root, path_at, Hash, BLOCK_LEAVES,
+    block_roots_from_levels, levels as merkle_levels, levels_root, path_at, Hash,
 };
 use crate::domain::poot::{
     epoch_window, first_epoch_at_or_after, path_entries, proof_leaf, EpochParams, NodeEpochOutput,
 };
 use crate::domain::proof::{sign_epoch, Epoch};
 use crate::error::{ApiError, ApiResult};
+use crate::store::epoch_rows::chunk_starts;
 use crate::store::poot::{epoch_proofs, stored_leaves, ChunkWrite, ProofWrite};
 use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
 use crate::store::{Actor, Batch, Store, Writer};
@@ -254,15 +255,18 @@ pub struct EpochPlan {
 
 impl EpochPlan {
     /// The outputs grouped as they are stored: runs of consecutive positions inside one
-    /// block, of at most `max` proofs (ranges into `outputs`).
+    /// chunk (`epoch_rows::chunk_starts`: chunks sized to fill redb's allocations), of at
+    /// most `max` proofs (ranges into `outputs`).
     pub fn chunk_ranges(&self, max: usize) -> Vec<std::ops::Range<usize>> {
+        let starts: std::collections::HashSet<u64> =
+            chunk_starts(self.record.proof_count).into_iter().collect();
         let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
         for (i, &pos) in self.positions.iter().enumerate() {
             match ranges.last_mut() {
                 Some(r)
                     if r.len() < max
                         && self.positions[r.end - 1] + 1 == pos
-                        && pos % BLOCK_LEAVES != 0 =>
+                        && !starts.contains(&(pos as u64)) =>
                 {
                     r.end = i + 1
                 }
@@ -480,7 +484,7 @@ async fn write_chunks(
     plan: &Arc<EpochPlan>,
     epoch: u64,
 ) -> ApiResult<usize> {
-    let rows = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(BLOCK_LEAVES, |c| c.max(1) as usize);
+    let rows = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(usize::MAX, |c| c.max(1) as usize);
     let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
     let ranges = plan.chunk_ranges(rows);
     let mut written = 0;
@@ -622,15 +626,23 @@ mod tests {
     /// `n` nodes with five heartbeats each in the epoch starting at `start`, and
     /// `closed_until` at `start`: the same data every call.
     fn prepare(store: &crate::store::Store, clock: &crate::clock::Clock, n: usize, start: u64) {
+        prepare_with(store, clock, n, start, |i| (i as u64) * 7 * S);
+    }
+
+    /// [`prepare`] with node `i`'s heartbeats `offset(i)` after the first of the epoch.
+    fn prepare_with(
+        store: &crate::store::Store,
+        clock: &crate::clock::Clock,
+        n: usize,
+        start: u64,
+        offset: impl Fn(usize) -> u64,
+    ) {
         use crate::store::seed;
         seed::in_transaction(store, clock, |b| {
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
             b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
             seed::put_nodes(b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
-            seed::put_heartbeats(b, "node_", n, 5, |i, h| {
-                start + h * 40 * S + (i as u64) * 7 * S
-            })
-            .unwrap();
+            seed::put_heartbeats(b, "node_", n, 5, |i, h| start + h * 40 * S + offset(i)).unwrap();
         });
     }
 
@@ -645,6 +657,59 @@ mod tests {
             })
             .unwrap();
         out
+    }
+
+    /// Chunks are sized for redb's allocator, not for the 512-proof Merkle blocks: a
+    /// proof whose block spans two chunks is served with the path of the whole tree, by
+    /// the API and by the mirror's per-chunk reading alike.
+    #[tokio::test]
+    async fn proofs_whose_block_spans_chunks_carry_the_paths_of_the_whole_tree() {
+        let p = params();
+        let n = 1_300; // chunks of 680, 338, 168, 82 and 32 rows
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        let start = (clock.now_us() / p.length_us - 3) * p.length_us;
+        // Every node's five heartbeats inside the one epoch.
+        prepare_with(&store, &clock, n, start, |i| (i as u64 % 90) * S);
+        close_all(&store, &clock, &p).await;
+        let epoch = start / p.length_us;
+        let proofs: Vec<_> = all_proofs(&store)
+            .into_iter()
+            .filter(|p| p.epoch == epoch)
+            .collect();
+        assert_eq!(proofs.len(), n);
+        let leaves: Vec<Hash> = proofs.iter().map(proof_leaf).collect();
+        let (root, paths) = crate::domain::merkle::root_and_paths(&leaves);
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.epoch(epoch).unwrap().unwrap().root, root);
+        // Every proof near a chunk or block edge, and every fifth elsewhere.
+        let starts = crate::store::epoch_rows::chunk_starts(n as u64);
+        let near_edge = |i: usize| {
+            let i = i as u64;
+            starts.iter().any(|s| s.abs_diff(i) <= 2) || matches!(i % 512, 0 | 1 | 510 | 511)
+        };
+        for (i, proof) in proofs.iter().enumerate() {
+            if i % 5 != 0 && !near_edge(i) {
+                continue;
+            }
+            let served = reader.proof(&proof.node_id, epoch).unwrap().unwrap();
+            assert_eq!(
+                served.inclusion_path,
+                path_entries(paths[i].clone()),
+                "proof {i} of {n}"
+            );
+        }
+        let mut rendered = Vec::new();
+        for start in starts {
+            let first = &proofs[start as usize].node_id;
+            rendered.extend(reader.chunk_proofs(epoch, first).unwrap());
+        }
+        assert_eq!(rendered.len(), n);
+        for (i, (r, served)) in rendered.iter().zip(&proofs).enumerate() {
+            assert_eq!(r.inclusion_path, path_entries(paths[i].clone()), "{i}");
+            assert_eq!(r.prev_proof_hash, served.prev_proof_hash);
+            assert_eq!(r.proof_hash, served.proof_hash);
+        }
     }
 
     #[tokio::test]

@@ -8,10 +8,13 @@
 //! - the window, root and signature: the epoch record holds them once;
 //! - the previous proof hash: the proof hash of the node's row `prev_delta` epochs back;
 //! - the inclusion path: computed from the proof's 512-leaf block and the epoch's block
-//!   roots (`EPOCH_BLOCKS`, see `merkle::blocked_path`), so one chunk proves a proof.
+//!   roots (`EPOCH_BLOCKS`, see `merkle::blocked_path`), so one or two chunks prove a
+//!   proof.
 //!
 //! Chunks are keyed `(epoch, node_id of the first row)`: the chunk holding a node is the
-//! last one whose key is at or before it.
+//! last one whose key is at or before it. Their sizes follow redb's allocator, not the
+//! Merkle blocks ([`chunk_starts`]): a value takes a power-of-two run of pages, and a
+//! 680-row chunk fills 64 KiB where a 512-row one would leave a quarter of it empty.
 
 use std::collections::HashMap;
 
@@ -245,6 +248,8 @@ pub struct Located<R = ProofRow> {
     /// The chunk's first position and its rows' bytes.
     pub chunk_position: u64,
     pub chunk: Vec<u8>,
+    /// The node id the chunk is keyed by (its first row's).
+    pub chunk_first: String,
 }
 
 /// Finds `node_id`'s row under `key` (an epoch, or a day): the chunk whose first node is
@@ -258,7 +263,8 @@ pub fn find_row<R: StoredRow>(
     let Some(entry) = rows_table.range((key, "")..=(key, node_id))?.next_back() else {
         return Ok(None);
     };
-    let (_, v) = entry?;
+    let (k, v) = entry?;
+    let chunk_first = k.value().1.to_string();
     let (chunk_position, bytes) = split_chunk::<R>(v.value())?;
     let count = bytes.len() / R::LEN;
     let (mut lo, mut hi) = (0usize, count);
@@ -273,6 +279,7 @@ pub fn find_row<R: StoredRow>(
                     row,
                     chunk_position,
                     chunk: bytes.to_vec(),
+                    chunk_first,
                 }))
             }
             std::cmp::Ordering::Less => lo = mid + 1,
@@ -332,30 +339,71 @@ pub fn block_roots(
     ))
 }
 
-/// Leaves of the block `[start, end)` of an epoch: from `found`'s chunk when it covers
-/// the block (the usual case: a close writes whole blocks), else from every chunk.
+/// Rows per chunk, largest first. redb gives a value a power-of-two run of 4 KiB pages,
+/// so a chunk is sized to fill one: `4 + 96 n` bytes plus its key and the leaf's header.
+/// 680 rows fill 64 KiB (512 rows, one Merkle block, would take 64 KiB too: 128 B a row).
+const CHUNK_ROWS: [u64; 5] = [680, 338, 168, 82, 40];
+
+/// Where the chunks of an epoch of `total` proofs start: full 64 KiB chunks while they
+/// fit, then the rest in the largest pieces that fill their allocation, then what is
+/// left. Chunks so ignore Merkle blocks; a block is read from the chunks it spans.
+pub fn chunk_starts(total: u64) -> Vec<u64> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    for size in CHUNK_ROWS {
+        while total - at >= size {
+            starts.push(at);
+            at += size;
+        }
+    }
+    if at < total {
+        starts.push(at);
+    }
+    starts
+}
+
+/// Leaves of the block `[start, end)` of an epoch: from `found`'s chunk and, where the
+/// block runs over it, from the chunks before or after it. None while one is missing (a
+/// close in progress).
 fn block_leaves(
     rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     epoch: u64,
     (start, end): (u64, u64),
     found: &Located,
 ) -> StoreResult<Option<Vec<Hash>>> {
-    let chunk_end = found.chunk_position + (found.chunk.len() / ROW_LEN) as u64;
-    if found.chunk_position <= start && end <= chunk_end {
-        let from = (start - found.chunk_position) as usize;
-        return Ok(Some(
-            rows_of::<ProofRow>(&found.chunk[from * ROW_LEN..])
-                .take((end - start) as usize)
-                .map(|r| leaf_hash(&r.proof_hash))
-                .collect(),
-        ));
+    let mut leaves: Vec<Option<Hash>> = vec![None; (end - start) as usize];
+    let mut take = |position: u64, rows: &[u8]| {
+        for (i, r) in rows_of::<ProofRow>(rows).enumerate() {
+            let p = position + i as u64;
+            if (start..end).contains(&p) {
+                leaves[(p - start) as usize] = Some(leaf_hash(&r.proof_hash));
+            }
+        }
+    };
+    take(found.chunk_position, &found.chunk);
+    let first = found.chunk_first.as_str();
+    if found.chunk_position > start {
+        for entry in rows_table.range((epoch, "")..(epoch, first))?.rev() {
+            let (_, v) = entry?;
+            let (position, rows) = split_chunk::<ProofRow>(v.value())?;
+            take(position, rows);
+            if position <= start {
+                break;
+            }
+        }
     }
-    let leaves: Vec<Hash> = epoch_rows(rows_table, epoch)?
-        .into_iter()
-        .filter(|(p, _)| (start..end).contains(p))
-        .map(|(_, r)| leaf_hash(&r.proof_hash))
-        .collect();
-    Ok((leaves.len() as u64 == end - start).then_some(leaves))
+    let chunk_end = found.chunk_position + (found.chunk.len() / ROW_LEN) as u64;
+    if chunk_end < end {
+        for entry in rows_table.range((epoch, first)..(epoch + 1, ""))?.skip(1) {
+            let (_, v) = entry?;
+            let (position, rows) = split_chunk::<ProofRow>(v.value())?;
+            take(position, rows);
+            if position + (rows.len() / ROW_LEN) as u64 >= end {
+                break;
+            }
+        }
+    }
+    Ok(leaves.into_iter().collect())
 }
 
 /// The inclusion path of the row `found` in its epoch of `record.proof_count` leaves.
@@ -494,7 +542,7 @@ where
             None => levels(&block_roots(&self.blocks, epoch)?.ok_or_else(being_closed)?),
         };
         let block = BLOCK_LEAVES as u64;
-        // The chunk as `block_leaves` reads it (its rows cover their blocks when whole).
+        // The chunk as `block_leaves` reads it.
         let mut found =
             Located {
                 position: chunk_position,
@@ -503,6 +551,7 @@ where
                 })?),
                 chunk_position,
                 chunk: rows.to_vec(),
+                chunk_first: first_node_id.to_string(),
             };
         let mut tree: Option<(u64, Vec<Vec<Hash>>)> = None;
         let mut proofs = Vec::with_capacity(rows.len() / ROW_LEN);
@@ -638,6 +687,16 @@ impl Reader {
         read_tables(&self.txn, self.closing.clone())?.proof(node_id, epoch)
     }
 
+    /// The proofs of one stored chunk, as the mirror's sync task renders them.
+    #[cfg(test)]
+    pub fn chunk_proofs(&self, epoch: u64, first_node_id: &str) -> StoreResult<Vec<Proof>> {
+        let tables = read_tables(&self.txn, self.closing.clone())?;
+        Ok(tables
+            .chunk_proofs(epoch, first_node_id)?
+            .map(|(_, p)| p)
+            .unwrap_or_default())
+    }
+
     /// A node's proofs, newest first, with epochs below `before`.
     pub fn proof_history(
         &self,
@@ -763,6 +822,36 @@ mod tests {
         assert_eq!(micros(Decimal::new(-1, 6)), None);
         assert_eq!(micros(Decimal::new(1_500_000, 6)), Some(1_500_000));
         assert_eq!(micros(Decimal::new(15, 1)), Some(1_500_000));
+    }
+
+    #[test]
+    fn chunks_cover_every_position_once_and_fill_their_allocation() {
+        assert_eq!(chunk_starts(0), Vec::<u64>::new());
+        assert_eq!(chunk_starts(30), vec![0]);
+        assert_eq!(chunk_starts(1_000), vec![0, 680, 848, 930, 970]);
+        for total in [1, 39, 40, 100, 512, 680, 681, 1_000, 10_000, 100_000] {
+            let starts = chunk_starts(total);
+            let mut sizes: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+            sizes.push(total - starts.last().unwrap());
+            assert_eq!(sizes.iter().sum::<u64>(), total);
+            // All but the last are filling sizes, largest first; the last is under 40 rows
+            // or a filling size itself.
+            for w in sizes[..sizes.len() - 1].windows(2) {
+                assert!(w[0] >= w[1], "{sizes:?}");
+            }
+            let last = *sizes.last().unwrap();
+            assert!(last < 40 || CHUNK_ROWS.contains(&last), "{sizes:?}");
+        }
+        // A value of each size, with a key and a leaf header to spare, fits its run of
+        // pages, and the next row would not.
+        for (rows, pages) in CHUNK_ROWS.into_iter().zip([16u64, 8, 4, 2, 1]) {
+            let bytes = CHUNK_HEADER as u64 + ROW_LEN as u64 * rows;
+            assert!(bytes + 128 <= pages * 4096, "{rows} rows");
+            assert!(
+                bytes + 4 * ROW_LEN as u64 > pages * 4096,
+                "{rows} rows leave rows empty"
+            );
+        }
     }
 
     #[test]

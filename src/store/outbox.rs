@@ -7,7 +7,7 @@
 //! entries (through the writer) only after MongoDB acknowledged them.
 //!
 //! An epoch close is the exception that keeps the outbox small: it appends one
-//! [`Op::EpochChunk`] reference per stored chunk of up to 512 proofs, and the reader
+//! [`Op::EpochChunk`] reference per stored chunk of up to 680 proofs, and the reader
 //! renders the chunk's documents from the stored rows when the sync task asks
 //! ([`Reader::outbox_entries`]).
 //!
@@ -76,7 +76,7 @@ pub enum Op {
     /// A reference to one stored chunk of an epoch's proofs ([`EpochChunkRef`] as JSON in
     /// `document`): the reader turns it into the ledger, proof and node documents of the
     /// chunk's nodes when the sync task reads it, so a close appends one entry per chunk
-    /// of up to 512 nodes instead of three per node. (Last, so stored entries keep their
+    /// of up to 680 nodes instead of three per node. (Last, so stored entries keep their
     /// encoding.)
     EpochChunk,
 }

@@ -736,7 +736,7 @@ async fn at_the_outbox_bound_writes_go_on_and_a_full_resync_follows() {
     assert_mirror_equals(&server, &db, "f1").await;
 }
 
-/// (g) Issue 15: an epoch close queues one outbox entry per chunk of up to 512 nodes (the
+/// (g) Issue 15: an epoch close queues one outbox entry per chunk of up to 680 nodes (the
 /// sync task renders the chunk's ledger, proof and node documents when it sends them),
 /// not documents per node; MongoDB still receives every proof exactly as the API serves
 /// it. And a day past PROOF_RETENTION is rolled up only once MongoDB holds its proofs:
