@@ -52,6 +52,16 @@ pub fn build_app(
         .writer_queue_capacity
         .set(config.writer_queue_capacity as i64);
     let mirror = crate::sync::prepare(&config, &store, &metrics.mirror);
+    // Before the writer stamps a heartbeat: every one from now on reaches the PoOT
+    // accumulators, so epochs whose window starts after now close without a scan.
+    store.accumulators.configure(
+        (
+            config.poot_calculation_interval.as_micros() as u64,
+            config.heartbeat_timeout.as_micros() as u64,
+        ),
+        clock.now_us(),
+        store::accumulators::KEPT_EPOCHS,
+    );
     let (writer, writer_thread) = Writer::start(
         &store,
         clock.clone(),

@@ -23,7 +23,9 @@ use crate::domain::poot::{
 use crate::domain::proof::{sign_epoch, Epoch};
 use crate::error::{ApiError, ApiResult};
 use crate::store::epoch_rows::chunk_starts;
-use crate::store::poot::{epoch_proofs, stored_leaves, ChunkWrite, ProofWrite};
+use crate::store::poot::{
+    epoch_proofs, epoch_proofs_from_windows, stored_leaves, ChunkWrite, ProofWrite,
+};
 use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
 use crate::store::{Actor, Batch, Store, Writer};
 
@@ -104,8 +106,11 @@ pub struct CloseReport {
     pub proofs_written: usize,
     pub proof_count: u64,
     pub resumed: bool,
-    /// Reading heartbeats and computing proofs (outside the writer).
+    /// Reading heartbeats (or finishing accumulated windows) and computing proofs
+    /// (outside the writer).
     pub compute: Duration,
+    /// The windows were accumulated as the heartbeats committed (no scan).
+    pub accumulated: bool,
     pub writer: WriterUse,
     pub total: Duration,
 }
@@ -251,6 +256,8 @@ pub struct EpochPlan {
     pub levels: Arc<Vec<Vec<Hash>>>,
     /// The roots of the epoch's 512-proof blocks (stored with the record).
     pub block_roots: Vec<Hash>,
+    /// The windows came from the accumulators, not from a scan of the heartbeats.
+    pub accumulated: bool,
 }
 
 impl EpochPlan {
@@ -316,13 +323,22 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
     };
     let stored_ids: std::collections::HashSet<String> =
         stored.iter().map(|s| s.0.clone()).collect();
-    let outputs = epoch_proofs(
-        &*store.db.current()?,
-        &params,
-        start.saturating_sub(timeout_us),
-        end,
-        &stored_ids,
-    )?;
+    // Windows accumulated as the heartbeats committed, when this process saw them all
+    // (taken in any case: a retried or resumed close scans).
+    let accumulated = store.accumulators.take(due.epoch, length_us, timeout_us);
+    let from_windows = accumulated.is_some() && due.record.is_none();
+    let outputs = match accumulated {
+        Some(windows) if from_windows => {
+            epoch_proofs_from_windows(&*store.db.current()?, &params, windows)?
+        }
+        _ => epoch_proofs(
+            &*store.db.current()?,
+            &params,
+            start.saturating_sub(timeout_us),
+            end,
+            &stored_ids,
+        )?,
+    };
     drop(stored_ids);
     // Every proof of the epoch in node_id order: the ones stored before an interruption
     // and the ones to store now.
@@ -390,6 +406,7 @@ pub fn plan_epoch(store: &Store, p: &CloseParams, due: &DueEpoch) -> ApiResult<E
         positions,
         levels: Arc::new(levels),
         block_roots,
+        accumulated: from_windows,
     })
 }
 
@@ -418,6 +435,7 @@ pub async fn close_epoch_in_chunks(
     };
     report.compute = started.elapsed();
     report.proof_count = plan.record.proof_count;
+    report.accumulated = plan.accumulated;
     let plan = Arc::new(plan);
 
     // The signed record and the block roots first: a proof is never stored without its
@@ -709,6 +727,47 @@ mod tests {
             assert_eq!(r.inclusion_path, path_entries(paths[i].clone()), "{i}");
             assert_eq!(r.prev_proof_hash, served.prev_proof_hash);
             assert_eq!(r.proof_hash, served.proof_hash);
+        }
+    }
+
+    /// The windows accumulated as heartbeats commit give the proofs, credits and chain
+    /// that scanning the heartbeats at close gives, byte for byte.
+    #[tokio::test]
+    async fn a_close_from_accumulated_windows_equals_a_close_that_scans() {
+        let p = params();
+        let n = 40;
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
+        let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
+        // A accumulates from before any heartbeat; B never does.
+        a.accumulators.configure(
+            (p.length_us, p.timeout_us),
+            0,
+            crate::store::accumulators::KEPT_EPOCHS,
+        );
+        let start = (clock_a.now_us() / p.length_us - 4) * p.length_us;
+        // Heartbeats spread over about three epochs, some within the timeout of the next.
+        let spread = |i: usize| (i as u64) * 17 * S;
+        prepare_with(&a, &clock_a, n, start, spread);
+        prepare_with(&b, &clock_b, n, start, spread);
+        let reports_a = close_all(&a, &clock_a, &p).await;
+        let reports_b = close_all(&b, &clock_b, &p).await;
+        assert!(reports_a.iter().any(|r| r.accumulated && r.proof_count > 0));
+        assert!(reports_b.iter().all(|r| !r.accumulated));
+        let (proofs_a, proofs_b) = (all_proofs(&a), all_proofs(&b));
+        assert!(proofs_a.len() > n, "{} proofs", proofs_a.len());
+        assert_eq!(proofs_a, proofs_b);
+        let (ra, rb) = (a.reader().unwrap(), b.reader().unwrap());
+        for i in 0..n {
+            let id = crate::store::seed::node_id("node_", i);
+            let (na, nb) = (
+                ra.node(&id).unwrap().unwrap(),
+                rb.node(&id).unwrap().unwrap(),
+            );
+            assert_eq!(
+                (na.balance_usdt, na.credit_carry, na.last_proof),
+                (nb.balance_usdt, nb.credit_carry, nb.last_proof)
+            );
         }
     }
 

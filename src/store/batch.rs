@@ -172,6 +172,9 @@ pub struct Batch<'a> {
     liveness: Option<&'a Liveness>,
     /// Heartbeats accepted in this batch, merged into `liveness` once it is durable.
     staged_liveness: HashMap<String, Live>,
+    /// The Merkle leaves of heartbeats stored in this batch, for the PoOT accumulators
+    /// once it is durable (None when nothing accumulates).
+    staged_leaves: Option<Vec<super::accumulators::CommittedLeaf>>,
     /// The MongoDB mirror's outbox (see `outbox`): None when the mirror is off.
     pub(super) mirror: Option<&'a super::outbox::OutboxConfig>,
     pub(super) outbox: super::outbox::OutboxState,
@@ -185,6 +188,7 @@ impl<'a> Batch<'a> {
             clock,
             liveness: None,
             staged_liveness: HashMap::new(),
+            staged_leaves: None,
             mirror: None,
             outbox: Default::default(),
         }
@@ -219,6 +223,18 @@ impl<'a> Batch<'a> {
     /// What the writer merges into the shared map after the commit.
     pub(super) fn take_staged_liveness(&mut self) -> Vec<(String, Live)> {
         self.staged_liveness.drain().collect()
+    }
+
+    /// Keeps the Merkle leaf of every heartbeat this batch stores, for the PoOT
+    /// accumulators (`accumulators`), when `on`.
+    pub fn with_accumulation(mut self, on: bool) -> Self {
+        self.staged_leaves = on.then(Vec::new);
+        self
+    }
+
+    /// The leaves of the heartbeats stored, in order, for after the commit.
+    pub(super) fn take_staged_leaves(&mut self) -> Vec<super::accumulators::CommittedLeaf> {
+        self.staged_leaves.take().unwrap_or_default()
     }
 
     /// Enables the mirror's outbox for this batch (the writer does, when it is on).
@@ -270,7 +286,22 @@ impl<'a> Batch<'a> {
             (received_at_us, node_id),
             encode_heartbeat(node_id, received_at_us, hb).as_slice(),
         )?;
+        self.stage_leaf(node_id, received_at_us, hb);
         Ok(())
+    }
+
+    /// Keeps a stored heartbeat's Merkle leaf for the accumulators, when they run.
+    pub(super) fn stage_leaf(
+        &mut self,
+        node_id: &str,
+        received_at_us: Micros,
+        hb: &StoredHeartbeat,
+    ) {
+        if let Some(leaves) = &mut self.staged_leaves {
+            let leaf =
+                crate::domain::merkle::leaf_hash_parts(&[hb.canonical.as_bytes(), &hb.signature]);
+            leaves.push((node_id.into(), received_at_us, leaf));
+        }
     }
 
     /// Calls `f` for every heartbeat received in `[from, to)`, in receive order, without

@@ -119,6 +119,8 @@ pub struct Store {
     pub space: Arc<DiskSpace>,
     /// The tree of the epoch being closed (see `epoch_rows::ClosingTree`).
     pub closing: Arc<super::epoch_rows::ClosingTree>,
+    /// Each node's PoOT window, accumulated as heartbeats commit (see `accumulators`).
+    pub accumulators: Arc<super::accumulators::EpochAccumulators>,
 }
 
 /// What redb's pages hold: the file grows in large steps, so its size is a coarse
@@ -333,6 +335,7 @@ pub fn open_with(
         liveness: Arc::new(liveness),
         space: Arc::new(DiskSpace::new(path.clone(), MinFree::OFF)),
         closing: Default::default(),
+        accumulators: Default::default(),
         path,
     })
 }

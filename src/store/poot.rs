@@ -105,6 +105,17 @@ fn prove_part(
     }
     let mut windows: Vec<(Box<str>, WindowAccumulator)> = windows.into_iter().collect();
     windows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    prove_windows(&txn, params, windows, stored)
+}
+
+/// Each node's proof from its finished window and its chain state (carry, previous proof)
+/// as `txn` holds it; nodes in `stored` and unknown nodes are skipped.
+fn prove_windows(
+    txn: &redb::ReadTransaction,
+    params: &EpochParams,
+    windows: Vec<(Box<str>, WindowAccumulator)>,
+    stored: &HashSet<String>,
+) -> StoreResult<Vec<NodeEpochOutput>> {
     let nodes = txn.open_table(NODES)?;
     let mut outputs = Vec::with_capacity(windows.len());
     for (node_id, window) in windows {
@@ -155,6 +166,18 @@ pub fn epoch_proofs(
     }
     outputs.sort_unstable_by(|a, b| a.proof.node_id.cmp(&b.proof.node_id));
     Ok(outputs)
+}
+
+/// The new proofs of an epoch from windows accumulated as its heartbeats committed
+/// (`accumulators`), in node id order (`windows` is): what [`epoch_proofs`] computes by
+/// scanning, without reading a heartbeat.
+pub fn epoch_proofs_from_windows(
+    db: &Database,
+    params: &EpochParams,
+    windows: Vec<(Box<str>, WindowAccumulator)>,
+) -> StoreResult<Vec<NodeEpochOutput>> {
+    let txn = db.begin_read()?;
+    prove_windows(&txn, params, windows, &HashSet::new())
 }
 
 /// The proofs of `epoch` already stored (an interrupted close): node id, position in the

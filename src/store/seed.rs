@@ -36,8 +36,13 @@ pub fn node(prefix: &str, i: usize, at_us: Micros) -> Node {
 pub fn in_transaction<T>(store: &Store, clock: &Clock, f: impl FnOnce(&mut Batch<'_>) -> T) -> T {
     let txn = store.db.begin_write().expect("seed: begin_write");
     let mut head = AuditHead::load(&txn).expect("seed: audit head");
-    let out = f(&mut Batch::new(&txn, &mut head, clock));
+    let mut batch =
+        Batch::new(&txn, &mut head, clock).with_accumulation(store.accumulators.enabled());
+    let out = f(&mut batch);
+    let leaves = batch.take_staged_leaves();
+    drop(batch);
     txn.commit().expect("seed: commit");
+    store.accumulators.push_committed(leaves);
     out
 }
 
@@ -65,7 +70,7 @@ pub fn heartbeat(node_id: &str, seq: u64) -> StoredHeartbeat {
 /// `per_node` heartbeats for each of seeded nodes `0..n`, heartbeat `h` of node `i`
 /// received at `received_at(i, h)` (unique per heartbeat: it is the key).
 pub fn put_heartbeats(
-    b: &Batch<'_>,
+    b: &mut Batch<'_>,
     prefix: &str,
     n: usize,
     per_node: u64,
@@ -75,10 +80,9 @@ pub fn put_heartbeats(
     for i in 0..n {
         let id = node_id(prefix, i);
         for h in 0..per_node {
-            t.insert(
-                (received_at(i, h), id.as_str()),
-                encode_heartbeat(&id, received_at(i, h), &heartbeat(&id, h)).as_slice(),
-            )?;
+            let (at, hb) = (received_at(i, h), heartbeat(&id, h));
+            t.insert((at, id.as_str()), encode_heartbeat(&id, at, &hb).as_slice())?;
+            b.stage_leaf(&id, at, &hb);
         }
     }
     Ok(())

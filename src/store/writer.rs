@@ -177,6 +177,7 @@ impl<E: JobError> Writer<E> {
             needs_reopen: false,
             clock,
             liveness: store.liveness.clone(),
+            accumulators: store.accumulators.clone(),
             space: store.space.clone(),
             head,
             settings,
@@ -268,6 +269,7 @@ struct WriterThread {
     needs_reopen: bool,
     clock: Clock,
     liveness: Arc<Liveness>,
+    accumulators: Arc<super::accumulators::EpochAccumulators>,
     space: Arc<DiskSpace>,
     /// The audit chain's head and the last stamp handed out, cached between batches.
     head: AuditHead,
@@ -354,11 +356,13 @@ impl WriterThread {
         let mut replies: Vec<Reply> = Vec::new();
         let mut failure: Option<StoreError> = None;
         let mut staged_liveness = Vec::new();
+        let mut staged_leaves = Vec::new();
         let interval = self.settings.commit_interval;
         {
             let mut batch = Batch::new(&txn, &mut self.head, &self.clock)
                 .with_mirror(self.settings.mirror.as_deref())
-                .with_liveness(&self.liveness);
+                .with_liveness(&self.liveness)
+                .with_accumulation(self.accumulators.enabled());
             // When the batch must commit: at once, or when its first lingering job has
             // waited the interval.
             let mut linger_until: Option<Instant> = None;
@@ -406,6 +410,7 @@ impl WriterThread {
             }
             if failure.is_none() {
                 staged_liveness = batch.take_staged_liveness();
+                staged_leaves = batch.take_staged_leaves();
             }
         }
         let jobs = replies.len();
@@ -427,6 +432,7 @@ impl WriterThread {
                 // Durable: the heartbeats of this batch now count for the replay guard and
                 // the monitor, before any caller hears back.
                 self.liveness.merge(staged_liveness);
+                self.accumulators.push_committed(staged_leaves);
                 self.settings.observer.committed(&report);
             }
             Err(e) => {

@@ -1,0 +1,234 @@
+//! Each node's PoOT window, accumulated as its heartbeats commit (issue 15).
+//!
+//! Closing an epoch used to read back every heartbeat of its window (about 130,000 at
+//! 10,000 nodes) to rebuild each node's operational time and heartbeat Merkle root: two
+//! thirds of a close. Here the writer hands every committed heartbeat's Merkle leaf to
+//! [`EpochAccumulators::push_committed`], which adds it to the [`WindowAccumulator`] of each
+//! epoch whose window holds it (a streaming Merkle frontier: O(log n) per heartbeat). The
+//! close then only finishes them ([`EpochAccumulators::take`]).
+//!
+//! Only heartbeats committed by this process are seen, so an epoch is covered only when
+//! its whole window (its start minus the heartbeat timeout) began after accumulation did;
+//! for the first epochs after a start, for an epoch whose close is retried or resumed, and
+//! for one dropped by the memory bound, the close scans the heartbeats as before. Both give
+//! the same proofs: the accumulator is the one the scan feeds, in the same receive order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use rust_decimal::Decimal;
+
+use crate::clock::Micros;
+use crate::domain::merkle::Hash;
+use crate::domain::poot::{EpochParams, WindowAccumulator};
+
+/// Epochs with open accumulators at most, as the service runs: the current one and those
+/// whose close is due. Past it the oldest is dropped (and scanned when closed), so a closer
+/// that stalls cannot grow memory without bound.
+pub const KEPT_EPOCHS: usize = 4;
+
+#[derive(Default)]
+pub struct EpochAccumulators(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    config: Option<Config>,
+    epochs: BTreeMap<u64, HashMap<Box<str>, WindowAccumulator>>,
+    /// Epochs below this are not covered (dropped unclosed, or taken by a close).
+    covered_from: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Config {
+    length_us: Micros,
+    timeout_us: Micros,
+    kept_epochs: usize,
+    /// Heartbeats stamped after this are all seen.
+    since_us: Micros,
+}
+
+/// One committed heartbeat: node, receive stamp, Merkle leaf.
+pub type CommittedLeaf = (Box<str>, Micros, Hash);
+
+impl EpochAccumulators {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts accumulating, for epochs of `length_us` with `timeout_us`: every heartbeat
+    /// committed from now on must be pushed, and none stamped after `since_us` may have
+    /// been committed before (the service calls this before it serves).
+    pub fn configure(
+        &self,
+        (length_us, timeout_us): (Micros, Micros),
+        since_us: Micros,
+        kept_epochs: usize,
+    ) {
+        let mut s = self.state();
+        s.config = (length_us > 0).then_some(Config {
+            length_us,
+            timeout_us,
+            kept_epochs: kept_epochs.max(1),
+            since_us,
+        });
+        s.epochs.clear();
+        s.covered_from = 0;
+    }
+
+    /// Whether the writer should hand over committed heartbeats.
+    pub fn enabled(&self) -> bool {
+        self.state().config.is_some()
+    }
+
+    /// Adds committed heartbeats, in commit (so receive) order, to the windows holding
+    /// them: epochs `e` with `e * length - timeout <= at < (e + 1) * length`.
+    pub fn push_committed(&self, leaves: Vec<CommittedLeaf>) {
+        if leaves.is_empty() {
+            return;
+        }
+        let mut s = self.state();
+        let Some(c) = s.config else {
+            return;
+        };
+        for (node, at, leaf) in leaves {
+            let first = at / c.length_us;
+            let last = at.saturating_add(c.timeout_us) / c.length_us;
+            for epoch in first.max(s.covered_from)..=last {
+                let params = EpochParams {
+                    epoch,
+                    length_us: c.length_us,
+                    timeout_us: c.timeout_us,
+                    reward_per_hour: Decimal::ZERO, // not used by the window
+                };
+                let nodes = s.epochs.entry(epoch).or_default();
+                match nodes.get_mut(&*node) {
+                    Some(w) => w.push(&params, at, leaf),
+                    None => {
+                        let mut w = WindowAccumulator::default();
+                        w.push(&params, at, leaf);
+                        nodes.insert(node.clone(), w);
+                    }
+                }
+            }
+        }
+        while s.epochs.len() > c.kept_epochs {
+            if let Some((oldest, _)) = s.epochs.pop_first() {
+                tracing::debug!(
+                    epoch = oldest,
+                    "PoOT accumulators dropped unclosed; its close scans the heartbeats"
+                );
+                s.covered_from = s.covered_from.max(oldest + 1);
+            }
+        }
+    }
+
+    /// The finished windows of `epoch`'s nodes, in node id order, when this process saw
+    /// every heartbeat of its window with these parameters; else None (the close scans).
+    /// Taken once: a retried close scans.
+    pub fn take(
+        &self,
+        epoch: u64,
+        length_us: Micros,
+        timeout_us: Micros,
+    ) -> Option<Vec<(Box<str>, WindowAccumulator)>> {
+        let mut s = self.state();
+        let c = s.config?;
+        let window_start = (epoch * length_us).checked_sub(timeout_us)?;
+        let covered = c.length_us == length_us
+            && c.timeout_us == timeout_us
+            && epoch >= s.covered_from
+            && window_start > c.since_us;
+        // Closes go in epoch order: what is older is closed (or skipped) already.
+        let mut later = s.epochs.split_off(&epoch);
+        let taken = later.remove(&epoch);
+        s.epochs = later;
+        s.covered_from = s.covered_from.max(epoch + 1);
+        if !covered {
+            return None;
+        }
+        let mut windows: Vec<(Box<str>, WindowAccumulator)> =
+            taken.unwrap_or_default().into_iter().collect();
+        windows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(windows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::merkle::leaf_hash;
+
+    const S: u64 = 1_000_000;
+
+    fn leaf(i: u64) -> Hash {
+        leaf_hash(&i.to_le_bytes())
+    }
+
+    fn params(epoch: u64) -> EpochParams {
+        EpochParams {
+            epoch,
+            length_us: 300 * S,
+            timeout_us: 90 * S,
+            reward_per_hour: Decimal::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_window_accumulated_at_commit_equals_the_window_scanned_at_close() {
+        let acc = EpochAccumulators::default();
+        acc.configure((300 * S, 90 * S), 1_000 * S, 8);
+        // Heartbeats every 30 s from 1,200 s to 2,400 s (epochs 4 to 7), two nodes.
+        let beats: Vec<(u64, &str)> = (0..40)
+            .flat_map(|i| [(1_200 * S + i * 30 * S, "a"), (1_201 * S + i * 30 * S, "b")])
+            .collect();
+        for chunk in beats.chunks(7) {
+            acc.push_committed(
+                chunk
+                    .iter()
+                    .map(|&(at, n)| (n.into(), at, leaf(at)))
+                    .collect(),
+            );
+        }
+        // Epoch 4's window starts at 1,110 s, after accumulation began: covered.
+        for epoch in [4u64, 5, 6] {
+            let p = params(epoch);
+            let (from, to) = (epoch * 300 * S - 90 * S, (epoch + 1) * 300 * S);
+            let got = acc.take(epoch, 300 * S, 90 * S).unwrap();
+            assert_eq!(got.len(), 2);
+            for (node, w) in got {
+                let mut scanned = WindowAccumulator::default();
+                for &(at, n) in &beats {
+                    if n == &*node && (from..to).contains(&at) {
+                        scanned.push(&p, at, leaf(at));
+                    }
+                }
+                assert_eq!(
+                    w.finish(&p),
+                    scanned.finish(&p),
+                    "epoch {epoch} node {node}"
+                );
+            }
+            // Taken once: a retried close scans.
+            assert!(acc.take(epoch, 300 * S, 90 * S).is_none());
+        }
+        // Other parameters than the accumulated ones: not covered.
+        assert!(acc.take(7, 60 * S, 90 * S).is_none());
+    }
+
+    #[test]
+    fn epochs_whose_window_began_before_accumulation_or_were_dropped_are_not_covered() {
+        let acc = EpochAccumulators::default();
+        assert!(acc.take(10, 300 * S, 90 * S).is_none(), "not configured");
+        acc.configure((300 * S, 90 * S), 1_000 * S, KEPT_EPOCHS);
+        // Epoch 3's window starts at 810 s: heartbeats before 1,000 s were not seen.
+        assert!(acc.take(3, 300 * S, 90 * S).is_none());
+        // Heartbeats over 6 epochs (10..=15) with none closed: the oldest are dropped.
+        for epoch in 10..16u64 {
+            acc.push_committed(vec![("a".into(), epoch * 300 * S + S, leaf(epoch))]);
+        }
+        assert!(acc.take(11, 300 * S, 90 * S).is_none(), "dropped unclosed");
+        assert_eq!(acc.take(14, 300 * S, 90 * S).unwrap().len(), 1);
+        // A covered epoch in which nothing was heard has no windows (no proofs).
+        assert!(acc.take(16, 300 * S, 90 * S).unwrap().is_empty());
+    }
+}
