@@ -7,16 +7,26 @@
 //! - written: this process's `write_bytes` (/proc/self/io), per node-epoch;
 //! - time: each close, and the longest it held the writer.
 //!
+//! Each N runs twice (EPOCH_STORAGE_MODES, default `accumulated,scanned`): with the PoOT
+//! windows accumulated as the heartbeats commit, as the service runs once its first
+//! epochs after a start have closed, and with every close scanning its window's
+//! heartbeats, as after a start or a retried close. The ratio of the two is the figure.
+//!
 //! Then, per M (EPOCH_STORAGE_DAY_NODES, default 1000): three days of 1-hour epochs (two
 //! heartbeats per node per epoch) are closed and the two oldest days rolled up past a
 //! one-day retention; measured per table (redb's own table statistics): what a node-day
 //! keeps forever (its daily record, its ledger entry) and what the rolled-up proof rows
 //! gave back.
 //!
+//! Last, the memory the accumulators hold per node and open epoch (counted by this
+//! bench's allocator), for EPOCH_STORAGE_NODES nodes beating 10 and 60 times an epoch.
+//!
 //! `cargo bench --bench epoch_storage` (EPOCH_STORAGE_NODES, default `1000,10000`;
 //! EPOCH_STORAGE_EPOCHS, default 12 = one hour of 5-minute epochs). Prints tables; no
 //! assertions (the machine is shared and noisy).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lucid_node_management::app::poot::{
@@ -29,6 +39,33 @@ use lucid_node_management::store::tables::POOT_LENGTH_KEY;
 use lucid_node_management::store::Store;
 use lucid_node_management::store::{self, seed, Writer, WriterSettings};
 use rust_decimal::Decimal;
+
+/// Counts the bytes live on the heap, to measure what the accumulators hold.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 const S: u64 = 1_000_000;
 const EPOCH: u64 = 300 * S;
@@ -54,17 +91,33 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
 fn main() {
     let sizes = env_list("EPOCH_STORAGE_NODES", "1000,10000");
     let epochs = env_list("EPOCH_STORAGE_EPOCHS", "12")[0] as u64;
+    let modes: Vec<String> = std::env::var("EPOCH_STORAGE_MODES")
+        .unwrap_or_else(|_| "accumulated,scanned".into())
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| m == "accumulated" || m == "scanned")
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let mut rows = Vec::new();
-    for n in sizes {
+    for (n, mode) in sizes
+        .iter()
+        .flat_map(|&n| modes.iter().map(move |m| (n, m.as_str())))
+    {
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = store::db::open_with_clock(dir.path(), 100).unwrap();
         let first = clock.now_us() / EPOCH - epochs - 1;
         let start = first * EPOCH;
+        if mode == "accumulated" {
+            // From before the first heartbeat, holding every seeded epoch (the service
+            // holds 4: its heartbeats arrive as the epochs pass).
+            store
+                .accumulators
+                .configure((EPOCH, 90 * S), 0, epochs as usize + 2);
+        }
         seed::in_transaction(&store, &clock, |b| {
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
             seed::put_nodes(b, (0..n).map(|i| seed::node(PREFIX, i, start))).unwrap();
@@ -91,6 +144,7 @@ fn main() {
         let mut computes: Vec<Duration> = Vec::new();
         let mut longest_job = Duration::ZERO;
         let mut proofs = 0;
+        let mut accumulated = 0;
         rt.block_on(async {
             loop {
                 let p = params.clone();
@@ -108,6 +162,7 @@ fn main() {
                 computes.push(report.compute);
                 longest_job = longest_job.max(report.writer.longest_job);
                 proofs += report.proofs_written;
+                accumulated += usize::from(report.accumulated);
             }
         });
         drop(writer);
@@ -121,7 +176,7 @@ fn main() {
         computes.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         rows.push(format!(
-            "| {n} | {} | {proofs} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} | {:.1} |",
+            "| {n} | {mode} ({accumulated}) | {} | {proofs} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} | {:.1} |",
             closes.len(),
             per("epoch_rows") + per("epoch_blocks"),
             per("ledger"),
@@ -137,10 +192,20 @@ fn main() {
     }
     println!("Closing {epochs} consecutive epochs (10 heartbeats per node per epoch): bytes per node-epoch over the closes only");
     println!();
-    println!("| nodes | epochs | proofs | kept: proof rows (B) | kept: ledger (B) | kept: redb pages, all tables (B) | kept: stored bytes, all tables (B) | written (B) | close median / max (ms) | of which computing proofs, median (ms) | longest writer job (ms) |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    println!("| nodes | windows (closes accumulated) | epochs | proofs | kept: proof rows (B) | kept: ledger (B) | kept: redb pages, all tables (B) | kept: stored bytes, all tables (B) | written (B) | close median / max (ms) | of which computing proofs, median (ms) | longest writer job (ms) |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     for r in rows {
         println!("{r}");
+    }
+    println!();
+    println!("PoOT accumulators: heap held after two epochs of heartbeats, none closed (three epochs open: two whole, the next with the last 90 s; the service holds two or three)");
+    println!();
+    println!("| nodes | heartbeats per node-epoch | held per node (B) | held in all (MiB) |");
+    println!("|---:|---:|---:|---:|");
+    for &n in &sizes {
+        for beats in [10u64, 60] {
+            println!("{}", accumulator_memory(n, beats));
+        }
     }
     println!();
     let day_nodes = env_list("EPOCH_STORAGE_DAY_NODES", "1000");
@@ -154,6 +219,31 @@ fn main() {
 }
 
 /// Occupied bytes each table gained (negative: gave back) between two measurements.
+/// Heap the accumulators hold for `n` nodes beating `beats` times in each of two epochs
+/// (with the 90 s timeout, the later heartbeats of each also open the next epoch).
+fn accumulator_memory(n: usize, beats: u64) -> String {
+    let acc = store::accumulators::EpochAccumulators::default();
+    let before = LIVE.load(Ordering::Relaxed);
+    acc.configure((EPOCH, 90 * S), 0, 8);
+    let every = EPOCH / beats;
+    for h in 0..2 * beats {
+        let leaves = (0..n)
+            .map(|i| {
+                let id = seed::node_id(PREFIX, i);
+                let at = 10 * EPOCH + h * every + i as u64;
+                (id.into_boxed_str(), at, [h as u8; 32])
+            })
+            .collect();
+        acc.push_committed(leaves);
+    }
+    let held = LIVE.load(Ordering::Relaxed) - before;
+    format!(
+        "| {n} | {beats} | {:.0} | {:.1} |",
+        held as f64 / n as f64,
+        held as f64 / (1 << 20) as f64
+    )
+}
+
 fn table_growth(
     before: &[(String, u64, u64)],
     after: &[(String, u64, u64)],

@@ -143,6 +143,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "raw heartbeats kept this long once their epochs are proven",
     ),
     (
+        "POOT_ACCUMULATED_EPOCHS",
+        "4",
+        "epochs whose PoOT windows are accumulated in memory as heartbeats commit, so their close reads no heartbeat (about 250 B per node and epoch); 0 turns it off: every close scans the window's heartbeats",
+    ),
+    (
         "PROOF_RETENTION",
         "30d",
         "epoch proofs kept this long; older ones are rolled up into signed daily records (0: keep every proof)",
@@ -272,6 +277,8 @@ pub struct Config {
     pub reward_usdt_per_hour: Decimal,
     pub heartbeat_retention: Duration,
     pub proof_retention: Duration,
+    /// POOT_ACCUMULATED_EPOCHS (0: every close scans its heartbeats).
+    pub poot_accumulated_epochs: usize,
     pub payout_sink: PayoutSinkKind,
     pub payout_webhook_url: Option<String>,
     pub payout_webhook_secret: Option<String>,
@@ -491,6 +498,13 @@ impl RawConfig {
             reward_usdt_per_hour: self.parse("REWARD_USDT_PER_HOUR", usdt_amount)?,
             heartbeat_retention: self.parse("HEARTBEAT_RETENTION", parse_duration)?,
             proof_retention: self.parse("PROOF_RETENTION", parse_duration)?,
+            // One epoch open is too few: a heartbeat near an epoch's end opens the next.
+            poot_accumulated_epochs: self.parse("POOT_ACCUMULATED_EPOCHS", |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if n == 0 || (2..=64).contains(&n) => Ok(n),
+                    _ => Err("expected 0 (off) or a whole number from 2 to 64".to_string()),
+                }
+            })?,
             payout_sink: self.parse("PAYOUT_SINK", |v| match v.to_ascii_lowercase().as_str() {
                 "ledger" | "" => Ok(PayoutSinkKind::Ledger),
                 "webhook" => Ok(PayoutSinkKind::Webhook),
@@ -740,6 +754,25 @@ mod tests {
         assert!(!c.tls_disable);
         assert_eq!(c.heartbeat_min_interval, Duration::from_secs(5));
         assert_eq!(c.max_nodes_per_operator, Some(1000));
+        assert_eq!(c.poot_accumulated_epochs, 4);
+    }
+
+    #[test]
+    fn poot_accumulation_turns_off_with_zero_and_needs_two_epochs_when_on() {
+        assert_eq!(
+            build(&[("POOT_ACCUMULATED_EPOCHS", "0")])
+                .unwrap()
+                .poot_accumulated_epochs,
+            0
+        );
+        assert_eq!(
+            build(&[("POOT_ACCUMULATED_EPOCHS", "2")])
+                .unwrap()
+                .poot_accumulated_epochs,
+            2
+        );
+        assert!(build(&[("POOT_ACCUMULATED_EPOCHS", "1")]).is_err());
+        assert!(build(&[("POOT_ACCUMULATED_EPOCHS", "65")]).is_err());
     }
 
     #[test]
@@ -754,6 +787,7 @@ mod tests {
         let c = build(&[("HEARTBEAT_MIN_INTERVAL", "1m")]).unwrap();
         assert_eq!(c.heartbeat_min_interval, Duration::from_secs(60));
         assert!(build(&[("MAX_NODES_PER_OPERATOR", "-1")]).is_err());
+
         assert!(build(&[("HEARTBEAT_MIN_INTERVAL", "soon")]).is_err());
     }
 

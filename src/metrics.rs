@@ -35,6 +35,8 @@ pub struct Metrics {
     pub heartbeats: IntCounterVec,
     pub node_transitions: IntCounterVec,
     pub epochs_closed: IntCounter,
+    /// Closes that finished windows accumulated as heartbeats committed (no scan).
+    pub epochs_accumulated: IntCounter,
     pub epoch_close_seconds: Histogram,
     pub proofs: IntCounter,
     pub clock_jumps: IntCounter,
@@ -232,6 +234,14 @@ impl Metrics {
             epochs_closed: register(
                 &registry,
                 IntCounter::new("lucid_poot_epochs_closed_total", "PoOT epochs closed.").unwrap(),
+            ),
+            epochs_accumulated: register(
+                &registry,
+                IntCounter::new(
+                    "lucid_poot_epochs_accumulated_total",
+                    "PoOT epochs closed from windows accumulated as their heartbeats committed, reading no heartbeat (POOT_ACCUMULATED_EPOCHS).",
+                )
+                .unwrap(),
             ),
             epoch_close_seconds: register(
                 &registry,

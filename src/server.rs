@@ -60,7 +60,7 @@ pub fn build_app(
             config.heartbeat_timeout.as_micros() as u64,
         ),
         clock.now_us(),
-        store::accumulators::KEPT_EPOCHS,
+        config.poot_accumulated_epochs,
     );
     let (writer, writer_thread) = Writer::start(
         &store,

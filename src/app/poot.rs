@@ -126,6 +126,9 @@ pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
     let reports = close_due_epochs_with(closing, &app.writer, &app.store, &params, |r| {
         app.metrics.proofs.inc_by(r.proofs_written as u64);
         app.metrics.epochs_closed.inc();
+        if r.accumulated {
+            app.metrics.epochs_accumulated.inc();
+        }
         app.metrics
             .epoch_close_seconds
             .observe(r.total.as_secs_f64());

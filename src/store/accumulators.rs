@@ -22,9 +22,10 @@ use crate::clock::Micros;
 use crate::domain::merkle::Hash;
 use crate::domain::poot::{EpochParams, WindowAccumulator};
 
-/// Epochs with open accumulators at most, as the service runs: the current one and those
-/// whose close is due. Past it the oldest is dropped (and scanned when closed), so a closer
-/// that stalls cannot grow memory without bound.
+/// Epochs with open accumulators at most (POOT_ACCUMULATED_EPOCHS' default): the current
+/// one, the next (opened by heartbeats within the timeout of its start) and those whose
+/// close is due. Past it the oldest is dropped (and scanned when closed), so a closer that
+/// stalls cannot grow memory without bound.
 pub const KEPT_EPOCHS: usize = 4;
 
 #[derive(Default)]
@@ -55,9 +56,10 @@ impl EpochAccumulators {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts accumulating, for epochs of `length_us` with `timeout_us`: every heartbeat
-    /// committed from now on must be pushed, and none stamped after `since_us` may have
-    /// been committed before (the service calls this before it serves).
+    /// Starts accumulating, for epochs of `length_us` with `timeout_us`, at most
+    /// `kept_epochs` open (0: off, every close scans): every heartbeat committed from now
+    /// on must be pushed, and none stamped after `since_us` may have been committed before
+    /// (the service calls this before it serves).
     pub fn configure(
         &self,
         (length_us, timeout_us): (Micros, Micros),
@@ -65,10 +67,10 @@ impl EpochAccumulators {
         kept_epochs: usize,
     ) {
         let mut s = self.state();
-        s.config = (length_us > 0).then_some(Config {
+        s.config = (length_us > 0 && kept_epochs > 0).then_some(Config {
             length_us,
             timeout_us,
-            kept_epochs: kept_epochs.max(1),
+            kept_epochs,
             since_us,
         });
         s.epochs.clear();
@@ -219,6 +221,9 @@ mod tests {
     fn epochs_whose_window_began_before_accumulation_or_were_dropped_are_not_covered() {
         let acc = EpochAccumulators::default();
         assert!(acc.take(10, 300 * S, 90 * S).is_none(), "not configured");
+        acc.configure((300 * S, 90 * S), 1_000 * S, 0);
+        assert!(!acc.enabled(), "POOT_ACCUMULATED_EPOCHS=0 turns it off");
+        assert!(acc.take(10, 300 * S, 90 * S).is_none());
         acc.configure((300 * S, 90 * S), 1_000 * S, KEPT_EPOCHS);
         // Epoch 3's window starts at 810 s: heartbeats before 1,000 s were not seen.
         assert!(acc.take(3, 300 * S, 90 * S).is_none());

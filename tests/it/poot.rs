@@ -641,3 +641,66 @@ async fn the_node_agent_earns_verifiable_proofs_and_its_silence_earns_nothing() 
         "a stopped agent earns nothing"
     );
 }
+
+/// A counter's value in the `/metrics` text (0 when absent).
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Beats every 300 ms until at least `epochs` epochs with proofs have closed after the
+/// first beat; returns the metrics text then.
+async fn beat_through_epochs(server: &TestServer, epochs: u64) -> String {
+    let op = server.cli_token("operator", "op-1");
+    let (node, key) = server.register_node(&op, "pi").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let token = server.login_node(&id, &key).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        assert_eq!(server.beat(&id, &key, &token, seq).await.0, 202);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let proofs = proof_history(server, &id).await.len() as u64;
+        if proofs >= epochs {
+            return server.metrics_text().await;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{proofs} proofs in 30 s"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_read_no_heartbeat_once_windows_are_accumulated_and_zero_turns_it_off() {
+    for (setting, accumulates) in [("4", true), ("0", false)] {
+        let mut server = TestServer::start_with(&[
+            ("POOT_CALCULATION_INTERVAL", "1"),
+            ("HEARTBEAT_TIMEOUT", "1"),
+            ("POOT_ACCUMULATED_EPOCHS", setting),
+        ])
+        .await;
+        let text = beat_through_epochs(&server, 5).await;
+        let closed = counter(&text, "lucid_poot_epochs_closed_total");
+        let accumulated = counter(&text, "lucid_poot_epochs_accumulated_total");
+        assert!(closed >= 5, "{closed} closed");
+        if accumulates {
+            // Every epoch whose window (its start less the 1 s timeout) began after the
+            // service started: all but the two or three around the start.
+            assert!(
+                accumulated >= 2 && accumulated + 3 >= closed,
+                "{accumulated} of {closed} closes accumulated"
+            );
+        } else {
+            assert_eq!(
+                accumulated, 0,
+                "POOT_ACCUMULATED_EPOCHS=0 scans every close"
+            );
+        }
+        // Either way the stored proofs are what recomputing the raw heartbeats gives.
+        assert_eq!(server.terminate().await, Some(0));
+        server.verify_offline();
+    }
+}
