@@ -18,7 +18,7 @@ use crate::app::payouts::process as run_payouts;
 use crate::app::{App, AppState};
 use crate::domain::ids::is_valid_id;
 use crate::domain::money::format_usdt;
-use crate::domain::node::validate_text;
+use crate::domain::node::{validate_text, Node};
 use crate::domain::payout::{normalize_tx_hash, PayoutState};
 use crate::domain::timefmt::rfc3339_us;
 use crate::error::{ApiError, ApiResult};
@@ -44,10 +44,14 @@ pub async fn for_node(
     caller: Caller,
     ApiPath(node_id): ApiPath<String>,
 ) -> ApiResult<Json<NodePayouts>> {
-    let node = visible_node(&app, &caller, &node_id)?;
-    // A node's whole payout history: a heavy read.
+    visible_node(&app, &caller, &node_id)?;
+    // A node's whole payout history: a heavy read. The balance is read from the same
+    // snapshot as the payouts, so a payout that failed and was re-credited in between
+    // is never shown failed beside the balance from before.
     heavy_read(&app, move |app| {
-        let list = app.store.reader()?.node_payouts(&node_id)?;
+        let reader = app.store.reader()?;
+        let node = snapshot_node(&reader, &node_id)?;
+        let list = reader.node_payouts(&node_id)?;
         Ok(Json(NodePayouts {
             node_id,
             balance_usdt: format_usdt(node.balance_usdt),
@@ -328,9 +332,11 @@ pub async fn ledger(
                 .map_err(|_| ApiError::validation("cursor is not one this service issued"))?,
         ),
     };
-    let node = visible_node(&app, &caller, &node_id)?;
+    visible_node(&app, &caller, &node_id)?;
     heavy_read(&app, move |app| {
+        // The balance from the page's own snapshot: the entries sum to it.
         let reader = app.store.reader()?;
+        let node = snapshot_node(&reader, &node_id)?;
         let page = reader.ledger_page(&node_id, after, limit)?;
         let mut items: Vec<LedgerEntryView> =
             page.items.iter().map(LedgerEntryView::from).collect();
@@ -403,4 +409,12 @@ pub async fn adjust(
         })
         .await?;
     Ok(created(LedgerEntryView::from(&entry)))
+}
+
+/// The node as `reader`'s snapshot holds it (the caller was checked on an earlier one;
+/// node records are never removed, so it is there).
+fn snapshot_node(reader: &crate::store::queries::Reader, node_id: &str) -> ApiResult<Node> {
+    reader
+        .node(node_id)?
+        .ok_or_else(|| ApiError::not_found("node", node_id))
 }
