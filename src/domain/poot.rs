@@ -60,8 +60,9 @@ pub struct WindowAccumulator {
     last: Option<Micros>,
     micros: Micros,
     count: u64,
-    /// Roots of complete subtrees, left to right, with their heights.
-    stack: Vec<(u32, Hash)>,
+    /// Roots of complete subtrees, left to right: one per set bit of `count`, the
+    /// highest first (their heights are those bits, so they are not stored).
+    stack: Vec<Hash>,
 }
 
 /// What [`WindowAccumulator`] gives.
@@ -89,17 +90,26 @@ impl WindowAccumulator {
         }
         self.last = Some(received_at_us);
         if received_at_us >= window.0 && received_at_us < window.1 {
+            // Adding a leaf to a binary counter: each trailing 1 bit of the count is a
+            // subtree of that height to merge with.
+            let merges = self.count.trailing_ones();
             self.count += 1;
-            let mut node = (0u32, leaf);
-            while let Some(&(height, left)) = self.stack.last() {
-                if height != node.0 {
-                    break;
-                }
-                self.stack.pop();
-                node = (height + 1, inner_hash(&left, &node.1));
+            let mut node = leaf;
+            for _ in 0..merges {
+                let left = self
+                    .stack
+                    .pop()
+                    .expect("one subtree per set bit of the count");
+                node = inner_hash(&left, &node);
             }
             self.stack.push(node);
         }
+    }
+
+    /// Gives back the frontier's spare capacity (an accumulator kept for long holds only
+    /// its popcount(count) hashes).
+    pub fn shrink_to_fit(&mut self) {
+        self.stack.shrink_to_fit();
     }
 
     pub fn finish(self, params: &EpochParams) -> WindowSummary {
@@ -110,10 +120,10 @@ impl WindowAccumulator {
         }
         let heartbeats_root = match self.stack.split_last() {
             None => empty_root(),
-            Some((&(_, top), rest)) => rest
+            Some((&top, rest)) => rest
                 .iter()
                 .rev()
-                .fold(top, |right, (_, left)| inner_hash(left, &right)),
+                .fold(top, |right, left| inner_hash(left, &right)),
         };
         WindowSummary {
             operational_seconds: micros / 1_000_000,

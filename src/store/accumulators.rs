@@ -14,7 +14,7 @@
 //! the same proofs: the accumulator is the one the scan feeds, in the same receive order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rust_decimal::Decimal;
 
@@ -34,9 +34,26 @@ pub struct EpochAccumulators(Mutex<State>);
 #[derive(Default)]
 struct State {
     config: Option<Config>,
-    epochs: BTreeMap<u64, HashMap<Box<str>, WindowAccumulator>>,
+    /// Each node heard since accumulation began, by slot: its id is kept once, not once
+    /// per open epoch (ids never change; bounded by the nodes that send heartbeats).
+    slots: HashMap<Arc<str>, u32>,
+    ids: Vec<Arc<str>>,
+    epochs: BTreeMap<u64, HashMap<u32, WindowAccumulator>>,
     /// Epochs below this are not covered (dropped unclosed, or taken by a close).
     covered_from: u64,
+}
+
+impl State {
+    fn slot(&mut self, node: Box<str>) -> u32 {
+        if let Some(&slot) = self.slots.get(&*node) {
+            return slot;
+        }
+        let slot = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        let id: Arc<str> = Arc::from(node);
+        self.ids.push(id.clone());
+        self.slots.insert(id, slot);
+        slot
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -74,6 +91,8 @@ impl EpochAccumulators {
             since_us,
         });
         s.epochs.clear();
+        s.slots.clear();
+        s.ids.clear();
         s.covered_from = 0;
     }
 
@@ -93,6 +112,7 @@ impl EpochAccumulators {
             return;
         };
         for (node, at, leaf) in leaves {
+            let slot = s.slot(node);
             let first = at / c.length_us;
             let last = at.saturating_add(c.timeout_us) / c.length_us;
             for epoch in first.max(s.covered_from)..=last {
@@ -102,15 +122,10 @@ impl EpochAccumulators {
                     timeout_us: c.timeout_us,
                     reward_per_hour: Decimal::ZERO, // not used by the window
                 };
-                let nodes = s.epochs.entry(epoch).or_default();
-                match nodes.get_mut(&*node) {
-                    Some(w) => w.push(&params, at, leaf),
-                    None => {
-                        let mut w = WindowAccumulator::default();
-                        w.push(&params, at, leaf);
-                        nodes.insert(node.clone(), w);
-                    }
-                }
+                let w = s.epochs.entry(epoch).or_default().entry(slot).or_default();
+                w.push(&params, at, leaf);
+                // Held for minutes: keep only the hashes the frontier needs.
+                w.shrink_to_fit();
             }
         }
         while s.epochs.len() > c.kept_epochs {
@@ -148,8 +163,11 @@ impl EpochAccumulators {
         if !covered {
             return None;
         }
-        let mut windows: Vec<(Box<str>, WindowAccumulator)> =
-            taken.unwrap_or_default().into_iter().collect();
+        let mut windows: Vec<(Box<str>, WindowAccumulator)> = taken
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(slot, w)| Some((Box::from(&**s.ids.get(slot as usize)?), w)))
+            .collect();
         windows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Some(windows)
     }
