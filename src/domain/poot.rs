@@ -106,6 +106,11 @@ impl WindowAccumulator {
         }
     }
 
+    /// Whether any receipt was pushed (a node not heard in the window has no proof).
+    pub fn heard(&self) -> bool {
+        self.last.is_some()
+    }
+
     /// Gives back the frontier's spare capacity (an accumulator kept for long holds only
     /// its popcount(count) hashes).
     pub fn shrink_to_fit(&mut self) {

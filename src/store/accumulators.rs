@@ -38,7 +38,9 @@ struct State {
     /// per open epoch (ids never change; bounded by the nodes that send heartbeats).
     slots: HashMap<Arc<str>, u32>,
     ids: Vec<Arc<str>>,
-    epochs: BTreeMap<u64, HashMap<u32, WindowAccumulator>>,
+    /// Per open epoch, each node's window by slot (dense: a slot is 56 bytes, less than
+    /// a hash map's entry; a node not heard in the epoch has an empty one).
+    epochs: BTreeMap<u64, Vec<WindowAccumulator>>,
     /// Epochs below this are not covered (dropped unclosed, or taken by a close).
     covered_from: u64,
 }
@@ -122,7 +124,15 @@ impl EpochAccumulators {
                     timeout_us: c.timeout_us,
                     reward_per_hour: Decimal::ZERO, // not used by the window
                 };
-                let w = s.epochs.entry(epoch).or_default().entry(slot).or_default();
+                let nodes = s.ids.len();
+                let windows = s
+                    .epochs
+                    .entry(epoch)
+                    .or_insert_with(|| Vec::with_capacity(nodes));
+                if windows.len() <= slot as usize {
+                    windows.resize_with(slot as usize + 1, WindowAccumulator::default);
+                }
+                let w = &mut windows[slot as usize];
                 w.push(&params, at, leaf);
                 // Held for minutes: keep only the hashes the frontier needs.
                 w.shrink_to_fit();
@@ -166,7 +176,9 @@ impl EpochAccumulators {
         let mut windows: Vec<(Box<str>, WindowAccumulator)> = taken
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(slot, w)| Some((Box::from(&**s.ids.get(slot as usize)?), w)))
+            .zip(&s.ids)
+            .filter(|(w, _)| w.heard())
+            .map(|(w, id)| (Box::from(&**id), w))
             .collect();
         windows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Some(windows)
