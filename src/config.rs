@@ -145,7 +145,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "POOT_ACCUMULATED_EPOCHS",
         "4",
-        "epochs whose PoOT windows are accumulated in memory as heartbeats commit, so their close reads no heartbeat (about 250 B per node and epoch); 0 turns it off: every close scans the window's heartbeats",
+        "epochs whose PoOT windows are accumulated in memory as heartbeats commit, so their close reads no heartbeat (about 400-550 B per node with three open); 0 turns it off: every close scans the window's heartbeats",
     ),
     (
         "PROOF_RETENTION",
