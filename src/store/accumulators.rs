@@ -86,7 +86,17 @@ impl EpochAccumulators {
         kept_epochs: usize,
     ) {
         let mut s = self.state();
-        s.config = (length_us > 0 && kept_epochs > 0).then_some(Config {
+        // When the close of epoch e comes, e, e + 1 and the epochs a heartbeat's timeout
+        // reaches into are open: with fewer kept, e would always be dropped first.
+        let needed = (timeout_us / length_us.max(1)) as usize + 2;
+        if kept_epochs > 0 && kept_epochs < needed {
+            tracing::warn!(
+                kept_epochs,
+                needed,
+                "POOT_ACCUMULATED_EPOCHS is too small for HEARTBEAT_TIMEOUT / POOT_CALCULATION_INTERVAL; every close scans its heartbeats"
+            );
+        }
+        s.config = (length_us > 0 && kept_epochs >= needed).then_some(Config {
             length_us,
             timeout_us,
             kept_epochs,
@@ -101,6 +111,16 @@ impl EpochAccumulators {
     /// Whether the writer should hand over committed heartbeats.
     pub fn enabled(&self) -> bool {
         self.state().config.is_some()
+    }
+
+    /// A batch whose commit failed may be on disk all the same (redb writes the new header
+    /// before its last flush, so a failed flush does not undo it): the epochs whose windows
+    /// could hold heartbeats stamped up to `at_us` are scanned when closed.
+    pub fn forget_through(&self, at_us: Micros) {
+        let mut s = self.state();
+        if let Some(c) = &mut s.config {
+            c.since_us = c.since_us.max(at_us);
+        }
     }
 
     /// Adds committed heartbeats, in commit (so receive) order, to the windows holding
@@ -173,12 +193,15 @@ impl EpochAccumulators {
         if !covered {
             return None;
         }
+        let taken = taken.unwrap_or_default();
+        let ids: Vec<Arc<str>> = s.ids[..taken.len().min(s.ids.len())].to_vec();
+        // The writer pushes under this lock after every commit: sort without it.
+        drop(s);
         let mut windows: Vec<(Box<str>, WindowAccumulator)> = taken
-            .unwrap_or_default()
             .into_iter()
-            .zip(&s.ids)
+            .zip(ids)
             .filter(|(w, _)| w.heard())
-            .map(|(w, id)| (Box::from(&**id), w))
+            .map(|(w, id)| (Box::from(&*id), w))
             .collect();
         windows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Some(windows)
@@ -245,6 +268,30 @@ mod tests {
         }
         // Other parameters than the accumulated ones: not covered.
         assert!(acc.take(7, 60 * S, 90 * S).is_none());
+    }
+
+    #[test]
+    fn a_failed_commit_makes_the_epochs_it_may_have_reached_scan() {
+        let acc = EpochAccumulators::default();
+        acc.configure((300 * S, 90 * S), 1_000 * S, KEPT_EPOCHS);
+        acc.push_committed(vec![("a".into(), 1_500 * S, leaf(1))]);
+        // A batch with a heartbeat at 1,790 s failed to commit (maybe on disk): epoch 5's
+        // window (1,410-1,800 s) and epoch 6's (1,710-2,100 s) could hold it.
+        acc.forget_through(1_790 * S);
+        assert!(acc.take(5, 300 * S, 90 * S).is_none());
+        assert!(acc.take(6, 300 * S, 90 * S).is_none());
+        // Epoch 7's window starts at 2,010 s: covered.
+        assert!(acc.take(7, 300 * S, 90 * S).is_some());
+    }
+
+    #[test]
+    fn too_few_epochs_for_the_timeout_turn_accumulation_off() {
+        let acc = EpochAccumulators::default();
+        // A 700 s timeout on 300 s epochs reaches two epochs ahead: four needed.
+        acc.configure((300 * S, 700 * S), 0, 3);
+        assert!(!acc.enabled());
+        acc.configure((300 * S, 700 * S), 0, 4);
+        assert!(acc.enabled());
     }
 
     #[test]

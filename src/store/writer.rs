@@ -436,6 +436,10 @@ impl WriterThread {
                 self.settings.observer.committed(&report);
             }
             Err(e) => {
+                // A failed commit may be durable all the same: its heartbeats' epochs scan.
+                if let Some(last) = staged_leaves.iter().map(|l| l.1).max() {
+                    self.accumulators.forget_through(last);
+                }
                 self.settings.observer.aborted(&report);
                 tracing::error!(error = %e, jobs, "write batch aborted");
                 if matches!(e, StoreError::Full(_) | StoreError::Io(_)) {
