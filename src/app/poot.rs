@@ -738,7 +738,8 @@ mod tests {
     #[tokio::test]
     async fn a_close_from_accumulated_windows_equals_a_close_that_scans() {
         let p = params();
-        let n = 40;
+        // More than one thread's share (PARALLEL_MIN_NODES): proved on two threads.
+        let n = 1_100;
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
         let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
@@ -750,7 +751,7 @@ mod tests {
         );
         let start = (clock_a.now_us() / p.length_us - 4) * p.length_us;
         // Heartbeats spread over about three epochs, some within the timeout of the next.
-        let spread = |i: usize| (i as u64) * 17 * S;
+        let spread = |i: usize| (i as u64 % 40) * 17 * S;
         prepare_with(&a, &clock_a, n, start, spread);
         prepare_with(&b, &clock_b, n, start, spread);
         let reports_a = close_all(&a, &clock_a, &p).await;

@@ -174,11 +174,44 @@ pub fn epoch_proofs(
 pub fn epoch_proofs_from_windows(
     db: &Database,
     params: &EpochParams,
-    windows: Vec<(Box<str>, WindowAccumulator)>,
+    mut windows: Vec<(Box<str>, WindowAccumulator)>,
 ) -> StoreResult<Vec<NodeEpochOutput>> {
-    let txn = db.begin_read()?;
-    prove_windows(&txn, params, windows, &HashSet::new())
+    // On SCAN_PARTS threads, each a contiguous run of node ids, so the outputs stay in
+    // order; each reads its own snapshot (only the closer changes a node's chain state,
+    // so they agree). Small epochs are not worth the threads.
+    let per = windows
+        .len()
+        .div_ceil(SCAN_PARTS as usize)
+        .max(PARALLEL_MIN_NODES);
+    let mut parts = Vec::new();
+    while windows.len() > per {
+        let rest = windows.split_off(per);
+        parts.push(std::mem::replace(&mut windows, rest));
+    }
+    parts.push(windows);
+    let none = HashSet::new();
+    let results: Vec<StoreResult<Vec<NodeEpochOutput>>> = std::thread::scope(|s| {
+        let prove = |part| prove_windows(&db.begin_read()?, params, part, &none);
+        let mut parts = parts.into_iter();
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts.map(|part| s.spawn(move || prove(part))).collect();
+        let mut results = vec![prove(first)];
+        results.extend(
+            others
+                .into_iter()
+                .map(|h| h.join().expect("proof computation panicked")),
+        );
+        results
+    });
+    let mut outputs = Vec::new();
+    for r in results {
+        outputs.extend(r?);
+    }
+    Ok(outputs)
 }
+
+/// Accumulated windows are proved on one thread below this many nodes.
+const PARALLEL_MIN_NODES: usize = 512;
 
 /// The proofs of `epoch` already stored (an interrupted close): node id, position in the
 /// epoch, proof hash.
