@@ -53,15 +53,18 @@ pub fn build_app(
         .set(config.writer_queue_capacity as i64);
     let mirror = crate::sync::prepare(&config, &store, &metrics.mirror);
     // Before the writer stamps a heartbeat: every one from now on reaches the PoOT
-    // accumulators, so epochs whose window starts after now close without a scan.
+    // accumulators, and the ones stored for the epochs not closed yet are read into them
+    // in the background, so closes read no heartbeat back.
+    let now_us = clock.now_us();
     store.accumulators.configure(
         (
             config.poot_calculation_interval.as_micros() as u64,
             config.heartbeat_timeout.as_micros() as u64,
         ),
-        clock.now_us(),
+        now_us,
         config.poot_accumulated_epochs,
     );
+    store::accumulators::rebuild_in_background(&store, now_us);
     let (writer, writer_thread) = Writer::start(
         &store,
         clock.clone(),

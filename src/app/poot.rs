@@ -775,6 +775,62 @@ mod tests {
         }
     }
 
+    /// Windows rebuilt at start from the stored heartbeats, followed by the heartbeats
+    /// committed while the rebuild ran, give the proofs a scan gives: every epoch after the
+    /// start is then closed without a scan.
+    #[tokio::test]
+    async fn windows_rebuilt_at_start_with_the_heartbeats_committed_meanwhile_equal_a_scan() {
+        use crate::store::{accumulators, seed};
+        let p = params();
+        let n = 60;
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
+        let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
+        let start = (clock_a.now_us() / p.length_us - 4) * p.length_us;
+        let at = |i: usize, h: u64| start + h * 40 * S + (i as u64 % 40) * 17 * S;
+        // Stored before the (pretended) start, one epoch after `start`: no accumulator saw them.
+        for (store, clock) in [(&a, &clock_a), (&b, &clock_b)] {
+            seed::in_transaction(store, clock, |b| {
+                b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
+                b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
+                seed::put_nodes(b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
+                seed::put_heartbeats(b, "node_", n, 3, at).unwrap();
+            });
+        }
+        let started = start + p.length_us;
+        a.accumulators.configure(
+            (p.length_us, p.timeout_us),
+            started,
+            accumulators::KEPT_EPOCHS,
+        );
+        let from = a.accumulators.rebuild_from(Some(start), started).unwrap();
+        assert_eq!(from, start - p.timeout_us, "the first open epoch's window");
+        let snapshot = accumulators::rebuild_snapshot(&a).unwrap();
+        a.accumulators.begin_rebuild(from);
+        // Committed while the rebuild has not read the stored ones yet: they wait.
+        for (store, clock) in [(&a, &clock_a), (&b, &clock_b)] {
+            seed::in_transaction(store, clock, |b| {
+                seed::put_heartbeats(b, "node_", n, 2, |i, h| at(i, h + 3)).unwrap();
+            });
+        }
+        assert!(
+            a.accumulators
+                .take(start / p.length_us, p.length_us, p.timeout_us)
+                .is_none(),
+            "nothing is covered while the rebuild runs"
+        );
+        let read = accumulators::rebuild(&a.accumulators, &snapshot, from).unwrap();
+        assert_eq!(read, n * 3);
+        a.accumulators.finish_rebuild(started, Ok(read));
+        let reports_a = close_all(&a, &clock_a, &p).await;
+        close_all(&b, &clock_b, &p).await;
+        let accumulated: Vec<bool> = reports_a.iter().map(|r| r.accumulated).collect();
+        // The first epoch was taken (and so scanned) while the rebuild ran; the rest not.
+        assert!(accumulated.iter().skip(1).all(|&x| x), "{accumulated:?}");
+        assert!(reports_a.iter().skip(1).any(|r| r.proof_count > 0));
+        assert_eq!(all_proofs(&a), all_proofs(&b));
+    }
+
     #[tokio::test]
     async fn an_interrupted_close_resumes_with_identical_proofs_and_credits_once() {
         let p = params();

@@ -7,20 +7,107 @@
 //! epoch whose window holds it (a streaming Merkle frontier: O(log n) per heartbeat). The
 //! close then only finishes them ([`EpochAccumulators::take`]).
 //!
-//! Only heartbeats committed by this process are seen, so an epoch is covered only when
-//! its whole window (its start minus the heartbeat timeout) began after accumulation did;
-//! for the first epochs after a start, for an epoch whose close is retried or resumed, and
-//! for one dropped by the memory bound, the close scans the heartbeats as before. Both give
-//! the same proofs: the accumulator is the one the scan feeds, in the same receive order.
+//! At start the windows of the epochs not closed yet are rebuilt from the stored heartbeats
+//! ([`rebuild`], on a snapshot taken before the writer starts, in the background); leaves
+//! committed meanwhile wait in a queue and follow them, so each window still takes its
+//! heartbeats in receive order. An epoch is covered only when every heartbeat of its
+//! window (its start minus the heartbeat timeout) was pushed: for an epoch whose close is
+//! retried or resumed, one closed while the rebuild runs, one older than the rebuild
+//! reaches, one after a failed commit and one dropped by the memory bound, the close scans
+//! the heartbeats as before. Both give the same proofs: the accumulator is the one the
+//! scan feeds, in the same receive order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use redb::ReadableDatabase;
 use rust_decimal::Decimal;
 
+use super::error::{StoreError, StoreResult};
+use super::tables::{HEARTBEATS, POOT_CLOSED_UNTIL_KEY};
 use crate::clock::Micros;
 use crate::domain::merkle::Hash;
 use crate::domain::poot::{EpochParams, WindowAccumulator};
+
+/// Stored heartbeats pushed at a time while rebuilding (the writer's pushes wait for it).
+const REBUILD_BATCH: usize = 4096;
+
+/// At start, after [`EpochAccumulators::configure`] and before the writer starts: rebuilds
+/// the windows of the epochs not closed yet from the stored heartbeats, on a thread of its
+/// own, so the first closes after a start need not scan either.
+pub fn rebuild_in_background(store: &super::Store, now_us: Micros) {
+    let acc = store.accumulators.clone();
+    let closed_until = match store
+        .reader()
+        .and_then(|r| r.meta_u64(POOT_CLOSED_UNTIL_KEY))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "PoOT windows not rebuilt; the next closes scan their heartbeats");
+            return;
+        }
+    };
+    let Some(from) = acc.rebuild_from(closed_until, now_us) else {
+        return;
+    };
+    // Taken before the writer commits anything: it holds every heartbeat stamped before
+    // `now_us`, and every later one reaches `push_committed`.
+    let snapshot = match rebuild_snapshot(store) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "PoOT windows not rebuilt; the next closes scan their heartbeats");
+            return;
+        }
+    };
+    acc.begin_rebuild(from);
+    let worker = acc.clone();
+    let spawned = std::thread::Builder::new()
+        .name("poot-rebuild".into())
+        .spawn(move || {
+            let outcome = rebuild(&worker, &snapshot, from);
+            worker.finish_rebuild(now_us, outcome);
+        });
+    if let Err(e) = spawned {
+        acc.finish_rebuild(
+            now_us,
+            Err(StoreError::unavailable(format!(
+                "cannot start the rebuild thread: {e}"
+            ))),
+        );
+    }
+}
+
+/// The read snapshot [`rebuild`] reads from.
+pub fn rebuild_snapshot(store: &super::Store) -> StoreResult<redb::ReadTransaction> {
+    Ok(store.db.current()?.begin_read()?)
+}
+
+/// Reads the heartbeats received from `from_us` on in `snapshot` (taken before the writer
+/// started) into `acc`, in receive order; returns how many.
+pub fn rebuild(
+    acc: &EpochAccumulators,
+    snapshot: &redb::ReadTransaction,
+    from_us: Micros,
+) -> StoreResult<usize> {
+    let table = snapshot.open_table(HEARTBEATS)?;
+    let mut batch = Vec::with_capacity(REBUILD_BATCH);
+    let mut read = 0;
+    for entry in table.range::<(u64, &str)>((from_us, "")..)? {
+        let (k, v) = entry?;
+        let (at, node) = k.value();
+        batch.push((
+            node.into(),
+            at,
+            super::poot::heartbeat_leaf(node, at, v.value())?,
+        ));
+        read += 1;
+        if batch.len() == REBUILD_BATCH {
+            acc.state().push(std::mem::take(&mut batch));
+        }
+    }
+    acc.state().push(batch);
+    Ok(read)
+}
 
 /// Epochs with open accumulators at most (POOT_ACCUMULATED_EPOCHS' default): the current
 /// one, the next (opened by heartbeats within the timeout of its start) and those whose
@@ -43,9 +130,54 @@ struct State {
     epochs: BTreeMap<u64, Vec<WindowAccumulator>>,
     /// Epochs below this are not covered (dropped unclosed, or taken by a close).
     covered_from: u64,
+    /// While the windows are rebuilt from stored heartbeats: the leaves committed
+    /// meanwhile, pushed after the stored ones (receive order).
+    queued: Option<Vec<CommittedLeaf>>,
 }
 
 impl State {
+    /// Adds heartbeats, in receive order, to the windows holding them: epochs `e` with
+    /// `e * length - timeout <= at < (e + 1) * length`.
+    fn push(&mut self, leaves: Vec<CommittedLeaf>) {
+        let Some(c) = self.config else {
+            return;
+        };
+        for (node, at, leaf) in leaves {
+            let slot = self.slot(node);
+            let first = at / c.length_us;
+            let last = at.saturating_add(c.timeout_us) / c.length_us;
+            for epoch in first.max(self.covered_from)..=last {
+                let params = EpochParams {
+                    epoch,
+                    length_us: c.length_us,
+                    timeout_us: c.timeout_us,
+                    reward_per_hour: Decimal::ZERO, // not used by the window
+                };
+                let nodes = self.ids.len();
+                let windows = self
+                    .epochs
+                    .entry(epoch)
+                    .or_insert_with(|| Vec::with_capacity(nodes));
+                if windows.len() <= slot as usize {
+                    windows.resize_with(slot as usize + 1, WindowAccumulator::default);
+                }
+                let w = &mut windows[slot as usize];
+                w.push(&params, at, leaf);
+                // Held for minutes: keep only the hashes the frontier needs.
+                w.shrink_to_fit();
+            }
+        }
+        while self.epochs.len() > c.kept_epochs {
+            if let Some((oldest, _)) = self.epochs.pop_first() {
+                tracing::debug!(
+                    epoch = oldest,
+                    "PoOT accumulators dropped unclosed; its close scans the heartbeats"
+                );
+                self.covered_from = self.covered_from.max(oldest + 1);
+            }
+        }
+    }
+
     fn slot(&mut self, node: Box<str>) -> u32 {
         if let Some(&slot) = self.slots.get(&*node) {
             return slot;
@@ -106,6 +238,21 @@ impl EpochAccumulators {
         s.slots.clear();
         s.ids.clear();
         s.covered_from = 0;
+        s.queued = None;
+    }
+
+    /// Where a rebuild at start should read from, given when the first epoch not closed
+    /// yet begins (`closed_until_us`) and the time now; None when accumulation is off or
+    /// nothing has been closed yet. Not further back than the epochs that can be kept.
+    pub fn rebuild_from(&self, closed_until_us: Option<Micros>, now_us: Micros) -> Option<Micros> {
+        let c = self.state().config?;
+        let closed_until = closed_until_us.filter(|&t| t > 0)?;
+        let kept_back = (c.kept_epochs as u64).saturating_sub(1) * c.length_us;
+        Some(
+            closed_until
+                .saturating_sub(c.timeout_us)
+                .max(now_us.saturating_sub(kept_back)),
+        )
     }
 
     /// Whether the writer should hand over committed heartbeats.
@@ -123,50 +270,50 @@ impl EpochAccumulators {
         }
     }
 
-    /// Adds committed heartbeats, in commit (so receive) order, to the windows holding
-    /// them: epochs `e` with `e * length - timeout <= at < (e + 1) * length`.
+    /// Adds committed heartbeats, in commit (so receive) order (queued while a rebuild
+    /// runs).
     pub fn push_committed(&self, leaves: Vec<CommittedLeaf>) {
         if leaves.is_empty() {
             return;
         }
         let mut s = self.state();
-        let Some(c) = s.config else {
-            return;
-        };
-        for (node, at, leaf) in leaves {
-            let slot = s.slot(node);
-            let first = at / c.length_us;
-            let last = at.saturating_add(c.timeout_us) / c.length_us;
-            for epoch in first.max(s.covered_from)..=last {
-                let params = EpochParams {
-                    epoch,
-                    length_us: c.length_us,
-                    timeout_us: c.timeout_us,
-                    reward_per_hour: Decimal::ZERO, // not used by the window
-                };
-                let nodes = s.ids.len();
-                let windows = s
-                    .epochs
-                    .entry(epoch)
-                    .or_insert_with(|| Vec::with_capacity(nodes));
-                if windows.len() <= slot as usize {
-                    windows.resize_with(slot as usize + 1, WindowAccumulator::default);
+        match &mut s.queued {
+            Some(queue) => queue.extend(leaves),
+            None => s.push(leaves),
+        }
+    }
+
+    /// Starts rebuilding at start (before the writer commits anything): every heartbeat
+    /// received from `from_us` on will have been pushed once [`rebuild`] has read the
+    /// stored ones and [`Self::finish_rebuild`] the ones committed meanwhile; until then
+    /// nothing is covered.
+    pub fn begin_rebuild(&self, from_us: Micros) {
+        let mut s = self.state();
+        if let Some(c) = &mut s.config {
+            c.since_us = c.since_us.min(from_us.saturating_sub(1));
+            s.queued = Some(Vec::new());
+        }
+    }
+
+    /// Ends a rebuild: the leaves committed meanwhile follow the stored ones. When it
+    /// failed, only epochs whose window began after `started_us` (all of whose
+    /// heartbeats were committed by this process) stay covered.
+    pub fn finish_rebuild(&self, started_us: Micros, outcome: StoreResult<usize>) {
+        let mut s = self.state();
+        let queued = s.queued.take().unwrap_or_default();
+        match outcome {
+            Ok(n) => tracing::info!(
+                heartbeats = n,
+                "PoOT windows rebuilt from the stored heartbeats"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "PoOT windows not rebuilt; the next closes scan their heartbeats");
+                if let Some(c) = &mut s.config {
+                    c.since_us = c.since_us.max(started_us);
                 }
-                let w = &mut windows[slot as usize];
-                w.push(&params, at, leaf);
-                // Held for minutes: keep only the hashes the frontier needs.
-                w.shrink_to_fit();
             }
         }
-        while s.epochs.len() > c.kept_epochs {
-            if let Some((oldest, _)) = s.epochs.pop_first() {
-                tracing::debug!(
-                    epoch = oldest,
-                    "PoOT accumulators dropped unclosed; its close scans the heartbeats"
-                );
-                s.covered_from = s.covered_from.max(oldest + 1);
-            }
-        }
+        s.push(queued);
     }
 
     /// The finished windows of `epoch`'s nodes, in node id order, when this process saw
@@ -181,7 +328,8 @@ impl EpochAccumulators {
         let mut s = self.state();
         let c = s.config?;
         let window_start = (epoch * length_us).checked_sub(timeout_us)?;
-        let covered = c.length_us == length_us
+        let covered = s.queued.is_none()
+            && c.length_us == length_us
             && c.timeout_us == timeout_us
             && epoch >= s.covered_from
             && window_start > c.since_us;

@@ -6,6 +6,7 @@
 //!   a caller is answered only after its commit.
 //! - A mutation writes its change and its audit event in the same transaction.
 
+#[allow(clippy::disallowed_methods)] // reads the stored heartbeats back at start
 pub mod accumulators;
 pub(crate) mod alerts;
 pub(crate) mod batch;

@@ -704,3 +704,50 @@ async fn closes_read_no_heartbeat_once_windows_are_accumulated_and_zero_turns_it
         server.verify_offline();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_windows_are_rebuilt_and_the_next_closes_read_no_heartbeat() {
+    let mut server = TestServer::start_with(&[
+        ("POOT_CALCULATION_INTERVAL", "1"),
+        ("HEARTBEAT_TIMEOUT", "1"),
+        ("POOT_ACCUMULATED_EPOCHS", "16"),
+    ])
+    .await;
+    let op = server.cli_token("operator", "op-1");
+    let (node, key) = server.register_node(&op, "pi").await;
+    let id = node["node_id"].as_str().unwrap().to_string();
+    let mut token = server.login_node(&id, &key).await;
+    let mut seq = 0;
+    for _ in 0..8 {
+        seq += 1;
+        assert_eq!(server.beat(&id, &key, &token, seq).await.0, 202);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Killed mid-epoch: its heartbeats are on disk, the accumulators are gone.
+    server.kill();
+    server.restart();
+    token = server.login_node(&id, &key).await;
+    let before = proof_history(&server, &id).await.len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proof_history(&server, &id).await.len() < before + 4 {
+        seq += 1;
+        assert_eq!(server.beat(&id, &key, &token, seq).await.0, 202);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no proofs after the restart"
+        );
+    }
+    let text = server.metrics_text().await;
+    let closed = counter(&text, "lucid_poot_epochs_closed_total");
+    let accumulated = counter(&text, "lucid_poot_epochs_accumulated_total");
+    // Without the rebuild the epoch the restart fell in and the next (their windows began
+    // before it) would scan; with it at most the one a close took while it ran.
+    assert!(closed >= 4, "{closed} closed since the restart");
+    assert!(
+        closed - accumulated <= 1,
+        "{accumulated} of {closed} closes since the restart accumulated"
+    );
+    assert_eq!(server.terminate().await, Some(0));
+    server.verify_offline();
+}
