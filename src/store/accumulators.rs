@@ -17,7 +17,7 @@
 //! the heartbeats as before. Both give the same proofs: the accumulator is the one the
 //! scan feeds, in the same receive order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
@@ -64,7 +64,12 @@ pub fn rebuild_in_background(store: &super::Store, now_us: Micros) {
     let spawned = std::thread::Builder::new()
         .name("poot-rebuild".into())
         .spawn(move || {
-            let outcome = rebuild(&worker, &snapshot, from);
+            // A panic (a row that does not decode in a way nothing foresaw) must not leave
+            // the queue on: pushes would wait there for ever, and nothing be covered.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rebuild(&worker, &snapshot, from)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::unavailable("the PoOT rebuild panicked")));
             worker.finish_rebuild(now_us, outcome);
         });
     if let Err(e) = spawned {
@@ -102,7 +107,8 @@ pub fn rebuild(
         ));
         read += 1;
         if batch.len() == REBUILD_BATCH {
-            acc.state().push(std::mem::take(&mut batch));
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(REBUILD_BATCH));
+            acc.state().push(full);
         }
     }
     acc.state().push(batch);
@@ -132,7 +138,7 @@ struct State {
     covered_from: u64,
     /// While the windows are rebuilt from stored heartbeats: the leaves committed
     /// meanwhile, pushed after the stored ones (receive order).
-    queued: Option<Vec<CommittedLeaf>>,
+    queued: Option<VecDeque<CommittedLeaf>>,
 }
 
 impl State {
@@ -291,7 +297,7 @@ impl EpochAccumulators {
         let mut s = self.state();
         if let Some(c) = &mut s.config {
             c.since_us = c.since_us.min(from_us.saturating_sub(1));
-            s.queued = Some(Vec::new());
+            s.queued = Some(VecDeque::new());
         }
     }
 
@@ -300,7 +306,6 @@ impl EpochAccumulators {
     /// heartbeats were committed by this process) stay covered.
     pub fn finish_rebuild(&self, started_us: Micros, outcome: StoreResult<usize>) {
         let mut s = self.state();
-        let queued = s.queued.take().unwrap_or_default();
         match outcome {
             Ok(n) => tracing::info!(
                 heartbeats = n,
@@ -313,7 +318,23 @@ impl EpochAccumulators {
                 }
             }
         }
-        s.push(queued);
+        drop(s);
+        // The queue, a batch per lock hold: the writer pushes under the same lock after
+        // every commit, and a long rebuild may have queued many (new ones join at the back).
+        loop {
+            let mut s = self.state();
+            let Some(queue) = &mut s.queued else {
+                return;
+            };
+            if queue.len() > REBUILD_BATCH {
+                let batch: Vec<CommittedLeaf> = queue.drain(..REBUILD_BATCH).collect();
+                s.push(batch);
+            } else {
+                let rest = s.queued.take().map(Vec::from).unwrap_or_default();
+                s.push(rest);
+                return;
+            }
+        }
     }
 
     /// The finished windows of `epoch`'s nodes, in node id order, when this process saw
@@ -430,6 +451,41 @@ mod tests {
         assert!(acc.take(6, 300 * S, 90 * S).is_none());
         // Epoch 7's window starts at 2,010 s: covered.
         assert!(acc.take(7, 300 * S, 90 * S).is_some());
+    }
+
+    #[test]
+    fn heartbeats_queued_during_a_rebuild_are_added_in_order_after_it() {
+        let (direct, rebuilt) = (EpochAccumulators::default(), EpochAccumulators::default());
+        for acc in [&direct, &rebuilt] {
+            acc.configure((300 * S, 90 * S), 1_000 * S, KEPT_EPOCHS);
+        }
+        rebuilt.begin_rebuild(1_100 * S);
+        // More than a batch queued (the drain takes several lock holds), two nodes.
+        let beats: Vec<CommittedLeaf> = (0..3 * REBUILD_BATCH as u64)
+            .map(|i| {
+                let node = if i % 2 == 0 { "a" } else { "b" };
+                (node.into(), 1_200 * S + i * 50_000, leaf(i))
+            })
+            .collect();
+        direct.push_committed(beats.clone());
+        rebuilt.push_committed(beats);
+        assert!(
+            rebuilt.take(3, 300 * S, 90 * S).is_none(),
+            "not while rebuilding"
+        );
+        rebuilt.finish_rebuild(1_000 * S, Ok(0));
+        direct.take(3, 300 * S, 90 * S);
+        let finish = |w: Vec<(Box<str>, WindowAccumulator)>| -> Vec<_> {
+            w.into_iter()
+                .map(|(n, w)| (n, w.finish(&params(4))))
+                .collect()
+        };
+        let (a, b) = (
+            direct.take(4, 300 * S, 90 * S).unwrap(),
+            rebuilt.take(4, 300 * S, 90 * S).unwrap(),
+        );
+        assert_eq!(a.len(), 2);
+        assert_eq!(finish(a), finish(b));
     }
 
     #[test]
