@@ -18,7 +18,8 @@
 //! scan feeds, in the same receive order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use redb::ReadableDatabase;
 use rust_decimal::Decimal;
@@ -28,6 +29,9 @@ use super::tables::{HEARTBEATS, POOT_CLOSED_UNTIL_KEY};
 use crate::clock::Micros;
 use crate::domain::merkle::Hash;
 use crate::domain::poot::{EpochParams, WindowAccumulator};
+
+/// How long a close waits for the rebuild at start before it scans instead.
+const REBUILD_WAIT: Duration = Duration::from_secs(120);
 
 /// Stored heartbeats pushed at a time while rebuilding (the writer's pushes wait for it).
 const REBUILD_BATCH: usize = 4096;
@@ -122,7 +126,7 @@ pub fn rebuild(
 pub const KEPT_EPOCHS: usize = 4;
 
 #[derive(Default)]
-pub struct EpochAccumulators(Mutex<State>);
+pub struct EpochAccumulators(Mutex<State>, Condvar);
 
 #[derive(Default)]
 struct State {
@@ -332,6 +336,8 @@ impl EpochAccumulators {
             } else {
                 let rest = s.queued.take().map(Vec::from).unwrap_or_default();
                 s.push(rest);
+                drop(s);
+                self.1.notify_all();
                 return;
             }
         }
@@ -347,6 +353,16 @@ impl EpochAccumulators {
         timeout_us: Micros,
     ) -> Option<Vec<(Box<str>, WindowAccumulator)>> {
         let mut s = self.state();
+        // A close that comes while the windows are rebuilt at start waits for them (closes
+        // run off the async threads): reading the same heartbeats twice, once to rebuild
+        // and once to scan, would only slow both.
+        if s.queued.is_some() {
+            s = self
+                .1
+                .wait_timeout_while(s, REBUILD_WAIT, |s| s.queued.is_some())
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
         let c = s.config?;
         let window_start = (epoch * length_us).checked_sub(timeout_us)?;
         let covered = s.queued.is_none()
@@ -469,21 +485,24 @@ mod tests {
             .collect();
         direct.push_committed(beats.clone());
         rebuilt.push_committed(beats);
-        assert!(
-            rebuilt.take(3, 300 * S, 90 * S).is_none(),
-            "not while rebuilding"
-        );
-        rebuilt.finish_rebuild(1_000 * S, Ok(0));
-        direct.take(3, 300 * S, 90 * S);
+        // A close during the rebuild waits for it, then finds its windows.
+        let b = std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| rebuilt.take(4, 300 * S, 90 * S));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !waiting.is_finished(),
+                "a close waits while the rebuild runs"
+            );
+            rebuilt.finish_rebuild(1_000 * S, Ok(0));
+            waiting.join().unwrap()
+        })
+        .expect("covered once the rebuild is done");
         let finish = |w: Vec<(Box<str>, WindowAccumulator)>| -> Vec<_> {
             w.into_iter()
                 .map(|(n, w)| (n, w.finish(&params(4))))
                 .collect()
         };
-        let (a, b) = (
-            direct.take(4, 300 * S, 90 * S).unwrap(),
-            rebuilt.take(4, 300 * S, 90 * S).unwrap(),
-        );
+        let a = direct.take(4, 300 * S, 90 * S).unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(finish(a), finish(b));
     }
