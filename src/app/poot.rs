@@ -658,13 +658,34 @@ mod tests {
         start: u64,
         offset: impl Fn(usize) -> u64,
     ) {
+        prepare_beats(store, clock, (n, 5), start, |i, h| {
+            start + h * 40 * S + offset(i)
+        });
+    }
+
+    /// `n` nodes with `per_node` heartbeats each, heartbeat `h` of node `i` received at
+    /// `at(i, h)`, and `closed_until` at `start`.
+    fn prepare_beats(
+        store: &crate::store::Store,
+        clock: &crate::clock::Clock,
+        (n, per_node): (usize, u64),
+        start: u64,
+        at: impl Fn(usize, u64) -> u64,
+    ) {
         use crate::store::seed;
         seed::in_transaction(store, clock, |b| {
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
             b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
             seed::put_nodes(b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
-            seed::put_heartbeats(b, "node_", n, 5, |i, h| start + h * 40 * S + offset(i)).unwrap();
+            seed::put_heartbeats(b, "node_", n, per_node, at).unwrap();
         });
+    }
+
+    /// A fresh database in a directory of its own (kept alive by the returned guard).
+    fn fresh_store() -> (tempfile::TempDir, crate::store::Store, crate::clock::Clock) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        (dir, store, clock)
     }
 
     fn all_proofs(store: &crate::store::Store) -> Vec<crate::domain::proof::Proof> {
@@ -740,9 +761,7 @@ mod tests {
         let p = params();
         // More than one thread's share (PARALLEL_MIN_NODES): proved on two threads.
         let n = 1_100;
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
-        let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
+        let ((_dir_a, a, clock_a), (_dir_b, b, clock_b)) = (fresh_store(), fresh_store());
         // A accumulates from before any heartbeat; B never does.
         a.accumulators.configure(
             (p.length_us, p.timeout_us),
@@ -783,20 +802,12 @@ mod tests {
         use crate::store::{accumulators, seed};
         let p = params();
         let n = 60;
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
-        let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
+        let ((_dir_a, a, clock_a), (_dir_b, b, clock_b)) = (fresh_store(), fresh_store());
         let start = (clock_a.now_us() / p.length_us - 4) * p.length_us;
         let at = |i: usize, h: u64| start + h * 40 * S + (i as u64 % 40) * 17 * S;
         // Stored before the (pretended) start, one epoch after `start`: no accumulator saw them.
-        for (store, clock) in [(&a, &clock_a), (&b, &clock_b)] {
-            seed::in_transaction(store, clock, |b| {
-                b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, start).unwrap();
-                b.set_meta_u64(POOT_LENGTH_KEY, 300 * S).unwrap();
-                seed::put_nodes(b, (0..n).map(|i| seed::node("node_", i, start))).unwrap();
-                seed::put_heartbeats(b, "node_", n, 3, at).unwrap();
-            });
-        }
+        prepare_beats(&a, &clock_a, (n, 3), start, at);
+        prepare_beats(&b, &clock_b, (n, 3), start, at);
         let started = start + p.length_us;
         a.accumulators.configure(
             (p.length_us, p.timeout_us),
@@ -828,9 +839,7 @@ mod tests {
     async fn an_interrupted_close_resumes_with_identical_proofs_and_credits_once() {
         let p = params();
         let n = 25;
-        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (a, clock_a) = crate::store::db::open_with_clock(dir_a.path(), 100).unwrap();
-        let (b, clock_b) = crate::store::db::open_with_clock(dir_b.path(), 100).unwrap();
+        let ((_dir_a, a, clock_a), (_dir_b, b, clock_b)) = (fresh_store(), fresh_store());
         let start = (clock_a.now_us() / p.length_us - 3) * p.length_us;
         prepare(&a, &clock_a, n, start);
         prepare(&b, &clock_b, n, start);

@@ -23,6 +23,11 @@ impl StoredHeartbeat {
         data.extend_from_slice(&self.signature);
         data
     }
+
+    /// Its Merkle leaf: `leaf_hash(leaf_data())`, without building the data.
+    pub fn leaf(&self) -> super::merkle::Hash {
+        super::merkle::leaf_hash_parts(&[self.canonical.as_bytes(), &self.signature])
+    }
 }
 
 /// `lucid-hb-v1|{node_id}|{seq}|{sent_at}|{sessions_active}|{bytes_relayed}|{cpu_load}|{mem_used_mb}`

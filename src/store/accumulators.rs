@@ -11,10 +11,10 @@
 //! ([`rebuild`], on a snapshot taken before the writer starts, in the background); leaves
 //! committed meanwhile wait in a queue and follow them, so each window still takes its
 //! heartbeats in receive order. An epoch is covered only when every heartbeat of its
-//! window (its start minus the heartbeat timeout) was pushed: for an epoch whose close is
-//! retried or resumed, one closed while the rebuild runs, one older than the rebuild
-//! reaches, one after a failed commit and one dropped by the memory bound, the close scans
-//! the heartbeats as before. Both give the same proofs: the accumulator is the one the
+//! window (its start minus the heartbeat timeout) was pushed; a close that comes while the
+//! rebuild runs waits for it. For an epoch whose close is retried or resumed, one older
+//! than the rebuild reaches, one after a failed commit and one dropped by the memory
+//! bound, the close scans the heartbeats as before. Both give the same proofs: the accumulator is the one the
 //! scan feeds, in the same receive order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

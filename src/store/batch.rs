@@ -298,9 +298,7 @@ impl<'a> Batch<'a> {
         hb: &StoredHeartbeat,
     ) {
         if let Some(leaves) = &mut self.staged_leaves {
-            let leaf =
-                crate::domain::merkle::leaf_hash_parts(&[hb.canonical.as_bytes(), &hb.signature]);
-            leaves.push((node_id.into(), received_at_us, leaf));
+            leaves.push((node_id.into(), received_at_us, hb.leaf()));
         }
     }
 

@@ -45,8 +45,7 @@ struct HeartbeatLeafFields<'a> {
 /// encoded bytes (either form, see `codec::encode_heartbeat`).
 pub(crate) fn heartbeat_leaf(node_id: &str, received_us: u64, bytes: &[u8]) -> StoreResult<Hash> {
     if bytes.first() == Some(&crate::domain::heartbeat::compact::TAG) {
-        let hb = super::codec::decode_heartbeat(node_id, received_us, bytes)?;
-        return Ok(leaf_hash_parts(&[hb.canonical.as_bytes(), &hb.signature]));
+        return Ok(super::codec::decode_heartbeat(node_id, received_us, bytes)?.leaf());
     }
     let (hb, _): (HeartbeatLeafFields<'_>, usize) =
         bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard()).map_err(
@@ -148,11 +147,25 @@ pub fn epoch_proofs(
     to: Micros,
     stored: &HashSet<String>,
 ) -> StoreResult<Vec<NodeEpochOutput>> {
+    let mut outputs = prove_on_threads((0..SCAN_PARTS).collect(), |part| {
+        prove_part(db, params, (from, to), stored, part)
+    })?;
+    outputs.sort_unstable_by(|a, b| a.proof.node_id.cmp(&b.proof.node_id));
+    Ok(outputs)
+}
+
+/// `prove` of each part, the first on this thread and the others on threads of their
+/// own; their outputs in the order of the parts.
+fn prove_on_threads<P: Send>(
+    parts: Vec<P>,
+    prove: impl Fn(P) -> StoreResult<Vec<NodeEpochOutput>> + Sync,
+) -> StoreResult<Vec<NodeEpochOutput>> {
     let results: Vec<StoreResult<Vec<NodeEpochOutput>>> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..SCAN_PARTS)
-            .map(|part| s.spawn(move || prove_part(db, params, (from, to), stored, part)))
-            .collect();
-        let mut results = vec![prove_part(db, params, (from, to), stored, 0)];
+        let prove = &prove;
+        let mut parts = parts.into_iter();
+        let first = parts.next();
+        let others: Vec<_> = parts.map(|part| s.spawn(move || prove(part))).collect();
+        let mut results: Vec<_> = first.into_iter().map(prove).collect();
         results.extend(
             others
                 .into_iter()
@@ -164,7 +177,6 @@ pub fn epoch_proofs(
     for r in results {
         outputs.extend(r?);
     }
-    outputs.sort_unstable_by(|a, b| a.proof.node_id.cmp(&b.proof.node_id));
     Ok(outputs)
 }
 
@@ -190,24 +202,9 @@ pub fn epoch_proofs_from_windows(
     }
     parts.push(windows);
     let none = HashSet::new();
-    let results: Vec<StoreResult<Vec<NodeEpochOutput>>> = std::thread::scope(|s| {
-        let prove = |part| prove_windows(&db.begin_read()?, params, part, &none);
-        let mut parts = parts.into_iter();
-        let first = parts.next().unwrap_or_default();
-        let others: Vec<_> = parts.map(|part| s.spawn(move || prove(part))).collect();
-        let mut results = vec![prove(first)];
-        results.extend(
-            others
-                .into_iter()
-                .map(|h| h.join().expect("proof computation panicked")),
-        );
-        results
-    });
-    let mut outputs = Vec::new();
-    for r in results {
-        outputs.extend(r?);
-    }
-    Ok(outputs)
+    prove_on_threads(parts, |part| {
+        prove_windows(&db.begin_read()?, params, part, &none)
+    })
 }
 
 /// Accumulated windows are proved on one thread below this many nodes.
