@@ -13,12 +13,11 @@ use serde_json::json;
 use super::{AppState, WriterUse};
 use crate::clock::Micros;
 use crate::crypto::keys::key_id;
+use crate::domain::ledger::day_of;
 use crate::domain::merkle::leaf_hash;
-use crate::domain::merkle::{
-    block_roots_from_levels, levels as merkle_levels, levels_root, path_at, Hash,
-};
+use crate::domain::merkle::{block_roots_from_levels, levels as merkle_levels, levels_root, Hash};
 use crate::domain::poot::{
-    epoch_window, first_epoch_at_or_after, path_entries, proof_leaf, EpochParams, NodeEpochOutput,
+    epoch_window, first_epoch_at_or_after, proof_leaf, EpochParams, NodeEpochOutput,
 };
 use crate::domain::proof::{sign_epoch, Epoch};
 use crate::error::{ApiError, ApiResult};
@@ -26,6 +25,7 @@ use crate::store::epoch_rows::chunk_starts;
 use crate::store::poot::{
     epoch_proofs, epoch_proofs_from_windows, stored_leaves, ChunkWrite, ProofWrite,
 };
+use crate::store::settle::epoch_settlement;
 use crate::store::tables::{HEARTBEATS_PRUNED_BEFORE_KEY, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
 use crate::store::{Actor, Batch, Store, Writer};
 
@@ -143,10 +143,11 @@ pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
 ///
 /// Each epoch: (1) a short writer job finds the next finished epoch; (2) its proofs are
 /// computed from a read snapshot, outside the writer; (3) a writer job stores the signed
-/// epoch record; (4) jobs of [`PROOF_CHUNK`] proofs store proofs, credits and node
-/// updates; (5) a last job moves `closed_until` past the epoch and audits it. A crash
+/// epoch record; (4) jobs of [`PROOF_CHUNK`] proofs store the proof rows; (5) jobs settle
+/// the stored rows into the nodes' totals and ledgers (`store::settle`); (6) a last job
+/// moves `closed_until` past the epoch, queues it for the mirror and audits it. A crash
 /// anywhere resumes at (2) with the stored record: proofs are recomputed identically,
-/// stored ones are skipped, the root must match the record.
+/// stored ones are skipped, the root must match the record, settled rows are skipped.
 pub async fn close_due_epochs_with(
     closing: &tokio::sync::Mutex<()>,
     writer: &Writer<ApiError>,
@@ -286,19 +287,17 @@ impl EpochPlan {
         ranges
     }
 
-    /// The chunk of outputs `range`, with their inclusion paths, ready to store.
+    /// The chunk of outputs `range`, ready to store (paths are not stored: they are
+    /// computed when asked, from the stored leaves).
     pub fn chunk(&self, range: std::ops::Range<usize>) -> ChunkWrite {
         let position = self.positions[range.start] as u64;
-        let items = self.outputs[range.clone()]
+        let items = self.outputs[range]
             .iter()
-            .zip(&self.positions[range])
-            .map(|(o, &pos)| {
-                let mut proof = o.proof.clone();
-                proof.inclusion_path = path_entries(path_at(&self.levels, pos));
-                ProofWrite {
-                    proof,
-                    credit_carry: o.credit_carry,
-                }
+            .map(|o| ProofWrite {
+                proof: o.proof.clone(),
+                credit_carry: o.credit_carry,
+                node_index: o.node_index,
+                prev_epoch: o.prev_epoch,
             })
             .collect();
         ChunkWrite { position, items }
@@ -470,9 +469,11 @@ pub async fn close_epoch_in_chunks(
     let written = write_chunks(writer, &mut report, &plan, epoch).await;
     store.closing.clear(epoch);
     report.proofs_written = written?;
-
-    let (_, end) = epoch_window(epoch, plan.record.length_us);
+    let (start, end) = epoch_window(epoch, plan.record.length_us);
     let (proof_count, root) = (plan.record.proof_count, plan.record.root);
+    drop(plan);
+    settle(writer, store, &mut report, epoch, day_of(start)).await?;
+
     report
         .writer
         .write(writer, move |b| {
@@ -480,6 +481,7 @@ pub async fn close_epoch_in_chunks(
                 return Ok(());
             }
             b.set_meta_u64(POOT_CLOSED_UNTIL_KEY, end)?;
+            b.mirror_settled_epoch(epoch)?;
             if proof_count > 0 {
                 // An epoch without proofs changed nothing but the bookkeeping: no audit event,
                 // so an idle appliance does not grow its audit log every few minutes.
@@ -495,6 +497,37 @@ pub async fn close_epoch_in_chunks(
         .await?;
     report.total = started.elapsed();
     Ok(report)
+}
+
+/// Step (5): the epoch's stored rows applied to the nodes' totals (`store::settle`), in
+/// jobs of a few account values each.
+async fn settle(
+    writer: &Writer<ApiError>,
+    store: &Store,
+    report: &mut CloseReport,
+    epoch: u64,
+    day: u32,
+) -> ApiResult<()> {
+    let rows = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || epoch_settlement(&*store.db.current()?, epoch))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("reading epoch rows failed: {e}")))??
+    };
+    let rows = Arc::new(rows);
+    let mut next = 0;
+    while next < rows.len() {
+        let todo = rows.clone();
+        let consumed = report
+            .writer
+            .write(writer, move |b| {
+                b.settle_epoch_rows(epoch, day, &todo[next..], JOB_BUDGET)
+                    .map_err(ApiError::from)
+            })
+            .await?;
+        next += consumed.max(1);
+    }
+    Ok(())
 }
 
 /// Step (4): the plan's proofs in chunks, a few blocks per writer job. Returns the proofs
@@ -579,6 +612,7 @@ pub async fn prune_heartbeats(app: &AppState) -> ApiResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::poot::path_entries;
     use crate::store::WriterSettings;
 
     const S: u64 = 1_000_000;
@@ -952,6 +986,109 @@ mod tests {
             assert_eq!(r.epochs_being_closed, 0);
             assert!(r.epochs_recomputed_from_heartbeats >= 1);
         }
+    }
+
+    /// Every node record as stored (bytes), in id order.
+    fn node_records(store: &crate::store::Store) -> Vec<Vec<u8>> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let db = store.db.current().unwrap();
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(crate::store::tables::NODES).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|e| e.unwrap().1.value().to_vec())
+            .collect()
+    }
+
+    /// Settling happens after the proof rows are stored: a crash between its jobs resumes
+    /// to the totals an uninterrupted close gives, each node credited once, and no close
+    /// rewrites a node record (the totals live in the account rows).
+    #[tokio::test]
+    async fn a_close_interrupted_while_settling_resumes_and_credits_each_node_once() {
+        let p = params();
+        let n = 300; // three account values
+        let ((_dir_a, a, clock_a), (_dir_b, b, clock_b)) = (fresh_store(), fresh_store());
+        let start = (clock_a.now_us() / p.length_us - 3) * p.length_us;
+        // Every node's heartbeats inside the first epoch.
+        prepare_with(&a, &clock_a, n, start, |i| (i % 7) as u64 * S);
+        prepare_with(&b, &clock_b, n, start, |i| (i % 7) as u64 * S);
+        let records_before = node_records(&b);
+        close_all(&a, &clock_a, &p).await;
+
+        // B stores the record and every chunk, settles 150 of the 300 rows, and "crashes".
+        {
+            let (writer, thread) =
+                Writer::start(&b, clock_b.clone(), WriterSettings::new(100)).unwrap();
+            let q = p.clone();
+            let due = writer
+                .write(move |w| next_due_epoch(w, &q))
+                .await
+                .unwrap()
+                .unwrap();
+            let epoch = due.epoch;
+            let plan = plan_epoch(&b, &p, &due).unwrap();
+            let (record, roots) = (plan.record.clone(), plan.block_roots.clone());
+            let chunks: Vec<ChunkWrite> = plan
+                .chunk_ranges(usize::MAX)
+                .into_iter()
+                .map(|r| plan.chunk(r))
+                .collect();
+            writer
+                .write(move |w| {
+                    w.put_epoch(&record)?;
+                    w.put_epoch_blocks(record.epoch, &roots)?;
+                    Ok(w.write_epoch_chunks(epoch, &chunks, Duration::MAX)?)
+                })
+                .await
+                .unwrap();
+            let rows = epoch_settlement(&b.db.current().unwrap(), epoch).unwrap();
+            assert_eq!(rows.len(), n);
+            let day = day_of(epoch_window(epoch, p.length_us).0);
+            let settled = writer
+                .write(move |w| Ok(w.settle_epoch_rows(epoch, day, &rows[..150], Duration::MAX)?))
+                .await
+                .unwrap();
+            assert_eq!(settled, 150);
+            drop(writer);
+            thread.join().unwrap();
+        }
+        let key = p.proof_key.verifying_key();
+        let half =
+            crate::store::verify::verify_database(&b.reader().unwrap(), &key, |_| {}).unwrap();
+        assert_eq!((half.epochs_being_closed, half.proofs), (1, n as u64));
+
+        let reports_b = close_all(&b, &clock_b, &p).await;
+        assert!(reports_b[0].resumed);
+        assert_eq!(reports_b[0].proofs_written, 0);
+        let (ra, rb) = (a.reader().unwrap(), b.reader().unwrap());
+        for i in 0..n {
+            let id = crate::store::seed::node_id("node_", i);
+            let (na, nb) = (
+                ra.node(&id).unwrap().unwrap(),
+                rb.node(&id).unwrap().unwrap(),
+            );
+            assert!(nb.balance_usdt > Decimal::ZERO, "{id} was not credited");
+            assert_eq!(
+                (na.balance_usdt, na.credits_pending_usdt, na.credit_carry),
+                (nb.balance_usdt, nb.credits_pending_usdt, nb.credit_carry),
+                "{id}"
+            );
+            assert_eq!(
+                (na.last_proof, na.operational_seconds_total),
+                (nb.last_proof, nb.operational_seconds_total),
+                "{id}"
+            );
+        }
+        for store in [&a, &b] {
+            let r = crate::store::verify::verify_database(&store.reader().unwrap(), &key, |_| {})
+                .unwrap();
+            assert_eq!(r.epochs_being_closed, 0);
+        }
+        assert_eq!(
+            node_records(&b),
+            records_before,
+            "a close rewrote node records"
+        );
     }
 
     #[tokio::test]

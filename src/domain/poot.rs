@@ -42,6 +42,10 @@ pub struct NodeEpochInput {
 pub struct NodeEpochOutput {
     pub proof: Proof,
     pub credit_carry: Decimal,
+    /// The node's index in the store and the epoch of its previous proof: set by the
+    /// store, which read the chain state the proof links to (0 and None here).
+    pub node_index: u32,
+    pub prev_epoch: Option<u64>,
 }
 
 pub struct EpochParams {
@@ -178,6 +182,8 @@ pub fn prove_summary(
             inclusion_path: Vec::new(),
         },
         credit_carry: credit.carry,
+        node_index: 0,
+        prev_epoch: None,
     })
 }
 

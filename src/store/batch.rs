@@ -134,27 +134,6 @@ pub(super) fn write_ledger_entry(
     Ok(written)
 }
 
-/// Credits one closed epoch of UTC day `day` to the node: its balance at once, its ledger
-/// as part of the day's entry (an earlier day's pending credits are entered now).
-/// Returns the entry written, if one was.
-pub(super) fn credit_epoch_to(
-    ledger: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
-    node: &mut Node,
-    (seq, at_us): (&mut u64, Micros),
-    day: u32,
-    amount: Decimal,
-) -> StoreResult<Option<LedgerEntry>> {
-    let entered = if node.credits_pending_day != day {
-        enter_pending_credits(ledger, node, seq, at_us)?
-    } else {
-        None
-    };
-    node.balance_usdt += amount;
-    node.credits_pending_usdt += amount;
-    node.credits_pending_day = day;
-    Ok(entered)
-}
-
 /// Reads a little-endian u64 from the META table.
 pub fn meta_u64(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -436,11 +415,53 @@ impl<'a> Batch<'a> {
 
     /// A node with its latest liveness (staged or committed) applied.
     pub fn node(&self, id: &str) -> StoreResult<Option<Node>> {
-        let mut node = queries::node(&self.txn.open_table(NODES)?, id)?;
+        let mut node = self.node_tables()?.get(id)?;
         if let (Some(n), Some(live)) = (node.as_mut(), self.live(id)) {
             live.apply_to(n);
         }
         Ok(node)
+    }
+
+    /// The node tables of this transaction, to read nodes with their accounts (see
+    /// `accounts`); none of the three may be open elsewhere meanwhile.
+    pub(super) fn node_tables(
+        &self,
+    ) -> StoreResult<
+        super::accounts::NodeTables<
+            redb::Table<'_, &'static str, &'static [u8]>,
+            redb::Table<'_, &'static str, u32>,
+            redb::Table<'_, u32, &'static [u8]>,
+        >,
+    > {
+        Ok(super::accounts::NodeTables {
+            nodes: self.txn.open_table(NODES)?,
+            index: self.txn.open_table(NODE_INDEX)?,
+            accounts: self.txn.open_table(ACCOUNTS)?,
+        })
+    }
+
+    /// Writes `node`'s totals to its account row when it has one and they changed (the row,
+    /// not the record, holds them then: see `accounts`).
+    fn put_account(&mut self, node: &Node) -> StoreResult<()> {
+        let Some(i) = self
+            .txn
+            .open_table(NODE_INDEX)?
+            .get(node.node_id.as_str())?
+            .map(|v| v.value())
+        else {
+            return Ok(());
+        };
+        let mut accounts = self.txn.open_table(ACCOUNTS)?;
+        let Some(stored) = super::accounts::account_at(&accounts, i)? else {
+            return Ok(());
+        };
+        let now = super::accounts::Account::of_node(node);
+        if now != stored {
+            let mut edits = super::accounts::AccountEdits::default();
+            edits.put(&accounts, i, &now)?;
+            edits.flush(&mut accounts)?;
+        }
+        Ok(())
     }
 
     pub fn node_id_for_key(&self, public_key: &[u8; 32]) -> StoreResult<Option<String>> {
@@ -470,6 +491,7 @@ impl<'a> Batch<'a> {
         self.txn
             .open_table(NODES)?
             .insert(node.node_id.as_str(), encode(node).as_slice())?;
+        self.put_account(node)?;
         if previous.is_none() {
             self.txn
                 .open_table(NODE_KEYS)?

@@ -25,7 +25,7 @@ use rust_decimal::Decimal;
 use super::codec::decode;
 use super::error::{StoreError, StoreResult};
 use super::queries::{Page, Reader};
-use super::tables::{EPOCHS, EPOCH_BLOCKS, EPOCH_ROWS, NODES, NODE_IDS};
+use super::tables::{EPOCHS, EPOCH_BLOCKS, EPOCH_ROWS, NODE_IDS};
 use crate::domain::merkle::{blocked_path, leaf_hash, levels, path_at, Hash, BLOCK_LEAVES};
 use crate::domain::poot::{epoch_window, path_entries};
 use crate::domain::proof::{Epoch, Proof};
@@ -676,10 +676,47 @@ pub fn read_tables(
     })
 }
 
-/// The node's latest proof epoch, from its record.
+/// The node's latest proof epoch (see [`latest_stored_proof`]).
 pub fn latest_proof_epoch(txn: &ReadTransaction, node_id: &str) -> StoreResult<Option<u64>> {
-    let nodes = txn.open_table(NODES)?;
-    Ok(super::queries::node(&nodes, node_id)?.and_then(|n| n.last_proof.map(|(e, _)| e)))
+    let tables = super::accounts::read_tables(txn)?;
+    let settled = tables.get(node_id)?.and_then(|n| n.last_proof);
+    Ok(latest_stored_proof(txn, node_id, settled)?.map(|(e, _)| e))
+}
+
+/// The epoch whose close is under way (its record is stored, `closed_until` has not moved
+/// past it), if any.
+fn epoch_being_closed(txn: &ReadTransaction) -> StoreResult<Option<u64>> {
+    use super::tables::{META, POOT_CLOSED_UNTIL_KEY, POOT_LENGTH_KEY};
+    let meta = txn.open_table(META)?;
+    let closed_until = super::batch::meta_u64(&meta, POOT_CLOSED_UNTIL_KEY)?;
+    let length = super::batch::meta_u64(&meta, POOT_LENGTH_KEY)?;
+    let (Some(closed_until), Some(length)) = (closed_until, length.filter(|l| *l > 0)) else {
+        return Ok(None);
+    };
+    let epoch = crate::domain::poot::first_epoch_at_or_after(closed_until, length);
+    Ok(txn.open_table(EPOCHS)?.get(epoch)?.map(|_| epoch))
+}
+
+/// A node's latest stored proof: the one its totals were settled with (`settled`), or
+/// its proof in the epoch being closed, which is served as soon as its row is stored
+/// (its totals follow when the close settles the epoch, `store::settle`).
+pub fn latest_stored_proof(
+    txn: &ReadTransaction,
+    node_id: &str,
+    settled: Option<(u64, Hash)>,
+) -> StoreResult<Option<(u64, Hash)>> {
+    let Some(epoch) = epoch_being_closed(txn)? else {
+        return Ok(settled);
+    };
+    if settled.is_some_and(|(e, _)| e >= epoch) {
+        return Ok(settled);
+    }
+    let rows = txn.open_table(EPOCH_ROWS)?;
+    let ids = txn.open_table(NODE_IDS)?;
+    Ok(match find_row::<ProofRow>(&rows, &ids, epoch, node_id)? {
+        Some(found) => Some((epoch, found.row.proof_hash)),
+        None => settled,
+    })
 }
 
 impl Reader {

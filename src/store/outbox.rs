@@ -526,7 +526,7 @@ where
     I: ReadableTable<u32, &'static str>,
     E: ReadableTable<u64, &'static [u8]>,
 {
-    use super::tables::{LEDGER, NODES};
+    use super::tables::LEDGER;
     let chunk: EpochChunkRef = match serde_json::from_str(&reference.document) {
         Ok(c) => c,
         Err(e) => {
@@ -544,7 +544,7 @@ where
     };
     let site = chunk.site_id.as_str();
     let ledger = txn.open_table(LEDGER)?;
-    let nodes = txn.open_table(NODES)?;
+    let nodes = super::accounts::read_tables(txn)?;
     let mut push = |collection: &str, (natural, doc): (String, Value)| {
         out.push((
             seq,
@@ -566,7 +566,7 @@ where
             }
         }
         push(PROOFS_COLLECTION, proof_doc(site, &proof, Some(&record)));
-        if let Some(n) = super::queries::node(&nodes, node)? {
+        if let Some(n) = nodes.get(node)? {
             push(NODES_COLLECTION, node_doc(site, &n));
         }
     }
@@ -604,6 +604,7 @@ fn snapshot_page(
                 _ => PAYOUTS,
             };
             let t = txn.open_table(def)?;
+            let node_tables = super::accounts::read_tables(txn)?;
             let members = txn.open_table(POOL_MEMBERS)?;
             let from = match cursor {
                 Cursor::Str(s) => s.clone(),
@@ -616,7 +617,11 @@ fn snapshot_page(
                     continue;
                 }
                 let doc = match collection {
-                    NODES_COLLECTION => node_doc(site, &decode::<Node>(v.value())?),
+                    NODES_COLLECTION => {
+                        let mut n = decode::<Node>(v.value())?;
+                        node_tables.complete(&mut n)?;
+                        node_doc(site, &n)
+                    }
                     POOLS_COLLECTION => {
                         let p: Pool = decode(v.value())?;
                         let m = pool_members(&members, &p.pool_id)?;
@@ -635,7 +640,8 @@ fn snapshot_page(
             // Node by node, each node's proofs newest first along its chain; the cursor is
             // the last (node, epoch) copied.
             let proofs = super::epoch_rows::read_tables(txn, None)?;
-            let nodes = txn.open_table(NODES)?;
+            let node_tables = super::accounts::read_tables(txn)?;
+            let nodes = &node_tables.nodes;
             let (from_node, mut before) = match cursor {
                 Cursor::StrU64(s, n) => (s.clone(), Some(*n)),
                 _ => (String::new(), None),
@@ -646,7 +652,9 @@ fn snapshot_page(
                 if node_id != from_node {
                     before = None;
                 }
-                let latest = decode::<Node>(v.value())?.last_proof.map(|(e, _)| e);
+                let mut node = decode::<Node>(v.value())?;
+                node_tables.complete(&mut node)?;
+                let latest = node.last_proof.map(|(e, _)| e);
                 let page = proofs.history(node_id, latest, before, limit - docs.len())?;
                 let epoch = |e: u64| -> StoreResult<Option<Epoch>> { proofs.record(e) };
                 for p in page.items {

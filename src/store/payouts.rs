@@ -6,13 +6,16 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::json;
 
+use redb::ReadableTable;
+
+use super::accounts::{Account, AccountEdits};
 use super::batch::write_ledger_entry;
 use super::codec::encode;
 use super::error::{StoreError, StoreResult};
 use super::queries;
 use super::tables::{
-    payout_state_counter, AUDIT, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_PAYOUTS, PAYOUTS,
-    PAYOUTS_BY_STATE,
+    payout_state_counter, ACCOUNTS, AUDIT, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_INDEX, NODE_PAYOUTS,
+    PAYOUTS, PAYOUTS_BY_STATE,
 };
 use super::{Actor, Batch};
 use crate::domain::alert::EventType;
@@ -60,6 +63,10 @@ pub fn create_due_chunk(
     let txn = b.txn;
     {
         let mut nodes = txn.open_table(NODES)?;
+        let index = txn.open_table(NODE_INDEX)?;
+        let mut accounts = txn.open_table(ACCOUNTS)?;
+        // Balances of nodes with an account row change there, one value per 128 nodes.
+        let mut account_edits = AccountEdits::default();
         let mut ledger = txn.open_table(LEDGER)?;
         let mut payouts = txn.open_table(PAYOUTS)?;
         let mut node_payouts = txn.open_table(NODE_PAYOUTS)?;
@@ -70,10 +77,18 @@ pub fn create_due_chunk(
                 break;
             }
             out.consumed += 1;
-            let Some(mut node) = queries::node(&nodes, node_id)? else {
+            let Some(mut node) = queries::node_record(&nodes, node_id)? else {
                 out.skipped += 1;
                 continue;
             };
+            let node_index = index.get(node_id.as_str())?.map(|v| v.value());
+            let account = match node_index {
+                Some(i) => account_edits.get(&accounts, i)?,
+                None => None,
+            };
+            if let Some(a) = account {
+                a.apply_to(&mut node);
+            }
             let Ok(amount) = due(&node, threshold) else {
                 out.skipped += 1;
                 continue;
@@ -104,8 +119,13 @@ pub fn create_due_chunk(
                 format!("payout:{}", payout.payout_id),
             )?;
             // Written around `put_node`: only the balance changes, never the status its
-            // index and counters follow.
-            nodes.insert(node_id.as_str(), encode(&node).as_slice())?;
+            // index and counters follow; into the account row when the node has one.
+            match (node_index, account) {
+                (Some(i), Some(_)) => account_edits.put(&accounts, i, &Account::of_node(&node))?,
+                _ => {
+                    nodes.insert(node_id.as_str(), encode(&node).as_slice())?;
+                }
+            }
             let id = payout.payout_id.as_str();
             payouts.insert(id, encode(&payout).as_slice())?;
             node_payouts.insert((node_id.as_str(), id), ())?;
@@ -123,6 +143,7 @@ pub fn create_due_chunk(
             }
             out.created.push(payout);
         }
+        account_edits.flush(&mut accounts)?;
     }
     if out.created.is_empty() {
         return Ok(out);

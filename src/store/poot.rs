@@ -4,9 +4,9 @@
 //!   writer: once an epoch is finished its heartbeats cannot change (receive stamps are
 //!   handed out inside the writer and strictly increase).
 //! - [`Batch::write_epoch_chunks`] writes chunks of proofs (96-byte rows, see
-//!   `epoch_rows`) with their node updates and ledger credits. A chunk already stored is
-//!   skipped, and a chunk, its credits and its node updates commit together: a crash
-//!   between chunks loses nothing and credits nothing twice.
+//!   `epoch_rows`). A chunk already stored is skipped; the nodes' totals and ledgers
+//!   follow from the stored rows when the epoch is settled (`settle`), which skips what
+//!   it settled before: a crash anywhere loses nothing and credits nothing twice.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,18 +14,12 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::batch::credit_epoch_to;
-use super::codec::encode;
 use super::epoch_rows::{encode_chunk, epoch_rows, node_id_of, ProofRow};
 use super::error::{StoreError, StoreResult};
-use super::tables::{
-    COUNTERS, EPOCH_ROWS, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_IDS, NODE_INDEX, PROOFS_COUNTER,
-};
+use super::tables::{COUNTERS, EPOCH_ROWS, NODE_IDS, PROOFS_COUNTER};
 use super::Batch;
 use crate::clock::Micros;
-use crate::domain::ledger::day_of;
 use crate::domain::merkle::{leaf_hash_parts, Hash};
-use crate::domain::node::Node;
 use crate::domain::poot::{prove_summary, EpochParams, NodeEpochOutput, WindowAccumulator};
 use crate::domain::proof::Proof;
 
@@ -108,29 +102,56 @@ fn prove_part(
 }
 
 /// Each node's proof from its finished window and its chain state (carry, previous proof)
-/// as `txn` holds it; nodes in `stored` and unknown nodes are skipped.
+/// as `txn` holds it (its account row, or its record before it has one); nodes in `stored`
+/// and unknown nodes are skipped.
 fn prove_windows(
     txn: &redb::ReadTransaction,
     params: &EpochParams,
     windows: Vec<(Box<str>, WindowAccumulator)>,
     stored: &HashSet<String>,
 ) -> StoreResult<Vec<NodeEpochOutput>> {
-    let nodes = txn.open_table(NODES)?;
+    let tables = super::accounts::read_tables(txn)?;
+    // Account values decoded once each: the nodes come in id order, their indexes in none.
+    let mut chunks: FastMap<u32, Option<redb::AccessGuard<'_, &'static [u8]>>> = FastMap::default();
     let mut outputs = Vec::with_capacity(windows.len());
     for (node_id, window) in windows {
         if stored.contains(&*node_id) {
             continue;
         }
-        let Some(node) = super::queries::node(&nodes, &node_id)? else {
+        let Some(node_index) = tables.index.get(&*node_id)?.map(|v| v.value()) else {
             continue; // heartbeats of an unknown node prove nothing
         };
-        outputs.extend(prove_summary(
-            params,
-            node_id.into(),
-            window.finish(params),
-            node.credit_carry,
-            node.last_proof.map(|(_, h)| h),
-        ));
+        let chunk = node_index / super::accounts::ROWS_PER_CHUNK;
+        if !chunks.contains_key(&chunk) {
+            chunks.insert(chunk, tables.accounts.get(chunk)?);
+        }
+        let account = match chunks.get(&chunk).and_then(|c| c.as_ref()) {
+            Some(bytes) => super::accounts::account_in(bytes.value(), node_index)?,
+            None => None,
+        };
+        let (carry, last_proof) = match account {
+            Some(a) => (a.credit_carry, a.last_proof),
+            None => {
+                let Some(node) = super::queries::node_record(&tables.nodes, &node_id)? else {
+                    continue;
+                };
+                (node.credit_carry, node.last_proof)
+            }
+        };
+        outputs.extend(
+            prove_summary(
+                params,
+                node_id.into(),
+                window.finish(params),
+                carry,
+                last_proof.map(|(_, h)| h),
+            )
+            .map(|o| NodeEpochOutput {
+                node_index,
+                prev_epoch: last_proof.map(|(e, _)| e),
+                ..o
+            }),
+        );
     }
     Ok(outputs)
 }
@@ -222,10 +243,13 @@ pub fn stored_leaves(db: &Database, epoch: u64) -> StoreResult<Vec<(String, u64,
         .collect()
 }
 
-/// One proof to store, with the node's carry after it.
+/// One proof to store, with the node's carry after it, its index and the epoch of the
+/// proof it links to.
 pub struct ProofWrite {
     pub proof: Proof,
     pub credit_carry: Decimal,
+    pub node_index: u32,
+    pub prev_epoch: Option<u64>,
 }
 
 /// Proofs at consecutive positions of an epoch, from `position` on, stored as one value.
@@ -235,10 +259,9 @@ pub struct ChunkWrite {
 }
 
 impl Batch<'_> {
-    /// Stores chunks of one epoch's proofs: each chunk as one value of rows, with each
-    /// proof's ledger credit and its node's new carry, last proof and operational total.
-    /// A chunk already stored is skipped (a resumed close). Checks every node of a chunk
-    /// first and writes only then, so a refused chunk writes nothing.
+    /// Stores chunks of one epoch's proofs, each chunk as one value of rows. A chunk
+    /// already stored is skipped (a resumed close). The nodes' totals follow when the
+    /// epoch is settled (`settle`): a chunk writes no node, ledger or account row.
     ///
     /// Stops once `budget` has passed (the writer is what heartbeats wait for), after at
     /// least one chunk. Returns `(chunks consumed, proofs written)`: the caller sends the
@@ -265,17 +288,16 @@ impl Batch<'_> {
             return Ok(0);
         };
         let key = (epoch, first.proof.node_id.as_str());
-        if self.txn.open_table(EPOCH_ROWS)?.get(key)?.is_some() {
+        let mut table = self.txn.open_table(EPOCH_ROWS)?;
+        if table.get(key)?.is_some() {
             return Ok(0);
         }
         let position = u32::try_from(chunk.position)
             .map_err(|_| StoreError::corrupt("an epoch of more than 4 billion proofs"))?;
-        // (item, its node as stored, its row)
-        let mut todo: Vec<(&ProofWrite, Node, ProofRow)> = Vec::with_capacity(chunk.items.len());
-        {
-            let nodes = self.txn.open_table(NODES)?;
-            let index = self.txn.open_table(NODE_INDEX)?;
-            for item in &chunk.items {
+        let rows = chunk
+            .items
+            .iter()
+            .map(|item| {
                 let p = &item.proof;
                 if p.epoch != epoch {
                     return Err(StoreError::corrupt(format!(
@@ -283,24 +305,9 @@ impl Batch<'_> {
                         p.epoch
                     )));
                 }
-                let node = super::queries::node(&nodes, &p.node_id)?.ok_or_else(|| {
-                    StoreError::corrupt(format!("node {} of a proof is missing", p.node_id))
-                })?;
-                if node.last_proof.map(|(_, h)| h) != p.prev_proof_hash {
-                    return Err(StoreError::corrupt(format!(
-                        "node {}'s proof chain moved while epoch {epoch} was being closed",
-                        p.node_id
-                    )));
-                }
-                let node_index = index
-                    .get(p.node_id.as_str())?
-                    .map(|v| v.value())
-                    .ok_or_else(|| {
-                        StoreError::corrupt(format!("node {} has no index", p.node_id))
-                    })?;
-                let prev_delta = match node.last_proof {
+                let prev_delta = match item.prev_epoch {
                     None => 0,
-                    Some((e, _)) => epoch
+                    Some(e) => epoch
                         .checked_sub(e)
                         .filter(|d| *d > 0)
                         .and_then(|d| u32::try_from(d).ok())
@@ -311,53 +318,24 @@ impl Batch<'_> {
                             ))
                         })?,
                 };
-                let row = ProofRow::of_proof(p, node_index, prev_delta, item.credit_carry)?;
-                todo.push((item, node, row));
-            }
-        }
-        let now = self.now_us();
-        let day = day_of(first.proof.window_start_us);
-        let seq_before = self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
-        let mut seq = seq_before;
-        let rows: Vec<ProofRow> = todo.iter().map(|t| t.2).collect();
-        {
-            let mut nodes = self.txn.open_table(NODES)?;
-            let mut ledger = self.txn.open_table(LEDGER)?;
-            for (item, mut node, _) in todo {
-                let p = &item.proof;
-                node.credit_carry = item.credit_carry;
-                node.last_proof = Some((epoch, p.proof_hash));
-                node.operational_seconds_total += p.operational_seconds;
-                if p.credits_usdt > Decimal::ZERO {
-                    // The balance now; the ledger once per day (`credit_epoch_to`).
-                    credit_epoch_to(&mut ledger, &mut node, (&mut seq, now), day, p.credits_usdt)?;
-                }
-                // Written around `put_node`: the status (which its index and counters
-                // follow) never changes here.
-                nodes.insert(node.node_id.as_str(), encode(&node).as_slice())?;
-            }
-        }
-        self.txn
-            .open_table(EPOCH_ROWS)?
-            .insert(key, encode_chunk(position, &rows).as_slice())?;
-        self.set_meta_u64(LEDGER_SEQ_KEY, seq)?;
-        {
-            let mut counters = self.txn.open_table(COUNTERS)?;
-            let current = counters
-                .get(PROOFS_COUNTER)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            counters.insert(PROOFS_COUNTER, current + rows.len() as u64)?;
-        }
-        // The mirror's outbox: one reference for the chunk; its ledger, proof and node
-        // documents are rendered when the sync task sends them.
-        self.mirror_epoch_chunk(epoch, &first.proof.node_id, (seq_before, seq))?;
+                ProofRow::of_proof(p, item.node_index, prev_delta, item.credit_carry)
+            })
+            .collect::<StoreResult<Vec<ProofRow>>>()?;
+        table.insert(key, encode_chunk(position, &rows).as_slice())?;
+        drop(table);
+        let mut counters = self.txn.open_table(COUNTERS)?;
+        let current = counters
+            .get(PROOFS_COUNTER)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        counters.insert(PROOFS_COUNTER, current + rows.len() as u64)?;
         Ok(rows.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::codec::encode;
     use super::*;
     use crate::domain::heartbeat::StoredHeartbeat;
     use crate::domain::merkle::leaf_hash;

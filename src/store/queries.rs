@@ -19,7 +19,9 @@ use crate::domain::payout::{Payout, PayoutState};
 use crate::domain::pool::Pool;
 use crate::domain::proof::Epoch;
 
-pub fn node(
+/// A node's record as stored, without its account row (see `accounts`: the totals may be
+/// stale); readers use `accounts::NodeTables::get`.
+pub fn node_record(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
 ) -> StoreResult<Option<Node>> {
@@ -82,9 +84,11 @@ impl Reader {
     }
 
     pub fn node(&self, id: &str) -> StoreResult<Option<Node>> {
-        let mut node = node(&self.txn.open_table(NODES)?, id)?;
+        let mut node = super::accounts::read_tables(&self.txn)?.get(id)?;
         if let Some(n) = node.as_mut() {
             self.liveness.apply(n);
+            // A proof stored by the close under way is the latest one already.
+            n.last_proof = super::epoch_rows::latest_stored_proof(&self.txn, id, n.last_proof)?;
         }
         Ok(node)
     }
@@ -133,15 +137,16 @@ impl Reader {
         limit: usize,
         keep: impl Fn(&Node) -> bool,
     ) -> StoreResult<Page<Node>> {
-        let table = self.txn.open_table(NODES)?;
+        let tables = super::accounts::read_tables(&self.txn)?;
         let start = match after {
             Some(a) => Bound::Excluded(a),
             None => Bound::Unbounded,
         };
         let mut items = Vec::new();
-        for entry in table.range::<&str>((start, Bound::Unbounded))? {
+        for entry in tables.nodes.range::<&str>((start, Bound::Unbounded))? {
             let (_, v) = entry?;
             let mut n: Node = decode(v.value())?;
+            tables.complete(&mut n)?;
             self.liveness.apply(&mut n);
             if keep(&n) {
                 if items.len() == limit {
@@ -207,7 +212,7 @@ impl Reader {
             NodeIndex::Pool => POOL_MEMBERS,
             NodeIndex::Status => NODES_BY_STATUS,
         };
-        let nodes = self.txn.open_table(NODES)?;
+        let nodes = super::accounts::read_tables(&self.txn)?;
         let index = self.txn.open_table(table)?;
         let start = match after {
             Some(a) => Bound::Excluded((group, a)),
@@ -222,7 +227,7 @@ impl Reader {
             if g != group {
                 break;
             }
-            let Some(mut n) = node(&nodes, id)? else {
+            let Some(mut n) = nodes.get(id)? else {
                 continue;
             };
             self.liveness.apply(&mut n);
@@ -246,7 +251,8 @@ impl Reader {
         let nodes = self.txn.open_table(NODES)?;
         let mut count = 0;
         for id in self.pool_member_ids(pool_id)? {
-            if let Some(n) = node(&nodes, &id)? {
+            // The status only: the record's own copy is current.
+            if let Some(n) = node_record(&nodes, &id)? {
                 if n.status == NodeStatus::Online {
                     count += 1;
                 }

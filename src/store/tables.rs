@@ -58,6 +58,8 @@ pub(crate) const DAY_ROWS: TableDefinition<(u64, &str), &[u8]> = TableDefinition
 pub(crate) const NODE_INDEX: TableDefinition<&str, u32> = TableDefinition::new("node_index");
 /// node index -> node_id
 pub(crate) const NODE_IDS: TableDefinition<u32, &str> = TableDefinition::new("node_ids");
+/// node_index / 128 -> the running totals of 128 nodes as 104-byte rows (see `accounts`).
+pub(crate) const ACCOUNTS: TableDefinition<u32, &[u8]> = TableDefinition::new("accounts");
 /// epoch -> Epoch (root, signature)
 pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
 /// (node_id, entry seq) -> LedgerEntry: append-only credits and debits.
@@ -155,6 +157,7 @@ pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(DAY_ROWS)?;
     v.visit(NODE_INDEX)?;
     v.visit(NODE_IDS)?;
+    v.visit(ACCOUNTS)?;
     v.visit(EPOCHS)?;
     v.visit(LEDGER)?;
     v.visit(PAYOUTS)?;

@@ -78,12 +78,15 @@ impl std::fmt::Display for DbReport {
 }
 
 /// What the proof pass learns about a node, to compare with its record and ledger.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct NodeProofs {
     last: Option<(u64, Hash)>,
     carry: Decimal,
     seconds: u64,
     credits: Decimal,
+    /// The same before the node's proof of an epoch still being closed: its totals follow
+    /// once the close settles the epoch (`store::settle`), so either state is right.
+    before_closing: Option<Box<NodeProofs>>,
 }
 
 /// What pass 1 keeps of each proof for the per-epoch checks.
@@ -175,6 +178,10 @@ pub fn verify_database(
 
     progress("proofs");
     let epochs = reader.all_epochs().map_err(e)?;
+    let closed_until = reader
+        .meta_u64(POOT_CLOSED_UNTIL_KEY)
+        .map_err(e)?
+        .unwrap_or(0);
     let mut per_epoch: BTreeMap<u64, Vec<Leaf>> = BTreeMap::new();
     reader
         .for_each_proof(|p: Proof| {
@@ -203,6 +210,12 @@ pub fn verify_database(
             match epochs.get(&p.epoch) {
                 None => problems.push(format!("{where_}: its epoch has no record")),
                 Some(ep) => {
+                    if epoch_window(p.epoch, ep.length_us).1 > closed_until {
+                        state.before_closing = Some(Box::new(NodeProofs {
+                            before_closing: None,
+                            ..state.clone()
+                        }));
+                    }
                     let credit =
                         credit_epoch(p.operational_seconds, ep.reward_per_hour, state.carry);
                     if credit.credited != p.credits_usdt {
@@ -232,10 +245,6 @@ pub fn verify_database(
     progress("epochs");
     let pruned_before = reader
         .meta_u64(HEARTBEATS_PRUNED_BEFORE_KEY)
-        .map_err(e)?
-        .unwrap_or(0);
-    let closed_until = reader
-        .meta_u64(POOT_CLOSED_UNTIL_KEY)
         .map_err(e)?
         .unwrap_or(0);
     for (k, ep) in &epochs {
@@ -420,12 +429,18 @@ pub fn verify_database(
                 .map(|en| en.amount)
                 .sum::<Decimal>()
                 + node.credits_pending_usdt;
+            let proofs = per_node.remove(&node.node_id).unwrap_or_default();
+            // A node not yet settled for an epoch being closed is checked as before it.
             let NodeProofs {
                 last,
                 carry,
                 seconds,
                 credits: proof_credits,
-            } = per_node.remove(&node.node_id).unwrap_or_default();
+                ..
+            } = match proofs.before_closing {
+                Some(before) if node.last_proof == before.last => *before,
+                _ => proofs,
+            };
             if credited != proof_credits {
                 problems.push(format!(
                     "node {}: ledger credits {credited} but its proofs credit {proof_credits}",
