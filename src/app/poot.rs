@@ -69,9 +69,10 @@ pub fn check_epoch_length(
 }
 
 /// Proofs sent per writer job while closing an epoch; a job stops early once it has run
-/// for [`JOB_BUDGET`]. Each job holds the writer (and so heartbeat ingestion) for a few
-/// milliseconds; the epoch's proofs are computed before, outside the writer.
-pub const PROOF_CHUNK: usize = 2000;
+/// for [`JOB_BUDGET`], so it holds the writer (and so heartbeat ingestion) no longer than
+/// that; the epoch's proofs are computed before, outside the writer. Storing a proof row
+/// takes about a microsecond: a 10k-node epoch is one job (one durable commit).
+pub const PROOF_CHUNK: usize = 10_000;
 
 /// How long one chunk job may run inside the writer before it stops (its commit follows).
 pub const JOB_BUDGET: Duration = Duration::from_millis(20);
@@ -142,10 +143,11 @@ pub async fn close_due_epochs(app: &AppState) -> ApiResult<Vec<u64>> {
 /// (shared by the timer and `calculate`).
 ///
 /// Each epoch: (1) a short writer job finds the next finished epoch; (2) its proofs are
-/// computed from a read snapshot, outside the writer; (3) a writer job stores the signed
-/// epoch record; (4) jobs of [`PROOF_CHUNK`] proofs store the proof rows; (5) jobs settle
-/// the stored rows into the nodes' totals and ledgers (`store::settle`); (6) a last job
-/// moves `closed_until` past the epoch, queues it for the mirror and audits it. A crash
+/// computed from a read snapshot, outside the writer; (3) the first writer job stores the
+/// signed epoch record with (4) the first proof rows, jobs of [`PROOF_CHUNK`] proofs
+/// the rest; (5) jobs settle the stored rows into the nodes' totals and ledgers
+/// (`store::settle`), and (6) the last of them moves `closed_until` past the epoch,
+/// queues it for the mirror and audits it. A crash
 /// anywhere resumes at (2) with the stored record: proofs are recomputed identically,
 /// stored ones are skipped, the root must match the record, settled rows are skipped.
 pub async fn close_due_epochs_with(
@@ -440,30 +442,6 @@ pub async fn close_epoch_in_chunks(
     report.accumulated = plan.accumulated;
     let plan = Arc::new(plan);
 
-    // The signed record and the block roots first: a proof is never stored without its
-    // epoch's root and signature (the API and the mirror publish proofs with them).
-    let record = plan.record.clone();
-    let roots = plan.block_roots.clone();
-    report
-        .writer
-        .write(writer, move |b| {
-            match b.epoch(record.epoch)? {
-                Some(stored) if stored == record => {}
-                Some(_) => {
-                    return Err(ApiError::unavailable(format!(
-                        "epoch {} has a different record stored; refusing to rewrite it",
-                        record.epoch
-                    )))
-                }
-                None => b.put_epoch(&record)?,
-            }
-            if !b.has_epoch_blocks(record.epoch)? {
-                b.put_epoch_blocks(record.epoch, &roots)?;
-            }
-            Ok(())
-        })
-        .await?;
-
     // Proofs of a block not yet whole are served from this tree meanwhile.
     store.closing.set(epoch, plan.levels.clone());
     let written = write_chunks(writer, &mut report, &plan, epoch).await;
@@ -539,7 +517,27 @@ async fn settle_and_finish(
     }
 }
 
-/// Step (4): the plan's proofs in chunks, a few blocks per writer job. Returns the proofs
+/// Step (3): the signed record and the block roots, before any proof (in the same job as
+/// the first chunk): a proof is never stored without its epoch's root and signature (the
+/// API and the mirror publish proofs with them).
+fn store_record(b: &mut Batch<'_>, record: &Epoch, roots: &[Hash]) -> ApiResult<()> {
+    match b.epoch(record.epoch)? {
+        Some(stored) if stored == *record => {}
+        Some(_) => {
+            return Err(ApiError::unavailable(format!(
+                "epoch {} has a different record stored; refusing to rewrite it",
+                record.epoch
+            )))
+        }
+        None => b.put_epoch(record)?,
+    }
+    if !b.has_epoch_blocks(record.epoch)? {
+        b.put_epoch_blocks(record.epoch, roots)?;
+    }
+    Ok(())
+}
+
+/// Steps (3) and (4): the plan's proofs in chunks, a few blocks per writer job. Returns the proofs
 /// written (stored chunks are skipped).
 async fn write_chunks(
     writer: &Writer<ApiError>,
@@ -550,23 +548,27 @@ async fn write_chunks(
     let rows = debug_knob("LUCID_DEBUG_POOT_CHUNK").map_or(usize::MAX, |c| c.max(1) as usize);
     let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
     let ranges = plan.chunk_ranges(rows);
+    let mut record = Some((plan.record.clone(), plan.block_roots.clone()));
     let mut written = 0;
     let mut next = 0;
-    while next < ranges.len() {
-        // Chunks up to about PROOF_CHUNK proofs per job; paths are read off the tree
-        // while the writer is busy with other jobs.
+    loop {
+        // Chunks up to about PROOF_CHUNK proofs per job.
         let mut chunks = Vec::new();
         let mut proofs = 0;
-        for r in &ranges[next..] {
+        for r in &ranges[next.min(ranges.len())..] {
             if !chunks.is_empty() && (proofs + r.len() > PROOF_CHUNK || pause.is_some()) {
                 break;
             }
             proofs += r.len();
             chunks.push(plan.chunk(r.clone()));
         }
+        let first = record.take();
         let (consumed, count) = report
             .writer
             .write(writer, move |b| {
+                if let Some((record, roots)) = &first {
+                    store_record(b, record, roots)?;
+                }
                 b.write_epoch_chunks(epoch, &chunks, JOB_BUDGET)
                     .map_err(ApiError::from)
             })
@@ -576,8 +578,10 @@ async fn write_chunks(
         if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
         }
+        if next >= ranges.len() {
+            return Ok(written);
+        }
     }
-    Ok(written)
 }
 
 /// Removes raw heartbeats older than the retention whose epochs are closed (a heartbeat
