@@ -1001,7 +1001,8 @@ mod tests {
         }
     }
 
-    /// Every node record as stored (bytes), in id order.
+    /// Every node record as stored (bytes), in id order: raw, as no reader serves them.
+    #[allow(clippy::disallowed_methods)]
     fn node_records(store: &crate::store::Store) -> Vec<Vec<u8>> {
         use redb::{ReadableDatabase, ReadableTable};
         let db = store.db.current().unwrap();

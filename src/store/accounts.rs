@@ -179,15 +179,21 @@ where
 }
 
 /// The node tables of a read transaction.
-pub fn read_tables(
-    txn: &redb::ReadTransaction,
-) -> StoreResult<
-    NodeTables<
-        redb::ReadOnlyTable<&'static str, &'static [u8]>,
-        redb::ReadOnlyTable<&'static str, u32>,
-        redb::ReadOnlyTable<u32, &'static [u8]>,
-    >,
-> {
+pub type ReadNodeTables = NodeTables<
+    redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    redb::ReadOnlyTable<&'static str, u32>,
+    redb::ReadOnlyTable<u32, &'static [u8]>,
+>;
+
+/// The node tables of a write transaction (read through; see `Batch::node_tables`).
+pub type WriteNodeTables<'t> = NodeTables<
+    redb::Table<'t, &'static str, &'static [u8]>,
+    redb::Table<'t, &'static str, u32>,
+    redb::Table<'t, u32, &'static [u8]>,
+>;
+
+/// The node tables of a read transaction.
+pub fn read_tables(txn: &redb::ReadTransaction) -> StoreResult<ReadNodeTables> {
     Ok(NodeTables {
         nodes: txn.open_table(super::tables::NODES)?,
         index: txn.open_table(super::tables::NODE_INDEX)?,
@@ -208,20 +214,23 @@ impl AccountEdits {
         accounts: &impl ReadableTable<u32, &'static [u8]>,
         chunk: u32,
     ) -> StoreResult<&mut Vec<u8>> {
-        if !self.chunks.contains_key(&chunk) {
-            let bytes = match accounts.get(chunk)? {
-                Some(v) => v.value().to_vec(),
-                None => vec![0; ROWS_PER_CHUNK as usize * ROW_LEN],
-            };
-            if bytes.len() != ROWS_PER_CHUNK as usize * ROW_LEN {
-                return Err(StoreError::corrupt(format!(
-                    "account chunk {chunk} is {} bytes",
-                    bytes.len()
-                )));
+        use std::collections::btree_map::Entry;
+        match self.chunks.entry(chunk) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let bytes = match accounts.get(chunk)? {
+                    Some(v) => v.value().to_vec(),
+                    None => vec![0; ROWS_PER_CHUNK as usize * ROW_LEN],
+                };
+                if bytes.len() != ROWS_PER_CHUNK as usize * ROW_LEN {
+                    return Err(StoreError::corrupt(format!(
+                        "account chunk {chunk} is {} bytes",
+                        bytes.len()
+                    )));
+                }
+                Ok(e.insert(bytes))
             }
-            self.chunks.insert(chunk, bytes);
         }
-        Ok(self.chunks.get_mut(&chunk).expect("inserted above"))
     }
 
     /// The account of `node_index` with the edits so far.
@@ -257,6 +266,7 @@ impl AccountEdits {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a write transaction on a scratch database
 mod tests {
     use super::*;
     use redb::ReadableTableMetadata;

@@ -424,15 +424,7 @@ impl<'a> Batch<'a> {
 
     /// The node tables of this transaction, to read nodes with their accounts (see
     /// `accounts`); none of the three may be open elsewhere meanwhile.
-    pub(super) fn node_tables(
-        &self,
-    ) -> StoreResult<
-        super::accounts::NodeTables<
-            redb::Table<'_, &'static str, &'static [u8]>,
-            redb::Table<'_, &'static str, u32>,
-            redb::Table<'_, u32, &'static [u8]>,
-        >,
-    > {
+    pub(super) fn node_tables(&self) -> StoreResult<super::accounts::WriteNodeTables<'_>> {
         Ok(super::accounts::NodeTables {
             nodes: self.txn.open_table(NODES)?,
             index: self.txn.open_table(NODE_INDEX)?,

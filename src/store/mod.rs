@@ -6,8 +6,8 @@
 //!   a caller is answered only after its commit.
 //! - A mutation writes its change and its audit event in the same transaction.
 
-#[allow(clippy::disallowed_methods)] // reads the stored heartbeats back at start
 pub mod accounts;
+#[allow(clippy::disallowed_methods)] // reads the stored heartbeats back at start
 pub mod accumulators;
 pub(crate) mod alerts;
 pub(crate) mod batch;
@@ -35,6 +35,8 @@ pub(crate) mod revocations;
 #[doc(hidden)] // for the benches and tests only
 #[allow(clippy::disallowed_methods)] // seeds data in a write transaction of its own
 pub mod seed;
+// Opens transactions (clippy.toml forbids it outside src/store/).
+#[allow(clippy::disallowed_methods)]
 pub mod settle;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]

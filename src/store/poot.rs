@@ -122,10 +122,11 @@ fn prove_windows(
             continue; // heartbeats of an unknown node prove nothing
         };
         let chunk = node_index / super::accounts::ROWS_PER_CHUNK;
-        if !chunks.contains_key(&chunk) {
-            chunks.insert(chunk, tables.accounts.get(chunk)?);
-        }
-        let account = match chunks.get(&chunk).and_then(|c| c.as_ref()) {
+        let stored = match chunks.entry(chunk) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(tables.accounts.get(chunk)?),
+        };
+        let account = match stored.as_ref() {
             Some(bytes) => super::accounts::account_in(bytes.value(), node_index)?,
             None => None,
         };
