@@ -77,9 +77,10 @@ pub const PROOF_CHUNK: usize = 10_000;
 /// How long one chunk job may run inside the writer before it stops (its commit follows).
 pub const JOB_BUDGET: Duration = Duration::from_millis(20);
 
-/// Debug builds only: `LUCID_DEBUG_POOT_CHUNK` (proofs per job) and
-/// `LUCID_DEBUG_POOT_CHUNK_PAUSE_MS` (a pause after each job) let a test kill the server
-/// in the middle of a close.
+/// Debug builds only: `LUCID_DEBUG_POOT_CHUNK` (proofs per job),
+/// `LUCID_DEBUG_POOT_SETTLE_ROWS` (rows settled per job) and
+/// `LUCID_DEBUG_POOT_CHUNK_PAUSE_MS` (a pause after each of those jobs) let a test kill
+/// the server in the middle of a close.
 fn debug_knob(name: &str) -> Option<u64> {
     if cfg!(debug_assertions) {
         std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -493,15 +494,19 @@ async fn settle_and_finish(
     };
     let rows = Arc::new(rows);
     let finish = Arc::new(finish);
+    let per_job =
+        debug_knob("LUCID_DEBUG_POOT_SETTLE_ROWS").map_or(usize::MAX, |c| c.max(1) as usize);
+    let pause = debug_knob("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS").map(Duration::from_millis);
     let mut next = 0;
     loop {
         let (todo, finish) = (rows.clone(), finish.clone());
         let (consumed, finished) = report
             .writer
             .write(writer, move |b| {
-                let consumed = match todo.get(next..).filter(|rest| !rest.is_empty()) {
-                    Some(rest) => b.settle_epoch_rows(epoch, day, rest, JOB_BUDGET)?,
-                    None => 0,
+                let rest = &todo[next.min(todo.len())..];
+                let consumed = match &rest[..rest.len().min(per_job)] {
+                    [] => 0,
+                    some => b.settle_epoch_rows(epoch, day, some, JOB_BUDGET)?,
                 };
                 let finished = next + consumed >= todo.len();
                 if finished {
@@ -514,6 +519,9 @@ async fn settle_and_finish(
             return Ok(());
         }
         next += consumed.max(1);
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 

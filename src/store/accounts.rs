@@ -205,7 +205,8 @@ pub fn read_tables(txn: &redb::ReadTransaction) -> StoreResult<ReadNodeTables> {
 /// ([`AccountEdits::flush`]): settling an epoch changes up to 128 rows of each value.
 #[derive(Default)]
 pub struct AccountEdits {
-    chunks: BTreeMap<u32, Vec<u8>>,
+    /// Each chunk read, and whether a row of it changed (only those are written back).
+    chunks: BTreeMap<u32, (Vec<u8>, bool)>,
 }
 
 impl AccountEdits {
@@ -213,7 +214,7 @@ impl AccountEdits {
         &mut self,
         accounts: &impl ReadableTable<u32, &'static [u8]>,
         chunk: u32,
-    ) -> StoreResult<&mut Vec<u8>> {
+    ) -> StoreResult<&mut (Vec<u8>, bool)> {
         use std::collections::btree_map::Entry;
         match self.chunks.entry(chunk) {
             Entry::Occupied(e) => Ok(e.into_mut()),
@@ -228,7 +229,7 @@ impl AccountEdits {
                         bytes.len()
                     )));
                 }
-                Ok(e.insert(bytes))
+                Ok(e.insert((bytes, false)))
             }
         }
     }
@@ -240,7 +241,7 @@ impl AccountEdits {
         node_index: u32,
     ) -> StoreResult<Option<Account>> {
         let (chunk, at) = chunk_of(node_index);
-        let bytes = self.chunk(accounts, chunk)?;
+        let (bytes, _) = self.chunk(accounts, chunk)?;
         Ok(Account::decode(&bytes[at..at + ROW_LEN]))
     }
 
@@ -251,15 +252,19 @@ impl AccountEdits {
         account: &Account,
     ) -> StoreResult<()> {
         let (chunk, at) = chunk_of(node_index);
-        let bytes = self.chunk(accounts, chunk)?;
+        let (bytes, changed) = self.chunk(accounts, chunk)?;
         account.encode_into(&mut bytes[at..at + ROW_LEN]);
+        *changed = true;
         Ok(())
     }
 
-    /// Writes the changed chunks.
+    /// Writes the changed chunks (a chunk only read is not rewritten: a resumed settling
+    /// reads every chunk again and changes few).
     pub fn flush(self, accounts: &mut redb::Table<'_, u32, &'static [u8]>) -> StoreResult<()> {
-        for (chunk, bytes) in self.chunks {
-            accounts.insert(chunk, bytes.as_slice())?;
+        for (chunk, (bytes, changed)) in self.chunks {
+            if changed {
+                accounts.insert(chunk, bytes.as_slice())?;
+            }
         }
         Ok(())
     }
@@ -314,6 +319,8 @@ mod tests {
             for i in [0u32, 127, 128, 1000] {
                 edits.put(&table, i, &account(i as u8)).unwrap();
             }
+            // Only read: chunk 40 is not written.
+            assert_eq!(edits.get(&table, 40 * ROWS_PER_CHUNK).unwrap(), None);
             edits.flush(&mut table).unwrap();
             for i in [0u32, 127, 128, 1000] {
                 assert_eq!(account_at(&table, i).unwrap(), Some(account(i as u8)));

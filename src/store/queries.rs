@@ -83,6 +83,10 @@ impl Reader {
         self
     }
 
+    /// A node as the API shows it: its account applied, its liveness, and as its latest
+    /// proof the one stored by a close under way (whose totals are not settled yet). For
+    /// display only: a node to change and store is read with `Batch::node` in the writer
+    /// (this one's `last_proof` would make the settling skip that epoch's credit).
     pub fn node(&self, id: &str) -> StoreResult<Option<Node>> {
         let mut node = super::accounts::read_tables(&self.txn)?.get(id)?;
         if let Some(n) = node.as_mut() {

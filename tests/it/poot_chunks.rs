@@ -28,16 +28,16 @@ async fn proofs_of(server: &TestServer, ids: &[String], epoch: u64) -> HashMap<S
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once() {
-    let mut server = TestServer::start_with(&[
+/// A server with 2-second epochs and the debug `knobs`, and [`NODES`] nodes that each sent
+/// one heartbeat; their ids.
+async fn start_with_beating_nodes(knobs: &[(&str, &str)]) -> (TestServer, Vec<String>) {
+    let mut env = vec![
         ("POOT_CALCULATION_INTERVAL", "2"),
         ("HEARTBEAT_TIMEOUT", "2"),
         ("REWARD_USDT_PER_HOUR", "36"),
-        ("LUCID_DEBUG_POOT_CHUNK", "1"),
-        ("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS", "500"),
-    ])
-    .await;
+    ];
+    env.extend_from_slice(knobs);
+    let server = TestServer::start_with(&env).await;
     let mut ids = Vec::new();
     for i in 0..NODES {
         let (node, key) = server.register_node(&server.admin, &format!("n{i}")).await;
@@ -54,6 +54,50 @@ async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once
         assert_eq!(status, 202, "{body}");
         ids.push(id);
     }
+    (server, ids)
+}
+
+fn micros(v: &Value) -> i64 {
+    v.as_str().unwrap().replace('.', "").parse::<i64>().unwrap()
+}
+
+/// Every node of `ids` credited once per proof: its balance is the sum of its proofs'
+/// credits, and the ledger as served (the day's pending credits included) sums to it.
+async fn assert_each_node_credited_once(server: &TestServer, ids: &[String]) {
+    for id in ids {
+        let proofs: i64 = proof_history(server, id)
+            .await
+            .iter()
+            .map(|p| micros(&p["credits_usdt"]))
+            .sum();
+        let (status, node) = server
+            .call(
+                "GET",
+                &format!("/api/v1/nodes/{id}/ledger"),
+                Some(&server.admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{node}");
+        let ledger = paginate_all(
+            server,
+            &format!("/api/v1/nodes/{id}/ledger?limit=500"),
+            &server.admin,
+        )
+        .await;
+        let entries: i64 = ledger.iter().map(|e| micros(&e["amount_usdt"])).sum();
+        assert_eq!(micros(&node["balance_usdt"]), proofs, "{id}: {node}");
+        assert_eq!(entries, proofs, "{id}: {ledger:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once() {
+    let (mut server, ids) = start_with_beating_nodes(&[
+        ("LUCID_DEBUG_POOT_CHUNK", "1"),
+        ("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS", "500"),
+    ])
+    .await;
 
     // Wait until the first epoch with proofs is part-way stored, then pull the plug. (Its
     // proofs are fewer than the nodes when their heartbeats straddle an epoch boundary.)
@@ -115,36 +159,100 @@ async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once
     for (id, proof) in &before {
         assert_eq!(&after[id], proof, "{id}'s proof changed across the restart");
     }
-    // Every node credited once per proof: its balance is the sum of its proofs' credits,
-    // and the ledger as served (the day's pending credits included) sums to it.
-    let micros = |v: &Value| -> i64 {
-        let s = v.as_str().unwrap().replace('.', "");
-        s.parse::<i64>().unwrap()
-    };
-    for id in after.keys() {
-        let proofs: i64 = proof_history(&server, id)
-            .await
-            .iter()
-            .map(|p| micros(&p["credits_usdt"]))
-            .sum();
-        let (status, first) = server
+    let proved: Vec<String> = after.keys().cloned().collect();
+    assert_each_node_credited_once(&server, &proved).await;
+    let _ = server.terminate().await;
+    server.verify_offline();
+}
+
+/// A close stores its proof rows, then settles them into the nodes' totals a few at a time
+/// (the debug build settles one node per job here): a server killed with SIGKILL while
+/// settling leaves a database that verifies, and after restart every node of the epoch is
+/// credited exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_an_epoch_is_settled_credits_every_node_once_after_restart() {
+    let (mut server, ids) = start_with_beating_nodes(&[
+        ("LUCID_DEBUG_POOT_SETTLE_ROWS", "1"),
+        ("LUCID_DEBUG_POOT_CHUNK_PAUSE_MS", "500"),
+    ])
+    .await;
+
+    // Wait until an epoch's proofs are all stored and served, some of their nodes are
+    // credited and some not yet: the close is settling. Then pull the plug.
+    wait_until_every(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || {
+            // node -> (epoch of its latest proof, its credits, the node's balance)
+            let mut latest = Vec::new();
+            for id in &ids {
+                let (status, proof) = server
+                    .call(
+                        "GET",
+                        &format!("/api/v1/poot/{id}"),
+                        Some(&server.admin),
+                        None,
+                    )
+                    .await;
+                if status != 200 {
+                    continue;
+                }
+                let (_, node) = server
+                    .call(
+                        "GET",
+                        &format!("/api/v1/nodes/{id}"),
+                        Some(&server.admin),
+                        None,
+                    )
+                    .await;
+                latest.push((
+                    proof["epoch"].as_u64().unwrap(),
+                    micros(&proof["credits_usdt"]),
+                    micros(&node["balance_usdt"]),
+                ));
+            }
+            let Some(first) = latest.iter().map(|l| l.0).min() else {
+                return Err("no proof yet".to_string());
+            };
+            let of_first: Vec<_> = latest.iter().filter(|l| l.0 == first).collect();
+            let credited = of_first.iter().filter(|l| l.2 > 0).count();
+            let waiting = of_first.iter().filter(|l| l.1 > 0 && l.2 == 0).count();
+            assert!(
+                latest.iter().all(|l| l.0 == first),
+                "a later epoch closed before the test could interrupt the first: {latest:?}"
+            );
+            if credited > 0 && waiting > 0 {
+                Ok(())
+            } else {
+                Err(format!("not settling: {latest:?}"))
+            }
+        },
+    )
+    .await;
+    server.kill();
+
+    let report = server.verify_offline();
+    assert!(report.contains("being closed"), "{report}");
+
+    server.restart();
+    let (status, calc) = server
+        .call("POST", "/api/v1/poot/calculate", Some(&server.admin), None)
+        .await;
+    assert_eq!(status, 200, "{calc}");
+    assert_each_node_credited_once(&server, &ids).await;
+    for id in &ids {
+        let (_, node) = server
             .call(
                 "GET",
-                &format!("/api/v1/nodes/{id}/ledger"),
+                &format!("/api/v1/nodes/{id}"),
                 Some(&server.admin),
                 None,
             )
             .await;
-        assert_eq!(status, 200, "{first}");
-        let ledger = paginate_all(
-            &server,
-            &format!("/api/v1/nodes/{id}/ledger?limit=500"),
-            &server.admin,
-        )
-        .await;
-        let entries: i64 = ledger.iter().map(|e| micros(&e["amount_usdt"])).sum();
-        assert_eq!(micros(&first["balance_usdt"]), proofs, "{id}: {first}");
-        assert_eq!(entries, proofs, "{id}: {ledger:?}");
+        assert!(
+            micros(&node["balance_usdt"]) > 0,
+            "{id} was never credited: {node}"
+        );
     }
     let _ = server.terminate().await;
     server.verify_offline();
