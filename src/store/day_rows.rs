@@ -139,7 +139,7 @@ pub fn plan_day(db: &Database, day: u32, length_us: u64) -> StoreResult<DayPlan>
         let (k, v) = entry?;
         let epoch = k.value().0;
         let (_, bytes) = super::epoch_rows::split_chunk::<ProofRow>(v.value())?;
-        for row in super::epoch_rows::rows_of::<ProofRow>(bytes) {
+        for row in super::epoch_rows::rows_of::<ProofRow>(&bytes) {
             let (fold, first_delta, carry) = folds
                 .entry(row.node_index)
                 .or_insert_with(|| (DayFold::default(), row.prev_delta, 0));

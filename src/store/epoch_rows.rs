@@ -16,6 +16,7 @@
 //! Merkle blocks ([`chunk_starts`]): a value takes a power-of-two run of pages, and a
 //! 680-row chunk fills 64 KiB where a 512-row one would leave a quarter of it empty.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use redb::{ReadTransaction, ReadableTable};
@@ -60,10 +61,19 @@ impl ClosingTree {
     }
 }
 
-/// Bytes of one stored proof.
+/// Bytes of one proof row as the code reads it (`ProofRow::decode`).
 pub const ROW_LEN: usize = 96;
-/// Bytes before a chunk's rows: the position of its first row in the epoch (u32 LE).
+/// Bytes of one proof row as chunks written since schema 4 store it: the row without its
+/// four reserved bytes (96 B rows came to 97-99 B of redb pages a proof, over the budget
+/// of 96; these come to 93).
+pub const STORED_ROW_LEN: usize = 92;
+/// Where the reserved bytes are in a `ROW_LEN` row.
+const RESERVED: std::ops::Range<usize> = 28..32;
+/// Bytes before a chunk's rows: the position of its first row in the epoch (u32 LE),
+/// with [`COMPACT_FLAG`] set when the rows are stored in their compact form.
 const CHUNK_HEADER: usize = 4;
+/// Set in a chunk's header when its rows are `StoredRow::STORED_LEN` bytes each.
+const COMPACT_FLAG: u32 = 1 << 31;
 
 /// One node's proof in an epoch, as stored. Fixed size: `ROW_LEN` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +94,34 @@ pub struct ProofRow {
 /// found, split and searched the same way.
 pub trait StoredRow: Sized + Copy + 'static {
     const LEN: usize;
+    /// Bytes of a row as new chunks store it (`LEN` unless the row has a compact form).
+    const STORED_LEN: usize = Self::LEN;
     fn decode(bytes: &[u8]) -> Self;
     fn encode_into(&self, out: &mut Vec<u8>);
     fn node_index(&self) -> u32;
+    /// Appends the `LEN`-byte form of a `STORED_LEN`-byte stored row.
+    fn expand_into(stored: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(stored);
+    }
+    /// Appends the row's stored form.
+    fn encode_stored_into(&self, out: &mut Vec<u8>) {
+        self.encode_into(out)
+    }
 }
 
 impl StoredRow for ProofRow {
     const LEN: usize = ROW_LEN;
+    const STORED_LEN: usize = STORED_ROW_LEN;
+    fn expand_into(stored: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&stored[..RESERVED.start]);
+        out.extend_from_slice(&[0; RESERVED.end - RESERVED.start]);
+        out.extend_from_slice(&stored[RESERVED.start..]);
+    }
+    fn encode_stored_into(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        self.encode_into(out);
+        out.drain(at + RESERVED.start..at + RESERVED.end);
+    }
     fn decode(bytes: &[u8]) -> Self {
         ProofRow::decode(bytes)
     }
@@ -205,26 +236,52 @@ fn micros(d: Decimal) -> Option<u64> {
     m.to_u64()
 }
 
-/// A chunk value: its first row's position, then its rows.
+/// A chunk value: its first row's position, then its rows in their stored form. Positions
+/// must be below 2^31 (the header's top bit is [`COMPACT_FLAG`]).
 pub fn encode_chunk<R: StoredRow>(position: u32, rows: &[R]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CHUNK_HEADER + rows.len() * R::LEN);
-    out.extend_from_slice(&position.to_le_bytes());
+    debug_assert!(position < COMPACT_FLAG);
+    let compact = R::STORED_LEN != R::LEN;
+    let header = if compact {
+        position | COMPACT_FLAG
+    } else {
+        position
+    };
+    let mut out = Vec::with_capacity(CHUNK_HEADER + rows.len() * R::STORED_LEN);
+    out.extend_from_slice(&header.to_le_bytes());
     for r in rows {
-        r.encode_into(&mut out);
+        r.encode_stored_into(&mut out);
     }
     out
 }
 
-/// A chunk's first position and its rows' bytes.
-pub fn split_chunk<R: StoredRow>(bytes: &[u8]) -> StoreResult<(u64, &[u8])> {
-    if bytes.len() < CHUNK_HEADER || !(bytes.len() - CHUNK_HEADER).is_multiple_of(R::LEN) {
-        return Err(StoreError::corrupt(format!(
+/// A chunk's first position and its rows' bytes, each row `R::LEN` bytes (a chunk of
+/// compact rows is expanded; one written before schema 4 is borrowed as it is).
+pub fn split_chunk<R: StoredRow>(bytes: &[u8]) -> StoreResult<(u64, Cow<'_, [u8]>)> {
+    let not_whole = || {
+        StoreError::corrupt(format!(
             "a stored chunk of {} bytes is not whole rows",
             bytes.len()
-        )));
+        ))
+    };
+    if bytes.len() < CHUNK_HEADER {
+        return Err(not_whole());
     }
-    let position = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-    Ok((position.into(), &bytes[CHUNK_HEADER..]))
+    let header = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let rows = &bytes[CHUNK_HEADER..];
+    if header & COMPACT_FLAG == 0 || R::STORED_LEN == R::LEN {
+        if !rows.len().is_multiple_of(R::LEN) {
+            return Err(not_whole());
+        }
+        return Ok((header.into(), Cow::Borrowed(rows)));
+    }
+    if !rows.len().is_multiple_of(R::STORED_LEN) {
+        return Err(not_whole());
+    }
+    let mut expanded = Vec::with_capacity(rows.len() / R::STORED_LEN * R::LEN);
+    for row in rows.chunks_exact(R::STORED_LEN) {
+        R::expand_into(row, &mut expanded);
+    }
+    Ok(((header & !COMPACT_FLAG).into(), Cow::Owned(expanded)))
 }
 
 pub fn rows_of<R: StoredRow>(rows: &[u8]) -> impl Iterator<Item = R> + '_ {
@@ -266,6 +323,7 @@ pub fn find_row<R: StoredRow>(
     let (k, v) = entry?;
     let chunk_first = k.value().1.to_string();
     let (chunk_position, bytes) = split_chunk::<R>(v.value())?;
+    let bytes = &bytes[..];
     let count = bytes.len() / R::LEN;
     let (mut lo, mut hi) = (0usize, count);
     while lo < hi {
@@ -299,7 +357,7 @@ pub fn rows_at<R: StoredRow>(
         let (_, v) = entry?;
         let (position, bytes) = split_chunk::<R>(v.value())?;
         out.extend(
-            rows_of::<R>(bytes)
+            rows_of::<R>(&bytes)
                 .enumerate()
                 .map(|(i, r)| (position + i as u64, r)),
         );
@@ -340,9 +398,10 @@ pub fn block_roots(
 }
 
 /// Rows per chunk, largest first. redb gives a value a power-of-two run of 4 KiB pages,
-/// so a chunk is sized to fill one: `4 + 96 n` bytes plus its key and the leaf's header.
-/// 680 rows fill 64 KiB (512 rows, one Merkle block, would take 64 KiB too: 128 B a row).
-const CHUNK_ROWS: [u64; 5] = [680, 338, 168, 82, 40];
+/// so a chunk is sized to fill one: `4 + 92 n` bytes plus its key and the leaf's header.
+/// 709 rows fill 64 KiB (512 rows, one Merkle block, would take 64 KiB too: 128 B a row).
+/// (Before schema 4, 96-byte rows: 680, 338, 168, 82, 40; readers need neither.)
+const CHUNK_ROWS: [u64; 5] = [709, 353, 175, 86, 41];
 
 /// Where the chunks of an epoch of `total` proofs start: full 64 KiB chunks while they
 /// fit, then the rest in the largest pieces that fill their allocation, then what is
@@ -386,7 +445,7 @@ fn block_leaves(
         for entry in rows_table.range((epoch, "")..(epoch, first))?.rev() {
             let (_, v) = entry?;
             let (position, rows) = split_chunk::<ProofRow>(v.value())?;
-            take(position, rows);
+            take(position, &rows);
             if position <= start {
                 break;
             }
@@ -397,7 +456,7 @@ fn block_leaves(
         for entry in rows_table.range((epoch, first)..(epoch + 1, ""))?.skip(1) {
             let (_, v) = entry?;
             let (position, rows) = split_chunk::<ProofRow>(v.value())?;
-            take(position, rows);
+            take(position, &rows);
             if position + (rows.len() / ROW_LEN) as u64 >= end {
                 break;
             }
@@ -528,6 +587,7 @@ where
         };
         let bytes = v.value().to_vec();
         let (chunk_position, rows) = split_chunk::<ProofRow>(&bytes)?;
+        let rows = &rows[..];
         let record = self.record(epoch)?.ok_or_else(|| {
             StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
         })?;
@@ -836,7 +896,7 @@ mod tests {
             let chunk = encode_chunk(7, &[row, row]);
             let (position, rows) = split_chunk::<ProofRow>(&chunk).unwrap();
             prop_assert_eq!(position, 7);
-            prop_assert_eq!(rows_of::<ProofRow>(rows).collect::<Vec<_>>(), vec![row, row]);
+            prop_assert_eq!(rows_of::<ProofRow>(&rows).collect::<Vec<_>>(), vec![row, row]);
         }
 
         #[test]
@@ -865,27 +925,27 @@ mod tests {
     fn chunks_cover_every_position_once_and_fill_their_allocation() {
         assert_eq!(chunk_starts(0), Vec::<u64>::new());
         assert_eq!(chunk_starts(30), vec![0]);
-        assert_eq!(chunk_starts(1_000), vec![0, 680, 848, 930, 970]);
-        for total in [1, 39, 40, 100, 512, 680, 681, 1_000, 10_000, 100_000] {
+        assert_eq!(chunk_starts(1_000), vec![0, 709, 884, 970]);
+        for total in [1, 39, 40, 41, 100, 512, 709, 710, 1_000, 10_000, 100_000] {
             let starts = chunk_starts(total);
             let mut sizes: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
             sizes.push(total - starts.last().unwrap());
             assert_eq!(sizes.iter().sum::<u64>(), total);
-            // All but the last are filling sizes, largest first; the last is under 40 rows
+            // All but the last are filling sizes, largest first; the last is under 41 rows
             // or a filling size itself.
             for w in sizes[..sizes.len() - 1].windows(2) {
                 assert!(w[0] >= w[1], "{sizes:?}");
             }
             let last = *sizes.last().unwrap();
-            assert!(last < 40 || CHUNK_ROWS.contains(&last), "{sizes:?}");
+            assert!(last < 41 || CHUNK_ROWS.contains(&last), "{sizes:?}");
         }
         // A value of each size, with a key and a leaf header to spare, fits its run of
         // pages, and the next row would not.
         for (rows, pages) in CHUNK_ROWS.into_iter().zip([16u64, 8, 4, 2, 1]) {
-            let bytes = CHUNK_HEADER as u64 + ROW_LEN as u64 * rows;
+            let bytes = CHUNK_HEADER as u64 + STORED_ROW_LEN as u64 * rows;
             assert!(bytes + 128 <= pages * 4096, "{rows} rows");
             assert!(
-                bytes + 4 * ROW_LEN as u64 > pages * 4096,
+                bytes + 4 * STORED_ROW_LEN as u64 > pages * 4096,
                 "{rows} rows leave rows empty"
             );
         }
@@ -896,5 +956,48 @@ mod tests {
         assert!(split_chunk::<ProofRow>(&[0, 0, 0]).is_err());
         assert!(split_chunk::<ProofRow>(&[0; 4 + ROW_LEN + 1]).is_err());
         assert!(split_chunk::<ProofRow>(&[0; 4]).is_ok());
+        // Compact rows: whole 92-byte rows, not 96.
+        let compact = |n: usize| {
+            let mut c = (COMPACT_FLAG | 3).to_le_bytes().to_vec();
+            c.extend(std::iter::repeat_n(7u8, n));
+            c
+        };
+        assert!(split_chunk::<ProofRow>(&compact(STORED_ROW_LEN * 2)).is_ok());
+        assert!(split_chunk::<ProofRow>(&compact(ROW_LEN)).is_err());
+    }
+
+    /// Chunks written since schema 4 store 92-byte rows; a database keeps chunks of
+    /// 96-byte rows from before (an epoch may even hold both, when its close was resumed
+    /// across the upgrade): both read as the same rows.
+    #[test]
+    fn compact_and_earlier_chunks_read_as_the_same_rows() {
+        let row = |i: u32| ProofRow {
+            node_index: i,
+            operational_seconds: 290 + i,
+            heartbeat_count: 10,
+            prev_delta: i % 3,
+            credits_micros: 4_027 * u64::from(i),
+            carry_micros: 999_999 - i,
+            heartbeats_root: [i as u8; 32],
+            proof_hash: [0xa0 ^ i as u8; 32],
+        };
+        let rows: Vec<ProofRow> = (0..5).map(row).collect();
+        let compact = encode_chunk(12, &rows);
+        assert_eq!(compact.len(), CHUNK_HEADER + 5 * STORED_ROW_LEN);
+        let mut earlier = 12u32.to_le_bytes().to_vec();
+        for r in &rows {
+            r.encode_into(&mut earlier);
+        }
+        assert_eq!(earlier.len(), CHUNK_HEADER + 5 * ROW_LEN);
+        for bytes in [&compact, &earlier] {
+            let (position, read) = split_chunk::<ProofRow>(bytes).unwrap();
+            assert_eq!(position, 12);
+            assert_eq!(rows_of::<ProofRow>(&read).collect::<Vec<_>>(), rows);
+        }
+        // Day rows have no compact form: their chunks carry no flag.
+        assert_eq!(
+            split_chunk::<ProofRow>(&earlier).unwrap().1.len(),
+            5 * ROW_LEN
+        );
     }
 }
