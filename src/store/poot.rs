@@ -103,7 +103,7 @@ fn prove_part(
 
 /// Each node's proof from its finished window and its chain state (carry, previous proof)
 /// as `txn` holds it (its account row, or its record before it has one); nodes in `stored`
-/// and unknown nodes are skipped.
+/// and unknown nodes are skipped. `windows` must be in node id order, without repeats.
 fn prove_windows(
     txn: &redb::ReadTransaction,
     params: &EpochParams,
@@ -114,11 +114,38 @@ fn prove_windows(
     // Account values decoded once each: the nodes come in id order, their indexes in none.
     let mut chunks: FastMap<u32, Option<redb::AccessGuard<'_, &'static [u8]>>> = FastMap::default();
     let mut outputs = Vec::with_capacity(windows.len());
+    // The nodes' indexes walked alongside the windows, both in id order: one step of a
+    // range per node instead of a B-tree lookup each (a tenth of a 100k close).
+    let mut index = match (windows.first(), windows.last()) {
+        (Some(first), Some(last)) => Some(tables.index.range::<&str>(&*first.0..=&*last.0)?),
+        _ => None,
+    };
+    let mut next_index: Option<(redb::AccessGuard<'_, &'static str>, u32)> = None;
     for (node_id, window) in windows {
         if stored.contains(&*node_id) {
             continue;
         }
-        let Some(node_index) = tables.index.get(&*node_id)?.map(|v| v.value()) else {
+        let node_index = loop {
+            if next_index.is_none() {
+                next_index = match index.as_mut().and_then(|i| i.next()) {
+                    Some(entry) => {
+                        let (k, v) = entry?;
+                        let i = v.value();
+                        Some((k, i))
+                    }
+                    None => None,
+                };
+            }
+            match &next_index {
+                None => break None,
+                Some((id, i)) => match id.value().cmp(&*node_id) {
+                    std::cmp::Ordering::Less => next_index = None,
+                    std::cmp::Ordering::Equal => break Some(*i),
+                    std::cmp::Ordering::Greater => break None,
+                },
+            }
+        };
+        let Some(node_index) = node_index else {
             continue; // heartbeats of an unknown node prove nothing
         };
         let chunk = node_index / super::accounts::ROWS_PER_CHUNK;
@@ -340,6 +367,43 @@ mod tests {
     use super::*;
     use crate::domain::heartbeat::StoredHeartbeat;
     use crate::domain::merkle::leaf_hash;
+
+    /// The window of a node nobody registered proves nothing, wherever its id falls among
+    /// the known ones (the nodes' indexes are walked alongside the windows).
+    #[test]
+    fn heartbeats_of_unknown_nodes_between_known_ones_prove_nothing() {
+        use crate::store::seed;
+        const S: u64 = 1_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
+        let params = EpochParams {
+            epoch: 10,
+            length_us: 300 * S,
+            timeout_us: 90 * S,
+            reward_per_hour: Decimal::new(5, 2),
+        };
+        let (start, end) = crate::domain::poot::epoch_window(10, params.length_us);
+        seed::in_transaction(&store, &clock, |b| {
+            seed::put_nodes(b, [1, 3, 4].map(|i| seed::node("node_", i, 0))).unwrap();
+            for i in 0..7 {
+                let id = seed::node_id("node_", i);
+                b.insert_heartbeat(start + S + i as u64, &id, &seed::heartbeat(&id, 1))
+                    .unwrap();
+            }
+        });
+        let db = store.db.current().unwrap();
+        let scanned = epoch_proofs(
+            &db,
+            &params,
+            start - params.timeout_us,
+            end,
+            &HashSet::new(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = scanned.iter().map(|o| o.proof.node_id.as_str()).collect();
+        let known: Vec<String> = [1, 3, 4].map(|i| seed::node_id("node_", i)).into();
+        assert_eq!(ids, known);
+    }
 
     #[test]
     fn the_leaf_read_from_the_bytes_equals_the_leaf_of_the_decoded_heartbeat() {
