@@ -906,23 +906,12 @@ mod tests {
         // B stores the record and one chunk of ten, twice (a retried chunk), then
         // "crashes": the writer goes away mid-close.
         {
-            let (writer, thread) =
-                Writer::start(&b, clock_b.clone(), WriterSettings::new(100)).unwrap();
-            let q = p.clone();
-            let due = writer
-                .write(move |w| next_due_epoch(w, &q))
-                .await
-                .unwrap()
-                .unwrap();
+            let (writer, thread, due, plan) = begin_close(&b, &clock_b, &p).await;
             assert_eq!(due.epoch, start / p.length_us);
-            let plan = plan_epoch(&b, &p, &due).unwrap();
             assert_eq!(plan.outputs.len(), n);
             let (record, roots) = (plan.record.clone(), plan.block_roots.clone());
             writer
-                .write(move |w| {
-                    w.put_epoch(&record)?;
-                    Ok(w.put_epoch_blocks(record.epoch, &roots)?)
-                })
+                .write(move |w| store_record(w, &record, &roots))
                 .await
                 .unwrap();
             let ranges = plan.chunk_ranges(10);
@@ -1009,6 +998,30 @@ mod tests {
         }
     }
 
+    /// A writer on `store`, the next due epoch and its plan: a close as far as a test that
+    /// interrupts it takes it by hand.
+    async fn begin_close(
+        store: &crate::store::Store,
+        clock: &crate::clock::Clock,
+        p: &CloseParams,
+    ) -> (
+        Writer<ApiError>,
+        std::thread::JoinHandle<()>,
+        DueEpoch,
+        EpochPlan,
+    ) {
+        let (writer, thread) =
+            Writer::start(store, clock.clone(), WriterSettings::new(100)).unwrap();
+        let q = p.clone();
+        let due = writer
+            .write(move |w| next_due_epoch(w, &q))
+            .await
+            .unwrap()
+            .unwrap();
+        let plan = plan_epoch(store, p, &due).unwrap();
+        (writer, thread, due, plan)
+    }
+
     /// Every node record as stored (bytes), in id order: raw, as no reader serves them.
     #[allow(clippy::disallowed_methods)]
     fn node_records(store: &crate::store::Store) -> Vec<Vec<u8>> {
@@ -1039,16 +1052,8 @@ mod tests {
 
         // B stores the record and every chunk, settles 150 of the 300 rows, and "crashes".
         {
-            let (writer, thread) =
-                Writer::start(&b, clock_b.clone(), WriterSettings::new(100)).unwrap();
-            let q = p.clone();
-            let due = writer
-                .write(move |w| next_due_epoch(w, &q))
-                .await
-                .unwrap()
-                .unwrap();
+            let (writer, thread, due, plan) = begin_close(&b, &clock_b, &p).await;
             let epoch = due.epoch;
-            let plan = plan_epoch(&b, &p, &due).unwrap();
             let (record, roots) = (plan.record.clone(), plan.block_roots.clone());
             let chunks: Vec<ChunkWrite> = plan
                 .chunk_ranges(usize::MAX)
@@ -1057,8 +1062,7 @@ mod tests {
                 .collect();
             writer
                 .write(move |w| {
-                    w.put_epoch(&record)?;
-                    w.put_epoch_blocks(record.epoch, &roots)?;
+                    store_record(w, &record, &roots)?;
                     Ok(w.write_epoch_chunks(epoch, &chunks, Duration::MAX)?)
                 })
                 .await

@@ -127,15 +127,20 @@ pub fn account_at(
 
 /// The account row of `node_index` in the stored value of its chunk.
 pub fn account_in(chunk: &[u8], node_index: u32) -> StoreResult<Option<Account>> {
+    let (number, at) = chunk_of(node_index);
+    check_chunk(number, chunk)?;
+    Ok(Account::decode(&chunk[at..at + ROW_LEN]))
+}
+
+/// A stored account value is whole: `ROWS_PER_CHUNK` rows.
+fn check_chunk(number: u32, chunk: &[u8]) -> StoreResult<()> {
     if chunk.len() != ROWS_PER_CHUNK as usize * ROW_LEN {
         return Err(StoreError::corrupt(format!(
-            "account chunk {} is {} bytes",
-            node_index / ROWS_PER_CHUNK,
+            "account chunk {number} is {} bytes",
             chunk.len()
         )));
     }
-    let (_, at) = chunk_of(node_index);
-    Ok(Account::decode(&chunk[at..at + ROW_LEN]))
+    Ok(())
 }
 
 /// The three tables a node is read from: its record, its index and its account row.
@@ -223,12 +228,7 @@ impl AccountEdits {
                     Some(v) => v.value().to_vec(),
                     None => vec![0; ROWS_PER_CHUNK as usize * ROW_LEN],
                 };
-                if bytes.len() != ROWS_PER_CHUNK as usize * ROW_LEN {
-                    return Err(StoreError::corrupt(format!(
-                        "account chunk {chunk} is {} bytes",
-                        bytes.len()
-                    )));
-                }
+                check_chunk(chunk, &bytes)?;
                 Ok(e.insert((bytes, false)))
             }
         }

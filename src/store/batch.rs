@@ -91,18 +91,37 @@ pub(super) fn enter_pending_credits(
     if node.credits_pending_usdt.is_zero() {
         return Ok(None);
     }
+    let entry = enter_day_credits(
+        ledger,
+        &node.node_id,
+        (node.credits_pending_usdt, node.credits_pending_day),
+        seq,
+        at_us,
+    )?;
+    node.credits_pending_usdt = Decimal::ZERO;
+    Ok(Some(entry))
+}
+
+/// Appends `amount` of epoch credits of UTC day `day` to `node_id`'s ledger as one
+/// `day:YYYY-MM-DD` credit entry (its balance includes them already).
+pub(super) fn enter_day_credits(
+    ledger: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
+    node_id: &str,
+    (amount, day): (Decimal, u32),
+    seq: &mut u64,
+    at_us: Micros,
+) -> StoreResult<LedgerEntry> {
     *seq += 1;
     let entry = LedgerEntry {
         seq: *seq,
-        node_id: node.node_id.clone(),
+        node_id: node_id.to_string(),
         at_us,
         kind: EntryKind::Credit,
-        amount: node.credits_pending_usdt,
-        reference: day_reference(node.credits_pending_day),
+        amount,
+        reference: day_reference(day),
     };
-    ledger.insert((node.node_id.as_str(), *seq), encode(&entry).as_slice())?;
-    node.credits_pending_usdt = Decimal::ZERO;
-    Ok(Some(entry))
+    ledger.insert((node_id, *seq), encode(&entry).as_slice())?;
+    Ok(entry)
 }
 
 /// Appends a ledger entry and applies it to the node's balance (the caller stores the

@@ -1,7 +1,7 @@
 //! Settling a closed epoch: its stored proof rows applied to the nodes' running totals
 //! (`accounts`): credit carry, latest proof, operational seconds, balance and the day's
-//! pending credits (a day's credits become one ledger entry once the node earns in a later
-//! day, or when another entry is written first: `batch::enter_pending_credits`).
+//! pending credits (a day's credits become one ledger entry, `batch::enter_day_credits`,
+//! once the node earns in a later day, or when another entry is written first).
 //!
 //! The rows are read once outside the writer and sorted by node index ([`epoch_settlement`]),
 //! so each writer job rewrites each account value it touches once. Settling is driven only
@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::accounts::{Account, AccountEdits, ROWS_PER_CHUNK};
-use super::codec::encode;
+use super::batch::enter_day_credits;
 use super::epoch_rows::{epoch_rows, node_id_of, ProofRow};
 use super::error::{StoreError, StoreResult};
 use super::tables::{ACCOUNTS, EPOCH_ROWS, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_IDS};
 use super::Batch;
-use crate::domain::ledger::{day_reference, EntryKind, LedgerEntry};
 
 /// META: the epoch being settled and the ledger sequence number before its first settling
 /// job: the mirror's chunk references name the ledger entries entered since.
@@ -104,16 +103,13 @@ impl Batch<'_> {
                     if account.credits_pending_day != day && !account.credits_pending_usdt.is_zero()
                     {
                         // The earlier day's credits become its ledger entry now.
-                        seq += 1;
-                        let entry = LedgerEntry {
-                            seq,
-                            node_id: node_id_of(&ids, row.node_index)?,
+                        enter_day_credits(
+                            &mut ledger,
+                            &node_id_of(&ids, row.node_index)?,
+                            (account.credits_pending_usdt, account.credits_pending_day),
+                            &mut seq,
                             at_us,
-                            kind: EntryKind::Credit,
-                            amount: account.credits_pending_usdt,
-                            reference: day_reference(account.credits_pending_day),
-                        };
-                        ledger.insert((entry.node_id.as_str(), seq), encode(&entry).as_slice())?;
+                        )?;
                         account.credits_pending_usdt = Default::default();
                     }
                     account.balance_usdt += credits;

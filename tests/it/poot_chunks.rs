@@ -57,8 +57,18 @@ async fn start_with_beating_nodes(knobs: &[(&str, &str)]) -> (TestServer, Vec<St
     (server, ids)
 }
 
-fn micros(v: &Value) -> i64 {
-    v.as_str().unwrap().replace('.', "").parse::<i64>().unwrap()
+/// Kills the server in the middle of a close, checks that the half-closed database
+/// verifies (what is stored is consistent and signed), restarts it and lets `calculate`
+/// wait for the resumed close and close the rest.
+async fn kill_mid_close_and_resume(server: &mut TestServer) {
+    server.kill();
+    let report = server.verify_offline();
+    assert!(report.contains("being closed"), "{report}");
+    server.restart();
+    let (status, calc) = server
+        .call("POST", "/api/v1/poot/calculate", Some(&server.admin), None)
+        .await;
+    assert_eq!(status, 200, "{calc}");
 }
 
 /// Every node of `ids` credited once per proof: its balance is the sum of its proofs'
@@ -68,7 +78,7 @@ async fn assert_each_node_credited_once(server: &TestServer, ids: &[String]) {
         let proofs: i64 = proof_history(server, id)
             .await
             .iter()
-            .map(|p| micros(&p["credits_usdt"]))
+            .map(|p| usdt_micros(&p["credits_usdt"]))
             .sum();
         let (status, node) = server
             .call(
@@ -85,8 +95,8 @@ async fn assert_each_node_credited_once(server: &TestServer, ids: &[String]) {
             &server.admin,
         )
         .await;
-        let entries: i64 = ledger.iter().map(|e| micros(&e["amount_usdt"])).sum();
-        assert_eq!(micros(&node["balance_usdt"]), proofs, "{id}: {node}");
+        let entries: i64 = ledger.iter().map(|e| usdt_micros(&e["amount_usdt"])).sum();
+        assert_eq!(usdt_micros(&node["balance_usdt"]), proofs, "{id}: {node}");
         assert_eq!(entries, proofs, "{id}: {ledger:?}");
     }
 }
@@ -137,18 +147,7 @@ async fn sigkill_between_chunks_of_an_epoch_close_loses_nothing_and_credits_once
     )
     .await;
     assert!(!before.is_empty() && before.len() < NODES);
-    server.kill();
-
-    // The half-closed database verifies: what is stored is consistent and signed.
-    let report = server.verify_offline();
-    assert!(report.contains("being closed"), "{report}");
-
-    server.restart();
-    // `calculate` waits for the close under way (the resumed one) and closes the rest.
-    let (status, calc) = server
-        .call("POST", "/api/v1/poot/calculate", Some(&server.admin), None)
-        .await;
-    assert_eq!(status, 200, "{calc}");
+    kill_mid_close_and_resume(&mut server).await;
     let after = proofs_of(&server, &ids, epoch).await;
     assert!(
         after.len() >= before.len(),
@@ -197,18 +196,11 @@ async fn sigkill_while_an_epoch_is_settled_credits_every_node_once_after_restart
                 if status != 200 {
                     continue;
                 }
-                let (_, node) = server
-                    .call(
-                        "GET",
-                        &format!("/api/v1/nodes/{id}"),
-                        Some(&server.admin),
-                        None,
-                    )
-                    .await;
+                let node = node_json(&server, id).await;
                 latest.push((
                     proof["epoch"].as_u64().unwrap(),
-                    micros(&proof["credits_usdt"]),
-                    micros(&node["balance_usdt"]),
+                    usdt_micros(&proof["credits_usdt"]),
+                    usdt_micros(&node["balance_usdt"]),
                 ));
             }
             let Some(first) = latest.iter().map(|l| l.0).min() else {
@@ -229,28 +221,12 @@ async fn sigkill_while_an_epoch_is_settled_credits_every_node_once_after_restart
         },
     )
     .await;
-    server.kill();
-
-    let report = server.verify_offline();
-    assert!(report.contains("being closed"), "{report}");
-
-    server.restart();
-    let (status, calc) = server
-        .call("POST", "/api/v1/poot/calculate", Some(&server.admin), None)
-        .await;
-    assert_eq!(status, 200, "{calc}");
+    kill_mid_close_and_resume(&mut server).await;
     assert_each_node_credited_once(&server, &ids).await;
     for id in &ids {
-        let (_, node) = server
-            .call(
-                "GET",
-                &format!("/api/v1/nodes/{id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
+        let node = node_json(&server, id).await;
         assert!(
-            micros(&node["balance_usdt"]) > 0,
+            usdt_micros(&node["balance_usdt"]) > 0,
             "{id} was never credited: {node}"
         );
     }

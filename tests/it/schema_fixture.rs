@@ -248,11 +248,10 @@ async fn migrates_and_serves_everything_as_before(name: &str) {
     assert_eq!(next["prev_proof_hash"], latest["proof_hash"], "{next}");
     // Every proof, before the upgrade and since, credited once, and the balance the sum of
     // the ledger as served.
-    let micros = |v: &Value| -> i64 { v.as_str().unwrap().replace('.', "").parse().unwrap() };
     let proofs: i64 = proof_history(&server, id)
         .await
         .iter()
-        .map(|p| micros(&p["credits_usdt"]))
+        .map(|p| usdt_micros(&p["credits_usdt"]))
         .sum();
     let ledger = paginate_all(
         &server,
@@ -263,12 +262,12 @@ async fn migrates_and_serves_everything_as_before(name: &str) {
     let credited: i64 = ledger
         .iter()
         .filter(|e| e["kind"] == "credit")
-        .map(|e| micros(&e["amount_usdt"]))
+        .map(|e| usdt_micros(&e["amount_usdt"]))
         .sum();
     assert_eq!(credited, proofs, "{ledger:?}");
     let node = node_json(&server, id).await;
-    let sum: i64 = ledger.iter().map(|e| micros(&e["amount_usdt"])).sum();
-    assert_eq!(micros(&node["balance_usdt"]), sum, "{node}");
+    let sum: i64 = ledger.iter().map(|e| usdt_micros(&e["amount_usdt"])).sum();
+    assert_eq!(usdt_micros(&node["balance_usdt"]), sum, "{node}");
     assert_eq!(server.terminate().await, Some(0));
     // The migrated database verifies offline: chains, roots, signatures, balances.
     server.verify_offline();

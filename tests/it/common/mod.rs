@@ -364,6 +364,11 @@ fn unsafe_sigterm(pid: u32) {
         .status();
 }
 
+/// A USDT amount as the API writes it (`"0.004027"`), in micro-USDT.
+pub fn usdt_micros(v: &Value) -> i64 {
+    v.as_str().unwrap().replace('.', "").parse::<i64>().unwrap()
+}
+
 /// The node as an admin reads it (`GET /nodes/{id}`, which must answer 200).
 pub async fn node_json(server: &TestServer, node_id: &str) -> Value {
     let (status, body) = server
