@@ -468,7 +468,9 @@ async fn credit(server: &TestServer, node_id: &str, amount: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_sees_exactly_their_own_nodes_and_counts() {
-    let server = TestServer::start().await;
+    // Day-long epochs: the balances it checks must not move when a 5-minute epoch closes
+    // and credits the online nodes mid-test.
+    let server = TestServer::start_with(&[("POOT_CALCULATION_INTERVAL", "1d")]).await;
     let op_a = server.cli_token("operator", "op-a");
     let op_b = server.cli_token("operator", "op-b");
     let (alpha1, key1) = server.register_node(&op_a, "alpha-one").await;
