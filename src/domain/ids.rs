@@ -43,6 +43,19 @@ pub fn new_time_ordered_id(kind: &str, stamp_us: u64) -> String {
     id_with(kind, &digits, 12)
 }
 
+/// The stamp a [`new_time_ordered_id`] of `kind` was made with; None for any other id.
+/// Payouts created by a run are found by it (see `store::payout_chunks`).
+pub fn time_ordered_stamp(kind: &str, id: &str) -> Option<u64> {
+    let rest = id.strip_prefix(kind)?.strip_prefix('_')?;
+    let digits = rest.as_bytes().get(..13)?;
+    let mut stamp: u64 = 0;
+    for d in digits {
+        let v = ORDERED_DIGITS.iter().position(|o| o == d)? as u64;
+        stamp = stamp.checked_mul(36)?.checked_add(v)?;
+    }
+    Some(stamp)
+}
+
 /// True when `id` matches `^{kind}_[a-zA-Z0-9_-]+$` and is of a sane length.
 pub fn is_valid_id(kind: &str, id: &str) -> bool {
     let Some(rest) = id.strip_prefix(kind).and_then(|r| r.strip_prefix('_')) else {
@@ -67,6 +80,26 @@ pub fn is_valid_subject(subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_ordered_id_gives_back_its_stamp_and_no_other_id_does() {
+        for stamp in [0, 1, 35, 36, 1_764_000_000_000_000, u64::MAX / 1000] {
+            let id = new_time_ordered_id("payout", stamp);
+            assert_eq!(time_ordered_stamp("payout", &id), Some(stamp), "{id}");
+            assert_eq!(time_ordered_stamp("node", &id), None);
+        }
+        for other in [
+            "payout_",
+            "payout_short",
+            "payout_ABCDEFGHIJKLMxyz",
+            "payout",
+            "",
+        ] {
+            assert_eq!(time_ordered_stamp("payout", other), None, "{other}");
+        }
+        // Thirteen of the highest digit overflow u64: refused, not wrapped.
+        assert_eq!(time_ordered_stamp("payout", "payout_zzzzzzzzzzzzz"), None);
+    }
 
     #[test]
     fn generated_ids_match_their_pattern() {

@@ -88,18 +88,31 @@ pub(super) fn enter_pending_credits(
     seq: &mut u64,
     at_us: Micros,
 ) -> StoreResult<Option<LedgerEntry>> {
-    if node.credits_pending_usdt.is_zero() {
-        return Ok(None);
+    let entry = take_pending_credits(node, seq, at_us);
+    if let Some(e) = &entry {
+        ledger.insert((e.node_id.as_str(), e.seq), encode(e).as_slice())?;
     }
-    let entry = enter_day_credits(
-        ledger,
+    Ok(entry)
+}
+
+/// The node's pending epoch credits as the `day:YYYY-MM-DD` credit entry that enters
+/// them (the caller stores it), taken off its pending total. None when none are pending.
+pub(super) fn take_pending_credits(
+    node: &mut Node,
+    seq: &mut u64,
+    at_us: Micros,
+) -> Option<LedgerEntry> {
+    if node.credits_pending_usdt.is_zero() {
+        return None;
+    }
+    let entry = day_credit_entry(
         &node.node_id,
         (node.credits_pending_usdt, node.credits_pending_day),
         seq,
         at_us,
-    )?;
+    );
     node.credits_pending_usdt = Decimal::ZERO;
-    Ok(Some(entry))
+    Some(entry)
 }
 
 /// Appends `amount` of epoch credits of UTC day `day` to `node_id`'s ledger as one
@@ -107,21 +120,30 @@ pub(super) fn enter_pending_credits(
 pub(super) fn enter_day_credits(
     ledger: &mut redb::Table<'_, (&'static str, u64), &'static [u8]>,
     node_id: &str,
-    (amount, day): (Decimal, u32),
+    credits: (Decimal, u32),
     seq: &mut u64,
     at_us: Micros,
 ) -> StoreResult<LedgerEntry> {
+    let entry = day_credit_entry(node_id, credits, seq, at_us);
+    ledger.insert((node_id, entry.seq), encode(&entry).as_slice())?;
+    Ok(entry)
+}
+
+fn day_credit_entry(
+    node_id: &str,
+    (amount, day): (Decimal, u32),
+    seq: &mut u64,
+    at_us: Micros,
+) -> LedgerEntry {
     *seq += 1;
-    let entry = LedgerEntry {
+    LedgerEntry {
         seq: *seq,
         node_id: node_id.to_string(),
         at_us,
         kind: EntryKind::Credit,
         amount,
         reference: day_reference(day),
-    };
-    ledger.insert((node_id, *seq), encode(&entry).as_slice())?;
-    Ok(entry)
+    }
 }
 
 /// Appends a ledger entry and applies it to the node's balance (the caller stores the
@@ -599,36 +621,38 @@ impl<'a> Batch<'a> {
     // ---- payouts ----
 
     pub fn payout(&self, id: &str) -> StoreResult<Option<Payout>> {
-        let t = self.txn.open_table(PAYOUTS)?;
-        let v = t.get(id)?;
-        v.map(|v| decode(v.value())).transpose()
+        super::payout_chunks::lookup(
+            &self.txn.open_table(PAYOUTS)?,
+            &self.txn.open_table(PAYOUT_CHUNKS)?,
+            id,
+        )
     }
 
-    /// Stores a payout; indexes and per-state counters follow in one place.
-    pub fn put_payout(&mut self, payout: &Payout, previous: Option<&Payout>) -> StoreResult<()> {
-        self.txn
-            .open_table(PAYOUTS)?
-            .insert(payout.payout_id.as_str(), encode(payout).as_slice())?;
+    /// Stores a changed payout; its index by state and per-state counters follow in one
+    /// place. (Payouts are created by runs, in chunks: `payouts::create_due_chunk`.) A
+    /// chunked payout gets its PAYOUTS row on its first change (see `payout_chunks`).
+    pub fn put_payout(&mut self, payout: &Payout, previous: &Payout) -> StoreResult<()> {
+        let mut payouts = self.txn.open_table(PAYOUTS)?;
+        super::payout_chunks::note_first_change(
+            &payouts,
+            &self.txn.open_table(PAYOUT_CHUNKS)?,
+            &mut self.txn.open_table(OPEN_PAYOUT_CHUNKS)?,
+            &payout.payout_id,
+        )?;
+        payouts.insert(payout.payout_id.as_str(), encode(payout).as_slice())?;
+        drop(payouts);
         let id = payout.payout_id.as_str();
-        if previous.is_none() {
-            self.txn
-                .open_table(NODE_PAYOUTS)?
-                .insert((payout.node_id.as_str(), id), ())?;
-        }
-        let old_state = previous.map(|p| p.state);
-        if old_state != Some(payout.state) {
+        let old = previous.state;
+        if old != payout.state {
             let mut by_state = self.txn.open_table(PAYOUTS_BY_STATE)?;
-            if let Some(old) = old_state {
-                by_state.remove((old.as_str(), id))?;
-            }
+            // Absent for a chunked payout leaving `pending`: harmless.
+            by_state.remove((old.as_str(), id))?;
             by_state.insert((payout.state.as_str(), id), ())?;
             drop(by_state);
-            if let Some(old) = old_state {
-                self.add_counter(&payout_state_counter(old), -1)?;
-            }
+            self.add_counter(&payout_state_counter(old), -1)?;
             self.add_counter(&payout_state_counter(payout.state), 1)?;
         }
-        if let (Some(hash), None) = (&payout.tx_hash, previous.and_then(|p| p.tx_hash.as_ref())) {
+        if let (Some(hash), None) = (&payout.tx_hash, &previous.tx_hash) {
             self.txn.open_table(TX_HASHES)?.insert(hash.as_str(), id)?;
         }
         self.mirror_payout(payout)

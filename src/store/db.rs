@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::domain::pool::{Pool, DEFAULT_POOL_ID, DEFAULT_POOL_NAME};
 
 /// The schema this build writes. Bump it with a migration in [`migrate`].
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest schema [`migrate`] can upgrade from. Every release writes its version in the
 /// database's first transaction, so a database with data but no version (or version 0)
@@ -364,6 +364,11 @@ fn migrate(batch: &mut Batch<'_>, from: u32) -> StoreResult<()> {
             // open; filled as closes settle). Nothing to convert, but a build of schema 3
             // must refuse the file: it would read stale totals from the node records.
             3 => {}
+            // Schema 5 stores the payouts runs create in chunks (PAYOUT_CHUNKS, see
+            // `payout_chunks`), created empty at open; older payouts stay where they are.
+            // A build of schema 4 must refuse the file: it would not see those payouts or
+            // their ledger entries.
+            4 => {}
             _ => unreachable!("no migration from schema {version}"),
         }
         version += 1;

@@ -26,6 +26,9 @@ pub mod error;
 pub mod liveness;
 pub(crate) mod migrate_rows;
 pub mod outbox;
+// Opens transactions in its tests (clippy.toml forbids it outside src/store/).
+#[allow(clippy::disallowed_methods)]
+pub(crate) mod payout_chunks;
 pub(crate) mod payouts;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]

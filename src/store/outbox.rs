@@ -597,6 +597,38 @@ fn snapshot_page(
     let mut docs = Vec::new();
     let mut next = Cursor::Done;
     match collection {
+        // After the PAYOUTS rows and the LEDGER rows, the payouts and entries the runs
+        // stored in chunks (see `payout_chunks`), value by value: `U64(key)` is the last
+        // value copied (keys are stamps, never 0).
+        PAYOUTS_COLLECTION | LEDGER_COLLECTION if matches!(cursor, Cursor::U64(_)) => {
+            let Cursor::U64(done) = cursor else {
+                unreachable!("matched above")
+            };
+            let payouts = txn.open_table(PAYOUTS)?;
+            let chunks = txn.open_table(super::tables::PAYOUT_CHUNKS)?;
+            for entry in chunks.range(done + 1..)? {
+                let (k, v) = entry?;
+                let value: Vec<super::payout_chunks::ChunkedPayout> = decode(v.value())?;
+                for c in value {
+                    let doc = if collection == PAYOUTS_COLLECTION {
+                        // Changed since: copied with the PAYOUTS rows already.
+                        if payouts.get(c.payout.payout_id.as_str())?.is_some() {
+                            continue;
+                        }
+                        vec![payout_doc(site, &c.payout)]
+                    } else {
+                        c.entries.iter().map(|e| ledger_doc(site, e)).collect()
+                    };
+                    for d in doc {
+                        docs.push((doc_id(site, &d.0), d.1));
+                    }
+                }
+                if docs.len() >= limit {
+                    next = Cursor::U64(k.value());
+                    break;
+                }
+            }
+        }
         NODES_COLLECTION | POOLS_COLLECTION | PAYOUTS_COLLECTION => {
             let def = match collection {
                 NODES_COLLECTION => NODES,
@@ -634,6 +666,9 @@ fn snapshot_page(
                     next = Cursor::Str(key);
                     break;
                 }
+            }
+            if collection == PAYOUTS_COLLECTION && next == Cursor::Done {
+                next = Cursor::U64(0);
             }
         }
         PROOFS_COLLECTION => {
@@ -686,6 +721,9 @@ fn snapshot_page(
                     next = Cursor::StrU64(ks.to_string(), kn);
                     break;
                 }
+            }
+            if next == Cursor::Done {
+                next = Cursor::U64(0);
             }
         }
         _ => {

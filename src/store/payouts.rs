@@ -9,19 +9,21 @@ use serde_json::json;
 use redb::ReadableTable;
 
 use super::accounts::{Account, AccountEdits};
-use super::batch::write_ledger_entry;
+use super::batch::take_pending_credits;
 use super::codec::encode;
 use super::error::{StoreError, StoreResult};
+use super::payout_chunks::{self, ChunkedPayout, HeadEdits};
 use super::queries;
 use super::tables::{
-    payout_state_counter, ACCOUNTS, AUDIT, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_INDEX, NODE_PAYOUTS,
-    PAYOUTS, PAYOUTS_BY_STATE,
+    payout_state_counter, ACCOUNTS, LEDGER_SEQ_KEY, NODES, NODE_INDEX, OPEN_PAYOUT_CHUNKS,
+    PAYOUT_CHUNKS, PAYOUT_HEADS,
 };
 use super::{Actor, Batch};
 use crate::domain::alert::EventType;
 use crate::domain::ids::new_time_ordered_id;
 use crate::domain::ledger::{EntryKind, LedgerEntry};
 use crate::domain::money::format_usdt;
+use crate::domain::node::Node;
 use crate::domain::payout::{can_confirm, can_fail, due, Payout, PayoutState};
 use crate::domain::refusal::Refusal;
 use crate::store::tables::PAID_MICROS_COUNTER;
@@ -36,13 +38,15 @@ pub struct ChunkOutcome {
     pub consumed: usize,
 }
 
-/// Creates, for each of `node_ids` that is due, a payout of its whole balance: the payout,
-/// the ledger debit, the node's new balance, the audit event and the alerts, all in this
-/// transaction. Each node is checked before anything of its payout is written.
+/// Creates, for each of `node_ids` that is due, a payout of its whole balance: the payout
+/// with its ledger entries (stored in chunks, see `payout_chunks`), the node's new
+/// balance, the audit event and the alerts, all in this transaction. Each node is checked
+/// before anything of its payout is written.
 ///
-/// The run's hot loop: the tables are opened once for the chunk and the ledger sequence
-/// and the state counter are read and written once (per payout, opening eleven tables and
-/// updating two counters was most of its cost). Stops after `budget` has passed, after at
+/// The run's hot loop: the tables are opened once for the chunk; the ledger sequence, the
+/// state counter and the audit event are written once. What a payout adds is a share of
+/// a sequential value and of its node's account and head values (per payout, six
+/// scattered rows were most of a run's cost). Stops after `budget` has passed, after at
 /// least one node.
 pub fn create_due_chunk(
     b: &mut Batch<'_>,
@@ -53,13 +57,13 @@ pub fn create_due_chunk(
 ) -> StoreResult<ChunkOutcome> {
     let started = Instant::now();
     let mut out = ChunkOutcome::default();
-    // (ledger entry, node after, audit event) of each payout, for the mirror afterwards.
-    let mut mirrored = Vec::new();
-    let mut operators = Vec::new();
+    let mut stored: Vec<ChunkedPayout> = Vec::new();
+    // The node after its payout and its operator, for the mirror and the alerts.
+    let mut paid: Vec<(Node, String)> = Vec::new();
     let mut ledger_seq = b.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
     let now = b.now_us();
     // Copied out of the batch: the tables borrow the transaction, not `b`, which hands out
-    // stamps and audit events meanwhile.
+    // stamps meanwhile.
     let txn = b.txn;
     {
         let mut nodes = txn.open_table(NODES)?;
@@ -67,11 +71,8 @@ pub fn create_due_chunk(
         let mut accounts = txn.open_table(ACCOUNTS)?;
         // Balances of nodes with an account row change there, one value per 128 nodes.
         let mut account_edits = AccountEdits::default();
-        let mut ledger = txn.open_table(LEDGER)?;
-        let mut payouts = txn.open_table(PAYOUTS)?;
-        let mut node_payouts = txn.open_table(NODE_PAYOUTS)?;
-        let mut by_state = txn.open_table(PAYOUTS_BY_STATE)?;
-        let mut audit = txn.open_table(AUDIT)?;
+        let mut heads = txn.open_table(PAYOUT_HEADS)?;
+        let mut head_edits = HeadEdits::default();
         for node_id in node_ids {
             if out.consumed > 0 && started.elapsed() >= budget {
                 break;
@@ -81,11 +82,10 @@ pub fn create_due_chunk(
                 out.skipped += 1;
                 continue;
             };
-            let node_index = index.get(node_id.as_str())?.map(|v| v.value());
-            let account = match node_index {
-                Some(i) => account_edits.get(&accounts, i)?,
-                None => None,
+            let Some(node_index) = index.get(node_id.as_str())?.map(|v| v.value()) else {
+                return Err(StoreError::corrupt(format!("node {node_id} has no index")));
             };
+            let account = account_edits.get(&accounts, node_index)?;
             if let Some(a) = account {
                 a.apply_to(&mut node);
             }
@@ -93,11 +93,11 @@ pub fn create_due_chunk(
                 out.skipped += 1;
                 continue;
             };
-            // Time-ordered (by the writer's unique stamp): a run's payouts append to the
-            // payout tables instead of each landing on another B-tree page.
-            let payout_id = new_time_ordered_id("payout", b.stamp_us());
+            // Time-ordered (by the writer's unique stamp): a run's payouts append, and the
+            // id names the value that holds it.
+            let stamp = b.stamp_us();
             let payout = Payout {
-                payout_id,
+                payout_id: new_time_ordered_id("payout", stamp),
                 node_id: node_id.clone(),
                 amount,
                 payout_address: node.payout_address.clone().unwrap_or_default(),
@@ -110,60 +110,80 @@ pub fn create_due_chunk(
                 next_attempt_at_us: None,
                 needs_attention: false,
             };
-            let entries = write_ledger_entry(
-                &mut ledger,
-                &mut node,
-                (&mut ledger_seq, now),
-                EntryKind::Debit,
-                -amount,
-                format!("payout:{}", payout.payout_id),
-            )?;
-            // Written around `put_node`: only the balance changes, never the status its
-            // index and counters follow; into the account row when the node has one.
-            match (node_index, account) {
-                (Some(i), Some(_)) => account_edits.put(&accounts, i, &Account::of_node(&node))?,
-                _ => {
+            let mut entries: Vec<LedgerEntry> =
+                take_pending_credits(&mut node, &mut ledger_seq, now)
+                    .into_iter()
+                    .collect();
+            ledger_seq += 1;
+            entries.push(LedgerEntry {
+                seq: ledger_seq,
+                node_id: node_id.clone(),
+                at_us: now,
+                kind: EntryKind::Debit,
+                amount: -amount,
+                reference: format!("payout:{}", payout.payout_id),
+            });
+            node.balance_usdt -= amount;
+            // Only the balance changes, never the status its index and counters follow:
+            // into the account row, or the record of a node that has none yet.
+            match account {
+                Some(_) => account_edits.put(&accounts, node_index, &Account::of_node(&node))?,
+                None => {
                     nodes.insert(node_id.as_str(), encode(&node).as_slice())?;
                 }
             }
-            let id = payout.payout_id.as_str();
-            payouts.insert(id, encode(&payout).as_slice())?;
-            node_payouts.insert((node_id.as_str(), id), ())?;
-            by_state.insert((PayoutState::Pending.as_str(), id), ())?;
-            let event = b.audit_event(
-                actor,
-                "payout.create",
-                id,
-                json!({"node_id": node_id, "amount_usdt": format_usdt(amount), "payout_address": payout.payout_address}),
-            );
-            audit.insert(event.seq, encode(&event).as_slice())?;
-            operators.push(node.operator_id.clone());
-            if b.mirror.is_some() {
-                mirrored.push((entries, node, event));
-            }
-            out.created.push(payout);
+            let prev = head_edits.push(&heads, node_index, stamp)?;
+            out.created.push(payout.clone());
+            stored.push(ChunkedPayout {
+                payout,
+                entries,
+                prev,
+            });
+            let operator = node.operator_id.clone();
+            paid.push((node, operator));
         }
         account_edits.flush(&mut accounts)?;
+        head_edits.flush(&mut heads)?;
+        payout_chunks::write(
+            &mut txn.open_table(PAYOUT_CHUNKS)?,
+            &mut txn.open_table(OPEN_PAYOUT_CHUNKS)?,
+            &stored,
+        )?;
     }
-    if out.created.is_empty() {
+    let (Some(first), Some(last)) = (out.created.first(), out.created.last()) else {
         return Ok(out);
-    }
+    };
     b.set_meta_u64(LEDGER_SEQ_KEY, ledger_seq)?;
     b.add_counter(
         &payout_state_counter(PayoutState::Pending),
         out.created.len() as i64,
     )?;
-    // The mirror's outbox, in the order a payout-by-payout run wrote it.
-    for ((entries, node, event), payout) in mirrored.iter().zip(&out.created) {
-        for entry in entries {
-            b.mirror_ledger(entry)?;
+    // One audit event for the chunk: its payouts are exactly the run's ids from `first` to
+    // `last` (time-ordered), each stored with its amount, address and ledger entries.
+    let total: Decimal = out.created.iter().map(|p| p.amount).sum();
+    b.audit(
+        actor,
+        "payout.create",
+        &first.payout_id,
+        json!({
+            "payouts": out.created.len(),
+            "amount_usdt": format_usdt(total),
+            "first_payout_id": first.payout_id,
+            "last_payout_id": last.payout_id,
+        }),
+    )?;
+    // The mirror's outbox: each payout's ledger entries, node and payout.
+    if b.mirror.is_some() {
+        for (c, (node, _)) in stored.iter().zip(&paid) {
+            for entry in &c.entries {
+                b.mirror_ledger(entry)?;
+            }
+            b.mirror_node(node)?;
+            b.mirror_payout(&c.payout)?;
         }
-        b.mirror_node(node)?;
-        b.mirror_payout(payout)?;
-        b.mirror_audit(event)?;
     }
     if b.any_alert_settings()? {
-        for (payout, operator_id) in out.created.iter().zip(&operators) {
+        for (payout, (_, operator_id)) in out.created.iter().zip(&paid) {
             raise_payout_alert(b, EventType::PayoutCreated, payout, operator_id)?;
         }
     }
@@ -219,7 +239,7 @@ pub fn confirm(
     payout.updated_at_us = b.now_us();
     payout.next_attempt_at_us = None;
     payout.error = None;
-    b.put_payout(&payout, Some(&before))?;
+    b.put_payout(&payout, &before)?;
     let micros = (payout.amount * Decimal::from(1_000_000)).trunc();
     b.add_counter(PAID_MICROS_COUNTER, micros.try_into().unwrap_or(0))?;
     b.audit(
@@ -259,7 +279,7 @@ pub fn fail(
         format!("payout:{payout_id}"),
     )?;
     b.put_node(&node, Some(&node_before))?;
-    b.put_payout(&payout, Some(&before))?;
+    b.put_payout(&payout, &before)?;
     b.audit(
         actor,
         "payout.fail",
@@ -289,7 +309,7 @@ pub fn mark_submitted(
     payout.attempts += 1;
     payout.updated_at_us = b.now_us();
     payout.next_attempt_at_us = Some(next_attempt_at_us);
-    b.put_payout(&payout, Some(&before))?;
+    b.put_payout(&payout, &before)?;
     if before.state == PayoutState::Pending {
         b.audit(
             &Actor::system(),
@@ -323,7 +343,7 @@ pub fn record_attempt_error(
         payout.next_attempt_at_us = None;
     }
     payout.updated_at_us = b.now_us();
-    b.put_payout(&payout, Some(&before))
+    b.put_payout(&payout, &before)
 }
 
 /// An admin's correction of a balance, as a ledger entry with its reason.

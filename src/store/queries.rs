@@ -322,17 +322,40 @@ impl Reader {
 
     /// Every ledger entry of a node, in order.
     pub fn ledger(&self, node_id: &str) -> StoreResult<Vec<LedgerEntry>> {
-        let t = self.txn.open_table(LEDGER)?;
-        let mut out = Vec::new();
-        for entry in t.range::<(&str, u64)>((node_id, 0)..=(node_id, u64::MAX))? {
-            let (_, v) = entry?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+        Ok(self.ledger_page(node_id, None, usize::MAX)?.items)
     }
 
-    /// One page of a node's ledger, in entry order, after entry `after` (its `seq`):
-    /// a range read of `limit + 1` rows at most, never the whole ledger.
+    /// The entries a node's chunked payouts wrote, in `seq` order (see `payout_chunks`).
+    fn chunked_ledger(&self, node_id: &str) -> StoreResult<Vec<LedgerEntry>> {
+        let mut entries: Vec<LedgerEntry> = self
+            .chunked_payouts(node_id)?
+            .into_iter()
+            .flat_map(|c| c.entries)
+            .collect();
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
+    }
+
+    /// A node's payouts stored by runs, as created, newest first.
+    fn chunked_payouts(
+        &self,
+        node_id: &str,
+    ) -> StoreResult<Vec<super::payout_chunks::ChunkedPayout>> {
+        let Some(index) = self
+            .txn
+            .open_table(NODE_INDEX)?
+            .get(node_id)?
+            .map(|v| v.value())
+        else {
+            return Ok(Vec::new());
+        };
+        let head = super::payout_chunks::head(&self.txn.open_table(PAYOUT_HEADS)?, index)?;
+        super::payout_chunks::chain(&self.txn.open_table(PAYOUT_CHUNKS)?, node_id, head)
+    }
+
+    /// One page of a node's ledger, in entry order, after entry `after` (its `seq`): a
+    /// range read of `limit + 1` LEDGER rows at most, merged with the entries of the
+    /// node's chunked payouts (a handful a year).
     pub fn ledger_page(
         &self,
         node_id: &str,
@@ -340,22 +363,37 @@ impl Reader {
         limit: usize,
     ) -> StoreResult<Page<LedgerEntry>> {
         let t = self.txn.open_table(LEDGER)?;
-        let mut items: Vec<LedgerEntry> = Vec::new();
         let first = match after {
             None => 0,
             // Nothing comes after the last possible seq.
             Some(a) => match a.checked_add(1) {
                 Some(f) => f,
-                None => return Ok(Page { items, next: None }),
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next: None,
+                    })
+                }
             },
         };
+        let mut items: Vec<LedgerEntry> = Vec::new();
         for entry in t.range::<(&str, u64)>((node_id, first)..=(node_id, u64::MAX))? {
             let (_, v) = entry?;
-            if items.len() == limit {
-                let next = items.last().map(|l| l.seq.to_string());
-                return Ok(Page { items, next });
+            if items.len() > limit {
+                break;
             }
             items.push(decode(v.value())?);
+        }
+        items.extend(
+            self.chunked_ledger(node_id)?
+                .into_iter()
+                .filter(|e| e.seq >= first),
+        );
+        items.sort_by_key(|e| e.seq);
+        if items.len() > limit {
+            items.truncate(limit);
+            let next = items.last().map(|l| l.seq.to_string());
+            return Ok(Page { items, next });
         }
         Ok(Page { items, next: None })
     }
@@ -366,12 +404,15 @@ impl Reader {
     }
 
     pub fn payout(&self, id: &str) -> StoreResult<Option<Payout>> {
-        let t = self.txn.open_table(PAYOUTS)?;
-        let v = t.get(id)?;
-        v.map(|v| decode(v.value())).transpose()
+        super::payout_chunks::lookup(
+            &self.txn.open_table(PAYOUTS)?,
+            &self.txn.open_table(PAYOUT_CHUNKS)?,
+            id,
+        )
     }
 
-    /// A node's payouts, oldest first.
+    /// A node's payouts, oldest first: those NODE_PAYOUTS lists (older runs) and its
+    /// chunked ones, each in its current state.
     pub fn node_payouts(&self, node_id: &str) -> StoreResult<Vec<Payout>> {
         let payouts = self.txn.open_table(PAYOUTS)?;
         let mut out: Vec<Payout> = Vec::new();
@@ -380,11 +421,18 @@ impl Reader {
                 out.push(decode(v.value())?);
             }
         }
+        for c in self.chunked_payouts(node_id)? {
+            match payouts.get(c.payout.payout_id.as_str())? {
+                Some(v) => out.push(decode(v.value())?),
+                None => out.push(c.payout),
+            }
+        }
         out.sort_by(|a, b| (a.created_at_us, &a.payout_id).cmp(&(b.created_at_us, &b.payout_id)));
         Ok(out)
     }
 
-    /// Payouts in a state, in id order after `after`.
+    /// Payouts in a state, in id order after `after`. Pending ones are also those of the
+    /// runs' chunks not changed since (see `payout_chunks`).
     pub fn payouts_in_state(
         &self,
         state: PayoutState,
@@ -393,25 +441,57 @@ impl Reader {
     ) -> StoreResult<Page<Payout>> {
         let payouts = self.txn.open_table(PAYOUTS)?;
         let mut items: Vec<Payout> = Vec::new();
+        let mut more = false;
         for id in self.index_ids(PAYOUTS_BY_STATE, state.as_str(), after)? {
             if items.len() == limit {
-                let next = items.last().map(|p| p.payout_id.clone());
-                return Ok(Page { items, next });
+                more = true;
+                break;
             }
             if let Some(v) = payouts.get(id.as_str())? {
                 items.push(decode(v.value())?);
             }
         }
-        Ok(Page { items, next: None })
+        if state == PayoutState::Pending {
+            let (chunked, chunked_more) = super::payout_chunks::pending_after(
+                &payouts,
+                &self.txn.open_table(PAYOUT_CHUNKS)?,
+                &self.txn.open_table(OPEN_PAYOUT_CHUNKS)?,
+                after,
+                limit,
+            )?;
+            more |= chunked_more;
+            items.extend(chunked);
+            items.sort_by(|a, b| a.payout_id.cmp(&b.payout_id));
+            if items.len() > limit {
+                items.truncate(limit);
+                more = true;
+            }
+        }
+        let next = if more {
+            items.last().map(|p| p.payout_id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
     }
 
-    /// Every payout (for `verify`).
+    /// Every payout in its current state (for `verify`).
     pub fn all_payouts(&self) -> StoreResult<Vec<Payout>> {
         let t = self.txn.open_table(PAYOUTS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
             let (_, v) = entry?;
             out.push(decode(v.value())?);
+        }
+        // Chunked payouts not changed since their run (the others are PAYOUTS rows).
+        for entry in self.txn.open_table(PAYOUT_CHUNKS)?.iter()? {
+            let (_, v) = entry?;
+            let value: Vec<super::payout_chunks::ChunkedPayout> = decode(v.value())?;
+            for c in value {
+                if t.get(c.payout.payout_id.as_str())?.is_none() {
+                    out.push(c.payout);
+                }
+            }
         }
         Ok(out)
     }

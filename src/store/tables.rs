@@ -87,6 +87,14 @@ pub(crate) const NODE_PAYOUTS: TableDefinition<(&str, &str), ()> =
 /// (state, payout_id) -> () : payouts by state (export, sink work queue)
 pub(crate) const PAYOUTS_BY_STATE: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("payouts_by_state");
+/// stamp of the first payout id -> up to 48 payouts a run created, with their ledger
+/// entries and each node's previous one (see `payout_chunks`).
+pub(crate) const PAYOUT_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("payout_chunks");
+/// node_index / 128 -> the stamp of each of 128 nodes' latest chunked payout (8 bytes).
+pub(crate) const PAYOUT_HEADS: TableDefinition<u32, &[u8]> = TableDefinition::new("payout_heads");
+/// PAYOUT_CHUNKS key -> how many of its payouts are still pending and unchanged.
+pub(crate) const OPEN_PAYOUT_CHUNKS: TableDefinition<u64, u64> =
+    TableDefinition::new("open_payout_chunks");
 /// tx_hash -> payout_id : a receipt confirms one payout only
 pub(crate) const TX_HASHES: TableDefinition<&str, &str> = TableDefinition::new("tx_hashes");
 
@@ -163,6 +171,9 @@ pub(crate) fn visit_tables(v: &mut impl TableVisitor) -> Result<(), String> {
     v.visit(PAYOUTS)?;
     v.visit(NODE_PAYOUTS)?;
     v.visit(PAYOUTS_BY_STATE)?;
+    v.visit(PAYOUT_CHUNKS)?;
+    v.visit(PAYOUT_HEADS)?;
+    v.visit(OPEN_PAYOUT_CHUNKS)?;
     v.visit(TX_HASHES)?;
     v.visit(OUTBOX)?;
     v.visit(ALERT_SETTINGS)?;
