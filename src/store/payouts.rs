@@ -498,6 +498,182 @@ mod tests {
         );
     }
 
+    /// A payout as a schema-4 run stored it: its own PAYOUTS row, both indexes, the
+    /// ledger debit beside the node's entries and the pending counter.
+    fn legacy_payout(b: &mut Batch<'_>, node_id: &str) -> Payout {
+        use crate::store::tables::{NODE_PAYOUTS, PAYOUTS, PAYOUTS_BY_STATE};
+        let before = b.node(node_id).unwrap().unwrap();
+        let mut node = before.clone();
+        let stamp = b.stamp_us();
+        let payout = Payout {
+            payout_id: new_time_ordered_id("payout", stamp),
+            node_id: node_id.to_string(),
+            amount: node.balance_usdt,
+            payout_address: node.payout_address.clone().unwrap(),
+            state: PayoutState::Pending,
+            created_at_us: stamp,
+            updated_at_us: stamp,
+            tx_hash: None,
+            attempts: 0,
+            error: None,
+            next_attempt_at_us: None,
+            needs_attention: false,
+        };
+        let reference = format!("payout:{}", payout.payout_id);
+        b.append_ledger(&mut node, EntryKind::Debit, -payout.amount, reference)
+            .unwrap();
+        b.put_node(&node, Some(&before)).unwrap();
+        let id = payout.payout_id.as_str();
+        let txn = b.txn;
+        txn.open_table(PAYOUTS)
+            .unwrap()
+            .insert(id, encode(&payout).as_slice())
+            .unwrap();
+        txn.open_table(NODE_PAYOUTS)
+            .unwrap()
+            .insert((node_id, id), ())
+            .unwrap();
+        txn.open_table(PAYOUTS_BY_STATE)
+            .unwrap()
+            .insert(("pending", id), ())
+            .unwrap();
+        b.add_counter(&payout_state_counter(PayoutState::Pending), 1)
+            .unwrap();
+        payout
+    }
+
+    /// Pays every due node of `ids` in one chunk; the payouts created.
+    fn run(store: &db::Store, clock: &crate::clock::Clock, ids: &[String]) -> Vec<Payout> {
+        seed::in_transaction(store, clock, |b| {
+            create_due_chunk(b, ids, Decimal::from(10), &Actor::system(), Duration::MAX)
+                .unwrap()
+                .created
+        })
+    }
+
+    #[test]
+    fn payouts_of_older_runs_and_chunked_ones_read_as_one_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        let (a, other) = seed::in_transaction(&store, &clock, |b| {
+            (
+                funded(b, 0, Some(ADDRESS), 20),
+                funded(b, 1, Some(ADDRESS), 30),
+            )
+        });
+        let older = seed::in_transaction(&store, &clock, |b| legacy_payout(b, &a));
+        seed::in_transaction(&store, &clock, |b| adjust(b, &a, Decimal::from(11), "2"));
+        let ids = [a.clone(), other.clone()];
+        let first_run = run(&store, &clock, &ids);
+        seed::in_transaction(&store, &clock, |b| adjust(b, &a, Decimal::from(12), "3"));
+        let second_run = run(&store, &clock, &ids);
+        assert_eq!((first_run.len(), second_run.len()), (2, 1));
+        let (first, second) = (first_run[0].clone(), second_run[0].clone());
+
+        let r = store.reader().unwrap();
+        // By id, by node (oldest first, older rows before the chain), by state.
+        assert_eq!(r.payout(&first.payout_id).unwrap(), Some(first.clone()));
+        assert_eq!(r.payout(&older.payout_id).unwrap(), Some(older.clone()));
+        let forged = format!("{}x", &first.payout_id[..first.payout_id.len() - 1]);
+        assert_eq!(r.payout(&forged).unwrap(), None);
+        assert_eq!(
+            r.node_payouts(&a).unwrap(),
+            vec![older.clone(), first.clone(), second.clone()]
+        );
+        assert_eq!(r.node_payouts(&other).unwrap(), vec![first_run[1].clone()]);
+        let mut pending = vec![
+            older.clone(),
+            first.clone(),
+            first_run[1].clone(),
+            second.clone(),
+        ];
+        pending.sort_by(|x, y| x.payout_id.cmp(&y.payout_id));
+        let mut paged = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = r
+                .payouts_in_state(PayoutState::Pending, after.as_deref(), 1)
+                .unwrap();
+            paged.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(paged, pending);
+        // The ledger: the older debit, the adjustments, each run's debit, in seq order and
+        // the same whole or in pages of two.
+        let ledger = r.ledger(&a).unwrap();
+        let seqs: Vec<u64> = ledger.iter().map(|e| e.seq).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort();
+        assert_eq!(seqs, sorted);
+        let debits: Vec<String> = ledger
+            .iter()
+            .filter(|e| e.kind == EntryKind::Debit)
+            .map(|e| e.reference.clone())
+            .collect();
+        assert_eq!(
+            debits,
+            [&older, &first, &second].map(|p| format!("payout:{}", p.payout_id))
+        );
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = r.ledger_page(&a, after, 2).unwrap();
+            paged.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n.parse().unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(paged, ledger);
+        drop(r);
+
+        // A chunked payout confirmed and another failed: each read in its new state once.
+        seed::in_transaction(&store, &clock, |b| {
+            confirm(b, &first.payout_id, "0xabc", &Actor::system()).unwrap();
+            fail(b, &second.payout_id, "refused", &Actor::system()).unwrap();
+        });
+        let r = store.reader().unwrap();
+        let state = |id: &str| r.payout(id).unwrap().unwrap().state;
+        assert_eq!(state(&first.payout_id), PayoutState::Confirmed);
+        assert_eq!(state(&second.payout_id), PayoutState::Failed);
+        let pending: Vec<String> = r
+            .payouts_in_state(PayoutState::Pending, None, 10)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| p.payout_id)
+            .collect();
+        let mut want = vec![older.payout_id.clone(), first_run[1].payout_id.clone()];
+        want.sort();
+        assert_eq!(pending, want);
+        let confirmed = r
+            .payouts_in_state(PayoutState::Confirmed, None, 10)
+            .unwrap()
+            .items;
+        assert_eq!(confirmed.len(), 1);
+        assert_eq!(confirmed[0].tx_hash.as_deref(), Some("0xabc"));
+        let mut all: Vec<String> = r
+            .all_payouts()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.payout_id)
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 4);
+        assert_eq!(
+            r.counter(&payout_state_counter(PayoutState::Pending)).unwrap(),
+            2
+        );
+        // The failed one's amount came back by a ledger entry.
+        assert_eq!(r.node(&a).unwrap().unwrap().balance_usdt, second.amount);
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+        crate::store::verify::verify_database(&r, &key, |_| {}).unwrap();
+    }
+
     #[test]
     fn a_chunk_out_of_budget_stops_after_one_node() {
         let dir = tempfile::tempdir().unwrap();
