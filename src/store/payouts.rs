@@ -665,7 +665,8 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 4);
         assert_eq!(
-            r.counter(&payout_state_counter(PayoutState::Pending)).unwrap(),
+            r.counter(&payout_state_counter(PayoutState::Pending))
+                .unwrap(),
             2
         );
         // The failed one's amount came back by a ledger entry.
