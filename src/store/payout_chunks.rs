@@ -73,7 +73,7 @@ pub fn write(
 ) -> StoreResult<()> {
     for value in payouts.chunks(PAYOUTS_PER_VALUE) {
         let key = value[0].stamp()?;
-        chunks.insert(key, encode(&value.to_vec()).as_slice())?;
+        chunks.insert(key, encode(&value).as_slice())?;
         open.insert(key, value.len() as u64)?;
     }
     Ok(())

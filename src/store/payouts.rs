@@ -675,6 +675,87 @@ mod tests {
         crate::store::verify::verify_database(&r, &key, |_| {}).unwrap();
     }
 
+    /// Gives a node an account row holding its totals, as settling its first epoch does.
+    fn with_account_row(b: &mut Batch<'_>, node_id: &str) {
+        let node = b.node(node_id).unwrap().unwrap();
+        let txn = b.txn;
+        let index = txn.open_table(NODE_INDEX).unwrap();
+        let i = index.get(node_id).unwrap().unwrap().value();
+        let mut accounts = txn.open_table(ACCOUNTS).unwrap();
+        let mut edits = AccountEdits::default();
+        edits.put(&accounts, i, &Account::of_node(&node)).unwrap();
+        edits.flush(&mut accounts).unwrap();
+    }
+
+    #[test]
+    fn a_run_looks_at_nodes_due_by_their_account_row_or_their_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        // (balance, has an account row, suspended)
+        let cases = [
+            (20, true, false),  // 0: due by its row
+            (20, false, false), // 1: due by its record
+            (5, true, false),   // 2: below the threshold
+            (5, false, false),  // 3: below the threshold
+            (20, true, true),   // 4: suspended: the run's transaction skips it
+            (20, false, true),  // 5: suspended, seen in its record
+            (0, true, false),   // 6: nothing to pay
+            (0, false, false),  // 7: nothing to pay
+        ];
+        let ids: Vec<String> = seed::in_transaction(&store, &clock, |b| {
+            cases
+                .iter()
+                .enumerate()
+                .map(|(i, &(credit, row, suspended))| {
+                    let id = funded(b, i, Some(ADDRESS), credit);
+                    if suspended {
+                        let before = b.node(&id).unwrap().unwrap();
+                        let after = Node {
+                            status: NodeStatus::Suspended,
+                            ..before.clone()
+                        };
+                        b.put_node(&after, Some(&before)).unwrap();
+                    }
+                    if row {
+                        with_account_row(b, &id);
+                    }
+                    id
+                })
+                .collect()
+        });
+        let (candidates, not_due) = store
+            .reader()
+            .unwrap()
+            .payout_candidates(Decimal::from(10))
+            .unwrap();
+        assert_eq!(
+            candidates,
+            vec![ids[0].clone(), ids[1].clone(), ids[4].clone()]
+        );
+        assert_eq!(not_due, 3);
+        let out = seed::in_transaction(&store, &clock, |b| {
+            create_due_chunk(
+                b,
+                &candidates,
+                Decimal::from(10),
+                &Actor::system(),
+                Duration::MAX,
+            )
+            .unwrap()
+        });
+        let paid: Vec<&str> = out.created.iter().map(|p| p.node_id.as_str()).collect();
+        assert_eq!(paid, [ids[0].as_str(), ids[1].as_str()]);
+        // Every node with a balance and no payout is counted skipped once: 2, 3, 5 by the
+        // scan, 4 by the run.
+        assert_eq!(out.skipped + not_due, 4);
+        let r = store.reader().unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let balance = r.node(id).unwrap().unwrap().balance_usdt;
+            let want = if i < 2 { 0 } else { cases[i].0 };
+            assert_eq!(balance, Decimal::from(want), "node {i}");
+        }
+    }
+
     #[test]
     fn a_chunk_out_of_budget_stops_after_one_node() {
         let dir = tempfile::tempdir().unwrap();
