@@ -9,7 +9,7 @@ use serde_json::json;
 use redb::ReadableTable;
 
 use super::accounts::{Account, AccountEdits};
-use super::batch::take_pending_credits;
+use super::batch::{take_pending_credits, DayReferences};
 use super::codec::encode;
 use super::error::{StoreError, StoreResult};
 use super::payout_chunks::{self, ChunkedPayout, HeadEdits};
@@ -58,8 +58,13 @@ pub fn create_due_chunk(
     let started = Instant::now();
     let mut out = ChunkOutcome::default();
     let mut stored: Vec<ChunkedPayout> = Vec::new();
-    // The node after its payout and its operator, for the mirror and the alerts.
-    let mut paid: Vec<(Node, String)> = Vec::new();
+    // Kept only when needed: each node after its payout (for the mirror), its operator
+    // (for the alerts).
+    let mirror = b.mirror.is_some();
+    let alerts = b.any_alert_settings()?;
+    let mut mirrored_nodes: Vec<Node> = Vec::new();
+    let mut operators: Vec<String> = Vec::new();
+    let mut days = DayReferences::default();
     let mut ledger_seq = b.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0);
     let now = b.now_us();
     // Copied out of the batch: the tables borrow the transaction, not `b`, which hands out
@@ -111,7 +116,7 @@ pub fn create_due_chunk(
                 needs_attention: false,
             };
             let mut entries: Vec<LedgerEntry> =
-                take_pending_credits(&mut node, &mut ledger_seq, now)
+                take_pending_credits(&mut node, &mut ledger_seq, now, &mut days)
                     .into_iter()
                     .collect();
             ledger_seq += 1;
@@ -133,14 +138,17 @@ pub fn create_due_chunk(
                 }
             }
             let prev = head_edits.push(&heads, node_index, stamp)?;
-            out.created.push(payout.clone());
             stored.push(ChunkedPayout {
                 payout,
                 entries,
                 prev,
             });
-            let operator = node.operator_id.clone();
-            paid.push((node, operator));
+            if alerts {
+                operators.push(node.operator_id.clone());
+            }
+            if mirror {
+                mirrored_nodes.push(node);
+            }
         }
         account_edits.flush(&mut accounts)?;
         head_edits.flush(&mut heads)?;
@@ -150,42 +158,40 @@ pub fn create_due_chunk(
             &stored,
         )?;
     }
-    let (Some(first), Some(last)) = (out.created.first(), out.created.last()) else {
+    let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
         return Ok(out);
     };
+    let (first, last) = (&first.payout.payout_id, &last.payout.payout_id);
     b.set_meta_u64(LEDGER_SEQ_KEY, ledger_seq)?;
     b.add_counter(
         &payout_state_counter(PayoutState::Pending),
-        out.created.len() as i64,
+        stored.len() as i64,
     )?;
     // One audit event for the chunk: its payouts are exactly the run's ids from `first` to
     // `last` (time-ordered), each stored with its amount, address and ledger entries.
-    let total: Decimal = out.created.iter().map(|p| p.amount).sum();
+    let total: Decimal = stored.iter().map(|c| c.payout.amount).sum();
     b.audit(
         actor,
         "payout.create",
-        &first.payout_id,
+        first,
         json!({
-            "payouts": out.created.len(),
+            "payouts": stored.len(),
             "amount_usdt": format_usdt(total),
-            "first_payout_id": first.payout_id,
-            "last_payout_id": last.payout_id,
+            "first_payout_id": first,
+            "last_payout_id": last,
         }),
     )?;
     // The mirror's outbox: each payout's ledger entries, node and payout.
-    if b.mirror.is_some() {
-        for (c, (node, _)) in stored.iter().zip(&paid) {
-            for entry in &c.entries {
-                b.mirror_ledger(entry)?;
-            }
-            b.mirror_node(node)?;
-            b.mirror_payout(&c.payout)?;
+    for (c, node) in stored.iter().zip(&mirrored_nodes) {
+        for entry in &c.entries {
+            b.mirror_ledger(entry)?;
         }
+        b.mirror_node(node)?;
+        b.mirror_payout(&c.payout)?;
     }
-    if b.any_alert_settings()? {
-        for (payout, (_, operator_id)) in out.created.iter().zip(&paid) {
-            raise_payout_alert(b, EventType::PayoutCreated, payout, operator_id)?;
-        }
+    out.created = stored.into_iter().map(|c| c.payout).collect();
+    for (payout, operator_id) in out.created.iter().zip(&operators) {
+        raise_payout_alert(b, EventType::PayoutCreated, payout, operator_id)?;
     }
     Ok(out)
 }
