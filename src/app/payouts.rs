@@ -2,6 +2,7 @@
 //! delivery with bounded retries and exponential backoff. The timers that run them are in
 //! `jobs::payouts`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
@@ -54,13 +55,18 @@ pub async fn process(app: &AppState, actor: &Actor) -> ApiResult<RunOutcome> {
 #[derive(Debug, Clone, Default)]
 pub struct RunTiming {
     pub candidates: usize,
-    /// Finding candidates in a read snapshot (outside the writer).
+    /// Finding candidates in a read snapshot (outside the writer, while it pays).
     pub scan: Duration,
     pub writer: WriterUse,
 }
 
-/// [`process`] on a store and writer: candidates come from a read snapshot, each chunk of
-/// [`RUN_CHUNK`] is re-checked and paid in one writer job.
+/// Candidates the scan hands over at a time: the writer pays one batch (in jobs of at
+/// most [`JOB_BUDGET`]) while the scan finds the next.
+const SCAN_BATCH: usize = 2000;
+
+/// [`process`] on a store and writer: candidates come from a read snapshot on a blocking
+/// thread, in batches, while the writer re-checks and pays the previous batch in jobs of
+/// up to [`RUN_CHUNK`] nodes: the scan and the writer run on both cores at once.
 pub async fn process_with(
     store: &Store,
     writer: &Writer<ApiError>,
@@ -68,47 +74,61 @@ pub async fn process_with(
     actor: &Actor,
 ) -> ApiResult<(RunOutcome, RunTiming)> {
     let started = Instant::now();
-    // Nodes with a balance below the threshold in the snapshot are skipped without a trip
-    // through the writer; the rest are re-checked there.
-    let (candidates, not_due) = {
+    // At most two batches wait: the scan stays just ahead of the writer.
+    let (batches, mut found) = tokio::sync::mpsc::channel::<Vec<payouts::Candidate>>(2);
+    let scan = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || -> ApiResult<(Vec<String>, u64)> {
-            Ok(store.reader()?.payout_candidates(threshold)?)
+        tokio::task::spawn_blocking(move || -> ApiResult<(u64, Duration)> {
+            let reader = store.reader()?;
+            // A send fails only when the run stopped on an error: the walk stops too.
+            let not_due = payouts::find_candidates(&reader, threshold, SCAN_BATCH, |batch| {
+                batches.blocking_send(batch).is_ok()
+            })?;
+            Ok((not_due, started.elapsed()))
         })
-        .await
-        .map_err(|e| ApiError::unavailable(format!("finding payout candidates failed: {e}")))??
     };
-    let mut timing = RunTiming {
-        candidates: candidates.len(),
-        scan: started.elapsed(),
-        ..Default::default()
-    };
+    let mut timing = RunTiming::default();
     let mut outcome = RunOutcome {
         created: Vec::new(),
-        skipped: not_due,
+        skipped: 0,
     };
-    let mut from = 0;
-    while from < candidates.len() {
-        let ids = candidates[from..(from + RUN_CHUNK).min(candidates.len())].to_vec();
-        let actor = actor.clone();
-        // Heartbeats wait while a job runs: it stops after the budget and the rest goes in
-        // the next job.
-        let chunk = timing
-            .writer
-            .write(writer, move |b| {
-                payouts::create_due_chunk(b, &ids, threshold, &actor, JOB_BUDGET)
+    while let Some(batch) = found.recv().await {
+        timing.candidates += batch.len();
+        let batch = Arc::new(batch);
+        let mut from = 0;
+        while from < batch.len() {
+            let (candidates, actor) = (batch.clone(), actor.clone());
+            let to = (from + RUN_CHUNK).min(batch.len());
+            // Heartbeats wait while a job runs: it stops after the budget and the rest
+            // goes in the next job.
+            let chunk = timing
+                .writer
+                .write(writer, move |b| {
+                    payouts::create_due_chunk(
+                        b,
+                        &candidates[from..to],
+                        threshold,
+                        &actor,
+                        JOB_BUDGET,
+                    )
                     .map_err(ApiError::from)
-            })
-            .await?;
-        let payouts::ChunkOutcome {
-            created,
-            skipped,
-            consumed,
-        } = chunk;
-        from += consumed.max(1);
-        outcome.created.extend(created);
-        outcome.skipped += skipped;
+                })
+                .await?;
+            let payouts::ChunkOutcome {
+                created,
+                skipped,
+                consumed,
+            } = chunk;
+            from += consumed.max(1);
+            outcome.created.extend(created);
+            outcome.skipped += skipped;
+        }
     }
+    let (not_due, scan) = scan
+        .await
+        .map_err(|e| ApiError::unavailable(format!("finding payout candidates failed: {e}")))??;
+    outcome.skipped += not_due;
+    timing.scan = scan;
     Ok((outcome, timing))
 }
 

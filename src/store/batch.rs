@@ -103,16 +103,27 @@ pub(super) fn take_pending_credits(
     at_us: Micros,
     days: &mut DayReferences,
 ) -> Option<LedgerEntry> {
-    if node.credits_pending_usdt.is_zero() {
+    take_pending(
+        &node.node_id,
+        (&mut node.credits_pending_usdt, node.credits_pending_day),
+        (seq, at_us),
+        days,
+    )
+}
+
+/// [`take_pending_credits`] on the pending total and day wherever they are kept (a node
+/// record or an account row).
+pub(super) fn take_pending(
+    node_id: &str,
+    (pending, day): (&mut Decimal, u32),
+    (seq, at_us): (&mut u64, Micros),
+    days: &mut DayReferences,
+) -> Option<LedgerEntry> {
+    if pending.is_zero() {
         return None;
     }
-    let entry = day_credit_entry(
-        &node.node_id,
-        (node.credits_pending_usdt, days.of(node.credits_pending_day)),
-        seq,
-        at_us,
-    );
-    node.credits_pending_usdt = Decimal::ZERO;
+    let entry = day_credit_entry(node_id, (*pending, days.of(day)), seq, at_us);
+    *pending = Decimal::ZERO;
     Some(entry)
 }
 

@@ -163,62 +163,6 @@ impl Reader {
         Ok(Page { items, next: None })
     }
 
-    /// The nodes a payout run at `threshold` should look at, in node-index order, and how
-    /// many others have a balance but are not due. Balances come from the account rows
-    /// (128 nodes a value), so only nodes without one have their record decoded: a node
-    /// whose row reaches the threshold is a candidate, and the run checks the rest
-    /// (status, address) in its transaction, where it reads the record anyway.
-    pub fn payout_candidates(
-        &self,
-        threshold: rust_decimal::Decimal,
-    ) -> StoreResult<(Vec<String>, u64)> {
-        use super::accounts::{account_in, ROWS_PER_CHUNK};
-        use rust_decimal::Decimal;
-        let tables = super::accounts::read_tables(&self.txn)?;
-        let ids = self.txn.open_table(NODE_IDS)?;
-        let mut candidates = Vec::new();
-        let mut not_due = 0u64;
-        // The account value of the nodes being walked: (its number, its bytes).
-        let mut value: Option<(u32, Option<Vec<u8>>)> = None;
-        for entry in ids.iter()? {
-            let (k, v) = entry?;
-            let (index, node_id) = (k.value(), v.value());
-            let number = index / ROWS_PER_CHUNK;
-            if value.as_ref().map(|(n, _)| *n) != Some(number) {
-                let bytes = tables.accounts.get(number)?.map(|v| v.value().to_vec());
-                value = Some((number, bytes));
-            }
-            let account = match value.as_ref().and_then(|(_, b)| b.as_deref()) {
-                Some(bytes) => account_in(bytes, index)?,
-                None => None,
-            };
-            let balance = match account {
-                Some(a) => a.balance_usdt,
-                None => match node_record(&tables.nodes, node_id)? {
-                    Some(n) => {
-                        if n.balance_usdt > Decimal::ZERO
-                            && crate::domain::payout::due(&n, threshold).is_err()
-                        {
-                            not_due += 1;
-                            continue;
-                        }
-                        n.balance_usdt
-                    }
-                    None => continue,
-                },
-            };
-            if balance <= Decimal::ZERO {
-                continue;
-            }
-            if balance >= threshold {
-                candidates.push(node_id.to_string());
-            } else {
-                not_due += 1;
-            }
-        }
-        Ok((candidates, not_due))
-    }
-
     /// Ids of every node `keep` accepts, in id order (a full scan, in pages).
     pub fn node_ids_where(&self, keep: impl Fn(&Node) -> bool) -> StoreResult<Vec<String>> {
         let mut ids = Vec::new();
