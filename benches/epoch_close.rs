@@ -71,6 +71,17 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Bytes this process has caused to be written to storage (`write_bytes` of
+/// /proc/self/io): the database file's pages and its commits.
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sends a trivial durable write every millisecond until stopped; collects latencies.
 struct Probe {
     stop: Arc<AtomicBool>,
@@ -174,6 +185,7 @@ fn main() {
             ));
 
             let probe = Probe::start(&writer);
+            let written_before = written_bytes();
             let started = Instant::now();
             let (outcome, timing) = process_with(
                 &store,
@@ -184,15 +196,17 @@ fn main() {
             .await
             .unwrap();
             let secs = started.elapsed().as_secs_f64();
+            let written = written_bytes().saturating_sub(written_before);
             let (count, median, p99, max) = probe.finish().await;
             rows_payout.push(format!(
-                "| {n} | {} | {:.3} | {secs:.3} | {:.0} | {} | {:.1} | {:.1} | {count} | {idle_median:.1} / {median:.1} / {p99:.1} / {max:.1} |",
+                "| {n} | {} | {:.3} | {secs:.3} | {:.0} | {} | {:.1} | {:.1} | {count} | {idle_median:.1} / {median:.1} / {p99:.1} / {max:.1} | {:.0} |",
                 outcome.created.len(),
                 timing.scan.as_secs_f64(),
                 outcome.created.len() as f64 / secs,
                 timing.writer.jobs,
                 timing.writer.longest_job.as_secs_f64() * 1000.0,
                 timing.writer.longest_job_committed.as_secs_f64() * 1000.0,
+                written as f64 / outcome.created.len().max(1) as f64,
             ));
 
             // The alert watcher's pass with a fleet webhook and 1 % of the nodes offline:
@@ -262,8 +276,8 @@ fn main() {
     println!();
     println!("One payout run over every node's balance");
     println!();
-    println!("| nodes | payouts | candidate scan (s) | run total (s) | payouts/s | writer jobs | longest job in writer (ms) | longest job until durable (ms) | probe writes | probe latency (ms) |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| nodes | payouts | candidate scan, beside the writer (s) | run total (s) | payouts/s | writer jobs | longest job in writer (ms) | longest job until durable (ms) | probe writes | probe latency (ms) | written per payout (B) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for r in rows_payout {
         println!("{r}");
     }
