@@ -663,7 +663,7 @@ impl<'a> Batch<'a> {
     /// chunked payout gets its PAYOUTS row on its first change (see `payout_chunks`).
     pub fn put_payout(&mut self, payout: &Payout, previous: &Payout) -> StoreResult<()> {
         let mut payouts = self.txn.open_table(PAYOUTS)?;
-        super::payout_chunks::note_first_change(
+        let first_row = super::payout_chunks::note_first_change(
             &payouts,
             &self.txn.open_table(PAYOUT_CHUNKS)?,
             &mut self.txn.open_table(OPEN_PAYOUT_CHUNKS)?,
@@ -673,12 +673,15 @@ impl<'a> Batch<'a> {
         drop(payouts);
         let id = payout.payout_id.as_str();
         let old = previous.state;
-        if old != payout.state {
+        // A chunked payout's first row is indexed by its state even when that is still
+        // `pending`: the chunk no longer lists it as pending.
+        if old != payout.state || first_row {
             let mut by_state = self.txn.open_table(PAYOUTS_BY_STATE)?;
-            // Absent for a chunked payout leaving `pending`: harmless.
+            // Absent for a chunked payout's first change: harmless.
             by_state.remove((old.as_str(), id))?;
             by_state.insert((payout.state.as_str(), id), ())?;
-            drop(by_state);
+        }
+        if old != payout.state {
             self.add_counter(&payout_state_counter(old), -1)?;
             self.add_counter(&payout_state_counter(payout.state), 1)?;
         }

@@ -606,7 +606,9 @@ fn snapshot_page(
             };
             let payouts = txn.open_table(PAYOUTS)?;
             let chunks = txn.open_table(super::tables::PAYOUT_CHUNKS)?;
-            for entry in chunks.range(done + 1..)? {
+            for entry in
+                chunks.range((std::ops::Bound::Excluded(*done), std::ops::Bound::Unbounded))?
+            {
                 let (k, v) = entry?;
                 let value: Vec<super::payout_chunks::ChunkedPayout> = decode(v.value())?;
                 for c in value {

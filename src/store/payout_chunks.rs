@@ -73,8 +73,14 @@ pub fn write(
 ) -> StoreResult<()> {
     for value in payouts.chunks(PAYOUTS_PER_VALUE) {
         let key = value[0].stamp()?;
-        chunks.insert(key, encode(&value).as_slice())?;
-        open.insert(key, value.len() as u64)?;
+        // Stamps are unique: a key already taken would lose the payouts stored under it.
+        if chunks.insert(key, encode(&value).as_slice())?.is_some()
+            || open.insert(key, value.len() as u64)?.is_some()
+        {
+            return Err(StoreError::corrupt(format!(
+                "payouts are already stored under stamp {key}"
+            )));
+        }
     }
     Ok(())
 }
@@ -121,19 +127,20 @@ pub fn lookup(
     Ok(find(chunks, payout_id)?.map(|(_, c)| c.payout))
 }
 
-/// A chunked payout's first change of state: the value holding it has one open payout
-/// fewer. (Called before its PAYOUTS row is written; nothing for any other payout.)
+/// A chunked payout's first change: the value holding it has one open payout fewer, and
+/// true is returned (its PAYOUTS row, written next, now holds it and must be indexed by
+/// state). False for any other payout. Called before its PAYOUTS row is written.
 pub fn note_first_change(
     payouts: &impl ReadableTable<&'static str, &'static [u8]>,
     chunks: &impl ReadableTable<u64, &'static [u8]>,
     open: &mut redb::Table<'_, u64, u64>,
     payout_id: &str,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     if payouts.get(payout_id)?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let Some((key, _)) = find(chunks, payout_id)? else {
-        return Ok(());
+        return Ok(false);
     };
     let left = open.get(key)?.map(|v| v.value()).unwrap_or(0);
     if left <= 1 {
@@ -141,7 +148,7 @@ pub fn note_first_change(
     } else {
         open.insert(key, left - 1)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A node's chunked payouts as created, newest first, from the stamp of its latest.

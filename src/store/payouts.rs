@@ -180,7 +180,9 @@ pub fn create_due_chunk(
                 Some(v) if v.value() == c.record.as_slice() && account.is_some() && !mirror => None,
                 Some(v) => Some(decode::<Node>(v.value())?),
             };
-            let (amount, mut entries) = match (node, account) {
+            // Address and operator as the record holds them now: the scan's copies only
+            // when the record is the one scanned.
+            let (amount, mut entries, payout_address, operator_id) = match (node, account) {
                 (None, Some(mut a)) => {
                     // Status and address as the scan checked them: the balance decides.
                     if a.balance_usdt <= Decimal::ZERO || a.balance_usdt < threshold {
@@ -198,7 +200,12 @@ pub fn create_due_chunk(
                     .collect();
                     a.balance_usdt -= amount;
                     account_edits.put(&accounts, c.node_index, &a)?;
-                    (amount, entries)
+                    (
+                        amount,
+                        entries,
+                        c.payout_address.clone(),
+                        c.operator_id.clone(),
+                    )
                 }
                 (None, None) => unreachable!("a record is decoded when there is no row"),
                 (Some(mut node), account) => {
@@ -224,10 +231,12 @@ pub fn create_due_chunk(
                             nodes.insert(node_id.as_str(), encode(&node).as_slice())?;
                         }
                     }
+                    let address = node.payout_address.clone().unwrap_or_default();
+                    let operator = node.operator_id.clone();
                     if mirror {
                         mirrored_nodes.push(node);
                     }
-                    (amount, entries)
+                    (amount, entries, address, operator)
                 }
             };
             // Time-ordered (by the writer's unique stamp): a run's payouts append, and the
@@ -237,7 +246,7 @@ pub fn create_due_chunk(
                 payout_id: new_time_ordered_id("payout", stamp),
                 node_id: node_id.clone(),
                 amount,
-                payout_address: c.payout_address.clone(),
+                payout_address,
                 state: PayoutState::Pending,
                 created_at_us: now,
                 updated_at_us: now,
@@ -263,7 +272,7 @@ pub fn create_due_chunk(
                 prev,
             });
             if alerts {
-                operators.push(c.operator_id.clone());
+                operators.push(operator_id);
             }
         }
         account_edits.flush(&mut accounts)?;
@@ -961,6 +970,68 @@ mod tests {
             let want = if i < 2 { 0 } else { cases[i].0 };
             assert_eq!(balance, Decimal::from(want), "node {i}");
         }
+    }
+
+    #[test]
+    fn an_address_changed_after_the_scan_is_the_one_paid_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        let new_address = crate::domain::tron::encode_tron_address(&[0x11; 20]);
+        let id = seed::in_transaction(&store, &clock, |b| {
+            let id = funded(b, 0, Some(ADDRESS), 20);
+            with_account_row(b, &id);
+            id
+        });
+        let (candidates, _) = scan(&store, 10);
+        seed::in_transaction(&store, &clock, |b| {
+            let before = b.node(&id).unwrap().unwrap();
+            let after = Node {
+                payout_address: Some(new_address.clone()),
+                ..before.clone()
+            };
+            b.put_node(&after, Some(&before)).unwrap();
+        });
+        let out = seed::in_transaction(&store, &clock, |b| {
+            create_due_chunk(
+                b,
+                &candidates,
+                Decimal::from(10),
+                &Actor::system(),
+                Duration::MAX,
+            )
+            .unwrap()
+        });
+        assert_eq!(out.created.len(), 1);
+        assert_eq!(out.created[0].payout_address, new_address);
+    }
+
+    #[test]
+    fn a_chunked_payout_changed_but_still_pending_stays_listed_as_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        seed::in_transaction(&store, &clock, |b| {
+            funded(b, 0, Some(ADDRESS), 20);
+        });
+        let payout = run(&store, &clock).remove(0);
+        seed::in_transaction(&store, &clock, |b| {
+            let before = b.payout(&payout.payout_id).unwrap().unwrap();
+            let after = Payout {
+                error: Some("noted".into()),
+                ..before.clone()
+            };
+            b.put_payout(&after, &before).unwrap();
+        });
+        let r = store.reader().unwrap();
+        let pending = r.payouts_in_state(PayoutState::Pending, None, 10).unwrap();
+        assert_eq!(pending.items.len(), 1);
+        assert_eq!(pending.items[0].error.as_deref(), Some("noted"));
+        assert_eq!(
+            r.counter(&payout_state_counter(PayoutState::Pending))
+                .unwrap(),
+            1
+        );
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+        crate::store::verify::verify_database(&r, &key, |_| {}).unwrap();
     }
 
     #[test]
