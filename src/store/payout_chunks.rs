@@ -65,16 +65,21 @@ fn stamp_of(payout_id: &str) -> StoreResult<u64> {
 }
 
 /// Writes a run's payouts (in id order, all pending) as values of [`PAYOUTS_PER_VALUE`],
-/// each counted open in OPEN_PAYOUT_CHUNKS.
+/// each counted open in OPEN_PAYOUT_CHUNKS. Returns the SHA-256 of the values in order
+/// (the job's audit event carries it, and `verify` recomputes it: see [`digest`]).
 pub fn write(
     chunks: &mut redb::Table<'_, u64, &'static [u8]>,
     open: &mut redb::Table<'_, u64, u64>,
     payouts: &[ChunkedPayout],
-) -> StoreResult<()> {
+) -> StoreResult<[u8; 32]> {
+    use sha2::Digest;
+    let mut sha = sha2::Sha256::new();
     for value in payouts.chunks(PAYOUTS_PER_VALUE) {
         let key = value[0].stamp()?;
+        let bytes = encode(&value);
+        sha.update(&bytes);
         // Stamps are unique: a key already taken would lose the payouts stored under it.
-        if chunks.insert(key, encode(&value).as_slice())?.is_some()
+        if chunks.insert(key, bytes.as_slice())?.is_some()
             || open.insert(key, value.len() as u64)?.is_some()
         {
             return Err(StoreError::corrupt(format!(
@@ -82,7 +87,34 @@ pub fn write(
             )));
         }
     }
-    Ok(())
+    Ok(sha.finalize().into())
+}
+
+/// The SHA-256 of the stored values of one job: those keyed from the stamp of its first
+/// payout to that of its last (stamps only grow, so no other job's values lie between),
+/// with how many payouts they hold.
+pub fn digest(
+    chunks: &impl ReadableTable<u64, &'static [u8]>,
+    first_payout_id: &str,
+    last_payout_id: &str,
+) -> StoreResult<([u8; 32], usize)> {
+    use sha2::Digest;
+    let (Some(first), Some(last)) = (
+        time_ordered_stamp("payout", first_payout_id),
+        time_ordered_stamp("payout", last_payout_id),
+    ) else {
+        return Err(StoreError::corrupt(format!(
+            "payouts {first_payout_id}..{last_payout_id} have no time-ordered ids"
+        )));
+    };
+    let mut sha = sha2::Sha256::new();
+    let mut count = 0;
+    for entry in chunks.range(first..=last)? {
+        let (_, v) = entry?;
+        sha.update(v.value());
+        count += decode::<Vec<ChunkedPayout>>(v.value())?.len();
+    }
+    Ok((sha.finalize().into(), count))
 }
 
 /// The stored value holding the chunked payout of `stamp`: its key and payouts.

@@ -156,7 +156,7 @@ pub fn create_due_chunk(
     // Copied out of the batch: the tables borrow the transaction, not `b`, which hands out
     // stamps meanwhile.
     let txn = b.txn;
-    {
+    let stored_sha256 = {
         let mut nodes = txn.open_table(NODES)?;
         let mut accounts = txn.open_table(ACCOUNTS)?;
         // Balances of nodes with an account row change there, one value per 128 nodes.
@@ -281,8 +281,8 @@ pub fn create_due_chunk(
             &mut txn.open_table(PAYOUT_CHUNKS)?,
             &mut txn.open_table(OPEN_PAYOUT_CHUNKS)?,
             &stored,
-        )?;
-    }
+        )?
+    };
     let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
         return Ok(out);
     };
@@ -293,7 +293,8 @@ pub fn create_due_chunk(
         stored.len() as i64,
     )?;
     // One audit event for the chunk: its payouts are exactly the run's ids from `first` to
-    // `last` (time-ordered), each stored with its amount, address and ledger entries.
+    // `last` (time-ordered), each stored with its amount, address and ledger entries; the
+    // digest of what was stored puts each of them under the audit chain.
     let total: Decimal = stored.iter().map(|c| c.payout.amount).sum();
     b.audit(
         actor,
@@ -304,6 +305,7 @@ pub fn create_due_chunk(
             "amount_usdt": format_usdt(total),
             "first_payout_id": first,
             "last_payout_id": last,
+            "payouts_sha256": hex::encode(stored_sha256),
         }),
     )?;
     // The mirror's outbox: each payout's ledger entries, node and payout.
@@ -1032,6 +1034,49 @@ mod tests {
         );
         let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
         crate::store::verify::verify_database(&r, &key, |_| {}).unwrap();
+        drop(r);
+
+        // A wrong open count would hide pending payouts from the export (here: the one
+        // changed payout counted open as if stored unchanged): verify says so.
+        seed::in_transaction(&store, &clock, |b| {
+            let chunks = b.txn.open_table(PAYOUT_CHUNKS).unwrap();
+            let key = chunks.first().unwrap().unwrap().0.value();
+            let mut open = b.txn.open_table(OPEN_PAYOUT_CHUNKS).unwrap();
+            open.insert(key, 7).unwrap();
+        });
+        let r = store.reader().unwrap();
+        let err = crate::store::verify::verify_database(&r, &key, |_| {}).unwrap_err();
+        assert!(err.contains("counted 7"), "{err}");
+    }
+
+    #[test]
+    fn a_stored_payout_altered_after_its_run_fails_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, clock) = db::open_with_clock(dir.path(), 100).unwrap();
+        seed::in_transaction(&store, &clock, |b| {
+            for i in 0..3 {
+                funded(b, i, Some(ADDRESS), 20);
+            }
+        });
+        assert_eq!(run(&store, &clock).len(), 3);
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+        crate::store::verify::verify_database(&store.reader().unwrap(), &key, |_| {}).unwrap();
+        // Someone with the file redirects a pending payout to another address.
+        seed::in_transaction(&store, &clock, |b| {
+            let mut chunks = b.txn.open_table(PAYOUT_CHUNKS).unwrap();
+            let (k, mut value) = {
+                let (k, v) = chunks.first().unwrap().unwrap();
+                (k.value(), decode::<Vec<ChunkedPayout>>(v.value()).unwrap())
+            };
+            value[1].payout.payout_address = crate::domain::tron::encode_tron_address(&[0x22; 20]);
+            chunks.insert(k, encode(&value).as_slice()).unwrap();
+        });
+        let err = crate::store::verify::verify_database(&store.reader().unwrap(), &key, |_| {})
+            .unwrap_err();
+        assert!(
+            err.contains("differ from what their audit event recorded"),
+            "{err}"
+        );
     }
 
     #[test]

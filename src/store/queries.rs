@@ -496,6 +496,61 @@ impl Reader {
         Ok(out)
     }
 
+    /// The digest and count of the payouts a run's job stored (see
+    /// `payout_chunks::digest`).
+    pub fn payout_job_digest(&self, first: &str, last: &str) -> StoreResult<([u8; 32], usize)> {
+        super::payout_chunks::digest(&self.txn.open_table(PAYOUT_CHUNKS)?, first, last)
+    }
+
+    /// What `verify` finds wrong in the payouts runs stored in chunks (see
+    /// `payout_chunks`): each value's open count must be its payouts without a PAYOUTS
+    /// row (absent at zero), every count must have its value, a payout with a row must be
+    /// indexed by its state, and its ledger entries must be its node's.
+    pub fn payout_chunk_problems(&self) -> StoreResult<Vec<String>> {
+        let payouts = self.txn.open_table(PAYOUTS)?;
+        let chunks = self.txn.open_table(PAYOUT_CHUNKS)?;
+        let open = self.txn.open_table(OPEN_PAYOUT_CHUNKS)?;
+        let by_state = self.txn.open_table(PAYOUTS_BY_STATE)?;
+        let mut problems = Vec::new();
+        for entry in chunks.iter()? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let value: Vec<super::payout_chunks::ChunkedPayout> = decode(v.value())?;
+            let mut unchanged = 0u64;
+            for c in &value {
+                let id = c.payout.payout_id.as_str();
+                match payouts.get(id)? {
+                    None => unchanged += 1,
+                    Some(row) => {
+                        let now: Payout = decode(row.value())?;
+                        if by_state.get((now.state.as_str(), id))?.is_none() {
+                            problems.push(format!(
+                                "payout {id} is {} but not indexed so",
+                                now.state.as_str()
+                            ));
+                        }
+                    }
+                }
+                if c.entries.iter().any(|e| e.node_id != c.payout.node_id) {
+                    problems.push(format!("payout {id} holds another node's ledger entries"));
+                }
+            }
+            let counted = open.get(key)?.map(|v| v.value()).unwrap_or(0);
+            if counted != unchanged {
+                problems.push(format!(
+                    "payout chunk {key}: {unchanged} payout(s) still pending as stored, counted {counted}"
+                ));
+            }
+        }
+        for entry in open.iter()? {
+            let (k, _) = entry?;
+            if chunks.get(k.value())?.is_none() {
+                problems.push(format!("open payout chunk {} is missing", k.value()));
+            }
+        }
+        Ok(problems)
+    }
+
     /// The last ledger sequence number given.
     pub fn ledger_seq(&self) -> StoreResult<u64> {
         Ok(self.meta_u64(LEDGER_SEQ_KEY)?.unwrap_or(0))

@@ -118,8 +118,32 @@ pub fn verify_database(
 
     progress("audit chain");
     let mut chain = ChainVerifier::default();
-    reader.for_each_audit(|event| chain.push(&event).map_err(|e| e.to_string()))?;
+    // Jobs of payout runs: (first id, last id, payouts, digest) as their events say.
+    let mut payout_jobs: Vec<(String, String, u64, String)> = Vec::new();
+    reader.for_each_audit(|event| {
+        if event.action == "payout.create" {
+            let d: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
+            if let (Some(first), Some(last), Some(n), Some(sha)) = (
+                d["first_payout_id"].as_str(),
+                d["last_payout_id"].as_str(),
+                d["payouts"].as_u64(),
+                d["payouts_sha256"].as_str(),
+            ) {
+                payout_jobs.push((first.into(), last.into(), n, sha.into()));
+            }
+        }
+        chain.push(&event).map_err(|e| e.to_string())
+    })?;
     report.audit_events = chain.checked;
+    // Each job's payouts are as its audit event recorded them, none added or altered.
+    for (first, last, n, sha) in &payout_jobs {
+        let (digest, count) = reader.payout_job_digest(first, last).map_err(e)?;
+        if hex::encode(digest) != *sha || count as u64 != *n {
+            problems.push(format!(
+                "payouts {first}..{last} differ from what their audit event recorded"
+            ));
+        }
+    }
 
     // node -> (last proof, carry, seconds, credits)
     let mut per_node: BTreeMap<String, NodeProofs> = BTreeMap::new();
@@ -506,6 +530,7 @@ pub fn verify_database(
     for id in payout_entries.keys() {
         problems.push(format!("ledger entries refer to unknown payout {id}"));
     }
+    problems.extend(reader.payout_chunk_problems().map_err(e)?);
 
     if problems.is_empty() {
         Ok(report)
