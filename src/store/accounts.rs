@@ -14,19 +14,18 @@
 //! with [`NodeTables::get`]; `Batch::put_node` writes a changed total to the row; closes
 //! create the rows as they settle (no migration).
 
-use std::collections::BTreeMap;
-
 use redb::ReadableTable;
 use rust_decimal::Decimal;
 
 use super::codec::decode;
-use super::error::{StoreError, StoreResult};
+use super::error::StoreResult;
+use super::node_rows::{RowEdits, RowKind, NODES_PER_VALUE};
 use crate::domain::merkle::Hash;
 use crate::domain::node::Node;
 
 /// Nodes per stored value: 13 KiB values, so a payout of one node rewrites little, and an
 /// epoch of 100k nodes rewrites 782 values.
-pub const ROWS_PER_CHUNK: u32 = 128;
+pub const ROWS_PER_CHUNK: u32 = NODES_PER_VALUE;
 
 /// Bytes of one row.
 pub const ROW_LEN: usize = 104;
@@ -107,12 +106,11 @@ impl Account {
     }
 }
 
-fn chunk_of(node_index: u32) -> (u32, usize) {
-    (
-        node_index / ROWS_PER_CHUNK,
-        (node_index % ROWS_PER_CHUNK) as usize * ROW_LEN,
-    )
-}
+/// The account rows' kind, for `node_rows`.
+const ACCOUNT_ROW: RowKind = RowKind {
+    len: ROW_LEN,
+    what: "account",
+};
 
 /// The account row of `node_index` as `accounts` holds it.
 pub fn account_at(
@@ -127,20 +125,41 @@ pub fn account_at(
 
 /// The account row of `node_index` in the stored value of its chunk.
 pub fn account_in(chunk: &[u8], node_index: u32) -> StoreResult<Option<Account>> {
-    let (number, at) = chunk_of(node_index);
-    check_chunk(number, chunk)?;
-    Ok(Account::decode(&chunk[at..at + ROW_LEN]))
+    Ok(Account::decode(ACCOUNT_ROW.row_in(chunk, node_index)?))
 }
 
-/// A stored account value is whole: `ROWS_PER_CHUNK` rows.
-fn check_chunk(number: u32, chunk: &[u8]) -> StoreResult<()> {
-    if chunk.len() != ROWS_PER_CHUNK as usize * ROW_LEN {
-        return Err(StoreError::corrupt(format!(
-            "account chunk {number} is {} bytes",
-            chunk.len()
-        )));
+/// Account rows read in a pass over many nodes (a close proving them, a payout run's
+/// scan): each stored value is fetched once and kept while the pass lasts.
+pub struct AccountReads<'a, A> {
+    accounts: &'a A,
+    values: std::collections::HashMap<
+        u32,
+        Option<redb::AccessGuard<'a, &'static [u8]>>,
+        foldhash::fast::FixedState,
+    >,
+}
+
+impl<'a, A: ReadableTable<u32, &'static [u8]>> AccountReads<'a, A> {
+    pub fn new(accounts: &'a A) -> Self {
+        Self {
+            accounts,
+            values: Default::default(),
+        }
     }
-    Ok(())
+
+    /// The account row of `node_index`, if it has one.
+    pub fn get(&mut self, node_index: u32) -> StoreResult<Option<Account>> {
+        use std::collections::hash_map::Entry;
+        let number = node_index / ROWS_PER_CHUNK;
+        let stored = match self.values.entry(number) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.accounts.get(number)?),
+        };
+        match stored {
+            Some(bytes) => account_in(bytes.value(), node_index),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The three tables a node is read from: its record, its index and its account row.
@@ -208,41 +227,22 @@ pub fn read_tables(txn: &redb::ReadTransaction) -> StoreResult<ReadNodeTables> {
 
 /// Account rows changed in a write transaction, kept per chunk and written back once
 /// ([`AccountEdits::flush`]): settling an epoch changes up to 128 rows of each value.
-#[derive(Default)]
-pub struct AccountEdits {
-    /// Each chunk read, and whether a row of it changed (only those are written back).
-    chunks: BTreeMap<u32, (Vec<u8>, bool)>,
+pub struct AccountEdits(RowEdits);
+
+impl Default for AccountEdits {
+    fn default() -> Self {
+        Self(RowEdits::new(ACCOUNT_ROW))
+    }
 }
 
 impl AccountEdits {
-    fn chunk(
-        &mut self,
-        accounts: &impl ReadableTable<u32, &'static [u8]>,
-        chunk: u32,
-    ) -> StoreResult<&mut (Vec<u8>, bool)> {
-        use std::collections::btree_map::Entry;
-        match self.chunks.entry(chunk) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(e) => {
-                let bytes = match accounts.get(chunk)? {
-                    Some(v) => v.value().to_vec(),
-                    None => vec![0; ROWS_PER_CHUNK as usize * ROW_LEN],
-                };
-                check_chunk(chunk, &bytes)?;
-                Ok(e.insert((bytes, false)))
-            }
-        }
-    }
-
     /// The account of `node_index` with the edits so far.
     pub fn get(
         &mut self,
         accounts: &impl ReadableTable<u32, &'static [u8]>,
         node_index: u32,
     ) -> StoreResult<Option<Account>> {
-        let (chunk, at) = chunk_of(node_index);
-        let (bytes, _) = self.chunk(accounts, chunk)?;
-        Ok(Account::decode(&bytes[at..at + ROW_LEN]))
+        Ok(Account::decode(self.0.row(accounts, node_index)?))
     }
 
     pub fn put(
@@ -251,22 +251,14 @@ impl AccountEdits {
         node_index: u32,
         account: &Account,
     ) -> StoreResult<()> {
-        let (chunk, at) = chunk_of(node_index);
-        let (bytes, changed) = self.chunk(accounts, chunk)?;
-        account.encode_into(&mut bytes[at..at + ROW_LEN]);
-        *changed = true;
+        account.encode_into(self.0.row_mut(accounts, node_index)?);
         Ok(())
     }
 
     /// Writes the changed chunks (a chunk only read is not rewritten: a resumed settling
     /// reads every chunk again and changes few).
     pub fn flush(self, accounts: &mut redb::Table<'_, u32, &'static [u8]>) -> StoreResult<()> {
-        for (chunk, (bytes, changed)) in self.chunks {
-            if changed {
-                accounts.insert(chunk, bytes.as_slice())?;
-            }
-        }
-        Ok(())
+        self.0.flush(accounts)
     }
 }
 

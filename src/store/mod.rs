@@ -25,6 +25,7 @@ pub mod epoch_rows;
 pub mod error;
 pub mod liveness;
 pub(crate) mod migrate_rows;
+pub(crate) mod node_rows;
 pub mod outbox;
 // Opens transactions in its tests (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]

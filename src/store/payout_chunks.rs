@@ -22,13 +22,12 @@
 //!
 //! [`new_time_ordered_id`]: crate::domain::ids::new_time_ordered_id
 
-use std::collections::BTreeMap;
-
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
 use super::error::{StoreError, StoreResult};
+use super::node_rows::{RowEdits, RowKind, NODES_PER_VALUE};
 use crate::domain::ids::time_ordered_stamp;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::payout::Payout;
@@ -36,10 +35,6 @@ use crate::domain::payout::Payout;
 /// Payouts per stored value: ~15 KiB, so finding one payout by id decodes at most this
 /// many, and a run of 100k payouts writes about 2,100 values.
 pub const PAYOUTS_PER_VALUE: usize = 48;
-
-/// Nodes per PAYOUT_HEADS value (8 bytes each).
-const HEADS_PER_VALUE: u32 = 128;
-const HEAD_LEN: usize = 8;
 
 /// One payout of a run as stored: the payout as created (pending) and what it wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,64 +209,34 @@ pub fn chain(
     Ok(out)
 }
 
+/// The payout heads' kind, for `node_rows`: a stamp of 8 bytes per node.
+const HEAD: RowKind = RowKind {
+    len: 8,
+    what: "payout heads",
+};
+
+fn stamp_in(row: &[u8]) -> u64 {
+    u64::from_le_bytes(row.try_into().expect("a head row is 8 bytes"))
+}
+
 /// The stamp of the latest chunked payout of node `node_index` (0: none).
 pub fn head(heads: &impl ReadableTable<u32, &'static [u8]>, node_index: u32) -> StoreResult<u64> {
-    let (number, at) = head_slot(node_index);
-    match heads.get(number)? {
-        Some(v) => {
-            let bytes = v.value();
-            check_heads(number, bytes)?;
-            Ok(u64::from_le_bytes(
-                bytes[at..at + HEAD_LEN].try_into().expect("8 bytes"),
-            ))
-        }
+    match heads.get(node_index / NODES_PER_VALUE)? {
+        Some(v) => Ok(stamp_in(HEAD.row_in(v.value(), node_index)?)),
         None => Ok(0),
     }
 }
 
-fn head_slot(node_index: u32) -> (u32, usize) {
-    (
-        node_index / HEADS_PER_VALUE,
-        (node_index % HEADS_PER_VALUE) as usize * HEAD_LEN,
-    )
-}
-
-fn check_heads(number: u32, bytes: &[u8]) -> StoreResult<()> {
-    if bytes.len() != HEADS_PER_VALUE as usize * HEAD_LEN {
-        return Err(StoreError::corrupt(format!(
-            "payout heads value {number} is {} bytes",
-            bytes.len()
-        )));
-    }
-    Ok(())
-}
-
 /// Heads changed by a run, written back once per value ([`HeadEdits::flush`]).
-#[derive(Default)]
-pub struct HeadEdits {
-    values: BTreeMap<u32, Vec<u8>>,
+pub struct HeadEdits(RowEdits);
+
+impl Default for HeadEdits {
+    fn default() -> Self {
+        Self(RowEdits::new(HEAD))
+    }
 }
 
 impl HeadEdits {
-    fn value(
-        &mut self,
-        heads: &impl ReadableTable<u32, &'static [u8]>,
-        number: u32,
-    ) -> StoreResult<&mut Vec<u8>> {
-        use std::collections::btree_map::Entry;
-        match self.values.entry(number) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(e) => {
-                let bytes = match heads.get(number)? {
-                    Some(v) => v.value().to_vec(),
-                    None => vec![0; HEADS_PER_VALUE as usize * HEAD_LEN],
-                };
-                check_heads(number, &bytes)?;
-                Ok(e.insert(bytes))
-            }
-        }
-    }
-
     /// Makes `stamp` node `node_index`'s latest chunked payout; returns the one before
     /// (0: none).
     pub fn push(
@@ -280,19 +245,14 @@ impl HeadEdits {
         node_index: u32,
         stamp: u64,
     ) -> StoreResult<u64> {
-        let (number, at) = head_slot(node_index);
-        let bytes = self.value(heads, number)?;
-        let slot = &mut bytes[at..at + HEAD_LEN];
-        let prev = u64::from_le_bytes((&*slot).try_into().expect("8 bytes"));
-        slot.copy_from_slice(&stamp.to_le_bytes());
+        let row = self.0.row_mut(heads, node_index)?;
+        let prev = stamp_in(row);
+        row.copy_from_slice(&stamp.to_le_bytes());
         Ok(prev)
     }
 
     pub fn flush(self, heads: &mut redb::Table<'_, u32, &'static [u8]>) -> StoreResult<()> {
-        for (number, bytes) in self.values {
-            heads.insert(number, bytes.as_slice())?;
-        }
-        Ok(())
+        self.0.flush(heads)
     }
 }
 

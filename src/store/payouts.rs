@@ -8,7 +8,6 @@ use serde_json::json;
 
 use redb::ReadableTable;
 
-use super::accounts::{account_in, ROWS_PER_CHUNK};
 use super::accounts::{Account, AccountEdits};
 use super::batch::{take_pending, take_pending_credits, DayReferences};
 use super::codec::{decode, encode};
@@ -74,20 +73,11 @@ pub fn find_candidates(
     let ids = reader.txn.open_table(NODE_IDS)?;
     let mut not_due = 0u64;
     let mut found = Vec::new();
-    // The account value of the nodes being walked: (its number, its bytes).
-    let mut value: Option<(u32, Option<Vec<u8>>)> = None;
+    let mut accounts = super::accounts::AccountReads::new(&tables.accounts);
     for entry in ids.iter()? {
         let (k, v) = entry?;
         let (node_index, node_id) = (k.value(), v.value());
-        let number = node_index / ROWS_PER_CHUNK;
-        if value.as_ref().map(|(n, _)| *n) != Some(number) {
-            let bytes = tables.accounts.get(number)?.map(|v| v.value().to_vec());
-            value = Some((number, bytes));
-        }
-        let account = match value.as_ref().and_then(|(_, b)| b.as_deref()) {
-            Some(bytes) => account_in(bytes, node_index)?,
-            None => None,
-        };
+        let account = accounts.get(node_index)?;
         if account.is_some_and(|a| a.balance_usdt <= Decimal::ZERO) {
             continue;
         }
@@ -608,7 +598,6 @@ mod tests {
                     rows[2].clone(),
                 ]
             });
-        let threshold = Decimal::from(10);
         let (found, not_due) = scan(&store, 10);
         assert_eq!(
             ids_of(&found),
@@ -623,14 +612,7 @@ mod tests {
             .collect();
         seed::in_transaction(&store, &clock, |b| {
             suspend(b, &suspended_since);
-            let other = create_due_chunk(
-                b,
-                &paid_elsewhere,
-                threshold,
-                &Actor::system(),
-                Duration::MAX,
-            )
-            .unwrap();
+            let other = pay(b, &paid_elsewhere);
             assert_eq!(other.created.len(), 1);
         });
         let mut candidates = found.clone();
@@ -638,8 +620,7 @@ mod tests {
         let out = seed::in_transaction(&store, &clock, |b| {
             // Other ledger appends in the same transaction: sequences must not collide.
             adjust(b, &below, Decimal::ONE, "before");
-            let out = create_due_chunk(b, &candidates, threshold, &Actor::system(), Duration::MAX)
-                .unwrap();
+            let out = pay(b, &candidates);
             adjust(b, &below, Decimal::ONE, "after");
             out
         });
@@ -763,20 +744,22 @@ mod tests {
         payout
     }
 
+    /// [`create_due_chunk`] at 10 USDT, without a budget.
+    fn pay(b: &mut Batch<'_>, candidates: &[Candidate]) -> ChunkOutcome {
+        create_due_chunk(
+            b,
+            candidates,
+            Decimal::from(10),
+            &Actor::system(),
+            Duration::MAX,
+        )
+        .unwrap()
+    }
+
     /// Pays every node due at 10 USDT in one chunk; the payouts created.
     fn run(store: &db::Store, clock: &crate::clock::Clock) -> Vec<Payout> {
         let (candidates, _) = scan(store, 10);
-        seed::in_transaction(store, clock, |b| {
-            create_due_chunk(
-                b,
-                &candidates,
-                Decimal::from(10),
-                &Actor::system(),
-                Duration::MAX,
-            )
-            .unwrap()
-            .created
-        })
+        seed::in_transaction(store, clock, |b| pay(b, &candidates).created)
     }
 
     #[test]
@@ -953,16 +936,7 @@ mod tests {
         let (candidates, not_due) = scan(&store, 10);
         assert_eq!(ids_of(&candidates), [ids[0].as_str(), ids[1].as_str()]);
         assert_eq!(not_due, 4);
-        let out = seed::in_transaction(&store, &clock, |b| {
-            create_due_chunk(
-                b,
-                &candidates,
-                Decimal::from(10),
-                &Actor::system(),
-                Duration::MAX,
-            )
-            .unwrap()
-        });
+        let out = seed::in_transaction(&store, &clock, |b| pay(b, &candidates));
         let paid: Vec<&str> = out.created.iter().map(|p| p.node_id.as_str()).collect();
         assert_eq!(paid, [ids[0].as_str(), ids[1].as_str()]);
         assert_eq!(out.skipped, 0);
@@ -993,16 +967,7 @@ mod tests {
             };
             b.put_node(&after, Some(&before)).unwrap();
         });
-        let out = seed::in_transaction(&store, &clock, |b| {
-            create_due_chunk(
-                b,
-                &candidates,
-                Decimal::from(10),
-                &Actor::system(),
-                Duration::MAX,
-            )
-            .unwrap()
-        });
+        let out = seed::in_transaction(&store, &clock, |b| pay(b, &candidates));
         assert_eq!(out.created.len(), 1);
         assert_eq!(out.created[0].payout_address, new_address);
     }
