@@ -1120,24 +1120,10 @@ async fn an_admin_creates_pools_issues_tokens_and_closes_payouts_from_the_admin_
         .await
         .unwrap();
     wait_css(&c, &format!("{} td[colspan]", row(&pb))).await;
-    let (_, pay_a) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{a}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let pay_a = payouts_json(&server, &a).await;
     assert_eq!(pay_a["payouts"][0]["state"], "confirmed");
     assert_eq!(pay_a["payouts"][0]["tx_hash"], tx.as_str());
-    let (_, pay_b) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{b}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let pay_b = payouts_json(&server, &b).await;
     assert_eq!(pay_b["payouts"][0]["state"], "failed");
     assert_eq!(pay_b["payouts"][0]["error"], "wrong address");
     assert_eq!(

@@ -277,14 +277,7 @@ async fn wait_for_payout(server: &TestServer, id: &str, done: impl Fn(&Value) ->
         Duration::from_secs(10),
         Duration::from_millis(250),
         async || {
-            let (_, v) = server
-                .call(
-                    "GET",
-                    &format!("/api/v1/payouts/{id}"),
-                    Some(&server.admin),
-                    None,
-                )
-                .await;
+            let v = payouts_json(server, id).await;
             if done(&v["payouts"][0]) {
                 Ok(v)
             } else {
@@ -353,14 +346,7 @@ async fn garbage_answers_never_recredit_a_payout_that_may_have_been_paid() {
         .await;
     assert_eq!(s, 200, "{failed}");
     assert_eq!(failed["state"], "failed");
-    let (_, v) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let v = payouts_json(&server, &id).await;
     assert_eq!(v["balance_usdt"], "12.000000");
 }
 

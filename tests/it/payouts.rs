@@ -26,14 +26,7 @@ async fn node_with_balance(
 }
 
 async fn balance(server: &TestServer, id: &str) -> String {
-    let (_, p) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let p = payouts_json(server, id).await;
     p["balance_usdt"].as_str().unwrap().to_string()
 }
 
@@ -104,15 +97,7 @@ async fn threshold_boundaries_state_machine_and_export() {
     assert_eq!(again["created"].as_array().unwrap().len(), 0);
 
     // The node's view.
-    let (s, view) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{at}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200);
+    let view = payouts_json(&server, &at).await;
     assert_eq!(view["threshold_usdt"], "10.000000");
     assert_eq!(view["payouts"].as_array().unwrap().len(), 1);
 
@@ -302,14 +287,7 @@ async fn a_changed_threshold_applies_from_the_next_run() {
         .await;
     assert_eq!(run["created"].as_array().unwrap().len(), 1);
     assert_eq!(run["created"][0]["node_id"], id.as_str());
-    let (_, view) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let view = payouts_json(&server, &id).await;
     assert_eq!(view["threshold_usdt"], "5.000000");
 }
 
@@ -339,14 +317,7 @@ async fn concurrent_runs_create_no_duplicate_payout() {
     expected.sort();
     assert_eq!(created, expected, "each due node paid exactly once");
     for id in &ids {
-        let (_, v) = server
-            .call(
-                "GET",
-                &format!("/api/v1/payouts/{id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
+        let v = payouts_json(&server, id).await;
         assert_eq!(v["payouts"].as_array().unwrap().len(), 1);
         assert_eq!(v["balance_usdt"], "0.000000");
     }

@@ -41,15 +41,7 @@ pub async fn served(server: &TestServer, node_ids: &[String]) -> Value {
             "balance_usdt": pages[0]["balance_usdt"],
             "entries": entries,
         });
-        let (status, payouts) = server
-            .call(
-                "GET",
-                &format!("/api/v1/payouts/{id}"),
-                Some(&server.admin),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{payouts}");
+        let payouts = payouts_json(server, id).await;
         nodes.insert(
             id.clone(),
             json!({"node": node, "proofs": proofs, "ledger": ledger, "payouts": payouts}),
@@ -274,14 +266,7 @@ async fn migrates_and_serves_everything_as_before(name: &str) {
         .as_array()
         .unwrap();
     let listed = |body: &Value| body["payouts"].as_array().unwrap().clone();
-    let (_, view) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let view = payouts_json(&server, id).await;
     let mut want = older.clone();
     want.push(new.clone());
     assert_eq!(listed(&view), want);
@@ -325,14 +310,7 @@ async fn migrates_and_serves_everything_as_before(name: &str) {
             .await;
         assert_eq!(status, 200, "{body}");
     }
-    let (_, view) = server
-        .call(
-            "GET",
-            &format!("/api/v1/payouts/{id}"),
-            Some(&server.admin),
-            None,
-        )
-        .await;
+    let view = payouts_json(&server, id).await;
     for p in listed(&view) {
         assert_eq!(p["state"], "confirmed", "{p}");
     }

@@ -383,6 +383,21 @@ pub async fn node_json(server: &TestServer, node_id: &str) -> Value {
     body
 }
 
+/// A node's payouts and balance as an admin reads them (`GET /payouts/{id}`, which must
+/// answer 200).
+pub async fn payouts_json(server: &TestServer, node_id: &str) -> Value {
+    let (status, body) = server
+        .call(
+            "GET",
+            &format!("/api/v1/payouts/{node_id}"),
+            Some(&server.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// A node's proofs (`GET /poot/{id}/history`, up to 500), as the admin sees them.
 pub async fn proof_history(server: &TestServer, node_id: &str) -> Vec<Value> {
     let (status, page) = server
