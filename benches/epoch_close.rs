@@ -11,6 +11,8 @@
 //! `cargo bench --bench epoch_close` (N defaults to 10k and 100k; set EPOCH_BENCH_NODES to
 //! a comma list to change).
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,17 +71,6 @@ fn peak_rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-/// Bytes this process has caused to be written to storage (`write_bytes` of
-/// /proc/self/io): the database file's pages and its commits.
-fn written_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("write_bytes: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Sends a trivial durable write every millisecond until stopped; collects latencies.
@@ -185,7 +176,7 @@ fn main() {
             ));
 
             let probe = Probe::start(&writer);
-            let written_before = written_bytes();
+            let written_before = common::written_bytes();
             let started = Instant::now();
             let (outcome, timing) = process_with(
                 &store,
@@ -196,7 +187,7 @@ fn main() {
             .await
             .unwrap();
             let secs = started.elapsed().as_secs_f64();
-            let written = written_bytes().saturating_sub(written_before);
+            let written = common::written_bytes().saturating_sub(written_before);
             let (count, median, p99, max) = probe.finish().await;
             rows_payout.push(format!(
                 "| {n} | {} | {:.3} | {secs:.3} | {:.0} | {} | {:.1} | {:.1} | {count} | {idle_median:.1} / {median:.1} / {p99:.1} / {max:.1} | {:.0} |",

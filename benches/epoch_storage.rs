@@ -25,6 +25,8 @@
 //! EPOCH_STORAGE_EPOCHS, default 12 = one hour of 5-minute epochs). Prints tables; no
 //! assertions (the machine is shared and noisy).
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -70,15 +72,6 @@ static ALLOCATOR: Counting = Counting;
 const S: u64 = 1_000_000;
 const EPOCH: u64 = 300 * S;
 const PREFIX: &str = "node_0123456789abcdefghij"; // the length of a real node id
-
-fn write_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("write_bytes: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -137,7 +130,7 @@ fn main() {
         };
         let tables_before = store.table_bytes().unwrap();
         let pages_before = store.page_stats().unwrap();
-        let written_before = write_bytes();
+        let written_before = common::written_bytes();
         let mut closes: Vec<Duration> = Vec::new();
         // Per close: computing proofs (off the writer), and the writer jobs' time until
         // durable, summed (what the rest of the close is).
@@ -167,7 +160,7 @@ fn main() {
         });
         drop(writer);
         thread.join().unwrap();
-        let written = write_bytes() - written_before;
+        let written = common::written_bytes() - written_before;
         let pages_after = store.page_stats().unwrap();
         let node_epochs = proofs.max(1) as f64;
         let grown = table_growth(&tables_before, &store.table_bytes().unwrap());
