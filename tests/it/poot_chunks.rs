@@ -203,14 +203,17 @@ async fn sigkill_while_an_epoch_is_settled_credits_every_node_once_after_restart
                     usdt_micros(&node["balance_usdt"]),
                 ));
             }
-            let Some(first) = latest.iter().map(|l| l.0).min() else {
-                return Err("no proof yet".to_string());
+            // The first epoch whose proofs carry credits: one whose proofs carry none (a
+            // window the nodes joined at its very end, seen once on a loaded machine)
+            // cannot show settling.
+            let Some(first) = latest.iter().filter(|l| l.1 > 0).map(|l| l.0).min() else {
+                return Err(format!("no credited proof yet: {latest:?}"));
             };
             let of_first: Vec<_> = latest.iter().filter(|l| l.0 == first).collect();
             let credited = of_first.iter().filter(|l| l.2 > 0).count();
             let waiting = of_first.iter().filter(|l| l.1 > 0 && l.2 == 0).count();
             assert!(
-                latest.iter().all(|l| l.0 == first),
+                latest.iter().all(|l| l.0 <= first),
                 "a later epoch closed before the test could interrupt the first: {latest:?}"
             );
             if credited > 0 && waiting > 0 {
