@@ -762,7 +762,7 @@ mod tests {
     #[tokio::test]
     async fn proofs_whose_block_spans_chunks_carry_the_paths_of_the_whole_tree() {
         let p = params();
-        let n = 1_300; // chunks of 680, 338, 168, 82 and 32 rows
+        let n = 1_300; // a full pack of 710 rows and 590 in the next
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
         let start = (clock.now_us() / p.length_us - 3) * p.length_us;
@@ -779,10 +779,19 @@ mod tests {
         let (root, paths) = crate::domain::merkle::root_and_paths(&leaves);
         let reader = store.reader().unwrap();
         assert_eq!(reader.epoch(epoch).unwrap().unwrap().root, root);
-        // Every proof near a chunk or block edge, and every fifth elsewhere.
-        let starts = crate::store::epoch_rows::chunk_starts(n as u64);
+        // The mirror renders the stored runs one after another, each named by its first.
+        let mut rendered = Vec::new();
+        let mut starts = Vec::new();
+        while rendered.len() < n {
+            starts.push(rendered.len());
+            let first = &proofs[rendered.len()].node_id;
+            let run = reader.chunk_proofs(epoch, first).unwrap();
+            assert!(!run.is_empty(), "a run from proof {}", rendered.len());
+            rendered.extend(run);
+        }
+        assert!(starts.len() > 1, "the epoch fills more than one value");
+        // Every proof near a run or block edge, and every fifth elsewhere.
         let near_edge = |i: usize| {
-            let i = i as u64;
             starts.iter().any(|s| s.abs_diff(i) <= 2) || matches!(i % 512, 0 | 1 | 510 | 511)
         };
         for (i, proof) in proofs.iter().enumerate() {
@@ -795,11 +804,6 @@ mod tests {
                 path_entries(paths[i].clone()),
                 "proof {i} of {n}"
             );
-        }
-        let mut rendered = Vec::new();
-        for start in starts {
-            let first = &proofs[start as usize].node_id;
-            rendered.extend(reader.chunk_proofs(epoch, first).unwrap());
         }
         assert_eq!(rendered.len(), n);
         for (i, (r, served)) in rendered.iter().zip(&proofs).enumerate() {

@@ -10,6 +10,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use rust_decimal::Decimal;
 
 use super::codec::{decode, encode};
+use super::epoch_packs::{decode_pack, encode_pack, is_pack, runs_of_value, Run};
 use super::epoch_rows::{block_roots, find_row, node_id_of, rows_at, Located, ProofRow, StoredRow};
 use super::error::{StoreError, StoreResult};
 use super::queries::{Page, Reader};
@@ -134,26 +135,23 @@ pub fn plan_day(db: &Database, day: u32, length_us: u64) -> StoreResult<DayPlan>
     let epochs = epochs_of_day(day, length_us);
     // node index -> (fold, first row's prev delta, carry after the last row)
     let mut folds: HashMap<u32, (DayFold, u32, u32)> = HashMap::new();
-    // One sequential scan over the day's chunks: epochs ascending, each in node order.
-    for entry in rows_t.range((epochs.start, "")..(epochs.end, ""))? {
+    // One sequential scan over the day's stored values: epochs ascending, each in node
+    // order. A pack may begin with an epoch of the day before, or end with one of the
+    // next: only the day's runs are folded.
+    let before = rows_t
+        .range(..(epochs.start, ""))?
+        .next_back()
+        .transpose()?;
+    let values = before
+        .into_iter()
+        .map(Ok)
+        .chain(rows_t.range((epochs.start, "")..(epochs.end, ""))?);
+    for entry in values {
         let (k, v) = entry?;
-        let epoch = k.value().0;
-        let (_, bytes) = super::epoch_rows::split_chunk::<ProofRow>(v.value())?;
-        for row in super::epoch_rows::rows_of::<ProofRow>(&bytes) {
-            let (fold, first_delta, carry) = folds
-                .entry(row.node_index)
-                .or_insert_with(|| (DayFold::default(), row.prev_delta, 0));
-            fold.push_parts(
-                epoch,
-                row.proof_hash,
-                row.operational_seconds.into(),
-                row.heartbeat_count.into(),
-                row.credits(),
-            );
-            if fold.first_epoch() == Some(epoch) {
-                *first_delta = row.prev_delta;
+        for run in runs_of_value::<ProofRow>(k.value().0, v.value())? {
+            if epochs.contains(&run.epoch) {
+                fold_rows(&mut folds, run.epoch, &run.rows);
             }
-            *carry = row.carry_micros;
         }
     }
     let mut rows = Vec::with_capacity(folds.len());
@@ -207,6 +205,27 @@ pub fn plan_day(db: &Database, day: u32, length_us: u64) -> StoreResult<DayPlan>
     Ok(DayPlan { day, epochs, rows })
 }
 
+/// Folds one epoch's rows (`ROW_LEN` bytes each) into each node's day: node index ->
+/// (fold, the prev delta of its first row of the day, its carry after the last).
+fn fold_rows(folds: &mut HashMap<u32, (DayFold, u32, u32)>, epoch: u64, rows: &[u8]) {
+    for row in super::epoch_rows::rows_of::<ProofRow>(rows) {
+        let (fold, first_delta, carry) = folds
+            .entry(row.node_index)
+            .or_insert_with(|| (DayFold::default(), row.prev_delta, 0));
+        fold.push_parts(
+            epoch,
+            row.proof_hash,
+            row.operational_seconds.into(),
+            row.heartbeat_count.into(),
+            row.credits(),
+        );
+        if fold.first_epoch() == Some(epoch) {
+            *first_delta = row.prev_delta;
+        }
+        *carry = row.carry_micros;
+    }
+}
+
 impl Batch<'_> {
     pub fn day_root(&self, day: u32) -> StoreResult<Option<DayRoot>> {
         self.txn
@@ -252,32 +271,68 @@ impl Batch<'_> {
         Ok(true)
     }
 
-    /// Deletes up to `max` chunks of proof rows of the epochs `epochs` (their day is rolled
-    /// up), with their block roots; returns the chunks removed (0: none were left).
+    /// Deletes up to `max` stored values of proof rows of the epochs `epochs` (their day
+    /// is rolled up), with their block roots; returns the values removed (0: none were
+    /// left). A pack that also holds other epochs keeps them, keyed by its new first run.
     pub fn drop_epoch_rows(
         &mut self,
         epochs: std::ops::Range<u64>,
         max: usize,
     ) -> StoreResult<usize> {
         let mut rows = self.txn.open_table(EPOCH_ROWS)?;
-        // Where this batch ends: the `max`-th chunk, else the end of the range.
-        let end: (u64, String) = match rows.range((epochs.start, "")..(epochs.end, ""))?.nth(max) {
-            Some(entry) => {
-                let (k, _) = entry?;
-                let (e, n) = k.value();
-                (e, n.to_string())
-            }
-            None => (epochs.end, String::new()),
+        let ids = self.txn.open_table(NODE_IDS)?;
+        let owned = |k: redb::AccessGuard<'_, (u64, &'static str)>| {
+            let (e, n) = k.value();
+            (e, n.to_string())
         };
+        // The values that may hold these epochs' rows: the one before them (a pack opened
+        // by an earlier epoch) and up to `max` keyed under them.
+        let mut keys: Vec<(u64, String)> = Vec::new();
+        if let Some(entry) = rows.range(..(epochs.start, ""))?.next_back() {
+            keys.push(owned(entry?.0));
+        }
+        let mut in_range = rows.range((epochs.start, "")..(epochs.end, ""))?;
+        for entry in in_range.by_ref().take(max) {
+            keys.push(owned(entry?.0));
+        }
+        // Block roots go with the epochs whose rows are all gone: those before the first
+        // value left for a later job.
+        let blocks_end = match in_range.next() {
+            Some(entry) => entry?.0.value().0,
+            None => epochs.end,
+        };
+        drop(in_range);
         let mut removed = 0;
-        rows.retain_in((epochs.start, "")..(end.0, end.1.as_str()), |_, _| {
+        for (epoch, first) in keys {
+            let key = (epoch, first.as_str());
+            let Some(value) = rows.get(key)?.map(|v| v.value().to_vec()) else {
+                continue;
+            };
+            let kept: Vec<Run> = if is_pack(&value) {
+                let runs = decode_pack::<ProofRow>(&value)?;
+                if !runs.iter().any(|r| epochs.contains(&r.epoch)) {
+                    continue;
+                }
+                runs.into_iter()
+                    .filter(|r| !epochs.contains(&r.epoch))
+                    .collect()
+            } else if epochs.contains(&epoch) {
+                Vec::new()
+            } else {
+                continue;
+            };
+            rows.remove(key)?;
             removed += 1;
-            false
-        })?;
+            if let Some(run) = kept.first() {
+                let first_row = &run.stored[..super::epoch_rows::STORED_ROW_LEN];
+                let first = node_id_of(&ids, ProofRow::decode_stored(first_row).node_index)?;
+                rows.insert((run.epoch, first.as_str()), encode_pack(&kept).as_slice())?;
+            }
+        }
         drop(rows);
         self.txn
             .open_table(EPOCH_BLOCKS)?
-            .retain_in(epochs.start..end.0, |_, _| false)?;
+            .retain_in(epochs.start..blocks_end, |_, _| false)?;
         Ok(removed)
     }
 

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::domain::pool::{Pool, DEFAULT_POOL_ID, DEFAULT_POOL_NAME};
 
 /// The schema this build writes. Bump it with a migration in [`migrate`].
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest schema [`migrate`] can upgrade from. Every release writes its version in the
 /// database's first transaction, so a database with data but no version (or version 0)
@@ -369,6 +369,10 @@ fn migrate(batch: &mut Batch<'_>, from: u32) -> StoreResult<()> {
             // A build of schema 4 must refuse the file: it would not see those payouts or
             // their ledger entries.
             4 => {}
+            // Schema 6 stores new epochs' proof rows in packs of several epochs
+            // (`epoch_packs`); earlier chunks stay as they are. A build of schema 5 must
+            // refuse the file: it would read a pack as a chunk and fail, or worse.
+            5 => {}
             _ => unreachable!("no migration from schema {version}"),
         }
         version += 1;

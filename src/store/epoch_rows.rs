@@ -24,6 +24,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 use super::codec::decode;
+use super::epoch_packs::runs_in_value;
 use super::error::{StoreError, StoreResult};
 use super::queries::{Page, Reader};
 use super::tables::{EPOCHS, EPOCH_BLOCKS, EPOCH_ROWS, NODE_IDS};
@@ -191,6 +192,13 @@ impl ProofRow {
         })
     }
 
+    /// Reads a row from its `STORED_ROW_LEN`-byte stored form.
+    pub fn decode_stored(stored: &[u8]) -> Self {
+        let mut row = Vec::with_capacity(ROW_LEN);
+        <Self as StoredRow>::expand_into(stored, &mut row);
+        Self::decode(&row)
+    }
+
     pub fn credits(&self) -> Decimal {
         Decimal::from_i128_with_scale(self.credits_micros.into(), 6)
     }
@@ -298,31 +306,35 @@ pub fn node_id_of(ids: &impl ReadableTable<u32, &'static str>, index: u32) -> St
     }
 }
 
-/// A node's row in an epoch (or day), and the chunk it was found in.
+/// A node's row in an epoch (or day), and the run of rows it was found in.
 pub struct Located<R = ProofRow> {
     pub position: u64,
     pub row: R,
-    /// The chunk's first position and its rows' bytes.
+    /// The run's first position and its rows' bytes.
     pub chunk_position: u64,
     pub chunk: Vec<u8>,
-    /// The node id the chunk is keyed by (its first row's).
-    pub chunk_first: String,
+    /// The key of the stored value holding the run (a chunk, or a pack: `epoch_packs`).
+    pub value_key: (u64, String),
 }
 
-/// Finds `node_id`'s row under `key` (an epoch, or a day): the chunk whose first node is
-/// the last at or before it, then a binary search of its rows (sorted by node id).
+/// Finds `node_id`'s row under `key` (an epoch, or a day): the stored value whose key is
+/// the last at or before `(key, node_id)`, its run of `key` (a pack opened by an earlier
+/// epoch may hold the first rows of this one), then a binary search of the run's rows
+/// (sorted by node id).
 pub fn find_row<R: StoredRow>(
     rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     ids: &impl ReadableTable<u32, &'static str>,
     key: u64,
     node_id: &str,
 ) -> StoreResult<Option<Located<R>>> {
-    let Some(entry) = rows_table.range((key, "")..=(key, node_id))?.next_back() else {
+    let Some(entry) = rows_table.range(..=(key, node_id))?.next_back() else {
         return Ok(None);
     };
     let (k, v) = entry?;
-    let chunk_first = k.value().1.to_string();
-    let (chunk_position, bytes) = split_chunk::<R>(v.value())?;
+    let value_key = (k.value().0, k.value().1.to_string());
+    let Some((chunk_position, bytes)) = runs_in_value::<R>(value_key.0, v.value(), key)? else {
+        return Ok(None);
+    };
     let bytes = &bytes[..];
     let count = bytes.len() / R::LEN;
     let (mut lo, mut hi) = (0usize, count);
@@ -337,7 +349,7 @@ pub fn find_row<R: StoredRow>(
                     row,
                     chunk_position,
                     chunk: bytes.to_vec(),
-                    chunk_first,
+                    value_key,
                 }))
             }
             std::cmp::Ordering::Less => lo = mid + 1,
@@ -347,22 +359,52 @@ pub fn find_row<R: StoredRow>(
     Ok(None)
 }
 
+/// A run of stored rows under one key (an epoch, or a day).
+pub struct StoredRun {
+    /// Its first row's position.
+    pub position: u64,
+    /// Its rows, `R::LEN` bytes each.
+    pub rows: Vec<u8>,
+}
+
+/// Every run of rows under `key` (an epoch, or a day), in position order.
+pub fn runs_at<R: StoredRow>(
+    rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    key: u64,
+) -> StoreResult<Vec<StoredRun>> {
+    let mut out = Vec::new();
+    // A pack opened by an earlier epoch may hold this one's first rows.
+    let before = rows_table.range(..(key, ""))?.next_back().transpose()?;
+    let values = before
+        .into_iter()
+        .map(Ok)
+        .chain(rows_table.range((key, "")..(key + 1, ""))?);
+    for entry in values {
+        let (k, v) = entry?;
+        if let Some((position, rows)) = runs_in_value::<R>(k.value().0, v.value(), key)? {
+            out.push(StoredRun {
+                position,
+                rows: rows.into_owned(),
+            });
+        }
+    }
+    out.sort_unstable_by_key(|r| r.position);
+    Ok(out)
+}
+
 /// Every stored row under `key` (an epoch, or a day) with its position, in order.
 pub fn rows_at<R: StoredRow>(
     rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     key: u64,
 ) -> StoreResult<Vec<(u64, R)>> {
     let mut out = Vec::new();
-    for entry in rows_table.range((key, "")..(key + 1, ""))? {
-        let (_, v) = entry?;
-        let (position, bytes) = split_chunk::<R>(v.value())?;
+    for run in runs_at::<R>(rows_table, key)? {
         out.extend(
-            rows_of::<R>(&bytes)
+            rows_of::<R>(&run.rows)
                 .enumerate()
-                .map(|(i, r)| (position + i as u64, r)),
+                .map(|(i, r)| (run.position + i as u64, r)),
         );
     }
-    out.sort_unstable_by_key(|(p, _)| *p);
     Ok(out)
 }
 
@@ -421,9 +463,9 @@ pub fn chunk_starts(total: u64) -> Vec<u64> {
     starts
 }
 
-/// Leaves of the block `[start, end)` of an epoch: from `found`'s chunk and, where the
-/// block runs over it, from the chunks before or after it. None while one is missing (a
-/// close in progress).
+/// Leaves of the block `[start, end)` of an epoch: from `found`'s run and, where the
+/// block runs over it, from the stored values before or after it. None while one is
+/// missing (a close in progress).
 fn block_leaves(
     rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     epoch: u64,
@@ -440,11 +482,14 @@ fn block_leaves(
         }
     };
     take(found.chunk_position, &found.chunk);
-    let first = found.chunk_first.as_str();
+    let at = (found.value_key.0, found.value_key.1.as_str());
     if found.chunk_position > start {
-        for entry in rows_table.range((epoch, "")..(epoch, first))?.rev() {
-            let (_, v) = entry?;
-            let (position, rows) = split_chunk::<ProofRow>(v.value())?;
+        for entry in rows_table.range(..at)?.rev() {
+            let (k, v) = entry?;
+            let Some((position, rows)) = runs_in_value::<ProofRow>(k.value().0, v.value(), epoch)?
+            else {
+                break;
+            };
             take(position, &rows);
             if position <= start {
                 break;
@@ -453,9 +498,12 @@ fn block_leaves(
     }
     let chunk_end = found.chunk_position + (found.chunk.len() / ROW_LEN) as u64;
     if chunk_end < end {
-        for entry in rows_table.range((epoch, first)..(epoch + 1, ""))?.skip(1) {
-            let (_, v) = entry?;
-            let (position, rows) = split_chunk::<ProofRow>(v.value())?;
+        for entry in rows_table.range(at..)?.skip(1) {
+            let (k, v) = entry?;
+            let Some((position, rows)) = runs_in_value::<ProofRow>(k.value().0, v.value(), epoch)?
+            else {
+                break;
+            };
             take(position, &rows);
             if position + (rows.len() / ROW_LEN) as u64 >= end {
                 break;
@@ -574,19 +622,21 @@ where
         Ok(found.row.proof(node_id.to_string(), record, prev, path))
     }
 
-    /// The proofs of the stored chunk of `epoch` whose first node is `first_node_id`,
-    /// paths included, in leaf order, with the epoch's record; None when no such chunk is
-    /// stored. Each block's tree is built once for the chunk, not once per proof.
+    /// The proofs of the stored run of `epoch`'s rows that holds `first_node_id` (the
+    /// mirror's reference names its first), paths included, in leaf order, with the
+    /// epoch's record; None when no such run is stored. Each block's tree is built once
+    /// for the run, not once per proof.
     pub fn chunk_proofs(
         &self,
         epoch: u64,
         first_node_id: &str,
     ) -> StoreResult<Option<(Epoch, Vec<Proof>)>> {
-        let Some(v) = self.rows.get((epoch, first_node_id))? else {
+        let Some(mut found) = find_row::<ProofRow>(&self.rows, &self.ids, epoch, first_node_id)?
+        else {
             return Ok(None);
         };
-        let bytes = v.value().to_vec();
-        let (chunk_position, rows) = split_chunk::<ProofRow>(&bytes)?;
+        let chunk_position = found.chunk_position;
+        let rows = std::mem::take(&mut found.chunk);
         let rows = &rows[..];
         let record = self.record(epoch)?.ok_or_else(|| {
             StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
@@ -602,17 +652,8 @@ where
             None => levels(&block_roots(&self.blocks, epoch)?.ok_or_else(being_closed)?),
         };
         let block = BLOCK_LEAVES as u64;
-        // The chunk as `block_leaves` reads it.
-        let mut found =
-            Located {
-                position: chunk_position,
-                row: ProofRow::decode(rows.get(..ROW_LEN).ok_or_else(|| {
-                    StoreError::corrupt(format!("an empty chunk of epoch {epoch}"))
-                })?),
-                chunk_position,
-                chunk: rows.to_vec(),
-                chunk_first: first_node_id.to_string(),
-            };
+        // The run as `block_leaves` reads it.
+        found.chunk = rows.to_vec();
         let mut tree: Option<(u64, Vec<Vec<Hash>>)> = None;
         let mut proofs = Vec::with_capacity(rows.len() / ROW_LEN);
         for (i, row) in rows_of::<ProofRow>(rows).enumerate() {

@@ -19,6 +19,7 @@ pub mod day_rows;
 #[allow(clippy::disallowed_methods)]
 pub mod db;
 pub(crate) mod enrollments;
+pub(crate) mod epoch_packs;
 // Opens transactions (clippy.toml forbids it outside src/store/).
 #[allow(clippy::disallowed_methods)]
 pub mod epoch_rows;

@@ -14,7 +14,10 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::epoch_rows::{encode_chunk, epoch_rows, node_id_of, ProofRow};
+use super::epoch_packs::{append, decode_pack, encode_pack, is_pack, stored_end, Run};
+use super::epoch_rows::{
+    epoch_rows, node_id_of, runs_at, ProofRow, StoredRow, ROW_LEN, STORED_ROW_LEN,
+};
 use super::error::{StoreError, StoreResult};
 use super::tables::{COUNTERS, EPOCH_ROWS, NODE_IDS, PROOFS_COUNTER};
 use super::Batch;
@@ -302,54 +305,112 @@ impl Batch<'_> {
         Ok((chunks.len(), written))
     }
 
+    /// Appends a run of proofs to the epoch's stored rows: to the open pack (the table's
+    /// last value, `epoch_packs`) while it has room, then to new packs. Rows are stored in
+    /// position order; a run already stored is skipped (a resumed close).
     fn write_epoch_chunk(&mut self, epoch: u64, chunk: &ChunkWrite) -> StoreResult<usize> {
         let Some(first) = chunk.items.first() else {
             return Ok(0);
         };
-        let key = (epoch, first.proof.node_id.as_str());
         let mut table = self.txn.open_table(EPOCH_ROWS)?;
-        if table.get(key)?.is_some() {
+        // The open pack, and where this epoch's stored rows end.
+        let mut open: Option<((u64, String), Vec<Run>)> = None;
+        let mut stored_until = 0;
+        if let Some(entry) = table.last()? {
+            let (k, v) = entry;
+            let (key_epoch, key_first) = k.value();
+            if key_epoch > epoch {
+                return Err(StoreError::corrupt(format!(
+                    "proofs of epoch {key_epoch} are stored before those of epoch {epoch}"
+                )));
+            }
+            // Rows of this epoch may also end in a value before the last (chunks of an
+            // earlier build); the last holds the end if it holds any.
+            stored_until = match stored_end::<ProofRow>(key_epoch, v.value(), epoch)? {
+                Some(end) => end,
+                None => epoch_rows_end(&table, epoch)?,
+            };
+            if is_pack(v.value()) {
+                open = Some((
+                    (key_epoch, key_first.to_string()),
+                    decode_pack::<ProofRow>(v.value())?,
+                ));
+            }
+        }
+        let end = chunk.position + chunk.items.len() as u64;
+        if end <= stored_until {
             return Ok(0);
         }
-        let position = u32::try_from(chunk.position)
-            .map_err(|_| StoreError::corrupt("an epoch of more than 4 billion proofs"))?;
-        let rows = chunk
-            .items
-            .iter()
-            .map(|item| {
-                let p = &item.proof;
-                if p.epoch != epoch {
-                    return Err(StoreError::corrupt(format!(
-                        "a proof for epoch {} in a chunk of epoch {epoch}",
-                        p.epoch
-                    )));
-                }
-                let prev_delta = match item.prev_epoch {
-                    None => 0,
-                    Some(e) => epoch
-                        .checked_sub(e)
-                        .filter(|d| *d > 0)
-                        .and_then(|d| u32::try_from(d).ok())
-                        .ok_or_else(|| {
-                            StoreError::corrupt(format!(
-                                "node {}'s previous proof (epoch {e}) is not before epoch {epoch}",
-                                p.node_id
-                            ))
-                        })?,
-                };
-                ProofRow::of_proof(p, item.node_index, prev_delta, item.credit_carry)
-            })
-            .collect::<StoreResult<Vec<ProofRow>>>()?;
-        table.insert(key, encode_chunk(position, &rows).as_slice())?;
+        if chunk.position != stored_until {
+            return Err(StoreError::corrupt(format!(
+                "epoch {epoch}: proofs from position {} sent to be stored, but its stored rows end at {stored_until}",
+                chunk.position
+            )));
+        }
+        let mut stored = Vec::with_capacity(chunk.items.len() * STORED_ROW_LEN);
+        for item in &chunk.items {
+            let p = &item.proof;
+            if p.epoch != epoch {
+                return Err(StoreError::corrupt(format!(
+                    "a proof for epoch {} in a chunk of epoch {epoch}",
+                    p.epoch
+                )));
+            }
+            let prev_delta = match item.prev_epoch {
+                None => 0,
+                Some(e) => epoch
+                    .checked_sub(e)
+                    .filter(|d| *d > 0)
+                    .and_then(|d| u32::try_from(d).ok())
+                    .ok_or_else(|| {
+                        StoreError::corrupt(format!(
+                            "node {}'s previous proof (epoch {e}) is not before epoch {epoch}",
+                            p.node_id
+                        ))
+                    })?,
+            };
+            ProofRow::of_proof(p, item.node_index, prev_delta, item.credit_carry)?
+                .encode_stored_into(&mut stored);
+        }
+        let too_many = || StoreError::corrupt("an epoch of more than 4 billion proofs");
+        let mut done = 0;
+        let (mut key, mut runs) = match open {
+            Some(open) => open,
+            None => ((epoch, first.proof.node_id.clone()), Vec::new()),
+        };
+        loop {
+            let position = u32::try_from(chunk.position + done as u64).map_err(|_| too_many())?;
+            done +=
+                append::<ProofRow>(&mut runs, epoch, position, &stored[done * STORED_ROW_LEN..]);
+            if !runs.is_empty() {
+                table.insert((key.0, key.1.as_str()), encode_pack(&runs).as_slice())?;
+            }
+            if done == chunk.items.len() {
+                break;
+            }
+            // This pack is full: the next starts with the next row.
+            key = (epoch, chunk.items[done].proof.node_id.clone());
+            runs = Vec::new();
+        }
         drop(table);
         let mut counters = self.txn.open_table(COUNTERS)?;
         let current = counters
             .get(PROOFS_COUNTER)?
             .map(|v| v.value())
             .unwrap_or(0);
-        counters.insert(PROOFS_COUNTER, current + rows.len() as u64)?;
-        Ok(rows.len())
+        counters.insert(PROOFS_COUNTER, current + done as u64)?;
+        Ok(done)
     }
+}
+
+/// Where the stored rows of `epoch` end (0 when none are stored).
+fn epoch_rows_end(
+    table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    epoch: u64,
+) -> StoreResult<u64> {
+    Ok(runs_at::<ProofRow>(table, epoch)?
+        .last()
+        .map_or(0, |run| run.position + (run.rows.len() / ROW_LEN) as u64))
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase};
 
 use super::accounts::{Account, AccountEdits, ROWS_PER_CHUNK};
 use super::batch::enter_day_credits;
-use super::epoch_rows::{epoch_rows, node_id_of, ProofRow};
+use super::epoch_rows::{epoch_rows, node_id_of, rows_of, runs_at, ProofRow};
 use super::error::{StoreError, StoreResult};
 use super::tables::{ACCOUNTS, EPOCH_ROWS, LEDGER, LEDGER_SEQ_KEY, NODES, NODE_IDS};
 use super::Batch;
@@ -137,11 +137,15 @@ impl Batch<'_> {
             Some(e) if e == epoch => self.meta_u64(SETTLING_LEDGER_FROM_KEY)?.unwrap_or(0),
             _ => seq_last,
         };
+        // One reference per stored run of the epoch's rows, named by its first node.
         let firsts: Vec<String> = {
             let rows = self.txn.open_table(EPOCH_ROWS)?;
-            let keys = rows.range::<(u64, &str)>((epoch, "")..(epoch + 1, ""))?;
-            keys.map(|e| e.map(|(k, _)| k.value().1.to_string()))
-                .collect::<Result<_, _>>()?
+            let ids = self.txn.open_table(NODE_IDS)?;
+            runs_at::<ProofRow>(&rows, epoch)?
+                .iter()
+                .filter_map(|run| rows_of::<ProofRow>(&run.rows).next())
+                .map(|first| node_id_of(&ids, first.node_index))
+                .collect::<StoreResult<_>>()?
         };
         for first in firsts {
             self.mirror_epoch_chunk(epoch, &first, (seq_after, seq_last))?;

@@ -41,7 +41,8 @@ pub const POOL_MEMBERS_COUNTER: &str = "pool_members";
 /// sequential range scan, and pruning old heartbeats removes a prefix.
 pub const HEARTBEATS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("heartbeats");
 /// (epoch, node_id of its first row) -> a chunk of the epoch's proofs as 96-byte rows in
-/// leaf order (schema 3; see `epoch_rows`).
+/// leaf order (schema 3; see `epoch_rows`), or, since schema 6, a pack of runs of rows of
+/// consecutive epochs keyed by its first run (`epoch_packs`).
 pub(crate) const EPOCH_ROWS: TableDefinition<(u64, &str), &[u8]> =
     TableDefinition::new("epoch_rows");
 /// epoch -> the roots of its 512-proof blocks, 32 bytes each (inclusion paths are
