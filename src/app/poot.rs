@@ -813,6 +813,72 @@ mod tests {
         }
     }
 
+    /// A small fleet's epochs share packs (`epoch_packs`): an epoch's rows may begin in a
+    /// value an earlier epoch opened and run on into the next. Every proof is served, by
+    /// node and epoch, along each node's history and in the mirror's runs, as the whole
+    /// epoch's tree gives it, and the database verifies.
+    #[tokio::test]
+    async fn epochs_of_a_small_fleet_share_packs_and_every_proof_reads_as_computed() {
+        let p = params();
+        // 250 rows (23 KB) an epoch: a pack of 64 KiB holds about two and a half.
+        let (n, epochs) = (250, 8u64);
+        let (_dir, store, clock) = fresh_store();
+        let start = (clock.now_us() / p.length_us - epochs - 2) * p.length_us;
+        // A heartbeat a minute for `epochs` epochs.
+        prepare_beats(&store, &clock, (n, epochs * 5), start, |i, h| {
+            start + h * 60 * S + (i as u64 % 30) * S
+        });
+        close_all(&store, &clock, &p).await;
+        let proofs = all_proofs(&store);
+        let first = start / p.length_us;
+        let reader = store.reader().unwrap();
+        for epoch in first..first + epochs {
+            let of_epoch: Vec<_> = proofs.iter().filter(|p| p.epoch == epoch).collect();
+            assert_eq!(of_epoch.len(), n, "epoch {epoch}");
+            let leaves: Vec<Hash> = of_epoch.iter().map(|p| proof_leaf(p)).collect();
+            let (root, paths) = crate::domain::merkle::root_and_paths(&leaves);
+            assert_eq!(reader.epoch(epoch).unwrap().unwrap().root, root);
+            for (i, proof) in of_epoch.iter().enumerate() {
+                let served = reader.proof(&proof.node_id, epoch).unwrap().unwrap();
+                assert_eq!(&&served, proof, "proof {i} of epoch {epoch}");
+                assert_eq!(served.inclusion_path, path_entries(paths[i].clone()));
+            }
+            // The mirror's references: one per run, each named by its first node.
+            let mut rendered: Vec<crate::domain::proof::Proof> = Vec::new();
+            while rendered.len() < n {
+                let run = reader
+                    .chunk_proofs(epoch, &of_epoch[rendered.len()].node_id)
+                    .unwrap();
+                assert!(
+                    !run.is_empty(),
+                    "epoch {epoch}: a run from {}",
+                    rendered.len()
+                );
+                rendered.extend(run);
+            }
+            assert_eq!(
+                rendered.iter().collect::<Vec<_>>(),
+                of_epoch,
+                "epoch {epoch}"
+            );
+        }
+        // Each node's history, newest first, is its proofs of every epoch.
+        let id = &proofs[0].node_id;
+        let mine: Vec<_> = proofs
+            .iter()
+            .filter(|p| &p.node_id == id)
+            .rev()
+            .cloned()
+            .collect();
+        // (The last heartbeats' timeout reaches into one more epoch.)
+        assert!(mine.len() as u64 >= epochs, "{} proofs", mine.len());
+        assert_eq!(reader.proof_history(id, None, 100).unwrap().items, mine);
+        let report =
+            crate::store::verify::verify_database(&reader, &p.proof_key.verifying_key(), |_| {})
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.proofs, proofs.len() as u64);
+    }
+
     /// The windows accumulated as heartbeats commit give the proofs, credits and chain
     /// that scanning the heartbeats at close gives, byte for byte.
     #[tokio::test]
