@@ -281,9 +281,11 @@ pub struct ChunkWrite {
 }
 
 impl Batch<'_> {
-    /// Stores chunks of one epoch's proofs, each chunk as one value of rows. A chunk
-    /// already stored is skipped (a resumed close). The nodes' totals follow when the
-    /// epoch is settled (`settle`): a chunk writes no node, ledger or account row.
+    /// Stores runs of one epoch's proofs, appended to the open pack (the table's last
+    /// value, `epoch_packs`) while it has room, then to new packs; each pack is written
+    /// once per call. Rows are stored in position order; a run already stored is skipped
+    /// (a resumed close). The nodes' totals follow when the epoch is settled (`settle`):
+    /// this writes no node, ledger or account row.
     ///
     /// Stops once `budget` has passed (the writer is what heartbeats wait for), after at
     /// least one chunk. Returns `(chunks consumed, proofs written)`: the caller sends the
@@ -295,112 +297,161 @@ impl Batch<'_> {
         budget: std::time::Duration,
     ) -> StoreResult<(usize, usize)> {
         let started = std::time::Instant::now();
-        let mut written = 0;
-        for (consumed, chunk) in chunks.iter().enumerate() {
-            if consumed > 0 && started.elapsed() >= budget {
-                return Ok((consumed, written));
-            }
-            written += self.write_epoch_chunk(epoch, chunk)?;
-        }
-        Ok((chunks.len(), written))
-    }
-
-    /// Appends a run of proofs to the epoch's stored rows: to the open pack (the table's
-    /// last value, `epoch_packs`) while it has room, then to new packs. Rows are stored in
-    /// position order; a run already stored is skipped (a resumed close).
-    fn write_epoch_chunk(&mut self, epoch: u64, chunk: &ChunkWrite) -> StoreResult<usize> {
-        let Some(first) = chunk.items.first() else {
-            return Ok(0);
-        };
         let mut table = self.txn.open_table(EPOCH_ROWS)?;
-        // The open pack, and where this epoch's stored rows end.
-        let mut open: Option<((u64, String), Vec<Run>)> = None;
-        let mut stored_until = 0;
-        if let Some(entry) = table.last()? {
-            let (k, v) = entry;
-            let (key_epoch, key_first) = k.value();
-            if key_epoch > epoch {
-                return Err(StoreError::corrupt(format!(
-                    "proofs of epoch {key_epoch} are stored before those of epoch {epoch}"
-                )));
-            }
-            // Rows of this epoch may also end in a value before the last (chunks of an
-            // earlier build); the last holds the end if it holds any.
-            stored_until = match stored_end::<ProofRow>(key_epoch, v.value(), epoch)? {
-                Some(end) => end,
-                None => epoch_rows_end(&table, epoch)?,
-            };
-            if is_pack(v.value()) {
-                open = Some((
-                    (key_epoch, key_first.to_string()),
-                    decode_pack::<ProofRow>(v.value())?,
-                ));
-            }
-        }
-        let end = chunk.position + chunk.items.len() as u64;
-        if end <= stored_until {
-            return Ok(0);
-        }
-        if chunk.position != stored_until {
-            return Err(StoreError::corrupt(format!(
-                "epoch {epoch}: proofs from position {} sent to be stored, but its stored rows end at {stored_until}",
-                chunk.position
-            )));
-        }
-        let mut stored = Vec::with_capacity(chunk.items.len() * STORED_ROW_LEN);
-        for item in &chunk.items {
-            let p = &item.proof;
-            if p.epoch != epoch {
-                return Err(StoreError::corrupt(format!(
-                    "a proof for epoch {} in a chunk of epoch {epoch}",
-                    p.epoch
-                )));
-            }
-            let prev_delta = match item.prev_epoch {
-                None => 0,
-                Some(e) => epoch
-                    .checked_sub(e)
-                    .filter(|d| *d > 0)
-                    .and_then(|d| u32::try_from(d).ok())
-                    .ok_or_else(|| {
-                        StoreError::corrupt(format!(
-                            "node {}'s previous proof (epoch {e}) is not before epoch {epoch}",
-                            p.node_id
-                        ))
-                    })?,
-            };
-            ProofRow::of_proof(p, item.node_index, prev_delta, item.credit_carry)?
-                .encode_stored_into(&mut stored);
-        }
-        let too_many = || StoreError::corrupt("an epoch of more than 4 billion proofs");
-        let mut done = 0;
-        let (mut key, mut runs) = match open {
-            Some(open) => open,
-            None => ((epoch, first.proof.node_id.clone()), Vec::new()),
-        };
-        loop {
-            let position = u32::try_from(chunk.position + done as u64).map_err(|_| too_many())?;
-            done +=
-                append::<ProofRow>(&mut runs, epoch, position, &stored[done * STORED_ROW_LEN..]);
-            if !runs.is_empty() {
-                table.insert((key.0, key.1.as_str()), encode_pack(&runs).as_slice())?;
-            }
-            if done == chunk.items.len() {
+        let mut open = OpenPack::read(&table, epoch)?;
+        let mut written = 0;
+        let mut consumed = chunks.len();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if i > 0 && started.elapsed() >= budget {
+                consumed = i;
                 break;
             }
-            // This pack is full: the next starts with the next row.
-            key = (epoch, chunk.items[done].proof.node_id.clone());
-            runs = Vec::new();
+            written += open.append(&mut table, epoch, chunk)?;
         }
+        open.store(&mut table)?;
         drop(table);
         let mut counters = self.txn.open_table(COUNTERS)?;
         let current = counters
             .get(PROOFS_COUNTER)?
             .map(|v| v.value())
             .unwrap_or(0);
-        counters.insert(PROOFS_COUNTER, current + done as u64)?;
+        counters.insert(PROOFS_COUNTER, current + written as u64)?;
+        Ok((consumed, written))
+    }
+}
+
+/// The pack being filled, held while a writer job appends to it.
+struct OpenPack {
+    /// Its key: (epoch, node id) of its first row; None until it has one.
+    key: Option<(u64, String)>,
+    runs: Vec<Run>,
+    /// Whether it holds rows not stored yet.
+    changed: bool,
+    /// Where the epoch's stored rows end (the next position to store).
+    stored_until: u64,
+}
+
+impl OpenPack {
+    /// The table's last value when it is a pack (full or not: a full one takes nothing
+    /// more), and where `epoch`'s stored rows end.
+    fn read(
+        table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+        epoch: u64,
+    ) -> StoreResult<Self> {
+        let mut open = OpenPack {
+            key: None,
+            runs: Vec::new(),
+            changed: false,
+            stored_until: 0,
+        };
+        let Some((k, v)) = table.last()? else {
+            return Ok(open);
+        };
+        let (key_epoch, key_first) = k.value();
+        if key_epoch > epoch {
+            return Err(StoreError::corrupt(format!(
+                "proofs of epoch {key_epoch} are stored before those of epoch {epoch}"
+            )));
+        }
+        // The last value holds the end of the epoch's rows if it holds any (rows of an
+        // earlier build's close may end in a chunk before it).
+        open.stored_until = match stored_end::<ProofRow>(key_epoch, v.value(), epoch)? {
+            Some(end) => end,
+            None => epoch_rows_end(table, epoch)?,
+        };
+        if is_pack(v.value()) {
+            open.key = Some((key_epoch, key_first.to_string()));
+            open.runs = decode_pack::<ProofRow>(v.value())?;
+        }
+        Ok(open)
+    }
+
+    /// Appends a run of proofs, storing each pack it fills; returns the proofs taken (0
+    /// when they are stored already).
+    fn append(
+        &mut self,
+        table: &mut redb::Table<(u64, &'static str), &'static [u8]>,
+        epoch: u64,
+        chunk: &ChunkWrite,
+    ) -> StoreResult<usize> {
+        let end = chunk.position + chunk.items.len() as u64;
+        if chunk.items.is_empty() || end <= self.stored_until {
+            return Ok(0);
+        }
+        if chunk.position != self.stored_until {
+            return Err(StoreError::corrupt(format!(
+                "epoch {epoch}: proofs from position {} sent to be stored, but its stored rows end at {}",
+                chunk.position, self.stored_until
+            )));
+        }
+        let stored = stored_rows(epoch, chunk)?;
+        let too_many = || StoreError::corrupt("an epoch of more than 4 billion proofs");
+        let mut done = 0;
+        while done < chunk.items.len() {
+            if self.key.is_none() {
+                self.key = Some((epoch, chunk.items[done].proof.node_id.clone()));
+            }
+            let position = u32::try_from(chunk.position + done as u64).map_err(|_| too_many())?;
+            let taken = append::<ProofRow>(
+                &mut self.runs,
+                epoch,
+                position,
+                &stored[done * STORED_ROW_LEN..],
+            );
+            done += taken;
+            self.changed |= taken > 0;
+            if done < chunk.items.len() {
+                // Full: stored now, and the next rows start another.
+                self.store(table)?;
+                self.key = None;
+                self.runs.clear();
+            }
+        }
+        self.stored_until = end;
         Ok(done)
     }
+
+    /// Writes the pack if it holds rows not stored yet.
+    fn store(
+        &mut self,
+        table: &mut redb::Table<(u64, &'static str), &'static [u8]>,
+    ) -> StoreResult<()> {
+        if let (true, Some((epoch, first))) = (self.changed, &self.key) {
+            table.insert((*epoch, first.as_str()), encode_pack(&self.runs).as_slice())?;
+        }
+        self.changed = false;
+        Ok(())
+    }
+}
+
+/// The stored form of a run of proofs of `epoch`, row after row.
+fn stored_rows(epoch: u64, chunk: &ChunkWrite) -> StoreResult<Vec<u8>> {
+    let mut stored = Vec::with_capacity(chunk.items.len() * STORED_ROW_LEN);
+    for item in &chunk.items {
+        let p = &item.proof;
+        if p.epoch != epoch {
+            return Err(StoreError::corrupt(format!(
+                "a proof for epoch {} in a chunk of epoch {epoch}",
+                p.epoch
+            )));
+        }
+        let prev_delta = match item.prev_epoch {
+            None => 0,
+            Some(e) => epoch
+                .checked_sub(e)
+                .filter(|d| *d > 0)
+                .and_then(|d| u32::try_from(d).ok())
+                .ok_or_else(|| {
+                    StoreError::corrupt(format!(
+                        "node {}'s previous proof (epoch {e}) is not before epoch {epoch}",
+                        p.node_id
+                    ))
+                })?,
+        };
+        ProofRow::of_proof(p, item.node_index, prev_delta, item.credit_carry)?
+            .encode_stored_into(&mut stored);
+    }
+    Ok(stored)
 }
 
 /// Where the stored rows of `epoch` end (0 when none are stored).
