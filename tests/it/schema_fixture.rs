@@ -1,7 +1,7 @@
 //! Databases written by earlier releases, kept in `tests/fixtures/` (issue 15: "keep a
 //! database from today's build as a test fixture"), and what those releases served from
 //! them. `make_schema_2_fixture` (ignored) wrote each, with the build of that schema
-//! (schema 3: commit 6a59541):
+//! (schema 3: commit 6a59541; schema 5: commit 33fa3f2):
 //!
 //! ```sh
 //! LUCID_FIXTURE_OUT=tests/fixtures/schema-2 cargo test --test it -- --ignored make_schema_2_fixture
@@ -159,6 +159,13 @@ async fn a_schema_2_database_migrates_at_start_and_serves_everything_as_before()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_3_database_opens_serves_everything_as_before_and_closes_on() {
     migrates_and_serves_everything_as_before("schema-3").await;
+}
+
+/// Schema 5 kept each epoch's proofs in chunks of its own; schema 6 reads them as they
+/// are and packs the rows of the epochs it closes after them (`epoch_packs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_5_database_opens_serves_everything_as_before_and_packs_the_epochs_after() {
+    migrates_and_serves_everything_as_before("schema-5").await;
 }
 
 /// Starts on a copy of the fixture `name`: every node, proof, ledger and payout is served
