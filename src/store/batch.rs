@@ -504,8 +504,11 @@ impl<'a> Batch<'a> {
     }
 
     /// Writes `node`'s totals to its account row when it has one and they changed (the row,
-    /// not the record, holds them then: see `accounts`).
-    fn put_account(&mut self, node: &Node) -> StoreResult<()> {
+    /// not the record, holds them then: see `accounts`). A node just registered (`created`)
+    /// gets its row now, so the first close that credits it settles it like any other
+    /// instead of reading its record (at 100k nodes that made the first close 0.2 s
+    /// slower); nodes registered before account rows get theirs when first settled.
+    fn put_account(&mut self, node: &Node, created: bool) -> StoreResult<()> {
         let Some(i) = self
             .txn
             .open_table(NODE_INDEX)?
@@ -515,11 +518,12 @@ impl<'a> Batch<'a> {
             return Ok(());
         };
         let mut accounts = self.txn.open_table(ACCOUNTS)?;
-        let Some(stored) = super::accounts::account_at(&accounts, i)? else {
+        let stored = super::accounts::account_at(&accounts, i)?;
+        if stored.is_none() && !created {
             return Ok(());
-        };
+        }
         let now = super::accounts::Account::of_node(node);
-        if now != stored {
+        if stored != Some(now) {
             let mut edits = super::accounts::AccountEdits::default();
             edits.put(&accounts, i, &now)?;
             edits.flush(&mut accounts)?;
@@ -554,7 +558,6 @@ impl<'a> Batch<'a> {
         self.txn
             .open_table(NODES)?
             .insert(node.node_id.as_str(), encode(node).as_slice())?;
-        self.put_account(node)?;
         if previous.is_none() {
             self.txn
                 .open_table(NODE_KEYS)?
@@ -564,6 +567,7 @@ impl<'a> Batch<'a> {
                 .insert((node.operator_id.as_str(), node.node_id.as_str()), ())?;
             self.index_node(&node.node_id)?;
         }
+        self.put_account(node, previous.is_none())?;
         let old_status = previous.map(|p| p.status);
         if old_status != Some(node.status) {
             let id = node.node_id.as_str();
