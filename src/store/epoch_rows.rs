@@ -15,6 +15,11 @@
 //! last one whose key is at or before it. Their sizes follow redb's allocator, not the
 //! Merkle blocks ([`chunk_starts`]): a value takes a power-of-two run of pages, and a
 //! 680-row chunk fills 64 KiB where a 512-row one would leave a quarter of it empty.
+//!
+//! Since schema 6 closes write packs instead (`epoch_packs`): values of up to 64 KiB
+//! holding runs of rows of consecutive epochs, keyed like a chunk by their first run. A
+//! reader takes every value as runs of rows; an epoch's first run may be in the value
+//! keyed just before the epoch's own keys.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -3,8 +3,8 @@
 //! - [`epoch_proofs`] computes an epoch's proofs from read transactions, outside the
 //!   writer: once an epoch is finished its heartbeats cannot change (receive stamps are
 //!   handed out inside the writer and strictly increase).
-//! - [`Batch::write_epoch_chunks`] writes chunks of proofs (96-byte rows, see
-//!   `epoch_rows`). A chunk already stored is skipped; the nodes' totals and ledgers
+//! - [`Batch::write_epoch_chunks`] writes runs of proofs (92-byte rows, see `epoch_rows`)
+//!   into packs (`epoch_packs`). A run already stored is skipped; the nodes' totals and ledgers
 //!   follow from the stored rows when the epoch is settled (`settle`), which skips what
 //!   it settled before: a crash anywhere loses nothing and credits nothing twice.
 
