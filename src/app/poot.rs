@@ -268,9 +268,10 @@ pub struct EpochPlan {
 }
 
 impl EpochPlan {
-    /// The outputs grouped as they are stored: runs of consecutive positions inside one
-    /// chunk (`epoch_rows::chunk_starts`: chunks sized to fill redb's allocations), of at
-    /// most `max` proofs (ranges into `outputs`).
+    /// The outputs as runs of consecutive positions (ranges into `outputs`) of at most
+    /// `max` proofs, cut where a chunk of `epoch_rows::chunk_starts` would start: pieces
+    /// of up to 709 rows, between which a writer job may stop (rows are appended to packs
+    /// whatever the pieces, `epoch_packs`).
     pub fn chunk_ranges(&self, max: usize) -> Vec<std::ops::Range<usize>> {
         let starts: std::collections::HashSet<u64> =
             chunk_starts(self.record.proof_count).into_iter().collect();
@@ -762,7 +763,7 @@ mod tests {
     #[tokio::test]
     async fn proofs_whose_block_spans_chunks_carry_the_paths_of_the_whole_tree() {
         let p = params();
-        let n = 1_300; // a full pack of 710 rows and 590 in the next
+        let n = 1_300; // eight packs of 176 rows or fewer
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = crate::store::db::open_with_clock(dir.path(), 100).unwrap();
         let start = (clock.now_us() / p.length_us - 3) * p.length_us;
@@ -820,8 +821,9 @@ mod tests {
     #[tokio::test]
     async fn epochs_of_a_small_fleet_share_packs_and_every_proof_reads_as_computed() {
         let p = params();
-        // 250 rows (23 KB) an epoch: a pack of 64 KiB holds about two and a half.
-        let (n, epochs) = (250, 8u64);
+        // 60 rows (5.5 KB) an epoch: a pack of 16 KiB holds about three, and the runs of
+        // most epochs span two packs.
+        let (n, epochs) = (60, 12u64);
         let (_dir, store, clock) = fresh_store();
         let start = (clock.now_us() / p.length_us - epochs - 2) * p.length_us;
         // A heartbeat a minute for `epochs` epochs.

@@ -195,9 +195,9 @@ mod tests {
     const S: u64 = 1_000_000;
     /// Four epochs a day keep the test small.
     const LENGTH: u64 = 6 * 3600 * S;
-    /// 150 rows an epoch: a pack holds four and a half epochs, so the days' edges fall
-    /// inside packs, which roll-up trims (`epoch_packs`).
-    const NODES: usize = 150;
+    /// 40 rows an epoch: a pack holds four and a bit, so the days' edges fall inside
+    /// packs, which roll-up trims (`epoch_packs`).
+    const NODES: usize = 40;
 
     fn history(store: &Store, id: &str) -> Vec<Proof> {
         store

@@ -9,10 +9,11 @@
 //! order, one value rewrite per 128 nodes: about 104 B written per node-epoch.
 //!
 //! The rule every reader and writer keeps: **when a node has an account row, the row holds
-//! its totals** and the record's copies of them are stale; a node without a row (never
-//! settled since the table came, or new) has them in its record. Readers apply the row
-//! with [`NodeTables::get`]; `Batch::put_node` writes a changed total to the row; closes
-//! create the rows as they settle (no migration).
+//! its totals** and the record's copies of them are stale; a node without a row (one
+//! registered before the table came and not settled since) has them in its record.
+//! Readers apply the row with [`NodeTables::get`]; `Batch::put_node` writes a changed
+//! total to the row and makes a new node's row at registration; closes make the rows of
+//! older nodes as they settle them (no migration).
 
 use redb::ReadableTable;
 use rust_decimal::Decimal;

@@ -10,7 +10,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use rust_decimal::Decimal;
 
 use super::codec::{decode, encode};
-use super::epoch_packs::{decode_pack, encode_pack, is_pack, runs_of_value, Run};
+use super::epoch_packs::{decode_pack, encode_pack, epochs_held, runs_of_value, Run};
 use super::epoch_rows::{block_roots, find_row, node_id_of, rows_at, Located, ProofRow, StoredRow};
 use super::error::{StoreError, StoreResult};
 use super::queries::{Page, Reader};
@@ -303,28 +303,44 @@ impl Batch<'_> {
         };
         drop(in_range);
         let mut removed = 0;
-        for (epoch, first) in keys {
+        for (n, (epoch, first)) in keys.into_iter().enumerate() {
             let key = (epoch, first.as_str());
-            let Some(value) = rows.get(key)?.map(|v| v.value().to_vec()) else {
-                continue;
+            // Only a value that also holds other epochs is read whole and kept in part.
+            let held = match rows.get(key)? {
+                Some(v) => epochs_held::<ProofRow>(epoch, v.value())?,
+                None => continue,
             };
-            let kept: Vec<Run> = if is_pack(&value) {
-                let runs = decode_pack::<ProofRow>(&value)?;
-                if !runs.iter().any(|r| epochs.contains(&r.epoch)) {
-                    continue;
+            let gone = held.iter().filter(|e| epochs.contains(e)).count();
+            if gone == 0 {
+                if epochs.contains(&epoch) {
+                    // Keyed under these epochs but holding none of them: the key is not
+                    // its first run's (skipping it would roll this day up forever).
+                    return Err(StoreError::corrupt(format!(
+                        "stored proof rows keyed under epoch {epoch} hold epochs {held:?}"
+                    )));
                 }
-                runs.into_iter()
-                    .filter(|r| !epochs.contains(&r.epoch))
-                    .collect()
-            } else if epochs.contains(&epoch) {
+                debug_assert_eq!(n, 0, "only the value before the range may hold none");
+                continue;
+            }
+            let kept: Vec<Run> = if gone == held.len() {
                 Vec::new()
             } else {
-                continue;
+                let value = rows
+                    .get(key)?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                decode_pack::<ProofRow>(&value)?
+                    .into_iter()
+                    .filter(|r| !epochs.contains(&r.epoch))
+                    .collect()
             };
             rows.remove(key)?;
             removed += 1;
             if let Some(run) = kept.first() {
-                let first_row = &run.stored[..super::epoch_rows::STORED_ROW_LEN];
+                let first_row = run
+                    .stored
+                    .get(..super::epoch_rows::STORED_ROW_LEN)
+                    .ok_or_else(|| StoreError::corrupt("a stored pack has an empty run"))?;
                 let first = node_id_of(&ids, ProofRow::decode_stored(first_row).node_index)?;
                 rows.insert((run.epoch, first.as_str()), encode_pack(&kept).as_slice())?;
             }

@@ -5,8 +5,8 @@
 //! its own ends with a tail that fills its allocation badly: 100 nodes took an 8 KiB
 //! chunk and a 4 KiB leaf for 9.2 KB of rows, 130 B a proof against a budget of 96. The
 //! close now appends its rows to the open pack (the table's last value) until it holds
-//! [`PACK_BYTES`], then starts the next: every value but the open one is full, whatever
-//! the fleet size.
+//! [`PACK_BYTES`] (16 KiB), then starts the next: every value but the open one is full,
+//! whatever the fleet size.
 //!
 //! A pack is a list of runs, each the rows of one epoch from one position on, in key
 //! order: `PACK_MARK`, the run count (u16 LE), per run its epoch (u64 LE), first position
@@ -30,11 +30,13 @@ const PACK_MARK: u32 = u32::MAX;
 const PACK_HEADER: usize = 6;
 /// Bytes of one run's entry in a pack's header.
 const RUN_ENTRY: usize = 16;
-/// Most bytes a pack holds: 64 KiB less what redb's leaf adds around it (its header,
+/// Most bytes a pack holds: 16 KiB less what redb's leaf adds around it (its header,
 /// two offsets and the key, whose node id is at most 64 bytes), so a full pack takes
-/// exactly sixteen 4 KiB pages. 64 KiB, not less: at 100k nodes an epoch is 141 packs,
-/// and the open pack's rewrite at each close stays small beside a whole epoch.
-pub const PACK_BYTES: usize = 65_536 - 128;
+/// exactly four 4 KiB pages (176 rows, 93 B of pages a row). Not 64 KiB (710 rows, 92.3
+/// B a row): each close rewrites the open pack, and at 100 nodes 64 KiB packs wrote 2.8
+/// KB per node-epoch against 1.5 KB for these (`benches/epoch_storage.rs`); at 100k
+/// nodes neither size changes the close.
+pub const PACK_BYTES: usize = 16_384 - 128;
 
 /// One epoch's rows from one position on, as a pack stores them (compact form).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +103,7 @@ fn pack_index(bytes: &[u8], row_len: usize) -> StoreResult<Vec<RunEntry>> {
     if bytes.len() < at {
         return Err(bad("is cut short"));
     }
-    let mut out = Vec::with_capacity(runs);
+    let mut out: Vec<RunEntry> = Vec::with_capacity(runs);
     for i in 0..runs {
         let e = &bytes[PACK_HEADER + i * RUN_ENTRY..PACK_HEADER + (i + 1) * RUN_ENTRY];
         let epoch = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
@@ -115,6 +117,17 @@ fn pack_index(bytes: &[u8], row_len: usize) -> StoreResult<Vec<RunEntry>> {
             .ok_or_else(|| bad("has a run too long"))?;
         if end > bytes.len() {
             return Err(bad("is cut short"));
+        }
+        if count == 0 {
+            return Err(bad("has an empty run"));
+        }
+        // Runs follow each other: epochs ascending, each epoch's positions ascending, so
+        // that the first run of an epoch is where its rows in the pack begin.
+        if out
+            .last()
+            .is_some_and(|last| (last.epoch, last.position) >= (epoch, position))
+        {
+            return Err(bad("has runs out of order"));
         }
         out.push(RunEntry {
             epoch,
@@ -202,6 +215,20 @@ pub fn runs_in_value<R: StoredRow>(
                 Cow::Owned(expand::<R>(&bytes[r.rows])),
             )
         }))
+}
+
+/// The epochs a stored value keyed under epoch `value_key` holds rows of, in order, read
+/// from its header (a chunk holds only `value_key`'s).
+pub fn epochs_held<R: StoredRow>(value_key: u64, bytes: &[u8]) -> StoreResult<Vec<u64>> {
+    if !is_pack(bytes) {
+        return Ok(vec![value_key]);
+    }
+    let mut epochs: Vec<u64> = pack_index(bytes, R::STORED_LEN)?
+        .iter()
+        .map(|r| r.epoch)
+        .collect();
+    epochs.dedup();
+    Ok(epochs)
 }
 
 /// Where the stored rows of `epoch` end in a value (the first position not stored in
@@ -329,14 +356,16 @@ mod tests {
         assert!(encoded_len(&runs) <= PACK_BYTES);
         assert!(encoded_len(&runs) + STORED_ROW_LEN > PACK_BYTES);
         assert_eq!(append::<ProofRow>(&mut runs, 2, 0, &many), 0);
-        // 100-node epochs: seven fit, with room to spare for less than one more.
+        // 40-node epochs: as many whole runs as fit, then part of the next fills the rest.
         let mut runs = Vec::new();
         let mut epochs = 0;
-        while append::<ProofRow>(&mut runs, epochs, 0, &stored(0..100)) == 100 {
+        while append::<ProofRow>(&mut runs, epochs, 0, &stored(0..40)) == 40 {
             epochs += 1;
         }
-        assert_eq!(epochs, 7);
-        assert!(encoded_len(&runs) > PACK_BYTES - 100 * STORED_ROW_LEN);
+        let run_bytes = (RUN_ENTRY + 40 * STORED_ROW_LEN) as u64;
+        assert_eq!(epochs, (PACK_BYTES - PACK_HEADER) as u64 / run_bytes);
+        assert_eq!(runs.len() as u64, epochs + 1, "the last run is a part");
+        assert!(encoded_len(&runs) + STORED_ROW_LEN > PACK_BYTES);
     }
 
     #[test]
@@ -359,5 +388,25 @@ mod tests {
         let mut huge = bytes;
         huge[18..22].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(runs_of_value::<ProofRow>(1, &huge).is_err());
+        // Empty runs, and runs out of order, would make readers disagree on where an
+        // epoch's rows are: corrupt.
+        let run = |epoch, position, count| Run {
+            epoch,
+            position,
+            stored: stored(0..count),
+            count,
+        };
+        let empty = encode_pack(&[run(1, 0, 2), run(2, 0, 0)]);
+        assert!(runs_of_value::<ProofRow>(1, &empty).is_err());
+        for (a, b) in [((2, 0), (1, 0)), ((1, 5), (1, 5)), ((1, 5), (1, 2))] {
+            let bytes = encode_pack(&[run(a.0, a.1, 2), run(b.0, b.1, 2)]);
+            assert!(
+                runs_of_value::<ProofRow>(1, &bytes).is_err(),
+                "{a:?} then {b:?}"
+            );
+            assert!(epochs_held::<ProofRow>(1, &bytes).is_err());
+        }
+        let fine = encode_pack(&[run(1, 5, 2), run(3, 0, 2), run(3, 9, 1)]);
+        assert_eq!(epochs_held::<ProofRow>(1, &fine).unwrap(), vec![1, 3]);
     }
 }

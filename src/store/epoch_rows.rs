@@ -16,7 +16,7 @@
 //! Merkle blocks ([`chunk_starts`]): a value takes a power-of-two run of pages, and a
 //! 680-row chunk fills 64 KiB where a 512-row one would leave a quarter of it empty.
 //!
-//! Since schema 6 closes write packs instead (`epoch_packs`): values of up to 64 KiB
+//! Since schema 6 closes write packs instead (`epoch_packs`): values of up to 16 KiB
 //! holding runs of rows of consecutive epochs, keyed like a chunk by their first run. A
 //! reader takes every value as runs of rows; an epoch's first run may be in the value
 //! keyed just before the epoch's own keys.

@@ -126,8 +126,9 @@ impl Batch<'_> {
         Ok(consumed)
     }
 
-    /// The mirror's outbox once `epoch` is settled: one reference per stored chunk, whose
-    /// proof, node and ledger documents the sync task renders when it sends them.
+    /// The mirror's outbox once `epoch` is settled: one reference per stored run of its
+    /// rows (a chunk, or its part of a pack), whose proof, node and ledger documents the
+    /// sync task renders when it sends them.
     pub fn mirror_settled_epoch(&mut self, epoch: u64) -> StoreResult<()> {
         if self.mirror.is_none() {
             return Ok(());
