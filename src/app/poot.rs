@@ -757,6 +757,30 @@ mod tests {
         out
     }
 
+    /// The epoch's proofs as the mirror renders them: its stored runs one after another,
+    /// each named by its first node (`proofs` are the epoch's, in leaf order); with the
+    /// position each run starts at.
+    fn mirror_runs(
+        reader: &crate::store::queries::Reader,
+        epoch: u64,
+        proofs: &[crate::domain::proof::Proof],
+    ) -> (Vec<crate::domain::proof::Proof>, Vec<usize>) {
+        let mut rendered = Vec::new();
+        let mut starts = Vec::new();
+        while rendered.len() < proofs.len() {
+            starts.push(rendered.len());
+            let first = &proofs[rendered.len()].node_id;
+            let run = reader.chunk_proofs(epoch, first).unwrap();
+            assert!(
+                !run.is_empty(),
+                "epoch {epoch}: a run from proof {}",
+                rendered.len()
+            );
+            rendered.extend(run);
+        }
+        (rendered, starts)
+    }
+
     /// Chunks are sized for redb's allocator, not for the 512-proof Merkle blocks: a
     /// proof whose block spans two chunks is served with the path of the whole tree, by
     /// the API and by the mirror's per-chunk reading alike.
@@ -780,16 +804,7 @@ mod tests {
         let (root, paths) = crate::domain::merkle::root_and_paths(&leaves);
         let reader = store.reader().unwrap();
         assert_eq!(reader.epoch(epoch).unwrap().unwrap().root, root);
-        // The mirror renders the stored runs one after another, each named by its first.
-        let mut rendered = Vec::new();
-        let mut starts = Vec::new();
-        while rendered.len() < n {
-            starts.push(rendered.len());
-            let first = &proofs[rendered.len()].node_id;
-            let run = reader.chunk_proofs(epoch, first).unwrap();
-            assert!(!run.is_empty(), "a run from proof {}", rendered.len());
-            rendered.extend(run);
-        }
+        let (rendered, starts) = mirror_runs(&reader, epoch, &proofs);
         assert!(starts.len() > 1, "the epoch fills more than one value");
         // Every proof near a run or block edge, and every fifth elsewhere.
         let near_edge = |i: usize| {
@@ -845,24 +860,9 @@ mod tests {
                 assert_eq!(&&served, proof, "proof {i} of epoch {epoch}");
                 assert_eq!(served.inclusion_path, path_entries(paths[i].clone()));
             }
-            // The mirror's references: one per run, each named by its first node.
-            let mut rendered: Vec<crate::domain::proof::Proof> = Vec::new();
-            while rendered.len() < n {
-                let run = reader
-                    .chunk_proofs(epoch, &of_epoch[rendered.len()].node_id)
-                    .unwrap();
-                assert!(
-                    !run.is_empty(),
-                    "epoch {epoch}: a run from {}",
-                    rendered.len()
-                );
-                rendered.extend(run);
-            }
-            assert_eq!(
-                rendered.iter().collect::<Vec<_>>(),
-                of_epoch,
-                "epoch {epoch}"
-            );
+            let of_epoch: Vec<_> = of_epoch.into_iter().cloned().collect();
+            let (rendered, _) = mirror_runs(&reader, epoch, &of_epoch);
+            assert_eq!(rendered, of_epoch, "epoch {epoch}");
         }
         // Each node's history, newest first, is its proofs of every epoch.
         let id = &proofs[0].node_id;

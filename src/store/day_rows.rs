@@ -11,7 +11,9 @@ use rust_decimal::Decimal;
 
 use super::codec::{decode, encode};
 use super::epoch_packs::{decode_pack, encode_pack, epochs_held, runs_of_value, Run};
-use super::epoch_rows::{block_roots, find_row, node_id_of, rows_at, Located, ProofRow, StoredRow};
+use super::epoch_rows::{
+    block_roots, find_row, node_id_of, rows_at, values_holding, Located, ProofRow, StoredRow,
+};
 use super::error::{StoreError, StoreResult};
 use super::queries::{Page, Reader};
 use super::tables::{DAYS, DAY_BLOCKS, DAY_ROWS, EPOCHS, EPOCH_BLOCKS, EPOCH_ROWS, NODE_IDS};
@@ -138,15 +140,7 @@ pub fn plan_day(db: &Database, day: u32, length_us: u64) -> StoreResult<DayPlan>
     // One sequential scan over the day's stored values: epochs ascending, each in node
     // order. A pack may begin with an epoch of the day before, or end with one of the
     // next: only the day's runs are folded.
-    let before = rows_t
-        .range(..(epochs.start, ""))?
-        .next_back()
-        .transpose()?;
-    let values = before
-        .into_iter()
-        .map(Ok)
-        .chain(rows_t.range((epochs.start, "")..(epochs.end, ""))?);
-    for entry in values {
+    for entry in values_holding(&rows_t, epochs.clone())? {
         let (k, v) = entry?;
         for run in runs_of_value::<ProofRow>(k.value().0, v.value())? {
             if epochs.contains(&run.epoch) {

@@ -372,19 +372,36 @@ pub struct StoredRun {
     pub rows: Vec<u8>,
 }
 
+/// A stored value of a rows table with its key, as redb's iterators give it.
+pub type StoredValue<'t> = (
+    redb::AccessGuard<'t, (u64, &'static str)>,
+    redb::AccessGuard<'t, &'static [u8]>,
+);
+
+/// The stored values that may hold rows of the keys `keys` (epochs, or days), in key
+/// order: the one keyed just before them, since a pack opened by an earlier epoch may
+/// hold the first rows (`epoch_packs`), then those keyed under them.
+pub fn values_holding<'t>(
+    rows_table: &'t impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    keys: std::ops::Range<u64>,
+) -> StoreResult<impl Iterator<Item = Result<StoredValue<'t>, redb::StorageError>> + 't> {
+    let before = rows_table
+        .range(..(keys.start, ""))?
+        .next_back()
+        .transpose()?;
+    Ok(before
+        .into_iter()
+        .map(Ok)
+        .chain(rows_table.range((keys.start, "")..(keys.end, ""))?))
+}
+
 /// Every run of rows under `key` (an epoch, or a day), in position order.
 pub fn runs_at<R: StoredRow>(
     rows_table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     key: u64,
 ) -> StoreResult<Vec<StoredRun>> {
     let mut out = Vec::new();
-    // A pack opened by an earlier epoch may hold this one's first rows.
-    let before = rows_table.range(..(key, ""))?.next_back().transpose()?;
-    let values = before
-        .into_iter()
-        .map(Ok)
-        .chain(rows_table.range((key, "")..(key + 1, ""))?);
-    for entry in values {
+    for entry in values_holding(rows_table, key..key + 1)? {
         let (k, v) = entry?;
         if let Some((position, rows)) = runs_in_value::<R>(k.value().0, v.value(), key)? {
             out.push(StoredRun {
@@ -641,7 +658,8 @@ where
             return Ok(None);
         };
         let chunk_position = found.chunk_position;
-        let rows = std::mem::take(&mut found.chunk);
+        // The run's rows, apart from `found`, which the loop moves from row to row.
+        let rows = found.chunk.clone();
         let rows = &rows[..];
         let record = self.record(epoch)?.ok_or_else(|| {
             StoreError::corrupt(format!("epoch {epoch} has proofs but no record"))
@@ -657,8 +675,6 @@ where
             None => levels(&block_roots(&self.blocks, epoch)?.ok_or_else(being_closed)?),
         };
         let block = BLOCK_LEAVES as u64;
-        // The run as `block_leaves` reads it.
-        found.chunk = rows.to_vec();
         let mut tree: Option<(u64, Vec<Vec<Hash>>)> = None;
         let mut proofs = Vec::with_capacity(rows.len() / ROW_LEN);
         for (i, row) in rows_of::<ProofRow>(rows).enumerate() {

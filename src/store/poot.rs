@@ -15,9 +15,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::epoch_packs::{append, decode_pack, encode_pack, is_pack, stored_end, Run};
-use super::epoch_rows::{
-    epoch_rows, node_id_of, runs_at, ProofRow, StoredRow, ROW_LEN, STORED_ROW_LEN,
-};
+use super::epoch_rows::{epoch_rows, node_id_of, ProofRow, StoredRow, STORED_ROW_LEN};
 use super::error::{StoreError, StoreResult};
 use super::tables::{COUNTERS, EPOCH_ROWS, NODE_IDS, PROOFS_COUNTER};
 use super::Batch;
@@ -310,12 +308,14 @@ impl Batch<'_> {
         }
         open.store(&mut table)?;
         drop(table);
-        let mut counters = self.txn.open_table(COUNTERS)?;
-        let current = counters
-            .get(PROOFS_COUNTER)?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        counters.insert(PROOFS_COUNTER, current + written as u64)?;
+        if written > 0 {
+            let mut counters = self.txn.open_table(COUNTERS)?;
+            let current = counters
+                .get(PROOFS_COUNTER)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            counters.insert(PROOFS_COUNTER, current + written as u64)?;
+        }
         Ok((consumed, written))
     }
 }
@@ -353,12 +353,10 @@ impl OpenPack {
                 "proofs of epoch {key_epoch} are stored before those of epoch {epoch}"
             )));
         }
-        // The last value holds the end of the epoch's rows if it holds any (rows of an
-        // earlier build's close may end in a chunk before it).
-        open.stored_until = match stored_end::<ProofRow>(key_epoch, v.value(), epoch)? {
-            Some(end) => end,
-            None => epoch_rows_end(table, epoch)?,
-        };
+        // The last value holds the end of the epoch's rows if any are stored (a chunk of
+        // an earlier build's close, or a pack); if it holds none, its key's epoch is an
+        // earlier one and so is every other value's: none are stored.
+        open.stored_until = stored_end::<ProofRow>(key_epoch, v.value(), epoch)?.unwrap_or(0);
         if is_pack(v.value()) {
             open.key = Some((key_epoch, key_first.to_string()));
             open.runs = decode_pack::<ProofRow>(v.value())?;
@@ -452,16 +450,6 @@ fn stored_rows(epoch: u64, chunk: &ChunkWrite) -> StoreResult<Vec<u8>> {
             .encode_stored_into(&mut stored);
     }
     Ok(stored)
-}
-
-/// Where the stored rows of `epoch` end (0 when none are stored).
-fn epoch_rows_end(
-    table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
-    epoch: u64,
-) -> StoreResult<u64> {
-    Ok(runs_at::<ProofRow>(table, epoch)?
-        .last()
-        .map_or(0, |run| run.position + (run.rows.len() / ROW_LEN) as u64))
 }
 
 #[cfg(test)]
